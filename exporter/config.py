@@ -1,0 +1,450 @@
+"""Configuration: one YAML file, a per-key environment overlay, secrets from files, validated offline.
+
+The dataclasses below are the schema. Loading walks them, so a key exists exactly when a field does;
+every problem found (unknown key, wrong type, bad value) is collected and raised together.
+Environment: ``PG_ARCHITECT_<SECTION>_<KEY>`` (nested sections joined with ``_``), and for any key
+``PG_ARCHITECT_<SECTION>_<KEY>_FILE`` reads the value from a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from exporter.errors import ConfigError
+
+ENV_PREFIX = "PG_ARCHITECT_"
+CONFIG_ENV = "PG_ARCHITECT_CONFIG"
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` allowed); raise ValueError when malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parse_weekly(value: str) -> tuple[str, str]:
+    """Split ``"sunday 02:00"`` into a weekday and a time; raise ValueError when malformed."""
+    parts = value.lower().split()
+    if len(parts) != 2 or parts[0] not in _WEEKDAYS or not _TIME.match(parts[1]):
+        raise ValueError(f"expected '<weekday> HH:MM', got {value!r}")
+    return parts[0], parts[1]
+
+
+def _check_listen(value: Any) -> str | None:
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _check_weekly(value: Any) -> str | None:
+    try:
+        parse_weekly(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _check_daily(value: Any) -> str | None:
+    return None if _TIME.match(value) else f"expected 'HH:MM', got {value!r}"
+
+
+def _check_timezone(value: Any) -> str | None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {value!r}"
+    return None
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else f"must be > 0, got {value!r}"
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 else f"must be >= 0, got {value!r}"
+
+
+def _ratio(value: Any) -> str | None:
+    return None if 0 <= value <= 1 else f"must be between 0 and 1, got {value!r}"
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in allowed else f"must be one of {', '.join(allowed)}, got {value!r}"
+
+    return check
+
+
+def _dsn(value: Any) -> str | None:
+    if value.startswith(("postgresql://", "postgres://")) or "=" in value or value == "embedded":
+        return None
+    return "expected a libpq connection string (postgresql://... or key=value ...) or 'embedded'"
+
+
+def _field(default: Any, check: Callable[[Any], str | None] | None = None, **kw: Any) -> Any:
+    metadata = {"check": check} if check else {}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseConfig:
+    dsn: str = _field("embedded", _dsn)
+    kb_dsn: str | None = _field(None, _dsn)
+    connect_timeout_s: int = _field(5, _positive)
+    embedded_data_dir: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ExporterConfig:
+    listen: str = _field("0.0.0.0:9188", _check_listen)
+    scrape_budget_s: float = _field(5.0, _positive)
+    data_directory: str | None = None
+    disk_capacity_bytes: int | None = _field(None, _positive)
+    top_queries: int = _field(20, _non_negative)
+    lock_timeout_ms: int = _field(500, _positive)
+
+
+@dataclasses.dataclass(frozen=True)
+class ThresholdsConfig:
+    min_mean_ms: float = _field(500.0, _non_negative)
+    min_calls: int = _field(100, _non_negative)
+    limit: int = _field(20, _positive)
+    min_gain_percent: float = _field(20.0, _non_negative)
+    similarity_skip: float = _field(0.85, _ratio)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    timezone: str = _field("Asia/Ho_Chi_Minh", _check_timezone)
+    weekly_audit: str = _field("sunday 02:00", _check_weekly)
+    daily_snapshot: str = _field("03:00", _check_daily)
+    weekly_report: str = _field("monday 09:00", _check_weekly)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiConfig:
+    listen: str = _field("127.0.0.1:3001", _check_listen)
+    token_file: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditorConfig:
+    thresholds: ThresholdsConfig = dataclasses.field(default_factory=ThresholdsConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    api: ApiConfig = dataclasses.field(default_factory=ApiConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasurementConfig:
+    mode: str = _field("auto", _one_of("auto", "hypothetical", "rollback_build", "staging"))
+    staging_dsn: str | None = _field(None, _dsn)
+    max_table_bytes: int = _field(1073741824, _positive)
+    lock_timeout_ms: int = _field(2000, _positive)
+    statement_timeout_ms: int = _field(30000, _positive)
+
+
+@dataclasses.dataclass(frozen=True)
+class LlmConfig:
+    base_url: str | None = None
+    model: str | None = None
+    api_key_file: str | None = None
+    embedding_model: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationsConfig:
+    format: str = _field("prisma", _one_of("prisma", "plain"))
+    path: str = "prisma/migrations"
+
+
+@dataclasses.dataclass(frozen=True)
+class GithubConfig:
+    repo: str | None = None
+    token_file: str | None = None
+    base_branch: str = "main"
+    local_repo: str | None = None
+    api_url: str = "https://api.github.com"
+    migrations: MigrationsConfig = dataclasses.field(default_factory=MigrationsConfig)
+    labels: list[str] = _field(["database", "ai-generated", "optimization"])
+
+
+@dataclasses.dataclass(frozen=True)
+class SlackConfig:
+    webhook_url_file: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GrafanaConfig:
+    url: str | None = None
+    token_file: str | None = None
+    dashboard_uid: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PushgatewayConfig:
+    url: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = dataclasses.field(default_factory=DatabaseConfig)
+    exporter: ExporterConfig = dataclasses.field(default_factory=ExporterConfig)
+    auditor: AuditorConfig = dataclasses.field(default_factory=AuditorConfig)
+    measurement: MeasurementConfig = dataclasses.field(default_factory=MeasurementConfig)
+    llm: LlmConfig = dataclasses.field(default_factory=LlmConfig)
+    github: GithubConfig = dataclasses.field(default_factory=GithubConfig)
+    slack: SlackConfig = dataclasses.field(default_factory=SlackConfig)
+    grafana: GrafanaConfig = dataclasses.field(default_factory=GrafanaConfig)
+    pushgateway: PushgatewayConfig = dataclasses.field(default_factory=PushgatewayConfig)
+    # Secrets read from the standard variables or *_FILE settings; never printed.
+    secrets: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def kb_dsn(self) -> str:
+        """The knowledge base's DSN: ``database.kb_dsn``, else the audited database."""
+        return self.database.kb_dsn or self.database.dsn
+
+    def secret(self, name: str) -> str | None:
+        """One of ``openai_api_key``, ``github_token``, ``slack_webhook_url``, ``api_token``, ``grafana_token``."""
+        return self.secrets.get(name)
+
+
+T = TypeVar("T")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _describe(tp: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return "a list of strings"
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Return (ok, value) for a YAML/env value against a field type."""
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        if value is None and type(None) in typing.get_args(tp):
+            return True, None
+        for arg in typing.get_args(tp):
+            if arg is not type(None):
+                ok, out = _coerce(value, arg)
+                if ok:
+                    return True, out
+        return False, None
+    if typing.get_origin(tp) is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return ok, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
+    if tp is str:
+        return isinstance(value, str), value
+    return False, None
+
+
+def _build(cls: type[T], data: Mapping[str, Any], path: str, problems: list[str]) -> T:
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "secrets"}  # type: ignore[arg-type]
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            problems.append(f"{path}{key}: unknown key (known: {known})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        value, tp = data[name], hints[name]
+        if dataclasses.is_dataclass(tp):
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                problems.append(f"{path}{name}: expected a mapping, got {value!r}")
+                continue
+            kwargs[name] = _build(tp, value, f"{path}{name}.", problems)  # type: ignore[arg-type]
+            continue
+        ok, coerced = _coerce(value, tp)
+        if not ok:
+            problems.append(f"{path}{name}: expected {_describe(tp)}, got {value!r}")
+            continue
+        check = f.metadata.get("check")
+        if check is not None and coerced is not None:
+            message = check(coerced)
+            if message:
+                problems.append(f"{path}{name}: {message}")
+                continue
+        kwargs[name] = coerced
+    return cls(**kwargs)
+
+
+def _env_key(path: tuple[str, ...]) -> str:
+    return ENV_PREFIX + "_".join(p.upper() for p in path)
+
+
+def _leaf_paths(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name == "secrets":
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.extend(_leaf_paths(tp, (*prefix, f.name)))  # type: ignore[arg-type]
+        else:
+            out.append((*prefix, f.name))
+    return out
+
+
+def _read_secret_file(path: str, what: str, problems: list[str]) -> str | None:
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        problems.append(f"{what}: cannot read {path}: {exc.strerror or exc}")
+        return None
+
+
+def _overlay_env(data: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
+    known = {_env_key(p) for p in _leaf_paths(Config)}
+    for p in _leaf_paths(Config):
+        key = _env_key(p)
+        raw: str | None = None
+        if key + "_FILE" in env:
+            raw = _read_secret_file(env[key + "_FILE"], key + "_FILE", problems)
+        elif key in env:
+            raw = env[key]
+        if raw is None:
+            continue
+        node = data
+        for part in p[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[p[-1]] = _env_value(raw, p, problems)
+    for key in env:
+        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV:
+            base = key.removesuffix("_FILE")
+            if base not in known and key not in known:
+                problems.append(f"{key}: unknown environment setting")
+
+
+def _env_value(raw: str, path: tuple[str, ...], problems: list[str]) -> Any:
+    tp = _field_type(path)
+    if tp is str or (typing.get_origin(tp) in (types.UnionType, typing.Union) and str in typing.get_args(tp)):
+        return None if raw.lower() in ("", "null", "none") and type(None) in typing.get_args(tp) else raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        problems.append(f"{_env_key(path)}: cannot parse {raw!r}")
+        return None
+
+
+def _field_type(path: tuple[str, ...]) -> Any:
+    cls: Any = Config
+    tp: Any = None
+    for part in path:
+        tp = _hints(cls)[part]
+        cls = tp
+    return tp
+
+
+_STANDARD_SECRETS = {
+    "openai_api_key": ("OPENAI_API_KEY", ("llm", "api_key_file")),
+    "github_token": ("GITHUB_TOKEN", ("github", "token_file")),
+    "slack_webhook_url": ("SLACK_WEBHOOK_URL", ("slack", "webhook_url_file")),
+    "api_token": ("PG_ARCHITECT_API_TOKEN", ("auditor", "api", "token_file")),
+    "grafana_token": ("GRAFANA_TOKEN", ("grafana", "token_file")),
+}
+
+
+def _resolve_secrets(cfg: Config, env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
+    secrets: dict[str, str] = {}
+    for name, (variable, file_path) in _STANDARD_SECRETS.items():
+        node: Any = cfg
+        for part in file_path:
+            node = getattr(node, part)
+        value: str | None = None
+        if node:
+            value = _read_secret_file(node, ".".join(file_path), problems)
+        elif env.get(variable):
+            value = env[variable]
+        if value:
+            secrets[name] = value
+    return secrets
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load and validate the configuration; raise ConfigError listing every problem.
+
+    ``overrides`` are dotted keys from command-line flags (``{"database.dsn": ...}``), applied last.
+    """
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    data: dict[str, Any] = {}
+    path = path or env.get(CONFIG_ENV)
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{path}: the top level must be a mapping of sections"])
+        data = loaded
+    _overlay_env(data, env, problems)
+    if "OPENAI_BASE_URL" in env and not (data.get("llm") or {}).get("base_url"):
+        data.setdefault("llm", {})
+        if isinstance(data["llm"], dict):
+            data["llm"]["base_url"] = env["OPENAI_BASE_URL"]
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    cfg = _build(Config, data, "", problems)
+    secrets = _resolve_secrets(cfg, env, problems)
+    if problems:
+        raise ConfigError(problems)
+    return dataclasses.replace(cfg, secrets=secrets)
