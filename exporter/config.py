@@ -274,7 +274,7 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
 
 def _build(cls: type[T], data: Mapping[str, Any], path: str, problems: list[str]) -> T:
     hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "secrets"}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "secrets"}  # type: ignore[arg-type,unused-ignore]
     for key in data:
         if key not in fields:
             known = ", ".join(sorted(fields))
@@ -313,7 +313,7 @@ def _env_key(path: tuple[str, ...]) -> str:
 def _leaf_paths(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     hints = _hints(cls)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         if f.name == "secrets":
             continue
         tp = hints[f.name]

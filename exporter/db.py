@@ -21,14 +21,14 @@ from exporter.errors import DatabaseError, DatabaseUnavailable, PrivilegeError, 
 log = logging.getLogger(__name__)
 
 Connection = psycopg.Connection[Any]
-Query = str | sql.Composable
+Query = str | sql.SQL | sql.Composed
 T = TypeVar("T")
 
 __all__ = [
+    "SQL",
     "Connection",
     "Identifier",
     "Literal",
-    "SQL",
     "connect",
     "execute",
     "fetch",
@@ -122,7 +122,9 @@ def fetch_one(conn: Connection, query: Query, params: Sequence[Any] | dict[str, 
     return rows[0] if rows else None
 
 
-def fetch_dicts(conn: Connection, query: Query, params: Sequence[Any] | dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def fetch_dicts(
+    conn: Connection, query: Query, params: Sequence[Any] | dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     with translated(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
         return cur.fetchall()

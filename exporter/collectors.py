@@ -1,0 +1,341 @@
+"""The exporter's collector groups: each reads what it needs and builds metric families.
+
+Groups are independent: one failing (a privilege, a lock, a missing extension) marks
+``pgarch_scrape_collector_success{collector}`` 0 and leaves the others' series intact. Per-target state
+(previous counters, histogram accumulators) is owned by ``exporter.target.Target`` and passed in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from exporter import db
+from exporter.errors import DatabaseError
+from exporter.latency import BUCKETS, Interval, Mixture, row_quantile
+from exporter.models import (
+    ActivityRow,
+    DatabaseRow,
+    KbPresentRow,
+    KpiRow,
+    PgssInfoRow,
+    ServerRow,
+    StatementRow,
+)
+from exporter.queries import QUERIES
+from exporter.sqlfiles import extension_version_num
+from exporter.statements import StatementWindow
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("pr_merge", "pr_review", "log", "flag")
+
+
+def _query(name: str, version: int, **identifiers: str) -> db.Query:
+    text = QUERIES.get(name, version)
+    if identifiers:
+        return db.SQL(text).format(**{k: db.Identifier(v) for k, v in identifiers.items()})
+    return text
+
+
+# -- server -------------------------------------------------------------------------------------
+
+
+def read_activity(conn: db.Connection, server: ServerRow) -> list[ActivityRow]:
+    return db.fetch(conn, _query("activity", server.server_version_num), None, ActivityRow)
+
+
+def read_server(conn: db.Connection) -> ServerRow:
+    row = db.fetch_one(conn, _query("server", db.server_version_num(conn)), None, ServerRow)
+    assert row is not None  # a single-row SELECT without FROM always returns one row
+    return row
+
+
+def server_metrics(server: ServerRow, activity: Sequence[ActivityRow]) -> list[Metric]:
+    max_conn = GaugeMetricFamily("pg_settings_max_connections", "Maximum number of concurrent connections.")
+    max_conn.add_metric([], server.max_connections)
+    reserved = GaugeMetricFamily(
+        "pg_settings_superuser_reserved_connections", "Connection slots reserved for superusers."
+    )
+    reserved.add_metric([], server.superuser_reserved_connections)
+    count = GaugeMetricFamily(
+        "pg_stat_activity_count", "Client backends by database and state.", labels=["datname", "state"]
+    )
+    for row in activity:
+        count.add_metric([row.datname, row.state], row.count)
+    ratio = GaugeMetricFamily(
+        "pgarch_connections_used_ratio",
+        "Client backends / (max_connections - superuser_reserved_connections - reserved_connections).",
+    )
+    usable = server.usable_connections
+    ratio.add_metric([], server.client_backends / usable if usable > 0 else 1.0)
+    return [max_conn, reserved, count, ratio]
+
+
+# -- databases: sizes and cache -----------------------------------------------------------------
+
+
+def read_databases(conn: db.Connection, server: ServerRow) -> list[DatabaseRow]:
+    return db.fetch(conn, _query("databases", server.server_version_num), None, DatabaseRow)
+
+
+def database_metrics(rows: Sequence[DatabaseRow], previous: dict[str, tuple[int, int]] | None) -> list[Metric]:
+    size = GaugeMetricFamily("pg_database_size_bytes", "Disk space used by the database.", labels=["datname"])
+    hit = CounterMetricFamily("pg_stat_database_blks_hit", "Buffer cache hits.", labels=["datname"])
+    read = CounterMetricFamily("pg_stat_database_blks_read", "Blocks read from disk (or OS cache).", labels=["datname"])
+    ratio = GaugeMetricFamily(
+        "pgarch_cache_hit_ratio",
+        "blks_hit / (blks_hit + blks_read) between the last two scrapes; absent when no block was touched.",
+        labels=["datname"],
+    )
+    for row in rows:
+        size.add_metric([row.datname], row.size_bytes)
+        hit.add_metric([row.datname], row.blks_hit)
+        read.add_metric([row.datname], row.blks_read)
+        if previous is not None and row.datname in previous:
+            prev_hit, prev_read = previous[row.datname]
+            d_hit, d_read = row.blks_hit - prev_hit, row.blks_read - prev_read
+            # Counters reset (pg_stat_reset) or no block touched: no ratio rather than a made-up one.
+            if d_hit >= 0 and d_read >= 0 and d_hit + d_read > 0:
+                ratio.add_metric([row.datname], d_hit / (d_hit + d_read))
+    return [size, hit, read, ratio]
+
+
+# -- statements: the latency histogram and p95 ---------------------------------------------------
+
+
+def read_statements(conn: db.Connection, server: ServerRow) -> tuple[list[StatementRow], PgssInfoRow | None]:
+    if not server.pgss_schema or not server.pgss_version:
+        if server.pgss_loaded:
+            raise DatabaseError(
+                "pg_stat_statements is loaded but not created in this database: CREATE EXTENSION pg_stat_statements"
+            )
+        raise DatabaseError("pg_stat_statements is not in shared_preload_libraries")
+    version = extension_version_num(server.pgss_version)
+    rows = db.fetch(conn, _query("pgss_statements", version, pgss=server.pgss_schema), None, StatementRow)
+    info = None
+    if version >= 10900:
+        info = db.fetch_one(conn, _query("pgss_info", version, pgss=server.pgss_schema), None, PgssInfoRow)
+    return rows, info
+
+
+@dataclasses.dataclass
+class HistogramState:
+    """Cumulative histogram of one database, accumulated window by window (counters never decrease)."""
+
+    buckets: list[float] = dataclasses.field(default_factory=lambda: [0.0] * len(BUCKETS))
+    count: float = 0.0
+    sum_s: float = 0.0
+
+    def add(self, mixture: Mixture) -> None:
+        for i, value in enumerate(mixture.bucket_counts(BUCKETS)):
+            self.buckets[i] += value
+        self.count += mixture.calls
+        self.sum_s += mixture.total_s
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatementTotals:
+    """One statement (dbid, queryid) summed over users and nesting levels, cumulative."""
+
+    calls: int
+    total_s: float
+
+
+def statement_totals(rows: Iterable[StatementRow]) -> dict[tuple[int, int], StatementTotals]:
+    totals: dict[tuple[int, int], StatementTotals] = {}
+    for row in rows:
+        key = (row.dbid, row.queryid)
+        old = totals.get(key, StatementTotals(0, 0.0))
+        totals[key] = StatementTotals(old.calls + row.calls, old.total_s + row.total_ms / 1000.0)
+    return totals
+
+
+def top_statements(
+    window: StatementWindow | None, totals: dict[tuple[int, int], StatementTotals], limit: int
+) -> list[tuple[int, int]]:
+    """The ``limit`` statements with the most execution time in the window (cumulative before one exists)."""
+    if limit <= 0:
+        return []
+    if window is not None and window.intervals:
+        spent = {key: sum(iv.calls * iv.mean_s for iv in ivs) for key, ivs in window.by_statement().items()}
+    else:
+        spent = {key: t.total_s for key, t in totals.items()}
+    return sorted(spent, key=lambda k: (-spent[k], k))[:limit]
+
+
+def statement_metrics(
+    window: StatementWindow | None,
+    rows: Sequence[StatementRow],
+    datnames: dict[int, str],
+    histograms: dict[str, HistogramState],
+    top_n: int,
+) -> list[Metric]:
+    """Histogram and p95 per database, plus bounded per-queryid series for the top statements."""
+    p95 = GaugeMetricFamily(
+        "pgarch_query_p95_seconds",
+        "p95 statement latency between the last two scrapes (log-normal mixture of pg_stat_statements "
+        "deltas); absent when no statement finished.",
+        labels=["datname"],
+    )
+    if window is not None:
+        for dbid, mixture in window.by_database().items():
+            datname = datnames.get(dbid)
+            if datname is None or mixture.calls <= 0:
+                continue
+            histograms.setdefault(datname, HistogramState()).add(mixture)
+            value = mixture.quantile(0.95)
+            if not math.isnan(value):
+                p95.add_metric([datname], value)
+    hist = HistogramMetricFamily(
+        "pgarch_query_duration_seconds",
+        "Statement latency from pg_stat_statements deltas between scrapes (top-level statements).",
+        labels=["datname"],
+    )
+    for datname in sorted(histograms):
+        state = histograms[datname]
+        buckets = [(_le(bound), value) for bound, value in zip(BUCKETS, state.buckets, strict=True)]
+        buckets.append(("+Inf", state.count))
+        hist.add_metric([datname], buckets, state.sum_s)
+    calls = CounterMetricFamily(
+        "pgarch_statement_calls",
+        "Calls of a top statement (cumulative, pg_stat_statements).",
+        labels=["datname", "queryid"],
+    )
+    seconds = CounterMetricFamily(
+        "pgarch_statement_exec_seconds",
+        "Execution time of a top statement (cumulative, pg_stat_statements).",
+        labels=["datname", "queryid"],
+    )
+    stmt_p95 = GaugeMetricFamily(
+        "pgarch_statement_p95_seconds",
+        "p95 latency of a top statement between the last two scrapes.",
+        labels=["datname", "queryid"],
+    )
+    totals = statement_totals(rows)
+    per_statement = window.by_statement() if window is not None else {}
+    for key in top_statements(window, totals, top_n):
+        datname = datnames.get(key[0])
+        if datname is None:
+            continue
+        labels = [datname, str(key[1])]
+        calls.add_metric(labels, totals[key].calls)
+        seconds.add_metric(labels, totals[key].total_s)
+        intervals = per_statement.get(key)
+        if intervals:
+            value = _statement_p95(intervals)
+            if not math.isnan(value):
+                stmt_p95.add_metric(labels, value)
+    return [p95, hist, calls, seconds, stmt_p95]
+
+
+def _statement_p95(intervals: list[Interval]) -> float:
+    return row_quantile(intervals[0], 0.95) if len(intervals) == 1 else Mixture(intervals).quantile(0.95)
+
+
+def _le(bound: float) -> str:
+    return f"{bound:.6g}"
+
+
+# -- disk -----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DiskUsage:
+    used_bytes: int
+    size_bytes: int
+    source: str  # "statvfs" or "configured"
+
+
+def read_disk(
+    server: ServerRow, databases: Sequence[DatabaseRow], data_directory: str | None, capacity: int | None
+) -> DiskUsage | None:
+    """Filesystem use of the data directory when this process can see it, else the configured capacity."""
+    path = data_directory or server.data_directory
+    if path and os.path.isdir(path):
+        st = os.statvfs(path)
+        size = st.f_blocks * st.f_frsize
+        return DiskUsage(used_bytes=(st.f_blocks - st.f_bfree) * st.f_frsize, size_bytes=size, source="statvfs")
+    if capacity:
+        return DiskUsage(used_bytes=sum(d.size_bytes for d in databases), size_bytes=capacity, source="configured")
+    return None
+
+
+def disk_metrics(usage: DiskUsage) -> list[Metric]:
+    doc = {
+        "statvfs": "of the filesystem holding the data directory (statvfs)",
+        "configured": "databases' size against exporter.disk_capacity_bytes",
+    }[usage.source]
+    used = GaugeMetricFamily("pgarch_disk_used_bytes", f"Bytes used, {doc}.", labels=["source"])
+    used.add_metric([usage.source], usage.used_bytes)
+    size = GaugeMetricFamily("pgarch_disk_size_bytes", f"Capacity in bytes, {doc}.", labels=["source"])
+    size.add_metric([usage.source], usage.size_bytes)
+    ratio = GaugeMetricFamily("pgarch_disk_used_ratio", f"Used / capacity, {doc}.", labels=["source"])
+    ratio.add_metric([usage.source], usage.used_bytes / usage.size_bytes if usage.size_bytes else 0.0)
+    return [used, size, ratio]
+
+
+# -- the auditor's KPIs, read from the knowledge base ---------------------------------------------
+
+EMPTY_KPIS = KpiRow(0.0, 0.0, 0.0, 0, 0.0, 0.0, False, 0, 0, 0, 0, 0, 0, 0)
+
+
+def read_kpis(conn: db.Connection, system_identifier: str | None, datname: str) -> KpiRow:
+    version = db.server_version_num(conn)
+    present = db.fetch_one(conn, _query("kb_present", version), None, KbPresentRow)
+    if present is None or not present.present or system_identifier is None:
+        return EMPTY_KPIS
+    params = {"system_identifier": system_identifier, "datname": datname}
+    return db.fetch_one(conn, _query("kb_kpis", version), params, KpiRow) or EMPTY_KPIS
+
+
+def kpi_metrics(k: KpiRow) -> list[Metric]:
+    def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(name, doc)
+        family.add_metric([], value)
+        return family
+
+    def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, doc)
+        family.add_metric([], value)
+        return family
+
+    recs = GaugeMetricFamily(
+        "pgarch_audit_recommendations", "Recommendations in the last audit, by action.", labels=["action"]
+    )
+    for action, value in zip(ACTIONS, (k.pr_merge, k.pr_review, k.log, k.flag), strict=True):
+        recs.add_metric([action], value)
+    return [
+        gauge("pgarch_audit_last_run_timestamp_seconds", "Start of the last audit (0: never).", k.last_run_ts),
+        gauge(
+            "pgarch_audit_last_success_timestamp_seconds",
+            "End of the last successful audit (0: never).",
+            k.last_success_ts,
+        ),
+        gauge("pgarch_audit_duration_seconds", "Duration of the last audit (so far, if it runs).", k.duration_s),
+        gauge("pgarch_audit_slow_queries", "Slow queries found by the last successful audit.", k.slow_queries),
+        recs,
+        gauge(
+            "pgarch_audit_confidence_avg_ratio",
+            "Average confidence of the last audit's recommendations.",
+            k.avg_confidence,
+        ),
+        gauge(
+            "pgarch_audit_gain_avg_ratio",
+            "Average measured gain of the last audit's recommendations.",
+            k.avg_gain_percent / 100.0,
+        ),
+        gauge(
+            "pgarch_audit_stuck",
+            "1 when the last audit found slow queries and could recommend nothing.",
+            1.0 if k.stuck else 0.0,
+        ),
+        counter("pgarch_audit_prs_created", "Pull requests opened since the knowledge base began.", k.prs_created),
+        counter("pgarch_optimizations_applied", "Recommendations applied since the knowledge base began.", k.applied),
+        gauge("pgarch_knowledge_base_records", "Recommendations stored in the knowledge base.", k.records),
+    ]

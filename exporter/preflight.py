@@ -1,0 +1,198 @@
+"""``pg-architect check``: is this server ready for pg-architect, and how to fix what is not."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from exporter import db
+from exporter.errors import PgArchitectError
+from exporter.queries import QUERIES
+
+MIN_SERVER_VERSION = 130000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Finding:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+    required: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PreflightRow:
+    server_version_num: int
+    server_version: str
+    shared_preload_libraries: str
+    compute_query_id: str | None
+    track_io_timing: str
+    is_superuser: bool
+    has_pg_monitor: bool
+    pgss_version: str | None
+    pgss_available: bool
+    hypopg_available: bool
+    hypopg_version: str | None
+    role_name: str
+    datname: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KbPreflightRow:
+    vector_available: bool
+    vector_version: str | None
+    can_create_schema: bool
+    schema_exists: bool
+    is_superuser: bool
+    datname: str
+
+
+def _libraries(setting: str) -> set[str]:
+    return {lib.strip().strip('"') for lib in setting.split(",") if lib.strip()}
+
+
+def check_server(conn: db.Connection) -> list[Finding]:
+    """Findings for the audited server."""
+    row = db.fetch_one(conn, QUERIES.get("preflight", db.server_version_num(conn)), None, PreflightRow)
+    assert row is not None
+    out = [
+        Finding(
+            "server version",
+            row.server_version_num >= MIN_SERVER_VERSION,
+            f"PostgreSQL {row.server_version}",
+            None if row.server_version_num >= MIN_SERVER_VERSION else "upgrade to PostgreSQL 13 or later",
+        )
+    ]
+    preloaded = "pg_stat_statements" in _libraries(row.shared_preload_libraries)
+    out.append(
+        Finding(
+            "pg_stat_statements loaded",
+            preloaded,
+            f"shared_preload_libraries = '{row.shared_preload_libraries}'",
+            None
+            if preloaded
+            else (
+                "ALTER SYSTEM SET shared_preload_libraries = '"
+                + ",".join(sorted(_libraries(row.shared_preload_libraries) | {"pg_stat_statements"}))
+                + "'; then restart PostgreSQL"
+                + ("" if row.pgss_available else " (install the contrib package first)")
+            ),
+        )
+    )
+    out.append(
+        Finding(
+            "pg_stat_statements created",
+            row.pgss_version is not None,
+            f"version {row.pgss_version}" if row.pgss_version else f"not created in database {row.datname}",
+            None if row.pgss_version else f"CREATE EXTENSION pg_stat_statements; -- in database {row.datname}",
+        )
+    )
+    if row.compute_query_id is not None:
+        qid_ok = row.compute_query_id in ("on", "regress") or (row.compute_query_id == "auto" and preloaded)
+        out.append(
+            Finding(
+                "compute_query_id",
+                qid_ok,
+                f"compute_query_id = {row.compute_query_id}",
+                None if qid_ok else "ALTER SYSTEM SET compute_query_id = on; SELECT pg_reload_conf();",
+            )
+        )
+    privileged = row.is_superuser or row.has_pg_monitor
+    out.append(
+        Finding(
+            "monitoring privileges",
+            privileged,
+            f"role {row.role_name}: "
+            + ("superuser" if row.is_superuser else "member of pg_monitor" if row.has_pg_monitor else "no pg_monitor"),
+            None if privileged else f"GRANT pg_monitor TO {db.Identifier(row.role_name).as_string(conn)};",
+        )
+    )
+    io_ok = row.track_io_timing == "on"
+    out.append(
+        Finding(
+            "track_io_timing",
+            io_ok,
+            f"track_io_timing = {row.track_io_timing}",
+            None if io_ok else "ALTER SYSTEM SET track_io_timing = on; SELECT pg_reload_conf();",
+            required=False,
+        )
+    )
+    out.append(
+        Finding(
+            "hypopg (hypothetical indexes)",
+            row.hypopg_available,
+            f"installed {row.hypopg_version}"
+            if row.hypopg_version
+            else "available"
+            if row.hypopg_available
+            else "not available: measurements build real indexes in a rolled-back transaction instead",
+            None
+            if row.hypopg_available
+            else "install hypopg (Debian: postgresql-<major>-hypopg) for lock-free measurement",
+            required=False,
+        )
+    )
+    return out
+
+
+def check_knowledge_base(conn: db.Connection) -> list[Finding]:
+    """Findings for the knowledge base's server (pgvector, and the right to create its schema)."""
+    row = db.fetch_one(conn, QUERIES.get("kb_preflight", db.server_version_num(conn)), None, KbPreflightRow)
+    assert row is not None
+    out = [
+        Finding(
+            "pgvector for the knowledge base",
+            row.vector_available,
+            f"vector {row.vector_version or 'available'} in database {row.datname}"
+            if row.vector_available
+            else f"pgvector is not installed on the server of database {row.datname}",
+            None
+            if row.vector_available
+            else "install pgvector on that server, or point database.kb_dsn at a "
+            "server that has it (the embedded server and the docker-compose image do)",
+        )
+    ]
+    can_create = row.schema_exists or row.can_create_schema
+    out.append(
+        Finding(
+            "knowledge base schema",
+            can_create,
+            "schema pgarch exists"
+            if row.schema_exists
+            else "schema pgarch will be created on the first audit"
+            if can_create
+            else "the role cannot create schema pgarch",
+            None
+            if can_create
+            else f"GRANT CREATE ON DATABASE {row.datname} TO <role>, or create schema pgarch for the role",
+        )
+    )
+    if row.vector_version is None and row.vector_available and not row.is_superuser:
+        out.append(
+            Finding(
+                "pgvector extension created",
+                False,
+                "extension vector is not created yet and the role is not a superuser",
+                f"CREATE EXTENSION vector; -- in database {row.datname}, as a superuser or database owner",
+            )
+        )
+    return out
+
+
+def _check(dsn: str, label: str, check: Callable[[db.Connection], list[Finding]], timeout_s: float) -> list[Finding]:
+    try:
+        with db.connect(
+            dsn, application_name="pg-architect-check", connect_timeout_s=timeout_s, statement_timeout_ms=10000
+        ) as conn:
+            return [Finding(f"connect to {label}", True, "connected"), *check(conn)]
+    except PgArchitectError as exc:
+        return [Finding(f"connect to {label}", False, str(exc), "check the DSN, that the server runs, and pg_hba.conf")]
+
+
+def run(dsn: str, kb_dsn: str, connect_timeout_s: float = 5) -> list[Finding]:
+    """All findings; a server that cannot be reached is itself a finding, not an exception."""
+    findings = _check(dsn, "audited database", check_server, connect_timeout_s)
+    if kb_dsn != dsn or findings[0].ok:
+        findings += _check(kb_dsn, "knowledge base", check_knowledge_base, connect_timeout_s)
+    return findings

@@ -1,0 +1,10 @@
+-- Client backends per database and state (zero-filled so every series exists), read once per server.
+SELECT d.datname AS datname, s.state AS state, count(a.pid)::integer AS count
+FROM pg_catalog.pg_database d
+CROSS JOIN (VALUES ('active'), ('idle'), ('idle in transaction'), ('idle in transaction (aborted)'),
+                   ('fastpath function call'), ('disabled')) AS s(state)
+LEFT JOIN pg_catalog.pg_stat_activity a
+       ON a.datid = d.oid AND a.state = s.state AND a.backend_type = 'client backend'
+WHERE NOT d.datistemplate
+GROUP BY d.datname, s.state
+ORDER BY d.datname, s.state

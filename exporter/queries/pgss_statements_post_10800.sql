@@ -1,0 +1,9 @@
+-- pg_stat_statements 1.8 (PostgreSQL 13): no toplevel column, so every row counts as top level.
+-- {pgss} is the extension's schema; text is not fetched (showtext = false): the exporter never needs it.
+SELECT
+    s.userid::bigint AS userid, s.dbid::bigint AS dbid, s.queryid AS queryid, true AS toplevel,
+    s.calls AS calls, s.total_exec_time AS total_ms, s.stddev_exec_time AS stddev_ms,
+    s.min_exec_time AS min_ms, s.max_exec_time AS max_ms,
+    NULL::timestamptz AS stats_since
+FROM {pgss}.pg_stat_statements(false) s
+WHERE s.queryid IS NOT NULL AND s.calls > 0

@@ -1,0 +1,15 @@
+-- One row: the server's identity and the settings the exporter reads.
+SELECT
+    pg_catalog.current_setting('server_version_num')::integer AS server_version_num,
+    pg_catalog.current_setting('max_connections')::integer AS max_connections,
+    pg_catalog.current_setting('superuser_reserved_connections')::integer AS superuser_reserved_connections,
+    0 AS reserved_connections,
+    pg_catalog.current_setting('data_directory', true) AS data_directory,
+    pg_catalog.current_database() AS current_datname,
+    (SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+      WHERE e.extname = 'pg_stat_statements') AS pgss_schema,
+    (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_stat_statements') AS pgss_version,
+    pg_catalog.current_setting('shared_preload_libraries') AS shared_preload_libraries,
+    (SELECT c.system_identifier::text FROM pg_catalog.pg_control_system() c) AS system_identifier,
+    (SELECT count(*) FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = 'client backend')::integer
+        AS client_backends

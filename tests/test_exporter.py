@@ -1,0 +1,404 @@
+"""The exporter against real PostgreSQL: each metric against a hand-computed truth, and its failure modes."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from exporter.embedded import EmbeddedPostgres
+from exporter.latency import BUCKETS
+from exporter.target import APPLICATION_NAME, Target
+from tests.conftest import ServerInfo
+from tests.exporter_helpers import (
+    Scrape,
+    bucket_delta,
+    config,
+    histogram_quantile,
+    logged_durations,
+    run_concurrently,
+    target,
+)
+
+CONTRACT_METRICS = {
+    "pg_up",
+    "pg_stat_activity_count",
+    "pg_settings_max_connections",
+    "pg_settings_superuser_reserved_connections",
+    "pg_database_size_bytes",
+    "pg_stat_database_blks_hit_total",
+    "pg_stat_database_blks_read_total",
+    "pgarch_connections_used_ratio",
+    "pgarch_query_duration_seconds_bucket",
+    "pgarch_query_duration_seconds_sum",
+    "pgarch_query_duration_seconds_count",
+    "pgarch_query_p95_seconds",
+    "pgarch_cache_hit_ratio",
+    "pgarch_disk_used_bytes",
+    "pgarch_disk_size_bytes",
+    "pgarch_disk_used_ratio",
+    "pgarch_scrape_duration_seconds",
+    "pgarch_scrape_collector_success",
+    "pgarch_audit_last_run_timestamp_seconds",
+    "pgarch_audit_last_success_timestamp_seconds",
+    "pgarch_audit_duration_seconds",
+    "pgarch_audit_slow_queries",
+    "pgarch_audit_recommendations",
+    "pgarch_audit_confidence_avg_ratio",
+    "pgarch_audit_gain_avg_ratio",
+    "pgarch_audit_stuck",
+    "pgarch_audit_prs_created_total",
+    "pgarch_optimizations_applied_total",
+    "pgarch_knowledge_base_records",
+}
+
+
+def scrape(t: Target, budget: float | None = None) -> Scrape:
+    return Scrape(t.scrape(budget))
+
+
+def flush_stats(conn: psycopg.Connection) -> None:
+    """Make this backend's pending statistics visible to others now (PostgreSQL 15+)."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+
+
+@pytest.fixture
+def workload_table(postgresql: psycopg.Connection) -> psycopg.Connection:
+    postgresql.execute("CREATE TABLE items AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 20000) g")
+    postgresql.commit()
+    postgresql.autocommit = True
+    return postgresql
+
+
+def test_every_contract_metric_is_served_with_sane_values(pg_dsn: str, workload_table: psycopg.Connection) -> None:
+    t = target(pg_dsn)
+    first = scrape(t)
+    for _ in range(20):
+        workload_table.execute("SELECT count(*) FROM items WHERE body LIKE 'a%'")
+    flush_stats(workload_table)
+    time.sleep(0.2)
+    second = scrape(t)
+    missing = CONTRACT_METRICS - second.names()
+    assert not missing, f"missing from /metrics: {sorted(missing)}"
+    assert first.value("pg_up") == 1 and second.value("pg_up") == 1
+    failed = [lbl["collector"] for lbl, v in second.samples("pgarch_scrape_collector_success") if v != 1]
+    assert not failed, f"collectors failed: {failed}"
+    datname = workload_table.info.dbname
+    assert 0 < (second.value("pgarch_query_p95_seconds", datname=datname) or 0) < 5
+    assert 0 < (second.value("pgarch_cache_hit_ratio", datname=datname) or 0) <= 1
+    assert 0 < (second.value("pgarch_disk_used_ratio", source="statvfs") or 0) < 1
+    assert 0 < (second.value("pgarch_connections_used_ratio") or 0) < 1
+    assert second.value("pgarch_audit_last_success_timestamp_seconds") == 0, "no audit ran yet: zero-valued"
+    labels = {k for f in second.families for s in f.samples for k in s.labels}
+    assert labels <= {"datname", "state", "le", "source", "collector", "action", "queryid"}, labels
+
+
+def test_settings_and_connections_match_the_server(
+    pg_dsn: str, postgresql: psycopg.Connection, embedded_pg: ServerInfo
+) -> None:
+    extra = [psycopg.connect(pg_dsn, autocommit=True) for _ in range(7)]
+    try:
+        s = scrape(target(pg_dsn))
+        row = postgresql.execute(
+            "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int,"
+            " current_setting('reserved_connections')::int,"
+            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            "   AND application_name <> %s)",
+            (APPLICATION_NAME,),
+        ).fetchone()
+        assert row is not None
+        max_conn, su_reserved, reserved, others = row
+        assert s.value("pg_settings_max_connections") == max_conn
+        assert s.value("pg_settings_superuser_reserved_connections") == su_reserved
+        # The exporter's own backend is a client backend too: others + 1.
+        expected = (others + 1) / (max_conn - su_reserved - reserved)
+        assert s.value("pgarch_connections_used_ratio") == pytest.approx(expected), (
+            s.value("pgarch_connections_used_ratio"),
+            others,
+            max_conn,
+        )
+        idle = s.value("pg_stat_activity_count", datname=postgresql.info.dbname, state="idle")
+        # 7 extra + the fixture's own connection, all idle; the exporter's is active while it reads.
+        assert idle == 8, f"idle backends in the test database: {idle}"
+        assert s.value("pg_stat_activity_count", datname=postgresql.info.dbname, state="active") == 1
+    finally:
+        for c in extra:
+            c.close()
+
+
+def test_database_size_and_cache_counters_match_pg_stat_database(
+    pg_dsn: str, workload_table: psycopg.Connection
+) -> None:
+    conn = workload_table
+    datname = conn.info.dbname
+    t = target(pg_dsn)
+    first = scrape(t)
+    for _ in range(5):
+        conn.execute("SELECT sum(length(body)) FROM items")
+    flush_stats(conn)
+    time.sleep(0.3)
+    second = scrape(t)
+    truth = conn.execute(
+        "SELECT blks_hit, blks_read, pg_database_size(datname) FROM pg_stat_database WHERE datname = current_database()"
+    ).fetchone()
+    assert truth is not None
+    hit2 = second.value("pg_stat_database_blks_hit_total", datname=datname)
+    read2 = second.value("pg_stat_database_blks_read_total", datname=datname)
+    hit1 = first.value("pg_stat_database_blks_hit_total", datname=datname)
+    read1 = first.value("pg_stat_database_blks_read_total", datname=datname)
+    assert None not in (hit1, hit2, read1, read2)
+    assert hit2 is not None and read2 is not None and hit1 is not None and read1 is not None
+    # The exporter's own later reads add a few hits; the counters it published cannot exceed the truth.
+    assert hit2 <= truth[0] and read2 <= truth[1] and hit2 >= hit1 + 5 * 100
+    expected_ratio = (hit2 - hit1) / ((hit2 - hit1) + (read2 - read1))
+    assert second.value("pgarch_cache_hit_ratio", datname=datname) == pytest.approx(expected_ratio)
+    assert second.value("pg_database_size_bytes", datname=datname) == pytest.approx(truth[2], rel=0.01)
+
+
+def test_disk_usage_is_statvfs_of_the_data_directory(pg_dsn: str, embedded_pg: ServerInfo) -> None:
+    s = scrape(target(pg_dsn))
+    assert isinstance(embedded_pg.server, EmbeddedPostgres)
+    st = os.statvfs(embedded_pg.server.data_dir)
+    assert s.value("pgarch_disk_size_bytes", source="statvfs") == st.f_blocks * st.f_frsize
+    used = s.value("pgarch_disk_used_bytes", source="statvfs")
+    assert used == pytest.approx((st.f_blocks - st.f_bfree) * st.f_frsize, rel=0.01)
+
+
+def test_disk_falls_back_to_configured_capacity(pg_dsn: str, postgresql: psycopg.Connection) -> None:
+    t = target(pg_dsn, exporter_data_directory="/nonexistent/pgdata", exporter_disk_capacity_bytes="10000000000")
+    s = scrape(t)
+    sizes = postgresql.execute(
+        "SELECT sum(pg_database_size(oid)) FROM pg_database WHERE NOT datistemplate AND datallowconn"
+    ).fetchone()
+    assert sizes is not None
+    assert s.value("pgarch_disk_size_bytes", source="configured") == 10_000_000_000
+    assert s.value("pgarch_disk_used_bytes", source="configured") == pytest.approx(float(sizes[0]), rel=0.01)
+    assert s.value("pgarch_disk_used_ratio", source="statvfs") is None
+
+
+def test_histogram_counts_exactly_the_calls_run_between_scrapes(
+    pg_dsn: str, workload_table: psycopg.Connection
+) -> None:
+    conn = workload_table
+    datname = conn.info.dbname
+    t = target(pg_dsn)
+    before = scrape(t)
+    for i in range(37):
+        conn.execute("SELECT body FROM items WHERE id = %s", (i,))
+    total = conn.execute(
+        "SELECT sum(calls), sum(total_exec_time) FROM pg_stat_statements "
+        "WHERE query = 'SELECT body FROM items WHERE id = $1' AND toplevel"
+    ).fetchone()
+    after = scrape(t)
+    count = (after.value("pgarch_query_duration_seconds_count", datname=datname) or 0) - (
+        before.value("pgarch_query_duration_seconds_count", datname=datname) or 0
+    )
+    # Our 37 calls, plus the check above and the exporter's own few statements in this database.
+    assert 37 <= count < 60, count
+    assert total is not None and total[0] == 37
+    buckets = bucket_delta(before, after, datname)
+    values = [v for _, v in sorted(buckets)]
+    assert all(v >= -1e-9 for v in values), f"negative bucket deltas: {values}"
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(values)), "buckets must be cumulative"
+    assert len(buckets) == len(BUCKETS) + 1
+
+
+def test_p95_matches_the_servers_own_duration_log(
+    embedded_pg: ServerInfo, pg_dsn: str, postgresql: psycopg.Connection
+) -> None:
+    assert isinstance(embedded_pg.server, EmbeddedPostgres)
+    log_file = embedded_pg.server.data_dir / "server.log"
+    rng = random.Random(7)
+    statements: list[tuple[str, tuple[object, ...]]] = []
+    # A known mixture: two statements with log-normal latencies (medians 4 ms and 25 ms).
+    statements += [("SELECT pg_sleep(%s) /* p95-mix */", (rng.lognormvariate(-5.5, 0.6),)) for _ in range(300)]
+    statements += [("SELECT 1, pg_sleep(%s) /* p95-mix */", (rng.lognormvariate(-3.7, 0.4),)) for _ in range(60)]
+    rng.shuffle(statements)
+    t = target(pg_dsn)
+    before = scrape(t)
+    offset = log_file.stat().st_size
+    run_concurrently(pg_dsn, statements, threads=2, session_sql="SET log_min_duration_statement = 0")
+    after = scrape(t)
+    truth_samples = sorted(logged_durations(log_file, "p95-mix", offset))
+    assert len(truth_samples) == 360, f"logged {len(truth_samples)} statements"
+    truth = statistics.quantiles(truth_samples, n=100, method="inclusive")[94]
+    datname = postgresql.info.dbname
+    gauge = after.value("pgarch_query_p95_seconds", datname=datname)
+    assert gauge is not None
+    # The exporter's own statements in this database are few and fast; they barely move the p95.
+    print(f"p95: gauge {gauge:.5f}s truth {truth:.5f}s")
+    assert abs(gauge - truth) / truth < 0.10, f"gauge p95 {gauge:.4f}s vs logged {truth:.4f}s"
+    from_histogram = histogram_quantile(0.95, bucket_delta(before, after, datname))
+    assert abs(from_histogram - truth) / truth < 0.10, f"histogram p95 {from_histogram:.4f}s vs {truth:.4f}s"
+
+
+def test_pg_stat_statements_reset_between_scrapes_counts_only_new_calls(
+    pg_dsn: str, workload_table: psycopg.Connection
+) -> None:
+    conn = workload_table
+    datname = conn.info.dbname
+    t = target(pg_dsn)
+    for i in range(50):
+        conn.execute("SELECT body FROM items WHERE id = %s", (i,))
+    before = scrape(t)
+    conn.execute("SELECT pg_stat_statements_reset()")
+    for i in range(12):
+        conn.execute("SELECT body FROM items WHERE id = %s", (i,))
+    after = scrape(t)
+    b = before.value("pgarch_query_duration_seconds_count", datname=datname) or 0
+    a = after.value("pgarch_query_duration_seconds_count", datname=datname) or 0
+    # 12 new calls (+ the reset call and a few of the exporter's own), never the 50 from before the reset
+    # again and never a decrease.
+    assert 12 <= a - b < 30, f"count rose by {a - b}"
+    assert all(v >= -1e-9 for _, v in bucket_delta(before, after, datname))
+
+
+def test_role_with_only_pg_monitor_gets_every_collector(
+    embedded_pg: ServerInfo, postgresql: psycopg.Connection
+) -> None:
+    postgresql.autocommit = True
+    postgresql.execute("DROP ROLE IF EXISTS monitor_only")
+    postgresql.execute("CREATE ROLE monitor_only LOGIN PASSWORD 'secret-pw' IN ROLE pg_monitor")
+    try:
+        t = target(embedded_pg.dsn(postgresql.info.dbname, user="monitor_only", password="secret-pw"))
+        scrape(t)
+        postgresql.execute("SELECT pg_sleep(0.01)")
+        s = scrape(t)
+        failed = [lbl["collector"] for lbl, v in s.samples("pgarch_scrape_collector_success") if v != 1]
+        assert s.value("pg_up") == 1 and not failed, f"failed collectors as pg_monitor: {failed}"
+        assert (s.value("pgarch_query_duration_seconds_count", datname=postgresql.info.dbname) or 0) > 0
+        t.close()
+    finally:
+        postgresql.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'monitor_only'")
+        postgresql.execute("DROP ROLE monitor_only")
+
+
+def test_top_statements_are_bounded_and_labelled_by_queryid_only(
+    pg_dsn: str, workload_table: psycopg.Connection
+) -> None:
+    t = target(pg_dsn, exporter_top_queries="3")
+    scrape(t)
+    for n in range(8):
+        workload_table.execute(f"SELECT count(*) FROM items WHERE id > {n} AND id < %s", (n * 10,))
+        workload_table.execute(f"SELECT {n} AS c{n}, count(*) FROM items")
+    s = scrape(t)
+    series = s.samples("pgarch_statement_exec_seconds_total")
+    assert 0 < len(series) <= 3, series
+    for labels, _ in series:
+        assert set(labels) == {"datname", "queryid"} and labels["queryid"].lstrip("-").isdigit(), labels
+
+
+def test_concurrent_scrapes_share_one_collection(pg_dsn: str) -> None:
+    t = target(pg_dsn)
+    scrape(t)
+    results: list[Scrape] = []
+    barrier = threading.Barrier(6)
+
+    def one() -> None:
+        barrier.wait()
+        results.append(scrape(t))
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    before = t.collections
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(results) == 6 and all(r.value("pg_up") == 1 for r in results)
+    assert t.collections - before <= 2, f"{t.collections - before} collections for 6 concurrent scrapes"
+
+
+# -- failure modes ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A server of this test's own, to stop and start."""
+    server = EmbeddedPostgres(tmp_path / "data")
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_stat_statements")
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+def test_database_stopped_mid_run_reports_down_within_budget_then_recovers(own_server: EmbeddedPostgres) -> None:
+    t = Target("own", own_server.dsn(), config(exporter_scrape_budget_s="3"))
+    assert scrape(t).value("pg_up") == 1
+    own_server.stop()
+    started = time.monotonic()
+    down = scrape(t)
+    elapsed = time.monotonic() - started
+    assert down.value("pg_up") == 0 and elapsed < 3.5, (down.value("pg_up"), elapsed)
+    stale = {n for n in down.names() if not n.startswith(("pg_up", "pgarch_scrape_"))}
+    assert not stale, f"series presented while down: {sorted(stale)}"
+    own_server.start()
+    recovered = scrape(t)
+    assert recovered.value("pg_up") == 1
+    assert recovered.value("pgarch_scrape_collector_success", collector="statements") == 1
+
+
+class _Blackhole:
+    """A TCP port that accepts connections and never answers: a hung server, as the client sees it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_hung_server_answers_within_budget_with_pg_up_zero() -> None:
+    hole = _Blackhole()
+    try:
+        t = Target(
+            "hung", f"postgresql://postgres@127.0.0.1:{hole.port}/postgres", config(exporter_scrape_budget_s="2.5")
+        )
+        for _ in range(2):
+            started = time.monotonic()
+            s = scrape(t)
+            elapsed = time.monotonic() - started
+            assert s.value("pg_up") == 0 and elapsed < 3.0, f"pg_up={s.value('pg_up')} after {elapsed:.2f}s"
+    finally:
+        hole.close()
+
+
+def test_lock_on_knowledge_base_fails_one_collector_within_budget_and_leaves_no_backends(
+    pg_dsn: str, postgresql: psycopg.Connection
+) -> None:
+    postgresql.autocommit = True
+    postgresql.execute((Path(__file__).parent.parent / "auditor" / "migrations" / "001_init.sql").read_text())
+    locker = psycopg.connect(pg_dsn)
+    locker.execute("LOCK TABLE pgarch.audit_runs IN ACCESS EXCLUSIVE MODE")
+    try:
+        t = target(pg_dsn, exporter_scrape_budget_s="3")
+        started = time.monotonic()
+        s = scrape(t)
+        elapsed = time.monotonic() - started
+        assert elapsed < 3.0, elapsed
+        assert s.value("pg_up") == 1
+        assert s.value("pgarch_scrape_collector_success", collector="knowledge_base") == 0
+        assert s.value("pgarch_scrape_collector_success", collector="statements") == 1
+    finally:
+        locker.rollback()
+        locker.close()
+    t.close()
+    time.sleep(0.2)
+    left = postgresql.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (APPLICATION_NAME,)
+    ).fetchone()
+    assert left == (0,), f"exporter backends left behind: {left}"
