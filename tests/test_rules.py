@@ -35,9 +35,7 @@ needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not in
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     assert PROMTOOL is not None
-    return subprocess.run(
-        [PROMTOOL, *args], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
-    )
+    return subprocess.run([PROMTOOL, *args], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
 
 
 def _assert_ok(result: subprocess.CompletedProcess[str]) -> None:
@@ -140,13 +138,11 @@ def test_alert_has_unit_tests_for_firing_silence_and_resolution(name: str) -> No
     silent_case = any(not any(firing for _, firing in checks) for _, checks in cases)
     # A case that expects it to fire and later expects it gone.
     resolves = any(
-        any(firing and any(t2 > t1 and not f2 for t2, f2 in checks) for t1, firing in checks)
-        for _, checks in cases
+        any(firing and any(t2 > t1 and not f2 for t2, f2 in checks) for t1, firing in checks) for _, checks in cases
     )
     # Silent before firing in the same case: the `for` is honoured.
     waits = any(
-        any(firing and any(t0 < t1 and not f0 for t0, f0 in checks) for t1, firing in checks)
-        for _, checks in cases
+        any(firing and any(t0 < t1 and not f0 for t0, f0 in checks) for t1, firing in checks) for _, checks in cases
     )
     missing = [
         what
@@ -164,14 +160,10 @@ def test_alert_has_unit_tests_for_firing_silence_and_resolution(name: str) -> No
 def test_prometheus_yml_scrapes_the_exporter_and_pushgateway_and_alerts_to_alertmanager() -> None:
     config = _load(PROMETHEUS_DIR / "prometheus.yml")
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    targets = {
-        name: [t for sc in job.get("static_configs", []) for t in sc["targets"]] for name, job in jobs.items()
-    }
+    targets = {name: [t for sc in job.get("static_configs", []) for t in sc["targets"]] for name, job in jobs.items()}
     assert targets.get("pg-architect-exporter") == ["exporter:9188"], targets
     assert targets.get("pushgateway") == ["pushgateway:9091"], targets
     assert jobs["pushgateway"].get("honor_labels") is True, "the auditor's job label would be overwritten"
     assert config["rule_files"] == ["rules/*.yml"], config["rule_files"]
-    am_targets = [
-        t for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]
-    ]
+    am_targets = [t for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
     assert am_targets == ["alertmanager:9093"], am_targets
