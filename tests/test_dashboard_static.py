@@ -1,0 +1,353 @@
+"""The Grafana dashboard and its provisioning, checked without Grafana.
+
+Static checks on the JSON, then every PromQL expression is sent to a real Prometheus (Debian package) that runs
+on loopback with the shipped recording rules and scrapes a stand-in exporter serving every metric the contract
+names: each expression must evaluate without error, and each panel query must return data. The live test
+against the real exporter reuses tests/dashboard_exprs.py.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.dashboard_exprs import DashboardQuery, dashboard_queries, iter_panels, load_dashboard
+
+REPO = Path(__file__).resolve().parent.parent
+GRAFANA = REPO / "grafana"
+RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))
+PROMETHEUS = shutil.which("prometheus")
+TITLE = "AI Database Architect Metrics"
+
+# Metrics that carry a `datname` label: panels must filter them by the $datname variable.
+DATNAME_METRICS = (
+    "pg_stat_activity_count",
+    "pg_database_size_bytes",
+    "pg_stat_database_blks_hit_total",
+    "pg_stat_database_blks_read_total",
+    "pgarch_query_duration_seconds_bucket",
+    "pgarch_query_duration_seconds_sum",
+    "pgarch_query_duration_seconds_count",
+    "pgarch_query_p95_seconds",
+    "pgarch_cache_hit_ratio",
+    "pgarch_statement_calls_total",
+    "pgarch_statement_exec_seconds_total",
+    "pgarch_statement_p95_seconds",
+)
+
+
+def _panels() -> list[dict[str, Any]]:
+    return [p for p in iter_panels(load_dashboard()) if p.get("type") != "row"]
+
+
+def _provisioned_datasource_uids() -> set[str]:
+    uids: set[str] = set()
+    for path in (GRAFANA / "provisioning" / "datasources").glob("*.yml"):
+        with path.open(encoding="utf-8") as fh:
+            uids |= {ds["uid"] for ds in yaml.safe_load(fh).get("datasources", [])}
+    return uids
+
+
+def _panel_exprs(title_part: str) -> list[str]:
+    panels = [p for p in _panels() if title_part.lower() in p["title"].lower()]
+    assert panels, f"no panel titled like {title_part!r}; titles: {[p['title'] for p in _panels()]}"
+    return [t["expr"] for p in panels for t in p.get("targets", [])]
+
+
+def test_dashboard_is_titled_as_the_contract_says_with_a_fixed_uid() -> None:
+    dashboard = load_dashboard()
+    assert dashboard["title"] == TITLE, dashboard["title"]
+    assert dashboard.get("uid") == "pg-architect-main", dashboard.get("uid")
+    assert "id" not in dashboard or dashboard["id"] is None, "a provisioned dashboard must not pin a database id"
+
+
+def test_every_panel_and_target_uses_a_provisioned_datasource() -> None:
+    uids = _provisioned_datasource_uids()
+    assert "prometheus" in uids, uids
+    bad = []
+    for panel in _panels():
+        refs = [panel.get("datasource")] + [t.get("datasource") for t in panel.get("targets", [])]
+        for ref in refs:
+            uid = ref.get("uid") if isinstance(ref, dict) else ref
+            if uid not in uids:
+                bad.append((panel["title"], ref))
+    assert not bad, f"datasource not provisioned (provisioned: {sorted(uids)}): {bad}"
+
+
+def test_panel_ids_are_unique_and_panels_do_not_overlap() -> None:
+    panels = list(iter_panels(load_dashboard()))
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), f"duplicate panel ids: {sorted(ids)}"
+    titles = [p["title"] for p in panels]
+    assert len(titles) == len(set(titles)), f"duplicate panel titles: {sorted(titles)}"
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, (panel["title"], pos)
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                other = cells.setdefault((x, y), panel["title"])
+                assert other == panel["title"], f"{panel['title']!r} overlaps {other!r} at x={x}, y={y}"
+
+
+def test_dashboard_shows_what_the_issue_asks_for() -> None:
+    connections = " ".join(_panel_exprs("connections vs limit"))
+    assert "pg_stat_activity_count" in connections and "pg_settings_max_connections" in connections, connections
+    assert "pg_settings_superuser_reserved_connections" in connections, connections
+
+    p95 = next(p for p in _panels() if p["title"] == "Query latency p95 (SLA 2 s)")
+    assert "pgarch_query_duration_seconds_bucket" in p95["targets"][0]["expr"]
+    defaults = p95["fieldConfig"]["defaults"]
+    assert defaults["custom"]["thresholdsStyle"]["mode"] in {"line", "line+area", "dashed"}, defaults
+    assert 2 in [step["value"] for step in defaults["thresholds"]["steps"]], "no 2 s SLA threshold line"
+    assert defaults["unit"] == "s"
+
+    assert any("pg_stat_database_blks_hit_total" in e for e in _panel_exprs("cache hit ratio"))
+    disk = " ".join(_panel_exprs("disk usage and 7-day forecast"))
+    assert "pgarch_disk_used_bytes" in disk and "pgarch_disk_size_bytes" in disk, disk
+    assert "instance:pgarch_disk_used_bytes:predict_linear_7d" in disk, disk
+    assert any("pg_database_size_bytes" in e for e in _panel_exprs("database sizes"))
+    top = _panel_exprs("top queries by total time")
+    assert any(re.search(r"topk\(.*rate\(pgarch_statement_exec_seconds_total", e, re.DOTALL) for e in top), top
+
+    everything = " ".join(q.raw for q in dashboard_queries())
+    kpis = [
+        "pgarch_audit_slow_queries",
+        "pgarch_audit_recommendations",
+        "pgarch_audit_prs_created_total",
+        "pgarch_audit_confidence_avg_ratio",
+        "pgarch_audit_gain_avg_ratio",
+        "pgarch_knowledge_base_records",
+        "time() - max(pgarch_audit_last_success_timestamp_seconds",
+    ]
+    missing = [kpi for kpi in kpis if kpi not in everything]
+    assert not missing, f"auditor KPIs missing from the dashboard: {missing}"
+
+
+def test_auditor_annotations_tagged_pg_architect_are_shown() -> None:
+    annotations = load_dashboard()["annotations"]["list"]
+    tagged = [
+        a
+        for a in annotations
+        if a.get("datasource", {}).get("type") == "grafana"
+        and a.get("target", {}).get("type") == "tags"
+        and "pg-architect" in a.get("target", {}).get("tags", [])
+    ]
+    assert tagged, f"no annotation query for Grafana annotations tagged pg-architect: {annotations}"
+    assert all(a.get("enable") and not a.get("hide") for a in tagged), tagged
+
+
+def test_datname_variable_offers_every_database_and_panels_filter_on_it() -> None:
+    variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
+    datname = variables.get("datname")
+    assert datname, f"no $datname variable: {list(variables)}"
+    assert datname["includeAll"] and datname["multi"] and datname["allValue"] == ".*", datname
+    unfiltered = []
+    for query in dashboard_queries():
+        if query.kind != "panel":
+            continue
+        for metric in DATNAME_METRICS:
+            for match in re.finditer(rf"\b{metric}\b(\{{[^}}]*\}})?", query.raw):
+                if '$datname"' not in (match.group(1) or ""):
+                    unfiltered.append((query.where, metric))
+    assert not unfiltered, f'selectors not filtered by datname=~"$datname": {unfiltered}'
+
+
+def test_recording_rules_used_by_the_dashboard_exist() -> None:
+    recorded = set()
+    for path in RULE_FILES:
+        with path.open(encoding="utf-8") as fh:
+            recorded |= {r["record"] for g in yaml.safe_load(fh)["groups"] for r in g["rules"] if "record" in r}
+    used = {name for q in dashboard_queries() for name in re.findall(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", q.raw)}
+    assert used, "the dashboard uses no recording rule (the disk forecast should)"
+    assert used <= recorded, f"recording rules not defined in prometheus/rules: {sorted(used - recorded)}"
+
+
+def test_dashboard_provider_loads_json_from_a_directory() -> None:
+    with (GRAFANA / "provisioning" / "dashboards" / "dashboards.yml").open(encoding="utf-8") as fh:
+        providers = yaml.safe_load(fh)["providers"]
+    assert [p["type"] for p in providers] == ["file"], providers
+    assert providers[0]["options"]["path"] == "/etc/grafana/dashboards", providers
+    assert sorted(p.name for p in (GRAFANA / "dashboards").glob("*.json")) == ["pg-architect.json"]
+
+
+# -- Every expression against a real Prometheus ---------------------------------------------------------------
+
+# A stand-in exporter: every contract metric, with counters that grow on each scrape. `n` counts scrapes.
+_GAUGES = """\
+pg_up 1
+pg_stat_activity_count{datname="shop",state="active"} 3
+pg_stat_activity_count{datname="shop",state="idle"} 5
+pg_settings_max_connections 100
+pg_settings_superuser_reserved_connections 3
+pg_database_size_bytes{datname="shop"} 123456789
+pg_database_size_bytes{datname="postgres"} 7654321
+pgarch_connections_used_ratio 0.082
+pgarch_query_p95_seconds{datname="shop"} 0.4
+pgarch_cache_hit_ratio{datname="shop"} 0.95
+pgarch_disk_size_bytes{source="statvfs"} 100000000000
+pgarch_disk_used_ratio{source="statvfs"} 0.5
+pgarch_scrape_duration_seconds 0.05
+pgarch_scrape_collector_success{collector="activity"} 1
+pgarch_scrape_collector_success{collector="statements"} 1
+pgarch_audit_duration_seconds 42
+pgarch_audit_slow_queries 7
+pgarch_audit_recommendations{action="pr_merge"} 2
+pgarch_audit_recommendations{action="pr_review"} 1
+pgarch_audit_recommendations{action="log"} 3
+pgarch_audit_recommendations{action="flag"} 1
+pgarch_audit_confidence_avg_ratio 0.85
+pgarch_audit_gain_avg_ratio 0.4
+pgarch_audit_stuck 0
+pgarch_audit_prs_created_total 3
+pgarch_optimizations_applied_total 2
+pgarch_knowledge_base_records 12
+pgarch_statement_p95_seconds{datname="shop",queryid="-4242"} 0.3
+"""
+
+
+def _exposition(n: int, now: float) -> str:
+    buckets = [("0.1", 10), ("0.5", 11), ("1", 12), ("+Inf", 12)]
+    lines = [
+        "# TYPE pg_stat_database_blks_hit_total counter",
+        f'pg_stat_database_blks_hit_total{{datname="shop"}} {1000 + 95 * n}',
+        "# TYPE pg_stat_database_blks_read_total counter",
+        f'pg_stat_database_blks_read_total{{datname="shop"}} {100 + 5 * n}',
+        "# TYPE pgarch_query_duration_seconds histogram",
+        *(f'pgarch_query_duration_seconds_bucket{{datname="shop",le="{le}"}} {c * n}' for le, c in buckets),
+        f'pgarch_query_duration_seconds_sum{{datname="shop"}} {3 * n}',
+        f'pgarch_query_duration_seconds_count{{datname="shop"}} {12 * n}',
+        "# TYPE pgarch_statement_calls_total counter",
+        f'pgarch_statement_calls_total{{datname="shop",queryid="-4242"}} {10 * n}',
+        "# TYPE pgarch_statement_exec_seconds_total counter",
+        f'pgarch_statement_exec_seconds_total{{datname="shop",queryid="-4242"}} {2 * n}',
+        f'pgarch_disk_used_bytes{{source="statvfs"}} {50_000_000_000 + 1_000_000 * n}',
+        f"pgarch_audit_last_run_timestamp_seconds {now - 3600:.0f}",
+        f"pgarch_audit_last_success_timestamp_seconds {now - 3600:.0f}",
+    ]
+    return _GAUGES + "\n".join(lines) + "\n"
+
+
+class _StandInExporter(BaseHTTPRequestHandler):
+    scrapes = 0
+
+    def do_GET(self) -> None:
+        type(self).scrapes += 1
+        body = _exposition(type(self).scrapes, time.time()).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _query(base: str, expr: str) -> dict[str, Any]:
+    response = requests.get(f"{base}/api/v1/query", params={"query": expr}, timeout=10)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> Iterator[str]:
+    """A real Prometheus on loopback with the shipped rules, scraping the stand-in exporter every second."""
+    if PROMETHEUS is None:
+        pytest.skip("prometheus is not installed (Debian: prometheus)")
+    handler = type("Handler", (_StandInExporter,), {"scrapes": 0})
+    exporter = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+    tmp = Path(tempfile.mkdtemp(prefix="pgarch-prom-"))
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in RULE_FILES],
+        "scrape_configs": [
+            {
+                "job_name": "pg-architect-exporter",
+                "static_configs": [{"targets": [f"127.0.0.1:{exporter.server_address[1]}"]}],
+            }
+        ],
+    }
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    port = _free_port()
+    log_path = tmp / "prometheus.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        # Ready once rate() and the recording rules have data: a few scrapes and rule evaluations.
+        probes = [
+            "rate(pgarch_statement_exec_seconds_total[1m])",
+            "instance:pgarch_disk_used_bytes:predict_linear_7d",
+            "datname:pgarch_query_duration_seconds:p95_5m",
+        ]
+        deadline = time.monotonic() + 25
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"Prometheus exited {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                if all(_query(base, probe).get("data", {}).get("result") for probe in probes):
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"Prometheus never had data for {probes}:\n{log_path.read_text()}")
+            time.sleep(0.25)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        exporter.shutdown()
+        exporter.server_close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+QUERIES = dashboard_queries()
+
+
+def test_dashboard_has_queries_to_check() -> None:
+    assert len([q for q in QUERIES if q.kind == "panel"]) >= 20, QUERIES
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=[q.id for q in QUERIES])
+def test_dashboard_expression_evaluates_on_prometheus(prometheus: str, query: DashboardQuery) -> None:
+    body = _query(prometheus, query.expr)
+    assert body.get("status") == "success", f"{query.where}\n{query.expr}\n-> {body}"
+    # Firing alerts are legitimately absent here; every panel and the variable must show something.
+    if query.kind != "annotation":
+        assert body["data"]["result"], f"{query.where} returned no data\n{query.expr}"
