@@ -1,0 +1,468 @@
+"""Query latency percentiles from pg_stat_statements deltas: pure math, no database access.
+
+pg_stat_statements keeps, per row (userid, dbid, queryid, toplevel), cumulative calls, total time, population
+standard deviation, min and max. From two snapshots of a row, :func:`interval_of` recovers the exact mean and
+standard deviation of the calls made between them (the parallel-variance formula). :class:`Mixture` models
+each row's interval as a log-normal fitted by those two moments, confined to the row's known [min, max], and
+mixes the rows weighted by their calls; its quantile is the p95 gauge and its CDF at the bucket bounds,
+times the calls, is the histogram. docs/p95.md has the method, the measured accuracy and the limits.
+
+Units: :class:`Cumulative` holds milliseconds exactly as the view reports them; everything else is seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "BUCKETS",
+    "CANCELLATION_RATIO",
+    "Cumulative",
+    "Interval",
+    "Mixture",
+    "interval_of",
+    "row_quantile",
+    "row_suspect_bimodal",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _buckets(first: float = 0.001, last: float = 60.0, per_doubling: int = 4) -> tuple[float, ...]:
+    # 4 significant digits keep the `le` labels short ("0.001189") and the spacing within 0.05 % of 2**(1/4).
+    bounds: list[float] = []
+    k = 0
+    while not bounds or bounds[-1] < last:
+        bounds.append(float(f"{first * 2.0 ** (k / per_doubling):.4g}"))
+        k += 1
+    return tuple(bounds)
+
+
+BUCKETS: tuple[float, ...] = _buckets()
+"""Histogram upper bounds in seconds, 1 ms to 65.54 s spaced by 2**(1/4) (about 9 per decade), no +Inf."""
+
+CANCELLATION_RATIO = 1e-6
+"""Below this share of the row's cumulative M2, an interval's M2 is not trusted (see interval_of)."""
+
+_MS = 1e-3
+_SQRT1_2 = math.sqrt(0.5)
+# A row whose spread is below this share of its mean is a point mass for every purpose a histogram has.
+_POINT_CV = 1e-9
+# Rows need this many calls before their shape is judged, and must hold this share of a mixture's calls
+# before a doubtful shape flags the whole mixture.
+_SUSPECT_MIN_CALLS = 20
+_SUSPECT_MIN_SHARE = 0.01
+# A fitted log-normal that puts more than this much mass below the row's known minimum (or that makes the
+# exact maximum this improbable) is the wrong shape for the row.
+_SUSPECT_MASS_OUTSIDE = 0.05
+_SUSPECT_MAX_PROBABILITY = 1e-3
+
+
+@dataclass(frozen=True, slots=True)
+class Cumulative:
+    """One pg_stat_statements row at one instant, in milliseconds as the view reports them."""
+
+    calls: int
+    total_ms: float
+    stddev_ms: float
+    min_ms: float
+    max_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """One row's statistics over the interval between two snapshots, in seconds.
+
+    ``max_s`` is an upper bound on every call of the interval, and the interval's exact maximum when
+    ``max_exact``; ``min_s`` is a lower bound (exact when the row's minimum fell). None when unknown.
+    ``variance_fallback`` says ``stddev_s`` comes from the narrower model used when the interval's M2 was
+    lost to cancellation, not from the exact formula.
+    """
+
+    calls: int
+    mean_s: float
+    stddev_s: float
+    max_s: float | None
+    max_exact: bool
+    min_s: float | None
+    variance_fallback: bool = False
+
+
+def _whole(cur: Cumulative) -> Interval:
+    """A row seen for the first time (or reset, or evicted): its cumulative values are the interval's."""
+    max_ms = cur.max_ms if cur.max_ms > 0 else None
+    min_ms = cur.min_ms if cur.min_ms > 0 else None
+    mean_ms, max_ms, min_ms = _consistent(max(cur.total_ms, 0.0) / cur.calls, max_ms, min_ms)
+    stddev = max(cur.stddev_ms, 0.0) if cur.calls > 1 else 0.0
+    return Interval(
+        calls=cur.calls,
+        mean_s=mean_ms * _MS,
+        stddev_s=stddev * _MS,
+        max_s=max_ms * _MS if max_ms is not None else None,
+        max_exact=max_ms is not None,
+        min_s=min_ms * _MS if min_ms is not None else None,
+    )
+
+
+def _consistent(mean_ms: float, max_ms: float | None, min_ms: float | None) -> tuple[float, float | None, float | None]:
+    """Keep min <= mean <= max: rounding in the totals' difference can step a hair outside, and a min above
+    the max (no real row has one) makes both worthless."""
+    if max_ms is not None and min_ms is not None and min_ms > max_ms:
+        return mean_ms, None, None
+    if max_ms is not None:
+        mean_ms = min(mean_ms, max_ms)
+    if min_ms is not None:
+        mean_ms = max(mean_ms, min_ms)
+    return mean_ms, max_ms, min_ms
+
+
+def interval_of(prev: Cumulative | None, cur: Cumulative) -> Interval | None:
+    """The statistics of the calls a row made between snapshot ``prev`` and snapshot ``cur``; None if none.
+
+    A row that is new (``prev`` None), was reset or evicted and re-created (its calls or total time went
+    down), or had no calls before, is taken whole: its cumulative values are the interval's. Callers on
+    PostgreSQL 17+ should also pass ``prev=None`` when the row's ``stats_since`` changed, since a reset
+    followed by more calls than before is otherwise invisible.
+
+    The interval's M2 (sum of squared deviations) is the difference of two cumulative ones, which cancels
+    catastrophically when the interval is a tiny part of a long history. When it comes out negative or below
+    CANCELLATION_RATIO of the cumulative M2, only its order of magnitude is known, so the row falls back to a
+    narrower model: the row's long-run coefficient of variation applied to the interval's (exact) mean,
+    capped by the largest spread the untrusted M2 allows and by the Bhatia-Davis bound from min and max.
+    """
+    if cur.calls <= 0:
+        return None
+    if prev is None or prev.calls <= 0 or cur.calls < prev.calls or cur.total_ms < prev.total_ms:
+        return _whole(cur)
+    dn = cur.calls - prev.calls
+    if dn == 0:
+        return None
+    n_a, n_b = prev.calls, cur.calls
+    mean_ms = (cur.total_ms - prev.total_ms) / dn
+
+    # Cumulative max only rises and min only falls; one that moved the other way was reset on its own
+    # (PostgreSQL 17's pg_stat_statements_reset(minmax_only => true)) and no longer bounds the interval.
+    max_ms: float | None = cur.max_ms if cur.max_ms >= prev.max_ms and cur.max_ms > 0 else None
+    max_exact = max_ms is not None and cur.max_ms > prev.max_ms
+    min_exact = 0 < cur.min_ms < prev.min_ms
+    min_ms: float | None = cur.min_ms if 0 < cur.min_ms <= prev.min_ms else None
+    if dn == 1:
+        # One call: the interval is a point, and its max and min are that call. A new max or min is that
+        # call's time exactly, without the rounding of a difference of totals.
+        point = cur.max_ms if max_exact else cur.min_ms if min_exact else mean_ms
+        point, _, _ = _consistent(max(point, 0.0), max_ms, min_ms)
+        point *= _MS
+        return Interval(calls=1, mean_s=point, stddev_s=0.0, max_s=point, max_exact=True, min_s=point)
+    mean_ms, max_ms, min_ms = _consistent(mean_ms, max_ms, min_ms)
+    max_exact = max_exact and max_ms is not None
+
+    m2_b = n_b * cur.stddev_ms * cur.stddev_ms
+    m2_a = n_a * prev.stddev_ms * prev.stddev_ms
+    d = mean_ms - prev.total_ms / n_a
+    m2_w = m2_b - m2_a - d * d * n_a * dn / n_b
+    fallback = False
+    if m2_b <= 0.0:
+        stddev_ms = 0.0  # every call so far took the same time
+    elif m2_w > CANCELLATION_RATIO * m2_b:
+        stddev_ms = math.sqrt(m2_w / dn)
+    else:
+        fallback = True
+        stddev_ms = _narrow_stddev_ms(cur, mean_ms, dn, m2_b, max_ms, min_ms)
+    return Interval(
+        calls=dn,
+        mean_s=mean_ms * _MS,
+        stddev_s=stddev_ms * _MS,
+        max_s=max_ms * _MS if max_ms is not None else None,
+        max_exact=max_exact,
+        min_s=min_ms * _MS if min_ms is not None else None,
+        variance_fallback=fallback,
+    )
+
+
+def _narrow_stddev_ms(
+    cur: Cumulative, mean_ms: float, dn: int, m2_b: float, max_ms: float | None, min_ms: float | None
+) -> float:
+    # The untrusted M2 still says the true one is at most about CANCELLATION_RATIO * M2_b.
+    cap = math.sqrt(CANCELLATION_RATIO * m2_b / dn)
+    long_run_mean = cur.total_ms / cur.calls
+    if long_run_mean > 0:
+        cap = min(cap, mean_ms * cur.stddev_ms / long_run_mean)
+    if max_ms is not None and min_ms is not None:
+        # Bhatia-Davis: a variable confined to [min, max] has variance at most (max - mean) * (mean - min).
+        cap = min(cap, math.sqrt(max(0.0, (max_ms - mean_ms) * (mean_ms - min_ms))))
+    return max(cap, 0.0)
+
+
+# -- the standard normal CDF, vectorised ----------------------------------------------------------------
+
+
+_ERFC_COEFFS = (
+    0.17087277,
+    -0.82215223,
+    1.48851587,
+    -1.13520398,
+    0.27886807,
+    -0.18628806,
+    0.09678418,
+    0.37409196,
+    1.00002368,
+    -1.26551223,
+)
+
+
+def _phi(z: FloatArray) -> FloatArray:
+    """Standard normal CDF, through erfc with relative error below 1.2e-7 (Numerical Recipes' erfcc).
+
+    numpy has no erf and scipy is not a dependency. The lower tail, Phi(-|z|), keeps that relative precision
+    far out (so ask for an upper tail as Phi(-z), not 1 - Phi(z)). In-place arithmetic: this runs on
+    rows x buckets every scrape.
+    """
+    x = np.abs(z)
+    np.minimum(x, 40.0, out=x)  # exp underflows to 0 cleanly, no inf * 0
+    x *= _SQRT1_2
+    t = x * 0.5
+    t += 1.0
+    np.reciprocal(t, out=t)
+    tail = np.full_like(t, _ERFC_COEFFS[0])
+    for c in _ERFC_COEFFS[1:]:  # Horner, highest power first
+        tail *= t
+        tail += c
+    x *= x
+    tail -= x
+    np.exp(tail, out=tail)
+    tail *= t
+    tail *= 0.5  # 0.5 * erfc(|z| / sqrt 2) = Phi(-|z|)
+    result: FloatArray = np.where(z > 0, 1.0 - tail, tail)
+    return result
+
+
+# -- the mixture -----------------------------------------------------------------------------------------
+
+
+class Mixture:
+    """The latency distribution of a scrape window: one log-normal per row, weighted by the row's calls.
+
+    Each row's log-normal has the interval's mean and standard deviation and is confined to the row's known
+    range: the fitted mass below ``min_s`` sits at ``min_s`` and the mass above ``max_s`` at ``max_s``, so no
+    mass is ever put outside a known bound (an exact max is a call that happened, so the tail's mass belongs
+    there). Rows with no spread are point masses at their mean.
+
+    Two moments cannot see a row with a fast and a slow mode. ``suspect_bimodal`` is True when a row with at
+    least 20 calls and 1 % of the mixture's calls has a shape its min and max contradict: more than
+    max(5 %, 5 / calls) of its fitted mass below its known minimum, or an exact maximum that the fit makes
+    less than 0.1 % likely. It is a hint, not a proof: a heavy-tailed unimodal row trips it now and then,
+    and a slow mode holding more than about 20 % of a row's calls does not trip it (the p95 is then off by
+    less, about 15 % at worst in simulation).
+    """
+
+    __slots__ = (
+        "_calls",
+        "_hi",
+        "_lo",
+        "_mu",
+        "_pt_cum",
+        "_pt_x",
+        "_sigma",
+        "_steps",
+        "_total_s",
+        "_w",
+        "suspect_bimodal",
+    )
+
+    def __init__(self, intervals: Iterable[Interval]) -> None:
+        calls: list[int] = []
+        means: list[float] = []
+        stds: list[float] = []
+        los: list[float] = []
+        his: list[float] = []
+        exact: list[bool] = []
+        for iv in intervals:
+            if iv.calls <= 0:
+                continue
+            calls.append(iv.calls)
+            means.append(iv.mean_s)
+            stds.append(iv.stddev_s)
+            los.append(iv.min_s if iv.min_s is not None else 0.0)
+            his.append(iv.max_s if iv.max_s is not None else math.inf)
+            exact.append(iv.max_exact and iv.max_s is not None)
+        w = np.array(calls, dtype=np.float64)
+        mean = np.nan_to_num(np.array(means, dtype=np.float64), nan=0.0, posinf=0.0)
+        std = np.nan_to_num(np.array(stds, dtype=np.float64), nan=0.0, posinf=0.0)
+        lo = np.nan_to_num(np.array(los, dtype=np.float64), nan=0.0)
+        hi = np.nan_to_num(np.array(his, dtype=np.float64), nan=math.inf)
+        lo = np.maximum(lo, 0.0)
+        hi = np.maximum(hi, lo)
+        mean = np.clip(np.maximum(mean, 0.0), lo, hi)
+        std = np.maximum(std, 0.0)
+
+        self._calls = sum(calls)
+        self._total_s = float(np.dot(w, mean)) if w.size else 0.0
+
+        point = (std <= _POINT_CV * mean) | (mean <= 0.0) | (hi <= lo) | (w <= 1.0)
+        ln = ~point
+        self._pt_x, self._pt_cum = _points(mean[point], w[point])
+        self._w = w[ln]
+        self._lo = lo[ln]
+        self._hi = hi[ln]
+        m = mean[ln]
+        # Non-negative data of n values has a coefficient of variation of at most sqrt(n - 1); past that the
+        # input is inconsistent, and capping keeps sigma finite.
+        cv = np.minimum(std[ln] / m, np.sqrt(self._w - 1.0))
+        s2 = np.log1p(cv * cv)
+        self._sigma = np.sqrt(s2)
+        self._mu = np.log(m) - 0.5 * s2
+        self._steps = np.unique(np.concatenate((self._pt_x, self._lo[self._lo > 0], self._hi[np.isfinite(self._hi)])))
+        self.suspect_bimodal: bool = self._suspect(np.array(exact, dtype=bool)[ln])
+
+    def _suspect(self, exact: npt.NDArray[np.bool_]) -> bool:
+        if not self._w.size:
+            return False
+        flags = _misfit(self._w, self._mu, self._sigma, self._lo, self._hi, exact)
+        return bool(np.any(flags & (self._w >= _SUSPECT_MIN_SHARE * self._calls)))
+
+    @property
+    def calls(self) -> int:
+        """Calls in the window."""
+        return self._calls
+
+    @property
+    def total_s(self) -> float:
+        """Time spent in the window's calls (sum of calls * mean)."""
+        return self._total_s
+
+    def _cdf_weighted(self, x: FloatArray) -> FloatArray:
+        """Calls at or below each x (x a 1-d array), non-decreasing in x when x is sorted."""
+        out = np.zeros(x.shape, dtype=np.float64)
+        if self._w.size:
+            with np.errstate(divide="ignore"):
+                lx = np.log(np.maximum(x, 0.0))
+            z = lx[None, :] - self._mu[:, None]
+            z /= self._sigma[:, None]
+            # The fitted mass outside a row's known [min, max] sits on the bound it crossed.
+            np.copyto(z, -np.inf, where=x[None, :] < self._lo[:, None])
+            np.copyto(z, np.inf, where=x[None, :] >= self._hi[:, None])
+            out += self._w @ _phi(z)
+        if self._pt_x.size:
+            idx = np.searchsorted(self._pt_x, x, side="right")
+            out += np.concatenate(([0.0], self._pt_cum))[idx]
+        return out
+
+    def cdf(self, x_s: float) -> float:
+        """Share of the window's calls that took at most ``x_s`` seconds; NaN for an empty mixture."""
+        if self._calls == 0 or math.isnan(x_s):
+            return math.nan
+        value = float(self._cdf_weighted(np.array([x_s], dtype=np.float64))[0]) / self._calls
+        return min(max(value, 0.0), 1.0)
+
+    def bucket_counts(self, bounds: Sequence[float] = BUCKETS) -> list[float]:
+        """Cumulative calls at or below each bound (``calls * F(bound)``): >= 0, non-decreasing, never NaN.
+
+        ``bounds`` must be ascending; the +Inf bucket is ``calls``.
+        """
+        b = np.asarray(bounds, dtype=np.float64)
+        if b.ndim != 1 or np.isnan(b).any() or (b.size > 1 and bool(np.any(np.diff(b) < 0))):
+            raise ValueError("bucket bounds must be a flat ascending sequence of numbers")
+        if self._calls == 0:
+            return [0.0] * b.size
+        counts = self._cdf_weighted(b)
+        # Rounding in the normal CDF may not be exactly monotone or exactly within [0, calls]: make it so.
+        counts = np.maximum.accumulate(np.clip(np.nan_to_num(counts, nan=0.0), 0.0, float(self._calls)))
+        return [float(c) for c in counts]
+
+    def _row_quantiles(self, q: float) -> FloatArray:
+        zq = NormalDist().inv_cdf(q)
+        ln = np.clip(np.exp(self._mu + self._sigma * zq), self._lo, self._hi)
+        return np.concatenate((ln, self._pt_x))
+
+    def quantile(self, q: float) -> float:
+        """The smallest x with F(x) >= q, to 0.01 % (bisection on a log scale); NaN with no calls."""
+        if math.isnan(q) or not 0.0 <= q <= 1.0:
+            if math.isnan(q):
+                return math.nan
+            raise ValueError(f"quantile must be within [0, 1], got {q}")
+        if self._calls == 0:
+            return math.nan
+        if q == 0.0:
+            return float(min(np.min(self._lo, initial=math.inf), np.min(self._pt_x, initial=math.inf)))
+        if q == 1.0:
+            return float(max(np.max(self._hi, initial=0.0), np.max(self._pt_x, initial=0.0)))
+        # A mixture's quantile lies between its components' quantiles.
+        candidates = self._row_quantiles(q)
+        lo, hi = float(np.min(candidates)), float(np.max(candidates))
+        target = q * self._calls
+        if lo >= hi:
+            return hi
+        if lo <= 0.0:
+            if self._cdf_scalar(0.0) >= target:
+                return 0.0
+            positive = candidates[candidates > 0]
+            lo = float(np.min(positive)) if positive.size else hi
+            while self._cdf_scalar(lo) >= target:
+                if lo < 1e-300:
+                    return lo
+                lo *= 1e-3
+        log_lo, log_hi = math.log(lo), math.log(hi)
+        while log_hi - log_lo > 1e-4:
+            mid = 0.5 * (log_lo + log_hi)
+            if self._cdf_scalar(math.exp(mid)) >= target:
+                log_hi = mid
+            else:
+                log_lo = mid
+        x = math.exp(log_hi)
+        # A step of the CDF (a point mass, or the mass held at a row's min or max) inside the last bracket
+        # is the exact answer; bisection only closes in on it.
+        first = int(np.searchsorted(self._steps, math.exp(log_lo) * (1 - 1e-12), side="left"))
+        last = int(np.searchsorted(self._steps, x * (1 + 1e-12), side="right"))
+        for step in self._steps[first:last]:
+            if self._cdf_scalar(float(step)) >= target:
+                return float(step)
+        for _ in range(4):  # exp(log(x)) may round a hair below a step of the CDF
+            if self._cdf_scalar(x) >= target:
+                break
+            x = math.nextafter(x, math.inf)
+        return x
+
+    def _cdf_scalar(self, x: float) -> float:
+        return float(self._cdf_weighted(np.array([x], dtype=np.float64))[0])
+
+
+def _points(x: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Point masses sorted by position, with their cumulative weights."""
+    order = np.argsort(x, kind="stable")
+    return x[order], np.cumsum(w[order])
+
+
+def _misfit(
+    w: FloatArray,
+    mu: FloatArray,
+    sigma: FloatArray,
+    lo: FloatArray,
+    hi: FloatArray,
+    exact: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.bool_]:
+    """Rows whose fitted log-normal their own min or exact max contradicts (a hidden second mode)."""
+    with np.errstate(divide="ignore"):
+        below = _phi((np.log(lo) - mu) / sigma)  # fitted mass below the known minimum
+        above = _phi((mu - np.log(hi)) / sigma)  # fitted mass above the known maximum, as a lower tail
+    # P(max of n calls >= observed max) = 1 - F(max)**n, about n * (1 - F(max)) when that is small.
+    max_improbable = exact & (w * above < _SUSPECT_MAX_PROBABILITY)
+    # A sample of n calls has about 1/n of its own distribution below its minimum.
+    too_much_below = below > np.maximum(_SUSPECT_MASS_OUTSIDE, 5.0 / w)
+    result: npt.NDArray[np.bool_] = (w >= _SUSPECT_MIN_CALLS) & (too_much_below | max_improbable)
+    return result
+
+
+def row_quantile(interval: Interval, q: float) -> float:
+    """A single row's fitted quantile (for a per-queryid p95); same model as :class:`Mixture`."""
+    return Mixture((interval,)).quantile(q)
+
+
+def row_suspect_bimodal(interval: Interval) -> bool:
+    """True when the row's min or exact max contradicts its fitted log-normal (see :class:`Mixture`)."""
+    return Mixture((interval,)).suspect_bimodal
