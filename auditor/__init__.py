@@ -1,0 +1,1 @@
+"""pg-architect auditor: the weekly cycle from slow queries to measured, stored recommendations."""
