@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from auditor.report import FORMATS
 from exporter import __version__
 from exporter.config import Config, load_config, parse_listen
 from exporter.embedded import EmbeddedPostgres
@@ -50,6 +51,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="preflight: version, extensions, privileges, settings")
     _common(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("audit", help="run the weekly audit now and print its report")
+    _common(p)
+    p.add_argument("--format", choices=FORMATS, default="text")
+    p.add_argument("--min-calls", type=int, metavar="N")
+    p.add_argument("--min-mean-ms", type=float, metavar="MS")
+    p.add_argument("--limit", type=int, metavar="N")
+    p.add_argument("--dry-run", action="store_true", help="store to the knowledge base; open no PR, send nothing")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("snapshot", help="take the daily pg_stat_statements and health snapshot now")
+    _common(p)
+    p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser("report", help="print the last audit's report from the knowledge base")
+    _common(p)
+    p.add_argument("--format", choices=FORMATS, default="text")
+    p.add_argument("--run", metavar="RUN_ID", help="a run id (default: the latest successful run)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("kb", help="the knowledge base")
+    kb_sub = p.add_subparsers(dest="kb_command", metavar="KB_COMMAND", parser_class=_Parser, required=True)
+    q = kb_sub.add_parser("search", help="nearest past optimisations of a statement, with similarity")
+    _common(q)
+    q.add_argument("sql", metavar="SQL")
+    q.add_argument("--limit", type=int, default=5)
+    q.set_defaults(func=cmd_kb_search)
+
+    p = sub.add_parser("demo", help="embedded PostgreSQL + demo workload + exporter + one audit")
+    _common(p)
+    p.add_argument("--once", action="store_true", help="exit after the report instead of serving until Ctrl-C")
+    p.add_argument("--listen", metavar="HOST:PORT", help="exporter listen address (default 127.0.0.1:9188)")
+    p.add_argument("--scale", type=float, default=1.0, help="data size factor (1.0: 1M orders)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -79,6 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: still one line, the traceback only on request
+        if debug:
+            log.exception("internal error")
+        print(
+            f"pg-architect: internal error: {type(exc).__name__}: {redact(str(exc))} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 # -- helpers shared by the commands ------------------------------------------------------------------
@@ -145,6 +188,102 @@ def cmd_check(args: argparse.Namespace) -> int:
     with database(cfg) as (dsn, kb_dsn):
         findings = preflight.run(dsn, kb_dsn, cfg.database.connect_timeout_s)
     return print_findings(findings, print)
+
+
+def _progress(enabled: bool) -> Callable[[str], None]:
+    def show(message: str) -> None:
+        if enabled:
+            print(message, file=sys.stderr, flush=True)
+        else:
+            log.info("%s", message)
+
+    return show
+
+
+def _interrupt_on_sigterm() -> None:
+    """For one-shot commands: SIGTERM interrupts like Ctrl-C, so the run is closed as failed, not lost."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from auditor.audit import AuditOptions, run_audit
+    from auditor.report import render
+
+    _interrupt_on_sigterm()
+    cfg = load(args)
+    options = AuditOptions.from_config(
+        cfg, min_calls=args.min_calls, min_mean_ms=args.min_mean_ms, limit=args.limit, dry_run=args.dry_run
+    )
+    with database(cfg) as (dsn, kb_dsn):
+        report = run_audit(cfg, dsn, kb_dsn, options, _progress(sys.stderr.isatty() or args.format == "text"))
+    print(render(report, args.format))
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from auditor.snapshot import take_snapshot
+
+    cfg = load(args)
+    with database(cfg) as (dsn, kb_dsn):
+        summary = take_snapshot(cfg, dsn, kb_dsn)
+    print(summary)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from auditor.kb import KnowledgeBase
+    from auditor.report import render
+
+    cfg = load(args)
+    with database(cfg) as (_dsn, kb_dsn):
+        kb = KnowledgeBase.open(kb_dsn, connect_timeout_s=cfg.database.connect_timeout_s)
+        try:
+            run_id = args.run or kb.latest_run_id()
+            doc = kb.run_report(run_id) if run_id else None
+        finally:
+            kb.close()
+    if doc is None:
+        raise PgArchitectError(
+            f"no audit run {args.run}" if args.run else "no successful audit yet: run pg-architect audit"
+        )
+    print(render(doc, args.format))
+    return 0
+
+
+def cmd_kb_search(args: argparse.Namespace) -> int:
+    from auditor.fingerprint import EMBEDDING_MODEL, embed
+    from auditor.kb import KnowledgeBase
+    from auditor.parsing import UnparseableQuery, parse_query
+
+    cfg = load(args)
+    try:
+        shape = parse_query(args.sql)
+    except UnparseableQuery as exc:
+        raise UsageError(f"cannot parse the statement: {exc}") from exc
+    with database(cfg) as (_dsn, kb_dsn):
+        kb = KnowledgeBase.open(kb_dsn, connect_timeout_s=cfg.database.connect_timeout_s)
+        try:
+            found = kb.similar(embed(shape), EMBEDDING_MODEL, limit=args.limit)
+        finally:
+            kb.close()
+    if not found:
+        print("the knowledge base has no optimisations yet")
+    for s in found:
+        gain = f"{s.gain_percent:.0f} %" if s.gain_percent is not None else "-"
+        print(f"{s.similarity:.3f}  #{s.recommendation_id} [{s.status}] {s.type} gain {gain}  {s.sql}")
+        print(f"       for: {' '.join(s.query.split())[:150]}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from auditor.demo import run_demo
+
+    cfg = load(args, **{"exporter.listen": args.listen or "127.0.0.1:9188"})
+    return run_demo(cfg, once=args.once, scale=args.scale, stop=stop_event())
 
 
 def print_findings(findings: Sequence[Any], out: Callable[[str], None]) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -29,15 +29,20 @@ __all__ = [
     "Connection",
     "Identifier",
     "Literal",
+    "advisory_lock",
+    "advisory_unlock",
     "connect",
+    "copy_rows",
     "execute",
     "fetch",
     "fetch_dicts",
     "fetch_one",
     "fetch_value",
     "pg_errors",
+    "register_vector",
     "server_version_num",
     "set_timeouts",
+    "transaction",
     "translate",
     "translated",
 ]
@@ -141,3 +146,40 @@ def fetch_value(conn: Connection, query: Query, params: Sequence[Any] | dict[str
 def execute(conn: Connection, query: Query, params: Sequence[Any] | dict[str, Any] | None = None) -> None:
     with translated():
         conn.execute(query, params)
+
+
+def copy_rows(conn: Connection, schema: str, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """Bulk-load ``rows`` with COPY; returns how many were written."""
+    statement = SQL("COPY {} ({}) FROM STDIN").format(
+        Identifier(schema, table), SQL(", ").join(Identifier(c) for c in columns)
+    )
+    written = 0
+    with translated(), conn.cursor() as cur, cur.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+            written += 1
+    return written
+
+
+@contextlib.contextmanager
+def transaction(conn: Connection) -> Iterator[None]:
+    """A transaction (or savepoint) whose driver errors come out translated."""
+    with translated(), conn.transaction():
+        yield
+
+
+def advisory_lock(conn: Connection, key: int) -> bool:
+    """Try the session-level advisory lock ``key``; True when this session now holds it."""
+    return bool(fetch_value(conn, "SELECT pg_catalog.pg_try_advisory_lock(%s)", (key,)))
+
+
+def advisory_unlock(conn: Connection, key: int) -> None:
+    fetch_value(conn, "SELECT pg_catalog.pg_advisory_unlock(%s)", (key,))
+
+
+def register_vector(conn: Connection) -> None:
+    """Let psycopg send and receive pgvector values on this connection (the extension must exist)."""
+    from pgvector.psycopg import register_vector as _register
+
+    with translated():
+        _register(conn)

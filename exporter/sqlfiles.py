@@ -12,6 +12,16 @@ import functools
 import re
 from importlib import resources
 
+#: Every statement of ours ends with this comment, so the auditor can recognise and skip its own
+#: statements. It goes last: pg_stat_statements keeps inner and trailing comments but drops leading ones.
+MARKER = "/* pg-architect */"
+
+
+def mark(sql: str) -> str:
+    """``sql`` with the marker appended (on its own line, so a trailing ``--`` comment cannot swallow it)."""
+    return f"{sql.rstrip().rstrip(';').rstrip()}\n{MARKER}"
+
+
 _NAME = re.compile(r"^(?P<name>[a-z0-9_]+?)(?:_post_(?P<version>\d{5,6}))?\.sql$")
 
 
@@ -34,7 +44,8 @@ class SqlLibrary:
             match = _NAME.match(entry.name)
             if match:
                 version = int(match.group("version") or 0)
-                index.setdefault(match.group("name"), []).append((version, entry.read_text(encoding="utf-8")))
+                text = mark(entry.read_text(encoding="utf-8"))
+                index.setdefault(match.group("name"), []).append((version, text))
         for variants in index.values():
             variants.sort()
         return index

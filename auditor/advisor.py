@@ -1,0 +1,257 @@
+"""Candidate indexes for one statement, from its parse and the catalog as it is now.
+
+Order of keys follows how a btree serves the statement: equality columns first (most distinct values
+first), then one range column, or the ORDER BY columns when the statement sorts (pagination, work
+queues). Expression predicates (``lower(email) = $1``) get expression indexes; ``IS NULL`` filters
+(the normalised form of a work queue's "not processed yet") get partial indexes. A candidate whose
+leading keys an existing valid index already has is dropped, and the report says which index covers it.
+Which candidate wins is decided by measurement (auditor.measure), never by this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Sequence
+
+from auditor import catalog
+from auditor.catalog import IndexInfo, TableInfo, normalise_expression
+from auditor.parsing import ColumnUse, QueryShape, TableRef, resolve_columns
+from exporter import db
+
+log = logging.getLogger(__name__)
+
+MAX_CANDIDATES = 6
+_EQUALITY = ("eq", "in", "is_null")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Key:
+    """One index key: a column, or an expression over columns."""
+
+    column: str | None
+    expression: str | None = None
+    descending: bool = False
+
+    def sql(self, conn: db.Connection) -> str:
+        text = db.Identifier(self.column).as_string(conn) if self.column is not None else f"({self.expression})"
+        return text + (" DESC" if self.descending else "")
+
+    def normalised(self) -> str:
+        return normalise_expression(self.column if self.column is not None else self.expression or "")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Candidate:
+    table: TableInfo
+    keys: tuple[Key, ...]
+    predicate: str | None
+    reason: str
+
+    def signature(self) -> tuple[int, tuple[str, ...], str | None]:
+        return (
+            self.table.oid,
+            tuple(k.normalised() for k in self.keys),
+            normalise_expression(self.predicate) if self.predicate else None,
+        )
+
+    def name(self) -> str:
+        """``<table>_<keys>_idx``, shortened with a hash to PostgreSQL's 63 bytes."""
+        parts = [k.column or "expr" for k in self.keys]
+        base = f"{self.table.name}_{'_'.join(parts)}{'_partial' if self.predicate else ''}_idx"
+        if len(base) <= 63:
+            return base
+        digest = hashlib.sha1(base.encode()).hexdigest()[:8]
+        return f"{base[:50]}_{digest}_idx"
+
+    def ddl(self, conn: db.Connection, *, concurrently: bool = True, name: str | None = None) -> str:
+        """``CREATE INDEX`` composed with quoted identifiers (expressions and predicates are parser output)."""
+        statement = db.SQL("CREATE INDEX {concurrently}IF NOT EXISTS {name} ON {table} ({keys}){where}").format(
+            concurrently=db.SQL("CONCURRENTLY " if concurrently else ""),
+            name=db.Identifier(name or self.name()),
+            table=db.Identifier(self.table.schema, self.table.name),
+            keys=db.SQL(", ".join(k.sql(conn) for k in self.keys)),
+            where=db.SQL(f" WHERE {self.predicate}" if self.predicate else ""),
+        )
+        return statement.as_string(conn)
+
+    def rollback(self, conn: db.Connection, *, name: str | None = None) -> str:
+        return (
+            db.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}")
+            .format(db.Identifier(self.table.schema, name or self.name()))
+            .as_string(conn)
+        )
+
+    def describe(self) -> str:
+        keys = ", ".join(k.column or f"({k.expression})" for k in self.keys)
+        where = f" WHERE {self.predicate}" if self.predicate else ""
+        return f"{self.table.qualified} ({keys}){where}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Candidates:
+    candidates: tuple[Candidate, ...]
+    covered: tuple[str, ...]  # "candidate ... is covered by index ..." for the report
+    tables: dict[tuple[str | None, str], TableInfo]
+    indexes: tuple[IndexInfo, ...]
+
+
+def covering_index(candidate: Candidate, existing: Sequence[IndexInfo]) -> IndexInfo | None:
+    """A valid btree index of the same table whose leading keys are the candidate's keys (and predicate)."""
+    want = [k.normalised() for k in candidate.keys]
+    want_pred = normalise_expression(candidate.predicate) if candidate.predicate else None
+    for index in existing:
+        if index.table_oid != candidate.table.oid or not index.valid or index.method != "btree":
+            continue
+        have = [normalise_expression(d) for d in index.key_definitions]
+        # DESC matters only when directions are mixed; compare keys without direction words.
+        have = [h.removesuffix("desc").removesuffix("asc") for h in have]
+        if have[: len(want)] != [w.removesuffix("desc") for w in want]:
+            continue
+        have_pred = normalise_expression(index.predicate) if index.predicate else None
+        if have_pred is None or have_pred == want_pred:
+            return index
+    return None
+
+
+def _table_of(use: ColumnUse, tables: dict[tuple[str | None, str], TableInfo]) -> TableInfo | None:
+    if use.table is None:
+        return None
+    return tables.get((use.table.schema, use.table.name))
+
+
+def _key(use: ColumnUse, descending: bool = False) -> Key | None:
+    if use.column is not None:
+        return Key(column=use.column, descending=descending)
+    if use.expression is not None:
+        return Key(column=None, expression=use.expression, descending=descending)
+    return None
+
+
+def _distinct(conn: db.Connection, table: TableInfo, key: Key) -> float:
+    """Estimated distinct values of a key (higher first in a composite); expressions count as selective."""
+    if key.column is None:
+        return float("inf")
+    stats = catalog.column_stats(conn, table, key.column)
+    if stats is None:
+        return 0.0
+    return stats.n_distinct if stats.n_distinct >= 0 else -stats.n_distinct * max(table.reltuples, 1.0)
+
+
+def generate(
+    conn: db.Connection,
+    shape: QueryShape,
+    tables: dict[tuple[str | None, str], TableInfo],
+    indexes: Sequence[IndexInfo],
+) -> Candidates:
+    """Candidate indexes for ``shape`` (already resolved against the catalog)."""
+    proposals: list[Candidate] = []
+    for table in {t.oid: t for t in tables.values()}.values():
+        uses = [u for u in shape.columns if (t := _table_of(u, tables)) is not None and t.oid == table.oid]
+        proposals.extend(_for_table(conn, shape, table, uses))
+    unique: dict[tuple[int, tuple[str, ...], str | None], Candidate] = {}
+    covered: list[str] = []
+    for cand in proposals:
+        if cand.signature() in unique:
+            continue
+        index = covering_index(cand, indexes)
+        if index is not None:
+            covered.append(f"{cand.describe()} is already covered by index {index.qualified}")
+            continue
+        unique[cand.signature()] = cand
+    return Candidates(
+        tuple(list(unique.values())[:MAX_CANDIDATES]), tuple(dict.fromkeys(covered)), tables, tuple(indexes)
+    )
+
+
+def _for_table(conn: db.Connection, shape: QueryShape, table: TableInfo, uses: list[ColumnUse]) -> list[Candidate]:
+    eq_uses = [u for u in uses if u.role in _EQUALITY and u.role != "is_null"]
+    null_uses = [u for u in uses if u.role == "is_null" and u.operator in (None, "IS NULL")]
+    range_uses = [u for u in uses if u.role == "range"]
+    join_uses = [u for u in uses if u.role == "join"]
+    order_uses = [u for u in shape.uses("order_by")]
+    # ORDER BY helps only when every sort key is this table's (one index serves the whole sort).
+    sorts_here = bool(order_uses) and all(
+        (t := _table_of(u, {(table.schema, table.name): table, (None, table.name): table})) is not None
+        and t.oid == table.oid
+        for u in order_uses
+    )
+    eq_keys = _dedupe([k for u in eq_uses if (k := _key(u)) is not None])
+    eq_keys.sort(key=lambda k: -_distinct(conn, table, k))
+    range_keys = _dedupe([k for u in range_uses if (k := _key(u)) is not None])
+    join_keys = _dedupe([k for u in join_uses if (k := _key(u)) is not None])
+    mixed = sorts_here and len({u.descending for u in order_uses}) > 1
+    order_keys = (
+        _dedupe([k for u in order_uses if (k := _key(u, descending=mixed and u.descending)) is not None])
+        if sorts_here
+        else []
+    )
+    out: list[Candidate] = []
+
+    def add(keys: Sequence[Key], reason: str, predicate: str | None = None) -> None:
+        keys = _dedupe(list(keys))
+        if keys and len(keys) <= 4:
+            out.append(Candidate(table, tuple(keys), predicate, reason))
+
+    if eq_keys and order_keys:
+        add(
+            eq_keys + order_keys,
+            "equality columns first, then the ORDER BY columns, so the index returns rows "
+            "already sorted and the LIMIT stops early"
+            if shape.has_limit
+            else "equality columns first, then the ORDER BY columns, so no sort is needed",
+        )
+    if eq_keys and range_keys:
+        add(
+            eq_keys + range_keys[:1],
+            "equality columns first, then the range column, so one index range scan finds exactly the matching rows",
+        )
+    if len(eq_keys) > 1:
+        add(eq_keys, "all equality columns, most distinct first")
+    for k in eq_keys:
+        add(
+            [k],
+            "an index on the expression the statement filters on"
+            if k.column is None
+            else f"equality filter on {k.column}",
+        )
+    for null_use in null_uses:
+        if null_use.column is None:
+            continue
+        predicate = f"{db.Identifier(null_use.column).as_string(conn)} IS NULL"
+        rest = eq_keys + order_keys or range_keys[:1] or [Key(column=null_use.column)]
+        add(
+            rest,
+            f"a partial index on the rows where {null_use.column} IS NULL: small, and exactly the rows "
+            "this statement asks for",
+            predicate,
+        )
+    if order_keys and shape.has_limit:
+        add(order_keys, "the ORDER BY columns, so the LIMIT stops after the first rows of the index")
+    for k in range_keys:
+        add([k], f"range filter on {k.column or k.expression}")
+    for k in join_keys:
+        add([k], f"join column {k.column or k.expression}: lets a nested loop look rows up instead of scanning")
+    return out
+
+
+def _dedupe(keys: list[Key]) -> list[Key]:
+    seen: set[str] = set()
+    out = []
+    for k in keys:
+        if k.normalised() not in seen:
+            seen.add(k.normalised())
+            out.append(k)
+    return out
+
+
+def resolve(conn: db.Connection, shape: QueryShape) -> tuple[QueryShape, dict[tuple[str | None, str], TableInfo]]:
+    """Attribute every column of ``shape`` to a table, using the catalog."""
+    tables = catalog.tables(conn, shape.tables)
+    by_name = {(info.schema, info.name): set(info.columns) for info in tables.values()}
+    return resolve_columns(shape, by_name), tables
+
+
+def table_for(ref: TableRef, tables: dict[tuple[str | None, str], TableInfo]) -> TableInfo | None:
+    return tables.get((ref.schema, ref.name))

@@ -1,0 +1,199 @@
+"""``pg-architect demo``: a shop database with real slow queries, on the embedded PostgreSQL.
+
+The schema lacks the indexes its queries need (orders by customer, a case-insensitive e-mail look-up,
+a work queue, a recent-orders report) and has statements no index can help (whole-table aggregates),
+so one audit shows both a measured recommendation and an honest "nothing to do".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+
+from exporter import db
+from exporter.config import Config
+
+DEMO_DB = "pgarch_demo"
+
+SCHEMA = """
+CREATE TABLE customers (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    email text NOT NULL, name text NOT NULL, country text NOT NULL, created_at timestamptz NOT NULL);
+CREATE TABLE orders (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_id bigint NOT NULL, status text NOT NULL, total numeric(10, 2) NOT NULL, created_at timestamptz NOT NULL);
+CREATE TABLE jobs (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue text NOT NULL, run_at timestamptz NOT NULL, finished_at timestamptz, payload text NOT NULL);
+INSERT INTO customers (email, name, country, created_at)
+SELECT (CASE WHEN g %% 3 = 0 THEN 'User' ELSE 'user' END) || g || '@Example.com', 'Customer ' || g,
+       (ARRAY['VN', 'US', 'DE', 'FR', 'JP', 'BR', 'IN', 'GB'])[1 + g %% 8], now() - (g %% 1000) * interval '1 day'
+FROM generate_series(1, %(customers)s) g;
+INSERT INTO orders (customer_id, status, total, created_at)
+SELECT 1 + (hashint8(g) & 2147483647) %% %(customers)s,
+       CASE WHEN g %% 100 < 90 THEN 'delivered' WHEN g %% 100 < 95 THEN 'shipped' WHEN g %% 100 < 99 THEN 'pending'
+            ELSE 'cancelled' END,
+       (g %% 50000) / 100.0, now() - ((hashint8(g + 7) & 2147483647) %% 31536000) * interval '1 second'
+FROM generate_series(1, %(orders)s) g;
+INSERT INTO jobs (queue, run_at, finished_at, payload)
+SELECT (ARRAY['email', 'billing', 'export'])[1 + g %% 3], now() - (g %% 86400) * interval '1 second',
+       CASE WHEN g %% 200 = 0 THEN NULL ELSE now() END, repeat('x', 50)
+FROM generate_series(1, %(jobs)s) g;
+ANALYZE;
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Shape:
+    sql: str
+    make_params: Callable[[random.Random], tuple[object, ...]]
+    calls: int
+
+
+def workload(customers: int, calls: int) -> list[Shape]:
+    def customer(r: random.Random) -> tuple[object, ...]:
+        return (r.randint(1, customers),)
+
+    def email(r: random.Random) -> tuple[object, ...]:
+        return (f"USER{r.randint(1, customers)}@example.COM",)
+
+    return [
+        Shape(
+            "SELECT id, status, total, created_at FROM orders WHERE customer_id = %s ORDER BY created_at DESC LIMIT 20",
+            customer,
+            calls,
+        ),
+        Shape("SELECT id, name FROM customers WHERE lower(email) = lower(%s)", email, calls),
+        Shape("SELECT id, payload FROM jobs WHERE finished_at IS NULL ORDER BY run_at LIMIT 10", lambda r: (), calls),
+        Shape(
+            "SELECT count(*), sum(total) FROM orders WHERE created_at >= now() - interval '2 days'", lambda r: (), calls
+        ),
+        # Decoys: whole-table aggregates, no index helps them.
+        Shape("SELECT country, count(*) FROM customers GROUP BY country", lambda r: (), calls),
+        Shape("SELECT status, count(*), avg(total) FROM orders GROUP BY status", lambda r: (), max(calls // 2, 1)),
+        # Fast: a primary-key look-up.
+        Shape("SELECT name, email FROM customers WHERE id = %s", customer, calls * 5),
+    ]
+
+
+def load(
+    admin_dsn: str,
+    dsn_for: Callable[[str], str],
+    *,
+    customers: int = 200_000,
+    orders: int = 1_000_000,
+    jobs: int = 300_000,
+    progress: Callable[[str], None] = print,
+    name: str = DEMO_DB,
+    reset_statements: bool = True,
+) -> str:
+    """(Re)create the demo database and its data; returns its DSN."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(db.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(db.Identifier(name)))
+        conn.execute(db.SQL("CREATE DATABASE {}").format(db.Identifier(name)))
+    dsn = dsn_for(name)
+    started = time.monotonic()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        for statement in SCHEMA.split(";\n"):
+            if statement.strip():
+                conn.execute(statement, {"customers": customers, "orders": orders, "jobs": jobs})
+        if reset_statements:
+            conn.execute("SELECT pg_stat_statements_reset()")
+    progress(f"loaded {customers:,} customers, {orders:,} orders, {jobs:,} jobs in {time.monotonic() - started:.1f}s")
+    return dsn
+
+
+def run_workload(
+    dsn: str, shapes: list[Shape], *, threads: int = 2, seed: int = 1, stop: threading.Event | None = None
+) -> int:
+    """Run every shape's calls, shuffled, over ``threads`` connections; returns the statements run."""
+    rng = random.Random(seed)
+    plan = [s for s in shapes for _ in range(s.calls)]
+    rng.shuffle(plan)
+    counts = [0] * threads
+
+    def worker(n: int) -> None:
+        local = random.Random(seed + n)
+        with psycopg.connect(dsn, autocommit=True, application_name="pg-architect-demo-workload") as conn:
+            for shape in plan[n::threads]:
+                if stop is not None and stop.is_set():
+                    return
+                conn.execute(shape.sql, shape.make_params(local))
+                counts[n] += 1
+
+    pool = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return sum(counts)
+
+
+def run_demo(cfg: Config, *, once: bool, scale: float, stop: threading.Event) -> int:
+    """Start everything, audit once, print the report; serve until ``stop`` unless ``once``."""
+    import dataclasses as _dc
+    import sys
+    import urllib.request
+
+    from auditor.audit import AuditOptions, run_audit
+    from auditor.report import render
+    from exporter.config import parse_listen
+    from exporter.embedded import EmbeddedPostgres, default_data_dir
+    from exporter.server import ExporterServer, serve
+    from exporter.target import Target
+
+    def say(message: str) -> None:
+        print(f"demo: {message}", file=sys.stderr, flush=True)
+
+    from pathlib import Path
+
+    data_dir = Path(cfg.database.embedded_data_dir) if cfg.database.embedded_data_dir else default_data_dir()
+    server = EmbeddedPostgres(data_dir)
+    with server:
+        say(f"embedded PostgreSQL running at {server.dsn()} (data in {server.data_dir})")
+        dsn = load(
+            server.dsn(),
+            server.dsn,
+            customers=int(200_000 * scale),
+            orders=int(1_000_000 * scale),
+            jobs=int(300_000 * scale),
+            progress=say,
+        )
+        cfg = _dc.replace(cfg, database=_dc.replace(cfg.database, dsn=dsn, kb_dsn=dsn))
+        host, port = parse_listen(cfg.exporter.listen)
+        exporter = ExporterServer((host, port), Target("demo", dsn, cfg))
+        thread = threading.Thread(target=serve, args=(exporter, stop), daemon=True)
+        thread.start()
+        url = f"http://{host if host not in ('0.0.0.0', '') else '127.0.0.1'}:{exporter.server_port}/metrics"
+        say(f"exporter serving {url}")
+        urllib.request.urlopen(url, timeout=10).read()  # the baseline scrape
+        shapes = workload(int(200_000 * scale), calls=12)
+        started = time.monotonic()
+        ran = run_workload(dsn, shapes, stop=stop)
+        say(f"workload: {ran} statements in {time.monotonic() - started:.1f}s")
+        metrics = urllib.request.urlopen(url, timeout=10).read().decode()
+        p95 = [line for line in metrics.splitlines() if line.startswith("pgarch_query_p95_seconds{")]
+        say("p95 from the exporter: " + ("; ".join(p95) if p95 else "(none yet)"))
+        # The demo's statements run a dozen times, not a week's worth: lower thresholds to match.
+        options = AuditOptions(
+            min_calls=5, min_mean_ms=5.0, limit=cfg.auditor.thresholds.limit, dry_run=True, trigger="demo"
+        )
+        report = run_audit(cfg, dsn, dsn, options, progress=say)
+        print(render(report, "text"), flush=True)
+        urllib.request.urlopen(url, timeout=10).read()
+        if once:
+            stop.set()
+        else:
+            say(f"serving {url} until Ctrl-C (a light workload keeps the metrics moving)")
+            light = [_dc.replace(s, calls=1) for s in shapes]
+            while not stop.wait(5.0):
+                run_workload(dsn, light, threads=1, stop=stop)
+        thread.join(timeout=5)
+    return 0

@@ -1,0 +1,113 @@
+"""Index health (indexes to drop) and table growth forecasts, for the weekly report."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from auditor.models import Forecast, IndexHealth
+from auditor.queries import QUERIES
+from exporter import db
+from exporter.sqlfiles import mark
+
+MIN_UNUSED_BYTES = 1024 * 1024
+FORECAST_DAYS = 90
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _IndexRow:
+    schema: str
+    name: str
+    reason: str
+    definition: str
+    size_bytes: int
+    scans: int
+    evidence: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TableSize:
+    schema: str
+    name: str
+    size_bytes: int
+    rows: float
+
+
+def index_health(conn: db.Connection) -> list[IndexHealth]:
+    rows = db.fetch(
+        conn,
+        QUERIES.get("index_health", db.server_version_num(conn)),
+        {"min_unused_bytes": MIN_UNUSED_BYTES},
+        _IndexRow,
+    )
+    out: list[IndexHealth] = []
+    seen: set[str] = set()
+    for r in rows:  # an index is reported once, for its strongest reason (invalid < duplicate < redundant)
+        qualified = db.Identifier(r.schema, r.name).as_string(conn)
+        if qualified in seen:
+            continue
+        seen.add(qualified)
+        out.append(
+            IndexHealth(
+                type="drop_index",
+                index=f"{r.schema}.{r.name}",
+                reason=r.reason,  # type: ignore[arg-type]
+                sql=f"DROP INDEX CONCURRENTLY IF EXISTS {qualified};",
+                rollback_sql=r.definition.replace("CREATE INDEX ", "CREATE INDEX CONCURRENTLY ", 1).replace(
+                    "CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX CONCURRENTLY ", 1
+                )
+                + ";",
+                evidence=f"{r.evidence}; {r.size_bytes} bytes, {r.scans} scans",
+            )
+        )
+    return out
+
+
+def table_sizes(conn: db.Connection) -> list[TableSize]:
+    return db.fetch(conn, QUERIES.get("table_sizes", db.server_version_num(conn)), None, TableSize)
+
+
+def forecasts(
+    history: Sequence[tuple[datetime, dict[str, Any]]], current: Sequence[TableSize], limit: int = 10
+) -> list[Forecast]:
+    """Least-squares growth per table over the daily snapshots; needs two points a day apart or more."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for taken_at, metrics in history:
+        for table in metrics.get("tables", []):
+            series.setdefault(table["table"], []).append((taken_at.timestamp(), float(table["size_bytes"])))
+    out: list[Forecast] = []
+    for t in current:
+        name = f"{t.schema}.{t.name}"
+        points = series.get(name, [])
+        if len(points) < 2 or max(p[0] for p in points) - min(p[0] for p in points) < 86400:
+            continue
+        slope = _slope(points)  # bytes per second
+        projected = int(max(t.size_bytes + slope * FORECAST_DAYS * 86400, 0))
+        advice = None
+        if slope > 0 and projected > 2 * t.size_bytes and t.size_bytes > 1024**3:
+            advice = f"{name} doubles within {FORECAST_DAYS} days: consider partitioning it by time"
+        out.append(Forecast(table=name, size_bytes=t.size_bytes, projected_bytes_90d=projected, recommendation=advice))
+    out.sort(key=lambda f: -(f.projected_bytes_90d - f.size_bytes))
+    return out[:limit]
+
+
+def _slope(points: Sequence[tuple[float, float]]) -> float:
+    n = len(points)
+    mx = sum(p[0] for p in points) / n
+    my = sum(p[1] for p in points) / n
+    var = sum((p[0] - mx) ** 2 for p in points)
+    return sum((p[0] - mx) * (p[1] - my) for p in points) / var if var else 0.0
+
+
+def health_history(conn: db.Connection, target_id: int, days: int = 30) -> list[tuple[datetime, dict[str, Any]]]:
+    rows = db.fetch_dicts(
+        conn,
+        mark(
+            "SELECT taken_at, metrics FROM pgarch.health_snapshots WHERE target_id = %s"
+            " AND taken_at > now() - %s * interval '1 day' ORDER BY taken_at"
+        ),
+        (target_id, days),
+    )
+    return [(r["taken_at"], r["metrics"]) for r in rows]

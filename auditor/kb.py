@@ -1,0 +1,471 @@
+"""The knowledge base: schema ``pgarch``, in the audited database or in ``database.kb_dsn``.
+
+Versioned migrations are applied on open. One audit at a time per knowledge base (a session advisory
+lock); an audit's results are written in one transaction at its end, so a crash leaves no half-written
+rows, and a run left "running" by a dead auditor is marked failed by the next one to take the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+
+from auditor.models import AuditReport, SlowQuery
+from auditor.queries import QUERIES
+from exporter import db
+from exporter.errors import AuditAlreadyRunning, DatabaseError
+from exporter.models import StatementRow
+
+log = logging.getLogger(__name__)
+
+# Advisory lock keys (arbitrary, fixed): one for migrations, one for "an audit is running".
+MIGRATION_LOCK = 0x70676172636801
+AUDIT_LOCK = 0x70676172636802
+_MIGRATION = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+APPLICATION_NAME = "pg-architect-auditor"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SnapshotRow:
+    """A pg_stat_statements row with its text, as the auditor stores it."""
+
+    userid: int
+    dbid: int
+    queryid: int
+    toplevel: bool
+    calls: int
+    total_ms: float
+    stddev_ms: float
+    min_ms: float
+    max_ms: float
+    rows: int
+    shared_blks_hit: int
+    shared_blks_read: int
+    stats_since: datetime | None
+    query: str
+
+    def statement(self) -> StatementRow:
+        return StatementRow(
+            self.userid,
+            self.dbid,
+            self.queryid,
+            self.toplevel,
+            self.calls,
+            self.total_ms,
+            self.stddev_ms,
+            self.min_ms,
+            self.max_ms,
+            self.stats_since,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Baseline:
+    snapshot_id: int
+    taken_at: datetime
+    kind: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SimilarRecommendation:
+    recommendation_id: int
+    fingerprint: str
+    query: str
+    type: str
+    sql: str
+    status: str
+    action: str
+    confidence: float
+    gain_percent: float | None
+    worth_applying: bool
+    created_at: datetime
+    run_id: str
+    similarity: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Id:
+    target_id: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _SnapshotId:
+    snapshot_id: int
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration shipped with the auditor, in order."""
+    found = []
+    for entry in resources.files("auditor.migrations").iterdir():
+        match = _MIGRATION.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class KnowledgeBase:
+    """One connection to the knowledge base and every operation on it."""
+
+    def __init__(self, conn: db.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(cls, dsn: str, *, connect_timeout_s: float = 5) -> KnowledgeBase:
+        conn = db.connect(
+            dsn,
+            application_name=APPLICATION_NAME,
+            connect_timeout_s=connect_timeout_s,
+            statement_timeout_ms=60000,
+            lock_timeout_ms=10000,
+        )
+        kb = cls(conn)
+        try:
+            kb.migrate()
+            db.register_vector(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return kb
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- schema ----------------------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        """Apply the migrations this knowledge base lacks; returns the versions applied."""
+        applied: list[int] = []
+        with db.transaction(self.conn):
+            db.fetch_value(self.conn, "SELECT pg_catalog.pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            db.execute(self.conn, "CREATE SCHEMA IF NOT EXISTS pgarch")
+            db.execute(
+                self.conn,
+                "CREATE TABLE IF NOT EXISTS pgarch.schema_migrations (version integer PRIMARY KEY,"
+                " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            done = {row["version"] for row in db.fetch_dicts(self.conn, "SELECT version FROM pgarch.schema_migrations")}
+            for version, name, text in migrations():
+                if version in done:
+                    continue
+                log.info("knowledge base: applying migration %03d_%s", version, name)
+                db.execute(self.conn, text)
+                db.execute(
+                    self.conn, "INSERT INTO pgarch.schema_migrations (version, name) VALUES (%s, %s)", (version, name)
+                )
+                applied.append(version)
+        return applied
+
+    def schema_version(self) -> int:
+        return int(db.fetch_value(self.conn, "SELECT COALESCE(max(version), 0) FROM pgarch.schema_migrations"))
+
+    # -- targets and the audit lock ----------------------------------------------------------------
+    def register_target(self, system_identifier: str, datname: str, server_version: int) -> int:
+        row = db.fetch_one(
+            self.conn,
+            QUERIES.get("kb_register_target", 0),
+            {"system_identifier": system_identifier, "datname": datname, "server_version": server_version},
+            _Id,
+        )
+        assert row is not None
+        return row.target_id
+
+    @contextlib.contextmanager
+    def audit_lock(self) -> Iterator[list[str]]:
+        """Hold the one-audit-at-a-time lock; yields the ids of stale runs it marked failed."""
+        if not db.advisory_lock(self.conn, AUDIT_LOCK):
+            raise AuditAlreadyRunning("another audit is running on this knowledge base")
+        try:
+            stale = [str(r["run_id"]) for r in db.fetch_dicts(self.conn, QUERIES.get("kb_fail_stale_runs", 0))]
+            if stale:
+                log.warning("marked %d interrupted audit run(s) as failed: %s", len(stale), ", ".join(stale))
+            yield stale
+        finally:
+            with contextlib.suppress(DatabaseError):
+                db.advisory_unlock(self.conn, AUDIT_LOCK)
+
+    def audit_running(self) -> bool:
+        """Whether some session holds the audit lock right now."""
+        return bool(
+            db.fetch_value(
+                self.conn,
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND ((classid::bigint << 32) | objid::bigint) = %s)",
+                (AUDIT_LOCK,),
+            )
+        )
+
+    # -- runs --------------------------------------------------------------------------------------
+    def start_run(self, target_id: int, trigger: str, dry_run: bool) -> tuple[str, datetime]:
+        run_id = str(uuid.uuid4())
+        started = db.fetch_value(
+            self.conn,
+            QUERIES.get("kb_start_run", 0),
+            {"run_id": run_id, "target_id": target_id, "trigger": trigger, "dry_run": dry_run},
+        )
+        return run_id, started
+
+    def fail_run(self, run_id: str, error: str, report: AuditReport | None = None) -> None:
+        db.execute(
+            self.conn,
+            QUERIES.get("kb_fail_run", 0),
+            {
+                "run_id": run_id,
+                "error": error[:2000],
+                "report": json.dumps(report.as_json()) if report is not None else None,
+            },
+        )
+
+    def finish_run(
+        self, report: AuditReport, target_id: int, embeddings: dict[str, list[float]], embedding_model: str
+    ) -> None:
+        """Write the run's slow queries and recommendations and close it, all in one transaction."""
+        with db.transaction(self.conn):
+            for q in report.slow_queries:
+                slow_id = db.fetch_value(self.conn, QUERIES.get("kb_insert_slow_query", 0), _slow_params(report, q))
+                rec = q.recommendation
+                if rec is None:
+                    continue
+                m = rec.measurement
+                worth = bool(m and m.worth_applying)
+                db.fetch_value(
+                    self.conn,
+                    QUERIES.get("kb_insert_recommendation", 0),
+                    {
+                        "run_id": report.run_id,
+                        "slow_query_id": slow_id,
+                        "target_id": target_id,
+                        "fingerprint": q.fingerprint,
+                        "query": q.query,
+                        "type": rec.type,
+                        "sql": rec.sql,
+                        "rollback_sql": rec.rollback_sql,
+                        "reasoning": rec.reasoning,
+                        "confidence": rec.confidence,
+                        "source": rec.source,
+                        "measurement": json.dumps(dataclasses.asdict(m)) if m else None,
+                        "gain_percent": m.gain_percent if m else None,
+                        "worth_applying": worth,
+                        "action": rec.action,
+                        "pr_url": rec.pr_url,
+                        "status": "pending" if worth else "not_worth",
+                        "embedding": _vector(embeddings[q.fingerprint]),
+                        "embedding_model": embedding_model,
+                    },
+                )
+            k = report.kpis
+            db.execute(
+                self.conn,
+                QUERIES.get("kb_finish_run", 0),
+                {
+                    "run_id": report.run_id,
+                    "finished_at": report.finished_at,
+                    "window_from": report.window.start if report.window else None,
+                    "window_to": report.window.end if report.window else None,
+                    "window_source": report.window.source if report.window else None,
+                    "slow_queries": k.slow_queries,
+                    "recommended": k.recommended,
+                    "prs_created": k.prs_created,
+                    "manual_review": k.manual_review,
+                    "avg_confidence": k.avg_confidence,
+                    "avg_gain_percent": k.avg_gain_percent,
+                    "stuck": report.stuck,
+                    "report": json.dumps(report.as_json()),
+                },
+            )
+
+    def run_report(self, run_id: str) -> dict[str, Any] | None:
+        rows = db.fetch_dicts(
+            self.conn,
+            "SELECT run_id::text AS run_id, status, started_at, finished_at, error, report"
+            " FROM pgarch.audit_runs WHERE run_id::text = %s",
+            (run_id,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        if row["report"] is not None:
+            report: dict[str, Any] = row["report"]
+            report["status"] = row["status"]
+            report["error"] = row["error"] or report.get("error")
+            return report
+        return {
+            "run_id": row["run_id"],
+            "status": row["status"],
+            "error": row["error"],
+            "started_at": row["started_at"].isoformat(),
+            "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
+        }
+
+    def latest_run_id(self, status: str | None = "ok") -> str | None:
+        value = db.fetch_value(
+            self.conn,
+            "SELECT run_id::text FROM pgarch.audit_runs WHERE %(status)s::text IS NULL"
+            " OR status = %(status)s ORDER BY started_at DESC LIMIT 1",
+            {"status": status},
+        )
+        return str(value) if value is not None else None
+
+    # -- pg_stat_statements snapshots ------------------------------------------------------------------
+    def store_snapshot(
+        self,
+        target_id: int,
+        kind: str,
+        taken_at: datetime,
+        rows: Sequence[SnapshotRow],
+        stats_reset: datetime | None,
+        dealloc: int | None,
+        fingerprints: dict[int, str] | None = None,
+    ) -> int:
+        with db.transaction(self.conn):
+            snap = db.fetch_one(
+                self.conn,
+                QUERIES.get("kb_store_snapshot", 0),
+                {
+                    "target_id": target_id,
+                    "kind": kind,
+                    "stats_reset": stats_reset,
+                    "dealloc": dealloc,
+                    "taken_at": taken_at,
+                },
+                _SnapshotId,
+            )
+            assert snap is not None
+            fps = fingerprints or {}
+            db.copy_rows(
+                self.conn,
+                "pgarch",
+                "pgss_snapshot_rows",
+                (
+                    "snapshot_id",
+                    "userid",
+                    "dbid",
+                    "queryid",
+                    "toplevel",
+                    "fingerprint",
+                    "calls",
+                    "total_exec_ms",
+                    "stddev_exec_ms",
+                    "min_exec_ms",
+                    "max_exec_ms",
+                    "rows",
+                    "shared_blks_hit",
+                    "shared_blks_read",
+                    "stats_since",
+                    "query",
+                ),
+                (
+                    (
+                        snap.snapshot_id,
+                        r.userid,
+                        r.dbid,
+                        r.queryid,
+                        r.toplevel,
+                        fps.get(r.queryid),
+                        r.calls,
+                        r.total_ms,
+                        r.stddev_ms,
+                        r.min_ms,
+                        r.max_ms,
+                        r.rows,
+                        r.shared_blks_hit,
+                        r.shared_blks_read,
+                        r.stats_since,
+                        r.query,
+                    )
+                    for r in _dedupe(rows)
+                ),
+            )
+        return snap.snapshot_id
+
+    def baseline(
+        self,
+        target_id: int,
+        now: datetime,
+        stats_reset: datetime | None,
+        window: timedelta = timedelta(days=7),
+        min_age: timedelta = timedelta(hours=1),
+    ) -> Baseline | None:
+        return db.fetch_one(
+            self.conn,
+            QUERIES.get("kb_baseline_snapshot", 0),
+            {"target_id": target_id, "now": now, "stats_reset": stats_reset, "window": window, "min_age": min_age},
+            Baseline,
+        )
+
+    def snapshot_rows(self, snapshot_id: int) -> list[StatementRow]:
+        return db.fetch(self.conn, QUERIES.get("kb_snapshot_rows", 0), {"snapshot_id": snapshot_id}, StatementRow)
+
+    # -- similarity ----------------------------------------------------------------------------------
+    def similar(
+        self, embedding: Sequence[float], model: str, *, target_id: int | None = None, limit: int = 5
+    ) -> list[SimilarRecommendation]:
+        return db.fetch(
+            self.conn,
+            QUERIES.get("kb_similar", 0),
+            {"embedding": _vector(embedding), "model": model, "target_id": target_id, "limit": limit},
+            SimilarRecommendation,
+        )
+
+    def set_status(self, recommendation_id: int, status: str) -> None:
+        db.execute(
+            self.conn,
+            "UPDATE pgarch.recommendations SET status = %s, status_changed_at = now() WHERE recommendation_id = %s",
+            (status, recommendation_id),
+        )
+
+    def outcome_history(self, fingerprint: str) -> tuple[int, int]:
+        """(applied, rejected) counts of past recommendations for this statement's fingerprint."""
+        row = db.fetch_dicts(
+            self.conn,
+            "SELECT count(*) FILTER (WHERE status = 'applied') AS applied,"
+            " count(*) FILTER (WHERE status = 'rejected') AS rejected FROM pgarch.recommendations"
+            " WHERE fingerprint = %s",
+            (fingerprint,),
+        )[0]
+        return int(row["applied"]), int(row["rejected"])
+
+    def record_health(self, target_id: int, metrics: dict[str, Any]) -> None:
+        db.execute(
+            self.conn,
+            "INSERT INTO pgarch.health_snapshots (target_id, metrics) VALUES (%s, %s)",
+            (target_id, json.dumps(metrics)),
+        )
+
+    def count(self, table: str) -> int:
+        query = db.SQL("SELECT count(*) FROM {}").format(db.Identifier("pgarch", table))
+        return int(db.fetch_value(self.conn, query))
+
+
+def _vector(values: Iterable[float]) -> str:
+    return "[" + ",".join(f"{v:.7g}" for v in values) + "]"
+
+
+def _dedupe(rows: Sequence[SnapshotRow]) -> Iterable[SnapshotRow]:
+    seen: set[tuple[int, int, int, bool]] = set()
+    for r in rows:
+        key = (r.userid, r.dbid, r.queryid, r.toplevel)
+        if key not in seen:
+            seen.add(key)
+            yield r
+
+
+def _slow_params(report: AuditReport, q: SlowQuery) -> dict[str, Any]:
+    return {
+        "run_id": report.run_id,
+        "fingerprint": q.fingerprint,
+        "queryids": list(q.queryids),
+        "query": q.query,
+        "calls": q.calls,
+        "mean_ms": q.mean_ms,
+        "total_ms": q.total_ms,
+        "status": q.status,
+        "skip_reason": q.skip_reason,
+        "explanation": json.dumps(dataclasses.asdict(q.explanation)) if q.explanation else None,
+    }

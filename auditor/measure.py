@@ -1,0 +1,321 @@
+"""Measuring a candidate index without changing the audited database.
+
+Three methods, one chosen per statement and reported with the result:
+
+- ``hypothetical`` (hypopg): plain EXPLAIN with and without a hypothetical index; no lock, nothing built.
+  If hypopg is available but not created, it is created inside a transaction that is rolled back.
+- ``rollback_build``: BEGIN; EXPLAIN ANALYZE; CREATE INDEX (in a savepoint); ANALYZE when the index has
+  expressions; EXPLAIN ANALYZE; ROLLBACK, under lock_timeout and statement_timeout, only for SELECT
+  statements on tables below ``measurement.max_table_bytes``.
+- ``staging``: the same against ``measurement.staging_dsn``, without the size limit.
+
+DML is never executed: UPDATE/DELETE/INSERT are compared by plain EXPLAIN costs only.
+Every statement we EXPLAIN ANALYZE (it came from pg_stat_statements, so it is untrusted) passes the
+read-only allow-list first, and every index we build passes the index allow-list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from auditor import safety
+from auditor.advisor import Candidate
+from auditor.catalog import TableInfo
+from auditor.models import Measurement, MeasurementMethod
+from exporter import db
+from exporter.config import MeasurementConfig
+from exporter.errors import DatabaseError, PgArchitectError, UnsafeSQLError
+from exporter.sqlfiles import mark
+
+log = logging.getLogger(__name__)
+
+#: Real timings: repeat each sample and keep the fastest, so a cold cache does not count as "before" gain.
+REPEATS = 2
+MAX_BUILDS = 3
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    cost: float
+    ms: float | None
+    nodes: tuple[str, ...]
+    index_names: frozenset[str]
+    text: str
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Plan:
+        top = doc[0] if isinstance(doc, list) else doc
+        root = top["Plan"]
+        nodes: list[str] = []
+        names: set[str] = set()
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            label = node.get("Node Type", "?")
+            if "Index Name" in node:
+                names.add(node["Index Name"])
+                label += f" using {node['Index Name']}"
+            if "Relation Name" in node:
+                label += f" on {node['Relation Name']}"
+            nodes.append(label)
+            stack.extend(reversed(node.get("Plans", [])))
+        return cls(
+            cost=float(root.get("Total Cost", 0.0)),
+            ms=top.get("Execution Time"),
+            nodes=tuple(nodes),
+            index_names=frozenset(names),
+            text=" -> ".join(nodes),
+        )
+
+    def shape(self) -> tuple[str, ...]:
+        return tuple(n.split(" using ")[0] for n in self.nodes)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """One candidate's measurement, or why it could not be measured."""
+
+    candidate: Candidate
+    measurement: Measurement | None
+    used_index: bool = False
+    consistent: bool = False
+    error: str | None = None
+    expression_estimate_only: bool = False
+
+
+class CannotMeasure(PgArchitectError):
+    """No safe measurement method applies to this statement here."""
+
+
+def explain(conn: db.Connection, sql: str, *, analyze: bool) -> Plan:
+    options = "ANALYZE, TIMING OFF, FORMAT JSON" if analyze else "FORMAT JSON"
+    doc = db.fetch_value(conn, mark(f"EXPLAIN ({options}) {sql}"))
+    return Plan.from_json(doc if not isinstance(doc, str) else json.loads(doc))
+
+
+def choose_method(
+    cfg: MeasurementConfig, *, kind: str, tables: Sequence[TableInfo], hypopg: bool, staging: bool
+) -> MeasurementMethod:
+    """The method for one statement; raise CannotMeasure with the reason when none is safe."""
+    largest = max(tables, key=lambda t: t.total_bytes, default=None)
+    small = largest is None or largest.total_bytes <= cfg.max_table_bytes
+    if cfg.mode == "hypothetical":
+        if not hypopg:
+            raise CannotMeasure("measurement.mode is hypothetical but hypopg is not available on this server")
+        return "hypothetical"
+    if cfg.mode == "staging":
+        if not staging:
+            raise CannotMeasure("measurement.mode is staging but measurement.staging_dsn is not set")
+        return "staging"
+    if cfg.mode == "rollback_build":
+        if not small and largest is not None:
+            raise CannotMeasure(
+                f"table {largest.qualified} is {largest.total_bytes} bytes, over "
+                f"measurement.max_table_bytes; use hypopg or a staging server"
+            )
+        return "rollback_build"
+    # auto: a staging server first (real timings, production untouched), then lock-free hypothetical
+    # costs, then a rolled-back build where the tables are small enough for its lock to be brief.
+    if staging:
+        return "staging"
+    if hypopg:
+        return "hypothetical"
+    if small:
+        return "rollback_build"
+    assert largest is not None
+    raise CannotMeasure(
+        f"table {largest.qualified} is {largest.total_bytes} bytes, over measurement.max_table_bytes,"
+        " and neither hypopg nor measurement.staging_dsn is available"
+    )
+
+
+class Measurer:
+    """Measures candidates for one statement on the audited (or staging) server."""
+
+    def __init__(
+        self,
+        conn: db.Connection,
+        cfg: MeasurementConfig,
+        *,
+        hypopg_installed: bool,
+        hypopg_available: bool,
+        staging: db.Connection | None = None,
+        min_gain_percent: float = 20.0,
+    ) -> None:
+        self.conn = conn
+        self.cfg = cfg
+        self.hypopg_installed = hypopg_installed
+        self.hypopg_available = hypopg_available
+        self.staging = staging
+        self.min_gain_percent = min_gain_percent
+
+    @property
+    def hypopg(self) -> bool:
+        return self.hypopg_installed or self.hypopg_available
+
+    def measure(
+        self, kind: str, samples: Sequence[str], candidates: Sequence[Candidate], tables: Sequence[TableInfo]
+    ) -> tuple[MeasurementMethod, list[Outcome]]:
+        if not samples:
+            raise CannotMeasure("no executable form of the statement (parameters could not be sampled)")
+        method = choose_method(self.cfg, kind=kind, tables=tables, hypopg=self.hypopg, staging=self.staging is not None)
+        executes = kind == "select" and method != "hypothetical"
+        for sql in samples:
+            if kind == "select":
+                safety.check_readonly_select(sql, self.conn)
+            else:
+                safety.check_explain_only_dml(sql)
+        if method == "hypothetical":
+            return method, self._hypothetical(samples, candidates)
+        conn = self.staging if method == "staging" and self.staging is not None else self.conn
+        return method, self._build(conn, method, samples, candidates, analyze=executes)
+
+    # -- hypothetical -----------------------------------------------------------------------------------
+    def _hypothetical(self, samples: Sequence[str], candidates: Sequence[Candidate]) -> list[Outcome]:
+        with self._transaction(self.conn):
+            if not self.hypopg_installed:
+                db.execute(self.conn, mark("CREATE EXTENSION IF NOT EXISTS hypopg"))
+            try:
+                before = [explain(self.conn, s, analyze=False) for s in samples]
+                outcomes = []
+                for cand in candidates:
+                    ddl = cand.ddl(self.conn, concurrently=False)
+                    safety.check_index_target(self.conn, safety.check_index_ddl(ddl))
+                    oid = db.fetch_value(self.conn, mark("SELECT indexrelid FROM hypopg_create_index(%s)"), (ddl,))
+                    try:
+                        after = [explain(self.conn, s, analyze=False) for s in samples]
+                    finally:
+                        db.fetch_value(self.conn, mark("SELECT hypopg_drop_index(%s)"), (oid,))
+                    outcomes.append(self._outcome(cand, "hypothetical", before, after))
+                return outcomes
+            finally:
+                db.fetch_value(self.conn, mark("SELECT hypopg_reset()"))
+
+    # -- real builds, rolled back -------------------------------------------------------------------
+    def _build(
+        self,
+        conn: db.Connection,
+        method: MeasurementMethod,
+        samples: Sequence[str],
+        candidates: Sequence[Candidate],
+        *,
+        analyze: bool,
+    ) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        with self._transaction(conn):
+            before = [self._timed(conn, s, analyze) for s in samples]
+            for cand in candidates[:MAX_BUILDS] if analyze else candidates:
+                try:
+                    with db.transaction(conn):  # a savepoint: the index and its locks go at its end
+                        ddl = cand.ddl(conn, concurrently=False)
+                        parsed = safety.check_index_ddl(ddl)
+                        safety.check_index_target(conn, parsed)
+                        started = time.monotonic()
+                        db.execute(conn, mark(ddl))
+                        build_s = time.monotonic() - started
+                        if any(k.column is None for k in cand.keys):
+                            # An expression index has no statistics until ANALYZE; without them the plan guesses.
+                            db.execute(
+                                conn,
+                                db.SQL(mark("ANALYZE {}")).format(db.Identifier(cand.table.schema, cand.table.name)),
+                            )
+                        if self._needs_xmin_wait(conn, cand):
+                            outcomes.append(
+                                Outcome(
+                                    cand,
+                                    None,
+                                    error="the table has HOT-updated rows, so an index "
+                                    "built in this transaction is invisible to its plans; measure with hypopg "
+                                    "or a staging server",
+                                )
+                            )
+                            raise _Rollback
+                        after = [self._timed(conn, s, analyze) for s in samples]
+                        log.debug("built %s in %.2fs", cand.describe(), build_s)
+                        outcomes.append(self._outcome(cand, method, before, after))
+                        raise _Rollback
+                except _Rollback:
+                    pass
+                except (UnsafeSQLError, DatabaseError) as exc:
+                    outcomes.append(Outcome(cand, None, error=str(exc)))
+        return outcomes
+
+    def _needs_xmin_wait(self, conn: db.Connection, cand: Candidate) -> bool:
+        return bool(
+            db.fetch_value(
+                conn,
+                mark(
+                    "SELECT i.indcheckxmin FROM pg_catalog.pg_index i JOIN "
+                    "pg_catalog.pg_class c ON c.oid = i.indexrelid JOIN pg_catalog.pg_namespace n ON "
+                    "n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
+                ),
+                (cand.table.schema, cand.name()),
+            )
+        )
+
+    def _timed(self, conn: db.Connection, sql: str, analyze: bool) -> Plan:
+        if not analyze:
+            return explain(conn, sql, analyze=False)
+        plans = [explain(conn, sql, analyze=True) for _ in range(REPEATS)]
+        return min(plans, key=lambda p: p.ms if p.ms is not None else float("inf"))
+
+    @contextmanager
+    def _transaction(self, conn: db.Connection) -> Iterator[None]:
+        """A transaction that always rolls back, under the configured lock and statement timeouts."""
+        try:
+            with db.transaction(conn):
+                db.execute(
+                    conn,
+                    "SELECT pg_catalog.set_config('lock_timeout', %s, true),"
+                    " pg_catalog.set_config('statement_timeout', %s, true)",
+                    (str(self.cfg.lock_timeout_ms), str(self.cfg.statement_timeout_ms)),
+                )
+                yield
+                raise _Rollback
+        except _Rollback:
+            pass
+
+    def _outcome(self, cand: Candidate, method: MeasurementMethod, before: list[Plan], after: list[Plan]) -> Outcome:
+        before_cost = sum(p.cost for p in before)
+        after_cost = sum(p.cost for p in after)
+        timed = all(p.ms is not None for p in before + after)
+        before_ms = sum(p.ms or 0.0 for p in before) if timed else None
+        after_ms = sum(p.ms or 0.0 for p in after) if timed else None
+        if before_ms is not None and after_ms is not None and before_ms > 0:
+            gain = (before_ms - after_ms) / before_ms * 100.0
+            per_sample = [(b.ms or 0) > (a.ms or 0) for b, a in zip(before, after, strict=True)]
+        else:
+            gain = (before_cost - after_cost) / before_cost * 100.0 if before_cost > 0 else 0.0
+            per_sample = [b.cost > a.cost for b, a in zip(before, after, strict=True)]
+        used = any(a.index_names - b.index_names for b, a in zip(before, after, strict=True))
+        changed = any(a.shape() != b.shape() for b, a in zip(before, after, strict=True)) or used
+        measurement = Measurement(
+            method=method,
+            before_cost=before_cost,
+            after_cost=after_cost,
+            before_ms=before_ms,
+            after_ms=after_ms,
+            gain_percent=gain,
+            worth_applying=used and gain > self.min_gain_percent,
+            plan_changed=changed,
+            plan_before=before[0].text,
+            plan_after=after[0].text,
+            samples=len(before),
+        )
+        return Outcome(
+            cand,
+            measurement,
+            used_index=used,
+            consistent=all(per_sample),
+            expression_estimate_only=method == "hypothetical" and any(k.column is None for k in cand.keys),
+        )
+
+
+class _Rollback(Exception):
+    """Raised inside a transaction block to leave it by rolling back."""

@@ -1,0 +1,7 @@
+"""The auditor's SQL, one file per query and version (see exporter.sqlfiles)."""
+
+from __future__ import annotations
+
+from exporter.sqlfiles import SqlLibrary
+
+QUERIES = SqlLibrary(__name__)

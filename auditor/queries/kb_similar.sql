@@ -1,0 +1,10 @@
+-- Nearest past recommendations by cosine similarity of their structural embeddings (HNSW index).
+SELECT r.recommendation_id AS recommendation_id, r.fingerprint AS fingerprint, r.query AS query, r.type AS type,
+       r.sql AS sql, r.status AS status, r.action AS action, r.confidence AS confidence,
+       r.gain_percent AS gain_percent, r.worth_applying AS worth_applying, r.created_at AS created_at,
+       r.run_id::text AS run_id, (1 - (r.embedding <=> %(embedding)s::vector))::float8 AS similarity
+FROM pgarch.recommendations r
+WHERE r.embedding_model = %(model)s
+  AND (%(target_id)s::bigint IS NULL OR r.target_id = %(target_id)s::bigint)
+ORDER BY r.embedding <=> %(embedding)s::vector
+LIMIT %(limit)s

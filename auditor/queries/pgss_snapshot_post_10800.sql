@@ -1,0 +1,8 @@
+-- A full pg_stat_statements snapshot with text, for the knowledge base (1.8: no toplevel column).
+SELECT s.userid::bigint AS userid, s.dbid::bigint AS dbid, s.queryid AS queryid, true AS toplevel,
+       s.calls AS calls, s.total_exec_time AS total_ms, s.stddev_exec_time AS stddev_ms,
+       s.min_exec_time AS min_ms, s.max_exec_time AS max_ms, s.rows AS rows,
+       s.shared_blks_hit AS shared_blks_hit, s.shared_blks_read AS shared_blks_read,
+       NULL::timestamptz AS stats_since, s.query AS query
+FROM {pgss}.pg_stat_statements(true) s
+WHERE s.queryid IS NOT NULL AND s.calls > 0

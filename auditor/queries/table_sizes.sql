@@ -1,0 +1,8 @@
+-- Table sizes for the daily health snapshot (forecasts fit these over time).
+SELECT n.nspname AS schema, c.relname AS name, pg_catalog.pg_total_relation_size(c.oid)::bigint AS size_bytes,
+       GREATEST(c.reltuples, 0)::float8 AS rows
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgarch')
+  AND n.nspname NOT LIKE 'pg\_toast%%'
+ORDER BY size_bytes DESC
+LIMIT 200

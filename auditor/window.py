@@ -1,0 +1,185 @@
+"""The audit window: last week's statements, as a delta between stored pg_stat_statements snapshots.
+
+An audit stores a snapshot, finds the baseline (the newest stored snapshot at least a week old, else the
+oldest at least an hour old, never one from before the last reset) and takes the difference row by
+row. Without a usable baseline it falls back to cumulative figures and says so. Rows are then merged
+by the fingerprint of their normalised text, because one statement appears under several queryids
+(per user, per nesting level, per parameter type the driver sends), and only then are the thresholds
+applied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from auditor.fingerprint import fingerprint
+from auditor.kb import KnowledgeBase, SnapshotRow
+from auditor.models import Window
+from auditor.parsing import UnparseableQuery, is_internal
+from auditor.queries import QUERIES
+from exporter import db
+from exporter.models import PgssInfoRow
+from exporter.queries import QUERIES as EXPORTER_QUERIES
+from exporter.sqlfiles import extension_version_num
+from exporter.statements import diff
+
+log = logging.getLogger(__name__)
+
+WEEK = timedelta(days=7)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Identity:
+    system_identifier: str
+    datname: str
+    dbid: int
+    server_version_num: int
+    pgss_schema: str | None
+    pgss_version: str | None
+    hypopg_version: str | None
+    hypopg_available: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement of the audited database over the window, merged across its queryids."""
+
+    fingerprint: str
+    query: str
+    queryids: tuple[int, ...]
+    calls: int
+    total_ms: float
+    parse_error: str | None = None
+
+    @property
+    def mean_ms(self) -> float:
+        return self.total_ms / self.calls if self.calls else 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditWindow:
+    window: Window
+    statements: tuple[Statement, ...]
+    snapshot_id: int
+    excluded_internal: int
+    notes: tuple[str, ...]
+
+
+def identity(conn: db.Connection) -> Identity:
+    row = db.fetch_one(conn, QUERIES.get("identity", db.server_version_num(conn)), None, Identity)
+    assert row is not None
+    return row
+
+
+def read_snapshot(conn: db.Connection, ident: Identity) -> tuple[list[SnapshotRow], PgssInfoRow | None]:
+    """All of pg_stat_statements with text (every database: the knowledge base keeps the whole server)."""
+    if not ident.pgss_schema or not ident.pgss_version:
+        raise db.translate(
+            RuntimeError(
+                f"pg_stat_statements is not created in database {ident.datname}: CREATE EXTENSION pg_stat_statements"
+            )
+        )
+    version = extension_version_num(ident.pgss_version)
+    pgss = db.Identifier(ident.pgss_schema)
+    rows = db.fetch(conn, db.SQL(QUERIES.get("pgss_snapshot", version)).format(pgss=pgss), None, SnapshotRow)
+    info = None
+    if version >= 10900:
+        info = db.fetch_one(
+            conn, db.SQL(EXPORTER_QUERIES.get("pgss_info", version)).format(pgss=pgss), None, PgssInfoRow
+        )
+    return rows, info
+
+
+def _fingerprint(text: str, queryid: int) -> tuple[str, str | None]:
+    try:
+        return fingerprint(text), None
+    except UnparseableQuery as exc:
+        return f"queryid:{queryid}", str(exc)
+
+
+def take(
+    conn: db.Connection,
+    kb: KnowledgeBase,
+    target_id: int,
+    ident: Identity,
+    *,
+    kind: str = "audit",
+    now: datetime | None = None,
+) -> AuditWindow:
+    """Snapshot pg_stat_statements into the knowledge base and return this database's window."""
+    now = now or datetime.now(UTC)
+    rows, info = read_snapshot(conn, ident)
+    fingerprints: dict[int, str] = {}
+    errors: dict[int, str] = {}
+    for r in rows:
+        if r.queryid not in fingerprints:
+            fingerprints[r.queryid], err = _fingerprint(r.query, r.queryid)
+            if err:
+                errors[r.queryid] = err
+    stats_reset = info.stats_reset if info else None
+    baseline = kb.baseline(target_id, now, stats_reset)
+    snapshot_id = kb.store_snapshot(
+        target_id, kind, now, rows, stats_reset, info.dealloc if info else None, fingerprints
+    )
+    notes: list[str] = []
+    mine = [r for r in rows if r.dbid == ident.dbid]
+    if baseline is not None:
+        previous = {r.key: r for r in kb.snapshot_rows(baseline.snapshot_id)}
+        delta = diff(previous, [r.statement() for r in mine], seconds=(now - baseline.taken_at).total_seconds())
+        calls = {k: (iv.calls, iv.calls * iv.mean_s * 1000.0) for k, iv in delta.intervals.items()}
+        window = Window(start=baseline.taken_at, end=now, source="snapshot-delta")
+        if now - baseline.taken_at < WEEK - timedelta(hours=1):
+            notes.append(
+                f"the knowledge base has snapshots only since {baseline.taken_at:%Y-%m-%d %H:%M} UTC: "
+                "the window is shorter than a week"
+            )
+    else:
+        calls = {r.statement().key: (r.calls, r.total_ms) for r in mine}
+        window = Window(start=stats_reset, end=now, source="cumulative")
+        notes.append(
+            "no earlier snapshot in the knowledge base: figures are cumulative since pg_stat_statements "
+            "was last reset" + (f" ({stats_reset:%Y-%m-%d %H:%M} UTC)" if stats_reset else "")
+        )
+    merged: dict[str, list[SnapshotRow]] = {}
+    internal = 0
+    for r in mine:
+        key = r.statement().key
+        if key not in calls or calls[key][0] <= 0:
+            continue
+        if is_internal(r.query):
+            internal += 1
+            continue
+        merged.setdefault(fingerprints[r.queryid], []).append(r)
+    statements = []
+    for fp, group in merged.items():
+        total_calls = sum(calls[r.statement().key][0] for r in group)
+        total_ms = sum(calls[r.statement().key][1] for r in group)
+        # The text with the most time stands for the statement (they differ only in normalisation details).
+        leader = max(group, key=lambda r: calls[r.statement().key][1])
+        statements.append(
+            Statement(
+                fingerprint=fp,
+                query=leader.query,
+                queryids=tuple(sorted({r.queryid for r in group})),
+                calls=total_calls,
+                total_ms=total_ms,
+                parse_error=errors.get(leader.queryid),
+            )
+        )
+    statements.sort(key=lambda s: -s.total_ms)
+    return AuditWindow(
+        window=window,
+        statements=tuple(statements),
+        snapshot_id=snapshot_id,
+        excluded_internal=internal,
+        notes=tuple(notes),
+    )
+
+
+def select_slow(statements: Sequence[Statement], *, min_calls: int, min_mean_ms: float, limit: int) -> list[Statement]:
+    """Statements over both thresholds, the ``limit`` with the most total time first."""
+    slow = [s for s in statements if s.calls >= min_calls and s.mean_ms >= min_mean_ms]
+    return sorted(slow, key=lambda s: -s.total_ms)[:limit]
