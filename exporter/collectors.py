@@ -192,6 +192,11 @@ def statement_metrics(
             value = mixture.quantile(0.95)
             if not math.isnan(value):
                 p95.add_metric([datname], value)
+    for datname in datnames.values():
+        # Zero-valued from the first scrape on, so rate() and absent() work before the first window closes.
+        histograms.setdefault(datname, HistogramState())
+    for gone in set(histograms) - set(datnames.values()):
+        del histograms[gone]  # a dropped database: its series go with it
     hist = HistogramMetricFamily(
         "pgarch_query_duration_seconds",
         "Statement latency from pg_stat_statements deltas between scrapes (top-level statements).",

@@ -16,7 +16,7 @@ class ServerRow:
     current_datname: str
     pgss_schema: str | None
     pgss_version: str | None
-    shared_preload_libraries: str
+    shared_preload_libraries: str | None
     system_identifier: str | None
     client_backends: int
 
@@ -27,7 +27,7 @@ class ServerRow:
 
     @property
     def pgss_loaded(self) -> bool:
-        libraries = {lib.strip().strip('"') for lib in self.shared_preload_libraries.split(",")}
+        libraries = {lib.strip().strip('"') for lib in (self.shared_preload_libraries or "").split(",")}
         return "pg_stat_statements" in libraries
 
 

@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter import collectors, db
 from exporter.config import Config
-from exporter.errors import DatabaseUnavailable, PgArchitectError, QueryTimeout, redact
+from exporter.errors import DatabaseError, DatabaseUnavailable, PgArchitectError, QueryTimeout, redact
 from exporter.models import DatabaseRow, ServerRow
 from exporter.statements import StatementTracker
 
@@ -217,11 +217,12 @@ class Target:
         return families
 
     def _statement_metrics(self, conn: db.Connection, server: ServerRow, databases: list[DatabaseRow]) -> list[Metric]:
+        if not databases:
+            # Without names the histograms would be relabelled or dropped; keep the baseline for next time.
+            raise DatabaseError("statements need the database list, which failed in this scrape")
         rows, info = collectors.read_statements(conn, server)
         window = self.statements.advance(rows, info, time.time())
         datnames = {d.dbid: d.datname for d in databases}
-        if not datnames:
-            datnames = {row.dbid: str(row.dbid) for row in rows}
         return collectors.statement_metrics(window, rows, datnames, self.histograms, self.config.exporter.top_queries)
 
     def _disk_metrics(self, server: ServerRow, databases: list[DatabaseRow]) -> list[Metric]:

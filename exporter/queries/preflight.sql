@@ -2,7 +2,9 @@
 SELECT
     pg_catalog.current_setting('server_version_num')::integer AS server_version_num,
     pg_catalog.current_setting('server_version') AS server_version,
-    pg_catalog.current_setting('shared_preload_libraries') AS shared_preload_libraries,
+    -- pg_settings hides what the role may not see (no pg_monitor): NULL then, never an error.
+    (SELECT s.setting FROM pg_catalog.pg_settings s WHERE s.name = 'shared_preload_libraries')
+        AS shared_preload_libraries,
     pg_catalog.current_setting('compute_query_id', true) AS compute_query_id,
     pg_catalog.current_setting('track_io_timing') AS track_io_timing,
     (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) AS is_superuser,

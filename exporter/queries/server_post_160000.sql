@@ -4,12 +4,14 @@ SELECT
     pg_catalog.current_setting('max_connections')::integer AS max_connections,
     pg_catalog.current_setting('superuser_reserved_connections')::integer AS superuser_reserved_connections,
     pg_catalog.current_setting('reserved_connections')::integer AS reserved_connections,
-    pg_catalog.current_setting('data_directory', true) AS data_directory,
+    (SELECT s.setting FROM pg_catalog.pg_settings s WHERE s.name = 'data_directory') AS data_directory,
     pg_catalog.current_database() AS current_datname,
     (SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
       WHERE e.extname = 'pg_stat_statements') AS pgss_schema,
     (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_stat_statements') AS pgss_version,
-    pg_catalog.current_setting('shared_preload_libraries') AS shared_preload_libraries,
+    -- pg_settings hides what the role may not see (no pg_monitor): NULL then, never an error.
+    (SELECT s.setting FROM pg_catalog.pg_settings s WHERE s.name = 'shared_preload_libraries')
+        AS shared_preload_libraries,
     (SELECT c.system_identifier::text FROM pg_catalog.pg_control_system() c) AS system_identifier,
     (SELECT count(*) FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = 'client backend')::integer
         AS client_backends
