@@ -1,0 +1,542 @@
+"""Representative values for a normalised statement's placeholders, from the catalog and pg_stats.
+
+A plan with NULL or generic parameters misjudges selectivity (a common value and a rare one want
+different plans), so the advisor compares plans with real values: the column each ``$n`` meets gives its
+type (pg_attribute) and its values (pg_stats most common values and histogram, or a small table sample
+when the column has no statistics). Nothing here writes: no ANALYZE, no PREPARE. Values never come from
+an LLM. Values are bound as quoted literals with an explicit cast, placed at the scanner's placeholder
+positions, so a ``$1`` inside a string or a comment is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pglast import ast, parser
+from pglast.parser import ParseError
+
+from auditor.parsing import (
+    ParamUse,
+    QueryShape,
+    TableRef,
+    UnparseableQuery,
+    deparse,
+    parse_query,
+    repair_placeholders,
+    resolve_columns,
+)
+from auditor.safety import check_readonly_select
+from exporter import db
+from exporter.errors import PgArchitectError, UnsafeSQLError
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "DEFAULT_OFFSET",
+    "ColumnStats",
+    "ParameterError",
+    "bind_parameters",
+    "column_stats",
+    "executable_samples",
+    "generic_plan_sql",
+    "infer_parameter_types",
+    "sample_parameters",
+]
+
+DEFAULT_LIMIT = "20"
+DEFAULT_OFFSET = "0"
+# Selectivities tried for range predicates, one per sample: typical, narrow, wide.
+_RANGE_SELECTIVITY = (0.05, 0.01, 0.25)
+# Placeholders that stand for a normalised constant argument of a well-known function.
+_FUNCTION_ARGUMENTS = {"date_trunc": "day", "date_part": "day", "to_char": "YYYY-MM-DD"}
+
+
+class ParameterError(PgArchitectError):
+    """Placeholders could not be bound (a value or type is missing, or a type name is not a type)."""
+
+
+# -- catalog rows --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Relation:
+    relid: int
+    schema_name: str
+    table_name: str
+    relkind: str
+
+
+@dataclass(frozen=True, slots=True)
+class _ColumnType:
+    column_name: str
+    type_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnStats:
+    """One column's planner statistics (pg_stats), values in their text form."""
+
+    null_frac: float
+    n_distinct: float
+    most_common_vals: list[str] | None
+    most_common_freqs: list[float] | None
+    histogram_bounds: list[str] | None
+
+
+_RELATION_SQL = """
+SELECT c.oid::int8 AS relid, n.nspname::text AS schema_name, c.relname::text AS table_name,
+       c.relkind::text AS relkind
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.oid = pg_catalog.to_regclass(
+    CASE WHEN %(schema)s::text IS NULL THEN pg_catalog.quote_ident(%(name)s)
+         ELSE pg_catalog.quote_ident(%(schema)s) || '.' || pg_catalog.quote_ident(%(name)s) END)
+"""
+
+_COLUMNS_SQL = """
+SELECT a.attname::text AS column_name, pg_catalog.format_type(a.atttypid, NULL) AS type_name
+FROM pg_catalog.pg_attribute AS a
+WHERE a.attrelid = %(relid)s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+_STATS_SQL = """
+SELECT s.null_frac::float8 AS null_frac, s.n_distinct::float8 AS n_distinct,
+       s.most_common_vals::text::text[] AS most_common_vals,
+       s.most_common_freqs::float8[] AS most_common_freqs,
+       s.histogram_bounds::text::text[] AS histogram_bounds
+FROM pg_catalog.pg_stats AS s
+WHERE s.schemaname = %(schema)s AND s.tablename = %(table)s AND s.attname = %(column)s
+ORDER BY s.inherited DESC
+LIMIT 1
+"""
+
+_TYPE_SQL = "SELECT pg_catalog.format_type(pg_catalog.to_regtype(%(name)s), NULL)"
+
+
+class _Catalog:
+    """Per-call cache of the catalog facts parameter inference needs."""
+
+    def __init__(self, conn: db.Connection) -> None:
+        self.conn = conn
+        self._relations: dict[tuple[str | None, str], _Relation | None] = {}
+        self._columns: dict[int, dict[str, str]] = {}
+
+    def relation(self, table: TableRef) -> _Relation | None:
+        key = (table.schema, table.name)
+        if key not in self._relations:
+            self._relations[key] = db.fetch_one(self.conn, _RELATION_SQL,
+                                                {"schema": table.schema, "name": table.name}, _Relation)
+        return self._relations[key]
+
+    def columns(self, table: TableRef) -> dict[str, str]:
+        """Column name -> type (format_type without typmod) of ``table``; empty when it does not exist."""
+        relation = self.relation(table)
+        if relation is None:
+            return {}
+        if relation.relid not in self._columns:
+            rows = db.fetch(self.conn, _COLUMNS_SQL, {"relid": relation.relid}, _ColumnType)
+            self._columns[relation.relid] = {row.column_name: row.type_name for row in rows}
+        return self._columns[relation.relid]
+
+    def columns_by_table(self, tables: Sequence[TableRef]) -> dict[tuple[str, str], set[str]]:
+        found: dict[tuple[str, str], set[str]] = {}
+        for table in tables:
+            relation = self.relation(table)
+            if relation is not None:
+                found[(relation.schema_name, relation.table_name)] = set(self.columns(table))
+        return found
+
+    def type_name(self, name: str) -> str:
+        """The catalog's spelling of a type name (``int4`` -> ``integer``); the input when unknown."""
+        value = db.fetch_value(self.conn, _TYPE_SQL, {"name": name})
+        return str(value) if value else name
+
+
+# -- type inference ----------------------------------------------------------------------------------
+
+
+def _placeholders(text: str) -> list[int]:
+    """Every ``$n`` the scanner finds (not inside strings or comments), ascending."""
+    try:
+        tokens = parser.scan(text)
+    except ParseError:
+        return []
+    return sorted({int(text[t.start + 1 : t.end + 1]) for t in tokens if t.name == "PARAM"})
+
+
+def _replace_placeholders(text: str, replacement: Callable[[int], str]) -> str:
+    """``text`` with each ``$n`` token (per the scanner: not in strings or comments) replaced."""
+    try:
+        tokens = parser.scan(text)
+    except ParseError as exc:
+        raise UnparseableQuery(f"cannot scan statement: {exc}") from exc
+    pieces: list[str] = []
+    last = 0
+    for tok in tokens:
+        if tok.name != "PARAM":
+            continue
+        pieces.append(text[last : tok.start])
+        pieces.append(replacement(int(text[tok.start + 1 : tok.end + 1])))
+        last = tok.end + 1
+    pieces.append(text[last:])
+    return "".join(pieces)
+
+
+def _expression_type(catalog: _Catalog, table: TableRef, expression: str) -> str | None:
+    """Type of ``expression`` over ``table``, asked of the server without reading a single row.
+
+    A LEFT JOIN LATERAL on ``LIMIT 0`` yields one NULL of the expression's type, so pg_typeof names the
+    type while no row of the table is read and no function is called on data. The expression comes
+    from the workload's own statement; it still passes the read-only allow-list first.
+    """
+    relation = catalog.relation(table)
+    if relation is None:
+        return None
+    # Placeholders inside the expression (normalised constants, as in date_trunc($1, x)) become untyped
+    # NULLs: the server resolves the functions as it would for the original constants.
+    expression = _replace_placeholders(expression, lambda _number: "NULL")
+    probe = db.SQL(
+        "SELECT pg_catalog.format_type(pg_catalog.pg_typeof(s.x), NULL) FROM (VALUES (1)) AS d(one) "
+        "LEFT JOIN LATERAL (SELECT {expression} AS x FROM {table} LIMIT 0) AS s ON true"
+    ).format(expression=db.SQL(expression),  # parsed and deparsed by pglast: not user text
+             table=db.Identifier(relation.schema_name, relation.table_name))
+    text = probe.as_string(catalog.conn)
+    try:
+        check_readonly_select(text, catalog.conn)
+    except UnsafeSQLError:
+        return None
+    value = db.fetch_value(catalog.conn, text)
+    return str(value) if value else None
+
+
+def _param_type(catalog: _Catalog, use: ParamUse | None) -> str:
+    if use is None:
+        return "text"
+    if use.cast_type:
+        return catalog.type_name(use.cast_type)
+    if use.context in ("limit", "offset"):
+        return "bigint"
+    if use.context == "like":
+        return "text"
+    found: str | None = None
+    if use.table is not None and use.column is not None:
+        found = catalog.columns(use.table).get(use.column)
+    elif use.table is not None and use.expression is not None:
+        found = _expression_type(catalog, use.table, use.expression)
+    if found is None:
+        return "text"
+    if use.context == "any_array" and not found.endswith("[]"):
+        return found + "[]"
+    return found
+
+
+def _resolved(catalog: _Catalog, shape: QueryShape) -> QueryShape:
+    return resolve_columns(shape, catalog.columns_by_table(shape.tables))
+
+
+def _infer(catalog: _Catalog, shape: QueryShape) -> dict[int, str]:
+    numbers = sorted(set(_placeholders(shape.text)) | set(shape.parameters))
+    return {n: _param_type(catalog, shape.parameters.get(n)) for n in numbers}
+
+
+def infer_parameter_types(conn: db.Connection, text: str) -> dict[int, str]:
+    """The type of every ``$n`` in ``text``, from the column or expression it meets (no PREPARE).
+
+    Casts win (``$2::interval``), LIMIT/OFFSET are ``bigint``, LIKE patterns ``text``, ``col = ANY($n)``
+    an array of the column's type; a placeholder meeting nothing known is ``text``.
+    """
+    catalog = _Catalog(conn)
+    return _infer(catalog, _resolved(catalog, parse_query(text)))
+
+
+# -- value sampling ------------------------------------------------------------------------------------
+
+
+def column_stats(conn: db.Connection, schema: str, table: str, column: str) -> ColumnStats | None:
+    """pg_stats for one column (the inheritance-tree row first for partitioned tables)."""
+    return db.fetch_one(conn, _STATS_SQL, {"schema": schema, "table": table, "column": column}, ColumnStats)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pool:
+    """Real values of one column: the most common first, then rarer ones; and its histogram."""
+
+    common: tuple[str, ...]
+    rare: tuple[str, ...]
+    histogram: tuple[str, ...]
+
+    def values(self) -> list[str]:
+        """A common value, a rare one, then the others, without repeats."""
+        ordered = [*self.common[:1], *self.rare[:1], *self.common[1:], *self.rare[1:]]
+        return list(dict.fromkeys(ordered))
+
+    def quantile(self, q: float) -> str | None:
+        if not self.histogram:
+            return None
+        index = round(max(0.0, min(1.0, q)) * (len(self.histogram) - 1))
+        return self.histogram[index]
+
+
+def _sampled_values(conn: db.Connection, relation: _Relation, value: db.SQL | db.Identifier, limit: int) -> list[str]:
+    """A few distinct non-NULL values of a column or expression, read from the table itself.
+
+    Used when pg_stats has nothing (no ANALYZE yet, or an expression): TABLESAMPLE SYSTEM reads about
+    1 % of the pages; for tables too small for that to return rows, the first rows found.
+    """
+    table = db.Identifier(relation.schema_name, relation.table_name)
+    queries = []
+    if relation.relkind in ("r", "m", "p"):
+        queries.append(db.SQL("SELECT DISTINCT ({value})::text AS v FROM {table} TABLESAMPLE SYSTEM (1) "
+                              "WHERE ({value}) IS NOT NULL LIMIT {limit}"))
+    queries.append(db.SQL("SELECT DISTINCT v FROM (SELECT ({value})::text AS v FROM {table} "
+                          "WHERE ({value}) IS NOT NULL LIMIT {scan}) AS s LIMIT {limit}"))
+    for query in queries:
+        text = query.format(value=value, table=table, limit=db.Literal(limit),
+                            scan=db.Literal(limit * 50)).as_string(conn)
+        # The expression comes from the workload's statement: it must pass the read-only allow-list.
+        check_readonly_select(text, conn)
+        values = [str(row["v"]) for row in db.fetch_dicts(conn, text) if row["v"] is not None]
+        if values:
+            return values
+    return []
+
+
+def _expression_pool(conn: db.Connection, catalog: _Catalog, table: TableRef, expression: str,
+                     arguments: Mapping[int, str]) -> _Pool:
+    """Real values of an expression (``lower(email)``, ``created_at::date``) sampled from its table."""
+    relation = catalog.relation(table)
+    if relation is None:
+        return _Pool((), (), ())
+    # A placeholder inside the expression is a normalised constant: its known value, else NULL.
+    bound = _replace_placeholders(
+        expression, lambda n: db.Literal(arguments[n]).as_string(conn) if n in arguments else "NULL")
+    try:
+        sampled = _sampled_values(conn, relation, db.SQL(bound), 5)
+    except UnsafeSQLError:
+        return _Pool((), (), ())
+    return _Pool(tuple(sampled[:1]), tuple(sampled[1:]), ())
+
+
+def _pool(conn: db.Connection, catalog: _Catalog, table: TableRef, column: str) -> _Pool:
+    relation = catalog.relation(table)
+    if relation is None or column not in catalog.columns(table):
+        return _Pool((), (), ())
+    stats = column_stats(conn, relation.schema_name, relation.table_name, column)
+    common: list[str] = []
+    rare: list[str] = []
+    histogram = tuple(stats.histogram_bounds or ()) if stats else ()
+    if stats and stats.most_common_vals:
+        pairs = sorted(zip(stats.most_common_vals, stats.most_common_freqs or [], strict=False),
+                       key=lambda pair: -pair[1])
+        common = [value for value, _ in pairs]
+        # The least common MCV is still frequent; a histogram value (never an MCV) is rarer.
+        rare = [pairs[-1][0]] if len(pairs) > 1 else []
+    if histogram:
+        middle = len(histogram) // 2
+        rare = [histogram[middle], *rare, *histogram[1:middle], *histogram[middle + 1 :]]
+    if not common and not rare:
+        sampled = _sampled_values(conn, relation, db.Identifier(column), 5)
+        common, rare = sampled[:1], sampled[1:]
+    return _Pool(tuple(common), tuple(rare), histogram)
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _array_literal(values: Sequence[str]) -> str:
+    quoted = ['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]
+    return "{" + ",".join(quoted) + "}"
+
+
+def _default_value(type_name: str, sample: int) -> str:
+    """A harmless, realistic value for a placeholder that meets no column."""
+    lowered = type_name.lower()
+    if lowered.endswith("[]"):
+        return "{}"
+    if lowered == "interval":
+        return ("7 days", "1 day", "30 days")[sample % 3]
+    if lowered.startswith("timestamp") or lowered.startswith("time"):
+        return "now"  # PostgreSQL's special input: "recent" is what most time filters ask for
+    if lowered == "date":
+        return "today"
+    if lowered == "boolean":
+        return "true"
+    if lowered in ("smallint", "integer", "bigint", "numeric", "real", "double precision", "oid"):
+        return "1"
+    if lowered == "uuid":
+        return "00000000-0000-0000-0000-000000000000"
+    if lowered in ("json", "jsonb"):
+        return "{}"
+    return ""
+
+
+def _range_value(pool: _Pool, operator: str | None, selectivity: float, paired: bool) -> str | None:
+    """A histogram bound giving ``col OP value`` about ``selectivity`` of the rows.
+
+    A lower bound alone takes the top ``selectivity`` of the values (the "recent" end); paired with an
+    upper bound, the upper bound is the largest value, so the pair selects the same slice.
+    """
+    if operator in (">", ">="):
+        return pool.quantile(1.0 - selectivity)
+    if operator in ("<", "<="):
+        return pool.quantile(1.0) if paired else pool.quantile(selectivity)
+    return None
+
+
+def sample_parameters(conn: db.Connection, shape: QueryShape, n_samples: int = 3) -> list[dict[int, str]]:
+    """``n_samples`` sets of real values for the statement's placeholders.
+
+    Per placeholder: equality and IN take a common value first, then a rare one (pg_stats MCVs and
+    histogram); ranges take histogram bounds for realistic selectivities; LIKE a real value's prefix plus
+    ``%``; ``= ANY($n)`` an array of real values; LIMIT 20, OFFSET 0. A column without statistics is
+    sampled with ``TABLESAMPLE SYSTEM (1)``. Read-only: nothing is analysed or written.
+    """
+    catalog = _Catalog(conn)
+    shape = _resolved(catalog, shape)
+    types = _infer(catalog, shape)
+    pools: dict[tuple[TableRef, str], _Pool] = {}
+
+
+    arguments = {n: _FUNCTION_ARGUMENTS[u.function] for n, u in shape.parameters.items()
+                 if u.function in _FUNCTION_ARGUMENTS and u.column is None and u.expression is None}
+
+    def pool_for(use: ParamUse) -> _Pool | None:
+        if use.table is None or (use.column is None and use.expression is None):
+            return None
+        key = (use.table, use.column or use.expression or "")
+        if key not in pools:
+            pools[key] = (_pool(conn, catalog, use.table, use.column) if use.column is not None else
+                          _expression_pool(conn, catalog, use.table, use.expression or "", arguments))
+        return pools[key]
+
+    # Placeholders of one IN list get different values; bounds of one column are paired.
+    in_lists: dict[tuple[TableRef | None, str | None], list[int]] = {}
+    bounded: dict[tuple[TableRef | None, str | None], set[str]] = {}
+    for number, use in shape.parameters.items():
+        key = (use.table, use.column)
+        if use.context == "in_list":
+            in_lists.setdefault(key, []).append(number)
+        if use.context == "compare" and use.operator in (">", ">=", "<", "<="):
+            bounded.setdefault(key, set()).add(use.operator[0])
+
+    samples: list[dict[int, str]] = []
+    for k in range(max(0, n_samples)):
+        values: dict[int, str] = {}
+        for number, type_name in types.items():
+            param = shape.parameters.get(number)
+            values[number] = _sample_value(number, param, type_name, k, pool_for(param) if param else None,
+                                           in_lists, bounded)
+        samples.append(values)
+    return samples
+
+
+def _sample_value(number: int, use: ParamUse | None, type_name: str, k: int, pool: _Pool | None,
+                  in_lists: Mapping[tuple[TableRef | None, str | None], list[int]],
+                  bounded: Mapping[tuple[TableRef | None, str | None], set[str]]) -> str:
+    if use is None:
+        return _default_value(type_name, k)
+    if use.context == "limit":
+        return DEFAULT_LIMIT
+    if use.context == "offset":
+        return DEFAULT_OFFSET
+    if use.function in _FUNCTION_ARGUMENTS and use.column is None and use.expression is None:
+        return _FUNCTION_ARGUMENTS[use.function]
+    values = pool.values() if pool is not None else []
+    if not values:
+        return _default_value(type_name, k)
+    key = (use.table, use.column)
+    if use.context == "in_list":
+        members = in_lists.get(key, [number])
+        position = members.index(number) if number in members else 0
+        return values[(k + position) % len(values)]
+    if use.context == "any_array":
+        return _array_literal([values[(k + i) % len(values)] for i in range(min(3, len(values)))])
+    if use.context == "like":
+        value = values[k % len(values)]
+        return _escape_like(value[: max(1, min(3, len(value)))]) + "%"
+    if use.context == "compare" and use.operator in (">", ">=", "<", "<=") and pool is not None:
+        paired = len(bounded.get(key, set())) == 2
+        ranged = _range_value(pool, use.operator, _RANGE_SELECTIVITY[k % len(_RANGE_SELECTIVITY)], paired)
+        if ranged is not None:
+            return ranged
+    return values[k % len(values)]
+
+
+# -- binding -------------------------------------------------------------------------------------------
+
+
+def _checked_type(type_name: str) -> str:
+    """``type_name`` as canonical SQL, after proving it is one type name and nothing else."""
+    try:
+        statements = parser.parse_sql(f"SELECT NULL::{type_name}")
+    except ParseError as exc:
+        raise ParameterError(f"{type_name!r} is not a type name: {exc}") from exc
+    stmt = statements[0].stmt if len(statements) == 1 else None
+    target = stmt.targetList if isinstance(stmt, ast.SelectStmt) and stmt.targetList else ()
+    cast = target[0].val if len(target) == 1 else None
+    others = ("fromClause", "whereClause", "groupClause", "havingClause", "sortClause", "limitCount",
+              "withClause", "intoClause", "lockingClause", "distinctClause", "windowClause")
+    if (not isinstance(cast, ast.TypeCast) or not isinstance(cast.arg, ast.A_Const) or not cast.arg.isnull
+            or any(getattr(stmt, name, None) for name in others)):
+        raise ParameterError(f"{type_name!r} is not a type name")
+    return deparse(cast.typeName)
+
+
+def bind_parameters(text: str, values: Mapping[int, str | None], types: Mapping[int, str]) -> str:
+    """Executable SQL: each ``$n`` replaced by ``(<quoted literal>::<type>)``.
+
+    Literals are quoted by psycopg (``sql.Literal``), types are checked to be type names, and only the
+    scanner's placeholder tokens are replaced: a ``$1`` inside a string or a comment stays as written.
+    A value of None binds ``NULL``.
+    """
+    repaired = repair_placeholders(text)
+
+    def literal(number: int) -> str:
+        if number not in values:
+            raise ParameterError(f"no value given for ${number}")
+        if number not in types:
+            raise ParameterError(f"no type given for ${number}")
+        value = values[number]
+        quoted = "NULL" if value is None else db.Literal(value).as_string(None)
+        return f"({quoted}::{_checked_type(types[number])})"
+
+    return _replace_placeholders(repaired, literal)
+
+
+def generic_plan_sql(text: str, types: Mapping[int, str] | None = None) -> str:
+    """``EXPLAIN (GENERIC_PLAN) <repaired statement>`` for cost-only plans on PostgreSQL 16+.
+
+    With ``types``, each placeholder gets an explicit cast, for statements where the server could not
+    infer a parameter's type on its own. Only SELECT / INSERT / UPDATE / DELETE / MERGE are planned.
+    """
+    shape = parse_query(text)
+    if shape.is_utility:
+        raise UnsafeSQLError(
+            f"only SELECT, INSERT, UPDATE, DELETE or MERGE can be planned, not {shape.utility_command}")
+    body = shape.text
+    if types:
+        known = dict(types)
+        body = _replace_placeholders(
+            body, lambda n: f"(${n}::{_checked_type(known[n])})" if n in known else f"${n}")
+    return f"EXPLAIN (GENERIC_PLAN) {body}"
+
+
+def executable_samples(conn: db.Connection, shape: QueryShape, n_samples: int = 3) -> list[str]:
+    """Up to ``n_samples`` distinct executable forms of the statement, bound with sampled values.
+
+    Samples that cannot be bound (a type name the checks refuse) are left out; an empty list means the
+    statement cannot be measured with real values.
+    """
+    catalog = _Catalog(conn)
+    types = _infer(catalog, _resolved(catalog, shape))
+    statements: list[str] = []
+    for values in sample_parameters(conn, shape, n_samples):
+        try:
+            bound = bind_parameters(shape.text, values, types)
+        except ParameterError:
+            continue
+        if bound not in statements:
+            statements.append(bound)
+    return statements
