@@ -33,6 +33,7 @@ __all__ = [
     "Role",
     "TableRef",
     "UnparseableQuery",
+    "deparse",
     "is_internal",
     "parse_query",
     "repair_placeholders",
@@ -155,7 +156,7 @@ class QueryShape:
 # -- placeholder repair --------------------------------------------------------------------------------
 
 _COMMENTS = frozenset({"C_COMMENT", "SQL_COMMENT"})
-_OPEN, _CLOSE, _DOT = "ASCII_40", "ASCII_41", "ASCII_46"
+_OPEN, _CLOSE = "ASCII_40", "ASCII_41"
 _INTERVAL_FIELDS = frozenset({"YEAR_P", "MONTH_P", "DAY_P", "HOUR_P", "MINUTE_P", "SECOND_P"})
 
 
@@ -1223,9 +1224,13 @@ def resolve_columns(shape: QueryShape, columns_by_table: Mapping[tuple[str, str]
 
 
 def _is_internal_table(table: TableRef) -> bool:
+    # Statistics views live in pg_catalog, but extensions put theirs (pg_stat_statements, pg_qualstats)
+    # in any schema: the name decides for those.
+    if table.name.startswith(("pg_stat", "pg_qualstats", "hypopg_")):
+        return True
     if table.schema is not None:
         return table.schema in INTERNAL_SCHEMAS or table.schema.startswith(("pg_toast", "pg_temp"))
-    # Unqualified pg_* names are catalogs (pg_class) or statistics views (pg_stat_statements).
+    # Unqualified pg_* names are catalogs (pg_class) or statistics views.
     return table.name.startswith("pg_")
 
 

@@ -304,6 +304,7 @@ def test_utility_statements_are_flagged_so_the_auditor_skips_them(text: str) -> 
     "SELECT * FROM pg_catalog.pg_class WHERE relname = $1",
     "SELECT * FROM pg_stat_activity",
     "SELECT queryid, calls FROM pg_stat_statements",
+    "SELECT s.queryid FROM public.pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid",
     "SELECT * FROM information_schema.tables t JOIN pg_namespace n ON n.nspname = t.table_schema",
     "SELECT * FROM pgarch.runs WHERE id = $1",
 ])
