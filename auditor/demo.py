@@ -91,6 +91,7 @@ def load(
     progress: Callable[[str], None] = print,
     name: str = DEMO_DB,
     reset_statements: bool = True,
+    knowledge_base: bool = True,
 ) -> str:
     """(Re)create the demo database and its data; returns its DSN."""
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
@@ -100,7 +101,8 @@ def load(
     started = time.monotonic()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        if knowledge_base:  # the demo keeps its knowledge base in the same database
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         for statement in SCHEMA.split(";\n"):
             if statement.strip():
                 conn.execute(statement, {"customers": customers, "orders": orders, "jobs": jobs})

@@ -1,0 +1,157 @@
+"""Every measurement method on real servers, the cases where none applies, and what the advisor must
+not propose (indexes that exist) or do (execute DML)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from auditor import demo, window
+from auditor.kb import KnowledgeBase
+from exporter import db
+from tests.conftest import ServerInfo, make_database
+from tests.test_audit import SCALE, find, fingerprint_of_database
+
+
+def audit(dsn: str, kb_dsn: str, min_mean_ms: str = "0.5", **env: str) -> dict[str, Any]:
+    variables = {f"PG_ARCHITECT_{k.upper()}": v for k, v in env.items()}
+    proc = subprocess.run([sys.executable, "-m", "auditor.cli", "audit", "--dsn", dsn, "--config", "/dev/null",
+                           "--format", "json", "--min-calls", "4", "--min-mean-ms", min_mean_ms], capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "PG_ARCHITECT_DATABASE_KB_DSN": kb_dsn, **variables})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def debian_shop(debian_pg: ServerInfo) -> Iterator[str]:
+    dsn = demo.load(debian_pg.dsn(), debian_pg.dsn, name="measure_shop", progress=lambda m: None,
+                    reset_statements=False, knowledge_base=False, **SCALE)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM jobs WHERE id % 2 = 0")  # dead tuples and a changed table, as in production
+        conn.execute("VACUUM ANALYZE jobs")
+    demo.run_workload(dsn, demo.workload(SCALE["customers"], calls=8))
+    yield dsn
+
+
+def test_hypothetical_method_with_hypopg_builds_nothing_and_leaves_no_extension(
+    debian_shop: str, embedded_pg: ServerInfo
+) -> None:
+    kb = make_database(embedded_pg, "measure_kb_hypo", ("vector",))
+    before = fingerprint_of_database(debian_shop)
+    report = audit(debian_shop, kb)
+    assert fingerprint_of_database(debian_shop) == before, "audit changed the database (or left hypopg behind)"
+    q = find(report, "orders WHERE customer_id")
+    assert q["status"] == "recommended", q
+    m = q["recommendation"]["measurement"]
+    assert m["method"] == "hypothetical" and m["before_ms"] is None and m["before_cost"] > m["after_cost"] * 2, m
+    # Planner estimates, not timings: confidence is capped below "merge without review".
+    assert q["recommendation"]["confidence"] < 0.9 and q["recommendation"]["action"] == "pr_review"
+    decoy = find(report, "GROUP BY country")
+    assert decoy["status"] != "recommended", decoy
+
+
+def test_dml_is_compared_by_cost_and_never_executed(debian_shop: str, embedded_pg: ServerInfo) -> None:
+    with psycopg.connect(debian_shop, autocommit=True) as conn:
+        before = conn.execute("SELECT count(*), sum(total) FROM orders").fetchone()
+        for customer in range(1, 9):
+            conn.execute("UPDATE orders SET total = total WHERE customer_id = %s AND status = %s",
+                         (customer * 1000, "cancelled"))
+    kb = make_database(embedded_pg, "measure_kb_dml", ("vector",))
+    report = audit(debian_shop, kb)
+    q = find(report, "UPDATE orders")
+    assert q["status"] == "recommended", q
+    assert "customer_id" in q["recommendation"]["sql"]
+    assert q["recommendation"]["measurement"]["before_ms"] is None, "DML must not be timed by running it"
+    with psycopg.connect(debian_shop) as conn:
+        after = conn.execute("SELECT count(*), sum(total) FROM orders").fetchone()
+        updates = conn.execute("SELECT sum(calls) FROM pg_stat_statements WHERE query LIKE 'UPDATE orders%'"
+                               ).fetchone()
+    assert before == after
+    assert updates == (8,), f"the UPDATE ran {updates} times: the audit must never execute it"
+
+
+def test_staging_method_measures_on_the_staging_server(embedded_pg: ServerInfo) -> None:
+    prod = demo.load(embedded_pg.dsn(), embedded_pg.dsn, name="measure_prod", progress=lambda m: None,
+                     reset_statements=False, **SCALE)
+    demo.run_workload(prod, demo.workload(SCALE["customers"], calls=6))
+    staging = demo.load(embedded_pg.dsn(), embedded_pg.dsn, name="measure_staging", progress=lambda m: None,
+                        reset_statements=False, **SCALE)
+    kb = make_database(embedded_pg, "measure_kb_staging", ("vector",))
+    with psycopg.connect(prod) as conn:
+        locks_before = conn.execute("SELECT count(*) FROM pg_stat_user_indexes").fetchone()
+    report = audit(prod, kb, measurement_staging_dsn=staging)
+    q = find(report, "orders WHERE customer_id")
+    assert q["status"] == "recommended" and q["recommendation"]["measurement"]["method"] == "staging", q
+    assert q["recommendation"]["measurement"]["before_ms"] > q["recommendation"]["measurement"]["after_ms"]
+    with psycopg.connect(prod) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_stat_user_indexes").fetchone() == locks_before
+
+
+def test_forced_hypothetical_without_hypopg_says_why_nothing_was_measured(embedded_pg: ServerInfo) -> None:
+    prod = demo.load(embedded_pg.dsn(), embedded_pg.dsn, name="measure_nohypo", progress=lambda m: None,
+                     reset_statements=False, customers=5000, orders=20000, jobs=5000)
+    demo.run_workload(prod, demo.workload(5000, calls=5))
+    kb = make_database(embedded_pg, "measure_kb_nohypo", ("vector",))
+    report = audit(prod, kb, min_mean_ms="0.05", measurement_mode="hypothetical")
+    q = find(report, "orders WHERE customer_id")
+    assert q["status"] == "no_recommendation" and "hypopg is not available" in q["skip_reason"], q
+
+
+def test_tables_over_the_size_limit_are_not_built_on_production(embedded_pg: ServerInfo) -> None:
+    prod = demo.load(embedded_pg.dsn(), embedded_pg.dsn, name="measure_big", progress=lambda m: None,
+                     reset_statements=False, customers=5000, orders=20000, jobs=5000)
+    demo.run_workload(prod, demo.workload(5000, calls=5))
+    kb = make_database(embedded_pg, "measure_kb_big", ("vector",))
+    report = audit(prod, kb, min_mean_ms="0.05", measurement_max_table_bytes="100000")
+    q = find(report, "orders WHERE customer_id")
+    assert q["status"] == "no_recommendation", q
+    assert "over measurement.max_table_bytes" in q["skip_reason"], q["skip_reason"]
+
+
+def test_existing_index_is_never_recommended_again(embedded_pg: ServerInfo) -> None:
+    prod = demo.load(embedded_pg.dsn(), embedded_pg.dsn, name="measure_covered", progress=lambda m: None,
+                     reset_statements=False, customers=5000, orders=60000, jobs=5000)
+    demo.run_workload(prod, demo.workload(5000, calls=5))
+    # Created after the statistics were collected, as the notes warn: the catalog as it is now counts.
+    with psycopg.connect(prod, autocommit=True) as conn:
+        conn.execute("CREATE INDEX orders_by_customer ON orders (customer_id, created_at, status)")
+    kb = make_database(embedded_pg, "measure_kb_covered", ("vector",))
+    report = audit(prod, kb, min_mean_ms="0.05")
+    q = find(report, "orders WHERE customer_id")
+    assert q["status"] != "recommended", q
+    assert "already covered by index public.orders_by_customer" in (q["skip_reason"] or ""), q
+
+
+def test_audit_window_is_the_delta_since_a_stored_snapshot(embedded_pg: ServerInfo) -> None:
+    prod = demo.load(embedded_pg.dsn(), embedded_pg.dsn, name="measure_window", progress=lambda m: None,
+                     reset_statements=False, customers=2000, orders=5000, jobs=1000)
+    shapes = demo.workload(2000, calls=5)
+    demo.run_workload(prod, shapes)
+    kb = KnowledgeBase.open(make_database(embedded_pg, "measure_kb_window", ("vector",)))
+    conn = db.connect(prod)
+    try:
+        ident = window.identity(conn)
+        target = kb.register_target(ident.system_identifier, ident.datname, ident.server_version_num)
+        rows, info = window.read_snapshot(conn, ident)
+        kb.store_snapshot(target, "daily", datetime.now(UTC), rows, info.stats_reset if info else None,
+                          info.dealloc if info else None)
+        demo.run_workload(prod, [s for s in shapes if "GROUP BY country" in s.sql])
+        # A week later (a snapshot older than the last pg_stat_statements reset could not be a baseline).
+        win = window.take(conn, kb, target, ident, now=datetime.now(UTC) + timedelta(days=7))
+    finally:
+        conn.close()
+        kb.close()
+    assert win.window.source == "snapshot-delta", win.window
+    counted = {s.query: s.calls for s in win.statements}
+    country = next(c for q, c in counted.items() if "GROUP BY country" in q)
+    assert country == 5, f"the window must count only the calls after the snapshot: {counted}"
+    assert not any("customer_id = $1 ORDER BY" in q for q in counted), "statements idle in the window are out"
