@@ -96,6 +96,12 @@ class ColumnUse:
     columns: tuple[str, ...] = ()
     candidates: tuple[TableRef, ...] = ()
 
+    @property
+    def parameterised(self) -> bool:
+        """True when the expression holds a placeholder: pg_stat_statements replaced a constant inside it
+        (``date_trunc($1, created_at)``), so it cannot become an index expression as written."""
+        return self.expression is not None and any(tok.name == "PARAM" for tok in _tokens(self.expression))
+
 
 @dataclass(frozen=True, slots=True)
 class ParamUse:

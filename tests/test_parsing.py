@@ -189,6 +189,14 @@ def test_expression_predicates_record_the_unqualified_expression_and_its_columns
     assert shape.parameters[1].expression == expression
 
 
+def test_expressions_holding_a_normalised_constant_are_marked_parameterised() -> None:
+    shape = parse_query("SELECT * FROM t WHERE date_trunc($1, created_at) = $2 AND lower(email) = $3 "
+                        "AND note = '$4'")
+    flags = [(u.expression or u.column, u.parameterised) for u in shape.columns]
+    assert flags == [("date_trunc($1, created_at)", True), ("lower(email)", False), ("note", False)], flags
+    assert shape.parameters[1].function == "date_trunc"
+
+
 def test_order_by_direction_nulls_ordinal_and_group_by() -> None:
     shape = parse_query("SELECT customer_id, count(*) AS n FROM orders GROUP BY 1 "
                         "ORDER BY n DESC, customer_id ASC NULLS FIRST")
