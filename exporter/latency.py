@@ -58,9 +58,13 @@ _POINT_CV = 1e-9
 # before a doubtful shape flags the whole mixture.
 _SUSPECT_MIN_CALLS = 20
 _SUSPECT_MIN_SHARE = 0.01
-# A fitted log-normal that puts more than this much mass below the row's known minimum (or that makes the
-# exact maximum this improbable) is the wrong shape for the row.
-_SUSPECT_MASS_OUTSIDE = 0.05
+# Thresholds on how badly a row's min and max contradict its fitted log-normal (calibrated by simulation,
+# docs/p95.md): a fast mode with a rare slow one puts a fifth or more of the fit below the min; a slow mode
+# that is a cluster of its own leaves many calls' worth of the fit above the max; a lone extreme call makes
+# the max improbable. A log-normal sample of n calls has about 1/n of the fit below its min and 1 call's
+# worth above its max; a floor (a fixed minimum cost) stays around 0.1 below.
+_SUSPECT_MASS_BELOW = 0.2
+_SUSPECT_CALLS_ABOVE = 8.0
 _SUSPECT_MAX_PROBABILITY = 1e-3
 
 
@@ -255,10 +259,9 @@ class Mixture:
 
     Two moments cannot see a row with a fast and a slow mode. ``suspect_bimodal`` is True when a row with at
     least 20 calls and 1 % of the mixture's calls has a shape its min and max contradict: more than
-    max(5 %, 5 / calls) of its fitted mass below its known minimum, or an exact maximum that the fit makes
-    less than 0.1 % likely. It is a hint, not a proof: a heavy-tailed unimodal row trips it now and then,
-    and a slow mode holding more than about 20 % of a row's calls does not trip it (the p95 is then off by
-    less, about 15 % at worst in simulation).
+    max(20 %, 5 / calls) of its fitted mass below its known minimum, more than 8 calls' worth above its
+    known maximum, or an exact maximum the fit makes less than 0.1 % likely. It is a hint, not a proof:
+    docs/p95.md has its measured hit and false-alarm rates.
     """
 
     __slots__ = (
@@ -446,15 +449,15 @@ def _misfit(
     hi: FloatArray,
     exact: npt.NDArray[np.bool_],
 ) -> npt.NDArray[np.bool_]:
-    """Rows whose fitted log-normal their own min or exact max contradicts (a hidden second mode)."""
+    """Rows whose fitted log-normal their own min or max contradicts (a hidden second mode)."""
     with np.errstate(divide="ignore"):
         below = _phi((np.log(lo) - mu) / sigma)  # fitted mass below the known minimum
         above = _phi((mu - np.log(hi)) / sigma)  # fitted mass above the known maximum, as a lower tail
     # P(max of n calls >= observed max) = 1 - F(max)**n, about n * (1 - F(max)) when that is small.
     max_improbable = exact & (w * above < _SUSPECT_MAX_PROBABILITY)
-    # A sample of n calls has about 1/n of its own distribution below its minimum.
-    too_much_below = below > np.maximum(_SUSPECT_MASS_OUTSIDE, 5.0 / w)
-    result: npt.NDArray[np.bool_] = (w >= _SUSPECT_MIN_CALLS) & (too_much_below | max_improbable)
+    too_much_below = below > np.maximum(_SUSPECT_MASS_BELOW, 5.0 / w)
+    too_much_above = w * above > _SUSPECT_CALLS_ABOVE
+    result: npt.NDArray[np.bool_] = (w >= _SUSPECT_MIN_CALLS) & (too_much_below | too_much_above | max_improbable)
     return result
 
 
