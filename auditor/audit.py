@@ -91,7 +91,11 @@ class Auditor:
                 report, embeddings = self._audit(run_id, started_at, target_id, ident)
             except BaseException as exc:
                 # Interrupts (Ctrl-C, SIGTERM) too: the run is failed and nothing half-written remains.
-                self.kb.fail_run(run_id, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+                message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                try:
+                    self.kb.fail_run(run_id, message)
+                except Exception as mark_error:  # keep the original error; the next audit marks the run
+                    log.error("could not mark run %s failed: %s", run_id, mark_error)
                 raise
             self.kb.finish_run(report, target_id, embeddings, EMBEDDING_MODEL)
             self.progress(
@@ -248,8 +252,12 @@ class Auditor:
                 status="no_recommendation",
                 recommendation=recommendation,
                 # What already serves the statement comes first: it is what a reviewing DBA checks.
-                skip_reason="; ".join([*found.covered, f"no new index helps enough: best candidate "
-                                       f"{best.candidate.describe()} ({method}): {why}"]),
+                skip_reason="; ".join(
+                    [
+                        *found.covered,
+                        f"no new index helps enough: best candidate {best.candidate.describe()} ({method}): {why}",
+                    ]
+                ),
                 rejected=tuple(rejected),
             )
         note = (

@@ -114,8 +114,9 @@ def migrations() -> list[tuple[int, str, str]]:
 class KnowledgeBase:
     """One connection to the knowledge base and every operation on it."""
 
-    def __init__(self, conn: db.Connection) -> None:
+    def __init__(self, conn: db.Connection, dsn: str | None = None) -> None:
         self.conn = conn
+        self.dsn = dsn
 
     @classmethod
     def open(cls, dsn: str, *, connect_timeout_s: float = 5) -> KnowledgeBase:
@@ -126,7 +127,7 @@ class KnowledgeBase:
             statement_timeout_ms=60000,
             lock_timeout_ms=10000,
         )
-        kb = cls(conn)
+        kb = cls(conn, dsn)
         try:
             kb.migrate()
             db.register_vector(conn)
@@ -212,15 +213,16 @@ class KnowledgeBase:
         return run_id, started
 
     def fail_run(self, run_id: str, error: str, report: AuditReport | None = None) -> None:
-        db.execute(
-            self.conn,
-            QUERIES.get("kb_fail_run", 0),
-            {
-                "run_id": run_id,
-                "error": error[:2000],
-                "report": json.dumps(report.as_json()) if report is not None else None,
-            },
-        )
+        """Mark the run failed; an interrupt may have left our connection mid-statement, so retry on a new one."""
+        params = {"run_id": run_id, "error": error[:2000],
+                  "report": json.dumps(report.as_json()) if report is not None else None}
+        try:
+            db.execute(self.conn, QUERIES.get("kb_fail_run", 0), params)
+        except DatabaseError:
+            if self.dsn is None:
+                raise
+            with db.connect(self.dsn, application_name=APPLICATION_NAME, statement_timeout_ms=10000) as conn:
+                db.execute(conn, QUERIES.get("kb_fail_run", 0), params)
 
     def finish_run(
         self, report: AuditReport, target_id: int, embeddings: dict[str, list[float]], embedding_model: str

@@ -212,39 +212,38 @@ class Measurer:
             before = [self._timed(conn, s, analyze) for s in samples]
             for cand in candidates[:MAX_BUILDS] if analyze else candidates:
                 try:
-                    with db.transaction(conn):  # a savepoint: the index and its locks go at its end
-                        ddl = cand.ddl(conn, concurrently=False)
-                        parsed = safety.check_index_ddl(ddl)
-                        safety.check_index_target(conn, parsed)
-                        started = time.monotonic()
-                        db.execute(conn, mark(ddl))
-                        build_s = time.monotonic() - started
-                        if any(k.column is None for k in cand.keys):
-                            # An expression index has no statistics until ANALYZE; without them the plan guesses.
-                            db.execute(
-                                conn,
-                                db.SQL(mark("ANALYZE {}")).format(db.Identifier(cand.table.schema, cand.table.name)),
-                            )
-                        if self._needs_xmin_wait(conn, cand):
-                            outcomes.append(
-                                Outcome(
-                                    cand,
-                                    None,
-                                    error="the table has HOT-updated rows, so an index "
-                                    "built in this transaction is invisible to its plans; measure with hypopg "
-                                    "or a staging server",
-                                )
-                            )
-                            raise _Rollback
-                        after = [self._timed(conn, s, analyze) for s in samples]
-                        log.debug("built %s in %.2fs", cand.describe(), build_s)
-                        outcomes.append(self._outcome(cand, method, before, after))
-                        raise _Rollback
-                except _Rollback:
-                    pass
+                    with rolled_back(conn):  # a savepoint: the index and its locks go at its end
+                        outcomes.append(self._build_one(conn, method, cand, samples, before, analyze))
                 except (UnsafeSQLError, DatabaseError) as exc:
                     outcomes.append(Outcome(cand, None, error=str(exc)))
         return outcomes
+
+    def _build_one(
+        self,
+        conn: db.Connection,
+        method: MeasurementMethod,
+        cand: Candidate,
+        samples: Sequence[str],
+        before: list[Plan],
+        analyze: bool,
+    ) -> Outcome:
+        ddl = cand.ddl(conn, concurrently=False)
+        safety.check_index_target(conn, safety.check_index_ddl(ddl))
+        started = time.monotonic()
+        db.execute(conn, mark(ddl))
+        log.debug("built %s in %.2fs", cand.describe(), time.monotonic() - started)
+        if any(k.column is None for k in cand.keys):
+            # An expression index has no statistics until ANALYZE; without them the plan guesses.
+            db.execute(conn, db.SQL(mark("ANALYZE {}")).format(db.Identifier(cand.table.schema, cand.table.name)))
+        if self._needs_xmin_wait(conn, cand):
+            return Outcome(
+                cand,
+                None,
+                error="the table has HOT-updated rows, so an index built in this "
+                "transaction is invisible to its plans; measure with hypopg or a staging server",
+            )
+        after = [self._timed(conn, s, analyze) for s in samples]
+        return self._outcome(cand, method, before, after)
 
     def _needs_xmin_wait(self, conn: db.Connection, cand: Candidate) -> bool:
         return bool(
@@ -262,24 +261,24 @@ class Measurer:
     def _timed(self, conn: db.Connection, sql: str, analyze: bool) -> Plan:
         if not analyze:
             return explain(conn, sql, analyze=False)
-        plans = [explain(conn, sql, analyze=True) for _ in range(REPEATS)]
+        # Executed statements run read-only too: a second guard behind the allow-list (a STABLE function
+        # could still call a VOLATILE one).
+        with rolled_back(conn):
+            db.execute(conn, "SET LOCAL transaction_read_only = on")
+            plans = [explain(conn, sql, analyze=True) for _ in range(REPEATS)]
         return min(plans, key=lambda p: p.ms if p.ms is not None else float("inf"))
 
     @contextmanager
     def _transaction(self, conn: db.Connection) -> Iterator[None]:
         """A transaction that always rolls back, under the configured lock and statement timeouts."""
-        try:
-            with db.transaction(conn):
-                db.execute(
-                    conn,
-                    "SELECT pg_catalog.set_config('lock_timeout', %s, true),"
-                    " pg_catalog.set_config('statement_timeout', %s, true)",
-                    (str(self.cfg.lock_timeout_ms), str(self.cfg.statement_timeout_ms)),
-                )
-                yield
-                raise _Rollback
-        except _Rollback:
-            pass
+        with rolled_back(conn):
+            db.execute(
+                conn,
+                "SELECT pg_catalog.set_config('lock_timeout', %s, true),"
+                " pg_catalog.set_config('statement_timeout', %s, true)",
+                (str(self.cfg.lock_timeout_ms), str(self.cfg.statement_timeout_ms)),
+            )
+            yield
 
     def _outcome(self, cand: Candidate, method: MeasurementMethod, before: list[Plan], after: list[Plan]) -> Outcome:
         before_cost = sum(p.cost for p in before)
@@ -319,3 +318,14 @@ class Measurer:
 
 class _Rollback(Exception):
     """Raised inside a transaction block to leave it by rolling back."""
+
+
+@contextmanager
+def rolled_back(conn: db.Connection) -> Iterator[None]:
+    """A transaction (a savepoint when nested) that always ends in ROLLBACK, whatever the block did."""
+    try:
+        with db.transaction(conn):
+            yield
+            raise _Rollback
+    except _Rollback:
+        pass

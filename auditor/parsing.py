@@ -20,6 +20,7 @@ from pglast.parser import ParseError
 from pglast.stream import RawStream
 
 from exporter.errors import PgArchitectError
+from exporter.sqlfiles import MARKER
 
 __all__ = [
     "INTERNAL_MARKER",
@@ -47,7 +48,7 @@ ParamContext = Literal["compare", "limit", "offset", "in_list", "any_array", "li
 Complexity = Literal["low", "medium", "high"]
 
 #: Comment our own statements carry, so the auditor never audits itself.
-INTERNAL_MARKER = "/* pg-architect */"
+INTERNAL_MARKER = MARKER
 #: Schemas whose relations are catalogs or ours; a statement touching only these is internal.
 INTERNAL_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pgarch"})
 
