@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -262,3 +263,33 @@ def test_killed_audit_leaves_a_failed_run_and_no_half_written_rows(
             statuses = conn.execute("SELECT status, error FROM pgarch.audit_runs ORDER BY started_at").fetchall()
         assert statuses[0][0] == "failed" and "interrupted" in statuses[0][1], statuses
         assert statuses[1][0] == "ok"
+
+
+def test_exporter_kpis_match_the_last_audit_with_the_knowledge_base_elsewhere(
+    shop: str, embedded_pg: ServerInfo
+) -> None:
+    from exporter.target import Target
+    from tests.exporter_helpers import Scrape, config
+
+    kb = make_database(embedded_pg, "audit_kb_kpis", ("vector",))
+    target = Target("kpis", shop, config(), kb_dsn=kb)
+    empty = Scrape(target.scrape())
+    assert empty.value("pgarch_audit_last_run_timestamp_seconds") == 0
+    assert empty.value("pgarch_scrape_collector_success", collector="knowledge_base") == 1
+    report = audit_json(shop, kb)
+    s = Scrape(target.scrape())
+    target.close()
+    k = report["kpis"]
+    stored = [q["recommendation"] for q in report["slow_queries"] if q["recommendation"]]
+    recs = [q["recommendation"] for q in report["slow_queries"] if q["status"] == "recommended"]
+    by_action = {a: sum(1 for r in recs if r["action"] == a) for a in ("pr_merge", "pr_review", "log", "flag")}
+    assert s.value("pgarch_audit_slow_queries") == k["slow_queries"]
+    for action, count in by_action.items():
+        assert s.value("pgarch_audit_recommendations", action=action) == count, (action, by_action)
+    assert s.value("pgarch_audit_confidence_avg_ratio") == pytest.approx(k["avg_confidence"], abs=1e-3)
+    assert s.value("pgarch_audit_gain_avg_ratio") == pytest.approx(k["avg_gain_percent"] / 100, abs=1e-3)
+    assert s.value("pgarch_knowledge_base_records") == len(stored)
+    assert s.value("pgarch_audit_stuck") == 0
+    finished = datetime.fromisoformat(report["finished_at"]).timestamp()
+    assert s.value("pgarch_audit_last_success_timestamp_seconds") == pytest.approx(finished, abs=0.01)
+    assert 0 < (s.value("pgarch_audit_duration_seconds") or 0) < 300

@@ -23,18 +23,43 @@ from tests.test_audit import SCALE, find, fingerprint_of_database
 
 def audit(dsn: str, kb_dsn: str, min_mean_ms: str = "0.5", **env: str) -> dict[str, Any]:
     variables = {f"PG_ARCHITECT_{k.upper()}": v for k, v in env.items()}
-    proc = subprocess.run([sys.executable, "-m", "auditor.cli", "audit", "--dsn", dsn, "--config", "/dev/null",
-                           "--format", "json", "--min-calls", "4", "--min-mean-ms", min_mean_ms], capture_output=True,
-                          text=True, timeout=300,
-                          env={**os.environ, "PG_ARCHITECT_DATABASE_KB_DSN": kb_dsn, **variables})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "auditor.cli",
+            "audit",
+            "--dsn",
+            dsn,
+            "--config",
+            "/dev/null",
+            "--format",
+            "json",
+            "--min-calls",
+            "4",
+            "--min-mean-ms",
+            min_mean_ms,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PG_ARCHITECT_DATABASE_KB_DSN": kb_dsn, **variables},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
 
 @pytest.fixture(scope="module")
 def debian_shop(debian_pg: ServerInfo) -> Iterator[str]:
-    dsn = demo.load(debian_pg.dsn(), debian_pg.dsn, name="measure_shop", progress=lambda m: None,
-                    reset_statements=False, knowledge_base=False, **SCALE)
+    dsn = demo.load(
+        debian_pg.dsn(),
+        debian_pg.dsn,
+        name="measure_shop",
+        progress=lambda m: None,
+        reset_statements=False,
+        knowledge_base=False,
+        **SCALE,
+    )
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM jobs WHERE id % 2 = 0")  # dead tuples and a changed table, as in production
         conn.execute("VACUUM ANALYZE jobs")
@@ -63,8 +88,9 @@ def test_dml_is_compared_by_cost_and_never_executed(debian_shop: str, embedded_p
     with psycopg.connect(debian_shop, autocommit=True) as conn:
         before = conn.execute("SELECT count(*), sum(total) FROM orders").fetchone()
         for customer in range(1, 9):
-            conn.execute("UPDATE orders SET total = total WHERE customer_id = %s AND status = %s",
-                         (customer * 1000, "cancelled"))
+            conn.execute(
+                "UPDATE orders SET total = total WHERE customer_id = %s AND status = %s", (customer * 1000, "cancelled")
+            )
     kb = make_database(embedded_pg, "measure_kb_dml", ("vector",))
     report = audit(debian_shop, kb)
     q = find(report, "UPDATE orders")
@@ -73,18 +99,29 @@ def test_dml_is_compared_by_cost_and_never_executed(debian_shop: str, embedded_p
     assert q["recommendation"]["measurement"]["before_ms"] is None, "DML must not be timed by running it"
     with psycopg.connect(debian_shop) as conn:
         after = conn.execute("SELECT count(*), sum(total) FROM orders").fetchone()
-        updates = conn.execute("SELECT sum(calls) FROM pg_stat_statements WHERE query LIKE 'UPDATE orders%'"
-                               ).fetchone()
+        updates = conn.execute("SELECT sum(calls) FROM pg_stat_statements WHERE query LIKE 'UPDATE orders%'").fetchone()
     assert before == after
     assert updates == (8,), f"the UPDATE ran {updates} times: the audit must never execute it"
 
 
 def test_staging_method_measures_on_the_staging_server(embedded_pg: ServerInfo) -> None:
-    prod = demo.load(embedded_pg.dsn(), embedded_pg.dsn, name="measure_prod", progress=lambda m: None,
-                     reset_statements=False, **SCALE)
+    prod = demo.load(
+        embedded_pg.dsn(),
+        embedded_pg.dsn,
+        name="measure_prod",
+        progress=lambda m: None,
+        reset_statements=False,
+        **SCALE,
+    )
     demo.run_workload(prod, demo.workload(SCALE["customers"], calls=6))
-    staging = demo.load(embedded_pg.dsn(), embedded_pg.dsn, name="measure_staging", progress=lambda m: None,
-                        reset_statements=False, **SCALE)
+    staging = demo.load(
+        embedded_pg.dsn(),
+        embedded_pg.dsn,
+        name="measure_staging",
+        progress=lambda m: None,
+        reset_statements=False,
+        **SCALE,
+    )
     kb = make_database(embedded_pg, "measure_kb_staging", ("vector",))
     with psycopg.connect(prod) as conn:
         locks_before = conn.execute("SELECT count(*) FROM pg_stat_user_indexes").fetchone()
@@ -97,8 +134,16 @@ def test_staging_method_measures_on_the_staging_server(embedded_pg: ServerInfo) 
 
 
 def test_forced_hypothetical_without_hypopg_says_why_nothing_was_measured(embedded_pg: ServerInfo) -> None:
-    prod = demo.load(embedded_pg.dsn(), embedded_pg.dsn, name="measure_nohypo", progress=lambda m: None,
-                     reset_statements=False, customers=5000, orders=20000, jobs=5000)
+    prod = demo.load(
+        embedded_pg.dsn(),
+        embedded_pg.dsn,
+        name="measure_nohypo",
+        progress=lambda m: None,
+        reset_statements=False,
+        customers=5000,
+        orders=20000,
+        jobs=5000,
+    )
     demo.run_workload(prod, demo.workload(5000, calls=5))
     kb = make_database(embedded_pg, "measure_kb_nohypo", ("vector",))
     report = audit(prod, kb, min_mean_ms="0.05", measurement_mode="hypothetical")
@@ -107,8 +152,16 @@ def test_forced_hypothetical_without_hypopg_says_why_nothing_was_measured(embedd
 
 
 def test_tables_over_the_size_limit_are_not_built_on_production(embedded_pg: ServerInfo) -> None:
-    prod = demo.load(embedded_pg.dsn(), embedded_pg.dsn, name="measure_big", progress=lambda m: None,
-                     reset_statements=False, customers=5000, orders=20000, jobs=5000)
+    prod = demo.load(
+        embedded_pg.dsn(),
+        embedded_pg.dsn,
+        name="measure_big",
+        progress=lambda m: None,
+        reset_statements=False,
+        customers=5000,
+        orders=20000,
+        jobs=5000,
+    )
     demo.run_workload(prod, demo.workload(5000, calls=5))
     kb = make_database(embedded_pg, "measure_kb_big", ("vector",))
     report = audit(prod, kb, min_mean_ms="0.05", measurement_max_table_bytes="100000")
@@ -118,8 +171,16 @@ def test_tables_over_the_size_limit_are_not_built_on_production(embedded_pg: Ser
 
 
 def test_existing_index_is_never_recommended_again(embedded_pg: ServerInfo) -> None:
-    prod = demo.load(embedded_pg.dsn(), embedded_pg.dsn, name="measure_covered", progress=lambda m: None,
-                     reset_statements=False, customers=5000, orders=60000, jobs=5000)
+    prod = demo.load(
+        embedded_pg.dsn(),
+        embedded_pg.dsn,
+        name="measure_covered",
+        progress=lambda m: None,
+        reset_statements=False,
+        customers=5000,
+        orders=60000,
+        jobs=5000,
+    )
     demo.run_workload(prod, demo.workload(5000, calls=5))
     # Created after the statistics were collected, as the notes warn: the catalog as it is now counts.
     with psycopg.connect(prod, autocommit=True) as conn:
@@ -129,11 +190,34 @@ def test_existing_index_is_never_recommended_again(embedded_pg: ServerInfo) -> N
     q = find(report, "orders WHERE customer_id")
     assert q["status"] != "recommended", q
     assert "already covered by index public.orders_by_customer" in (q["skip_reason"] or ""), q
+    # A measured candidate that is not worth applying is stored, but the exporter counts it as no recommendation.
+    from exporter.target import Target
+    from tests.exporter_helpers import Scrape, config
+
+    not_worth = [x for x in report["slow_queries"] if x["recommendation"] and x["status"] != "recommended"]
+    recommended = sum(1 for x in report["slow_queries"] if x["status"] == "recommended")
+    assert not_worth, "expected a measured candidate that was not worth applying"
+    target = Target("covered", prod, config(), kb_dsn=kb)
+    s = Scrape(target.scrape())
+    target.close()
+    counted = sum(
+        s.value("pgarch_audit_recommendations", action=a) or 0 for a in ("pr_merge", "pr_review", "log", "flag")
+    )
+    assert counted == recommended, (counted, recommended)
+    assert (s.value("pgarch_knowledge_base_records") or 0) >= recommended + len(not_worth)
 
 
 def test_audit_window_is_the_delta_since_a_stored_snapshot(embedded_pg: ServerInfo) -> None:
-    prod = demo.load(embedded_pg.dsn(), embedded_pg.dsn, name="measure_window", progress=lambda m: None,
-                     reset_statements=False, customers=2000, orders=5000, jobs=1000)
+    prod = demo.load(
+        embedded_pg.dsn(),
+        embedded_pg.dsn,
+        name="measure_window",
+        progress=lambda m: None,
+        reset_statements=False,
+        customers=2000,
+        orders=5000,
+        jobs=1000,
+    )
     shapes = demo.workload(2000, calls=5)
     demo.run_workload(prod, shapes)
     kb = KnowledgeBase.open(make_database(embedded_pg, "measure_kb_window", ("vector",)))
@@ -142,8 +226,9 @@ def test_audit_window_is_the_delta_since_a_stored_snapshot(embedded_pg: ServerIn
         ident = window.identity(conn)
         target = kb.register_target(ident.system_identifier, ident.datname, ident.server_version_num)
         rows, info = window.read_snapshot(conn, ident)
-        kb.store_snapshot(target, "daily", datetime.now(UTC), rows, info.stats_reset if info else None,
-                          info.dealloc if info else None)
+        kb.store_snapshot(
+            target, "daily", datetime.now(UTC), rows, info.stats_reset if info else None, info.dealloc if info else None
+        )
         demo.run_workload(prod, [s for s in shapes if "GROUP BY country" in s.sql])
         # A week later (a snapshot older than the last pg_stat_statements reset could not be a baseline).
         win = window.take(conn, kb, target, ident, now=datetime.now(UTC) + timedelta(days=7))
