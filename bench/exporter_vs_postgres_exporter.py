@@ -528,6 +528,18 @@ def table(ours: Sequence[Summary], theirs: Sequence[Summary]) -> str:
     return "\n".join(lines)
 
 
+def cpu_sample() -> tuple[int, int]:
+    """Busy and total jiffies of the whole machine (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def busy_cpus(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """How many CPUs' worth of time the machine spent busy between two samples."""
+    return (b[0] - a[0]) / max(b[1] - a[1], 1) * (os.cpu_count() or 1)
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -560,6 +572,78 @@ def proc_meminfo_kb(field: str) -> int:
     return 0
 
 
+# -- profiling ---------------------------------------------------------------------------------------
+
+
+def start_profiler(pid: int, out: Path, cleanup: contextlib.ExitStack) -> Child:
+    """py-spy sampling one process until stopped; writes collapsed stacks (raw) to ``out``."""
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    argv = [py_spy, "record", "--pid", str(pid), "--rate", "500", "--format", "raw", "--output", str(out)]
+    child = spawn("py-spy", argv, out.with_suffix(".log"))
+    cleanup.callback(child.stop)
+    time.sleep(1.0)  # py-spy attaches before the first measured scrape
+    return child
+
+
+def stop_profiler(child: Child) -> None:
+    child.proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    try:
+        child.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.stop()
+
+
+# Leaf frames of threads that wait for work (py-spy samples them as running), and frames every stack has.
+_IDLE_LEAVES = ("Condition.wait ", "_PollLikeSelector.select ", "select ")
+_PLUMBING = ("threading.py", "socketserver.py", "selectors.py", "(pg-architect)", "auditor/cli.py")
+
+
+def profile_report(collapsed: Path, top: int = 18) -> str:
+    """Where the exporter's busy samples go, by function: inclusive and self shares, from py-spy's raw output.
+
+    Samples of threads waiting for work are dropped; psycopg's Connection.wait is kept, it is the time a
+    collection waits for PostgreSQL.
+    """
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        raw = stack.split(";")
+        if raw[-1].startswith(_IDLE_LEAVES):
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_frame(f) for f in raw]
+        for frame in set(frames):
+            if not any(marker in frame for marker in _PLUMBING):
+                inclusive[frame] = inclusive.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    if not total:
+        return "no busy samples"
+    lines = [f"{total} busy samples at 500 Hz; inclusive share (the function and what it calls):"]
+    for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {count / total:6.1%}  {frame}")
+    lines.append("self share (the function's own code):")
+    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[: top // 2]:
+        lines.append(f"  {count / total:6.1%}  {frame}")
+    return "\n".join(lines)
+
+
+def _frame(frame: str) -> str:
+    """'read_statements (exporter/collectors.py:120)' without the line number or site-packages prefix."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/work/main/", str(REPO) + "/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{name} ({path})" if path else name
+
+
 # -- main ------------------------------------------------------------------------------------------------
 
 
@@ -578,6 +662,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--postgres-exporter", default="/usr/bin/prometheus-postgres-exporter", help="postgres_exporter binary"
     )
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="sample our exporter with py-spy during the measurement (pip install py-spy): flame graph and "
+        "collapsed stacks in DIR, top functions printed; sampling slows the exporter a little, so a profiled "
+        "run's numbers are not the benchmark's",
+    )
     p.add_argument(
         "--candidate",
         metavar="COMMAND",
@@ -726,8 +817,21 @@ def run(args: argparse.Namespace, work: Path, cleanup: contextlib.ExitStack) -> 
         f"{args.interval:g} s apart (setup took {time.monotonic() - t0:.0f} s; load average {loadavg()})",
         flush=True,
     )
-    load_before, started = db_time(stats, oids["bench_load"])[1], time.monotonic()
+    before = cpu_sample()
+    time.sleep(2.0)
+    busy = busy_cpus(before, cpu_sample())
+    print(f"CPUs busy before the measurement (everything, the workload included): {busy:.2f}", flush=True)
+    if busy > 0.5:
+        print("warning: something else keeps the machine busy; timings will be noisy", flush=True)
+    profiler = None
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        profiler = start_profiler(ours[0].pid, Path(args.profile) / "pg-architect.collapsed.txt", cleanup)
+    load_before, started, cpu_before = db_time(stats, oids["bench_load"])[1], time.monotonic(), cpu_sample()
     measure(exporters, stats, args)
+    busy_during = busy_cpus(cpu_before, cpu_sample())
+    if profiler is not None:
+        stop_profiler(profiler)
     load_rate = (db_time(stats, oids["bench_load"])[1] - load_before) / (time.monotonic() - started)
     memory = {e.label: (proc_status_kb(e.pid, "VmRSS"), proc_status_kb(e.pid, "VmHWM")) for e in exporters}
     pgss_rows = count_statements(stats, oids["bench_app"])
@@ -740,7 +844,8 @@ def run(args: argparse.Namespace, work: Path, cleanup: contextlib.ExitStack) -> 
     print(
         f"PostgreSQL {version}: {pgss_rows} application statements in pg_stat_statements, {sizes.tables} tables, "
         f"{idle_now} idle connections, workload {load_rate:.1f} statements/s; "
-        f"{args.scrapes} measured scrapes each; load average after {loadavg()}"
+        f"{args.scrapes} measured scrapes each; CPUs busy before {busy:.2f}, during {busy_during:.2f} "
+        f"(of {os.cpu_count()})"
     )
     print()
     print(table([summaries[e.label] for e in ours], [summaries[e.label] for e in theirs]))
@@ -750,12 +855,18 @@ def run(args: argparse.Namespace, work: Path, cleanup: contextlib.ExitStack) -> 
     for label, found in problems.items():
         for problem in found:
             print(f"note: {label}: {problem}")
+    if args.profile:
+        collapsed = Path(args.profile) / "pg-architect.collapsed.txt"
+        print(f"\nprofile of pg-architect during the measurement ({collapsed}):")
+        print(profile_report(collapsed) if collapsed.exists() else "py-spy wrote nothing")
     if args.json:
         result = {
             "machine": machine(),
             "postgresql": version,
             "args": vars(args),
             "workload_statements_per_s": load_rate,
+            "busy_cpus_before": busy,
+            "busy_cpus_during": busy_during,
             "summaries": {k: dataclasses.asdict(v) for k, v in summaries.items()},
             "histogram": {k: dataclasses.asdict(v) for k, v in hist.items()},
             "scrapes": {
