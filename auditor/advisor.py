@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 
 from auditor import catalog
@@ -58,7 +59,9 @@ class Candidate:
 
     def name(self) -> str:
         """``<table>_<keys>_idx``, shortened with a hash to PostgreSQL's 63 bytes."""
-        parts = [k.column or "expr" for k in self.keys]
+        parts = [
+            k.column or "_".join(re.findall(r"[a-z_][a-z0-9_]*", (k.expression or "expr").lower())) for k in self.keys
+        ]
         base = f"{self.table.name}_{'_'.join(parts)}{'_partial' if self.predicate else ''}_idx"
         if len(base) <= 63:
             return base
@@ -133,7 +136,7 @@ def _distinct(conn: db.Connection, table: TableInfo, key: Key) -> float:
     """Estimated distinct values of a key (higher first in a composite); expressions count as selective."""
     if key.column is None:
         return float("inf")
-    stats = catalog.column_stats(conn, table, key.column)
+    stats = catalog.column_stats(conn, table.schema, table.name, key.column)
     if stats is None:
         return 0.0
     return stats.n_distinct if stats.n_distinct >= 0 else -stats.n_distinct * max(table.reltuples, 1.0)

@@ -68,11 +68,22 @@ class IndexInfo:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ColumnStats:
+    """One column's planner statistics (pg_stats), values in their text form."""
+
     null_frac: float
     n_distinct: float
-    most_common_vals: str | None
+    most_common_vals: list[str] | None
     most_common_freqs: list[float] | None
+    histogram_bounds: list[str] | None
     correlation: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Relation:
+    relid: int
+    schema_name: str
+    table_name: str
+    relkind: str
 
 
 def tables(conn: db.Connection, refs: Iterable[TableRef]) -> dict[tuple[str | None, str], TableInfo]:
@@ -99,12 +110,19 @@ def indexes(conn: db.Connection, table_oids: Sequence[int]) -> list[IndexInfo]:
     )
 
 
-def column_stats(conn: db.Connection, table: TableInfo, column: str) -> ColumnStats | None:
+def column_stats(conn: db.Connection, schema: str, table: str, column: str) -> ColumnStats | None:
     return db.fetch_one(
         conn,
         QUERIES.get("column_stats", db.server_version_num(conn)),
-        {"schema": table.schema, "table": table.name, "column": column},
+        {"schema": schema, "table": table, "column": column},
         ColumnStats,
+    )
+
+
+def relation(conn: db.Connection, schema: str | None, name: str) -> Relation | None:
+    """The relation a statement means by ``schema.name`` (or ``name`` on the search_path), if any."""
+    return db.fetch_one(
+        conn, QUERIES.get("relation", db.server_version_num(conn)), {"schema": schema, "name": name}, Relation
     )
 
 

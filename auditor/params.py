@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pglast import ast, parser
 from pglast.parser import ParseError
 
+from auditor import catalog
+from auditor.catalog import ColumnStats, Relation
 from auditor.parsing import (
     ParamUse,
     QueryShape,
@@ -59,56 +61,16 @@ class ParameterError(PgArchitectError):
 
 
 @dataclass(frozen=True, slots=True)
-class _Relation:
-    relid: int
-    schema_name: str
-    table_name: str
-    relkind: str
-
-
-@dataclass(frozen=True, slots=True)
 class _ColumnType:
     column_name: str
     type_name: str
 
-
-@dataclass(frozen=True, slots=True)
-class ColumnStats:
-    """One column's planner statistics (pg_stats), values in their text form."""
-
-    null_frac: float
-    n_distinct: float
-    most_common_vals: list[str] | None
-    most_common_freqs: list[float] | None
-    histogram_bounds: list[str] | None
-
-
-_RELATION_SQL = """
-SELECT c.oid::int8 AS relid, n.nspname::text AS schema_name, c.relname::text AS table_name,
-       c.relkind::text AS relkind
-FROM pg_catalog.pg_class AS c
-JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-WHERE c.oid = pg_catalog.to_regclass(
-    CASE WHEN %(schema)s::text IS NULL THEN pg_catalog.quote_ident(%(name)s)
-         ELSE pg_catalog.quote_ident(%(schema)s) || '.' || pg_catalog.quote_ident(%(name)s) END)
-"""
 
 _COLUMNS_SQL = """
 SELECT a.attname::text AS column_name, pg_catalog.format_type(a.atttypid, NULL) AS type_name
 FROM pg_catalog.pg_attribute AS a
 WHERE a.attrelid = %(relid)s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
-"""
-
-_STATS_SQL = """
-SELECT s.null_frac::float8 AS null_frac, s.n_distinct::float8 AS n_distinct,
-       s.most_common_vals::text::text[] AS most_common_vals,
-       s.most_common_freqs::float8[] AS most_common_freqs,
-       s.histogram_bounds::text::text[] AS histogram_bounds
-FROM pg_catalog.pg_stats AS s
-WHERE s.schemaname = %(schema)s AND s.tablename = %(table)s AND s.attname = %(column)s
-ORDER BY s.inherited DESC
-LIMIT 1
 """
 
 _TYPE_SQL = "SELECT pg_catalog.format_type(pg_catalog.to_regtype(%(name)s), NULL)"
@@ -119,14 +81,13 @@ class _Catalog:
 
     def __init__(self, conn: db.Connection) -> None:
         self.conn = conn
-        self._relations: dict[tuple[str | None, str], _Relation | None] = {}
+        self._relations: dict[tuple[str | None, str], Relation | None] = {}
         self._columns: dict[int, dict[str, str]] = {}
 
-    def relation(self, table: TableRef) -> _Relation | None:
+    def relation(self, table: TableRef) -> Relation | None:
         key = (table.schema, table.name)
         if key not in self._relations:
-            self._relations[key] = db.fetch_one(self.conn, _RELATION_SQL,
-                                                {"schema": table.schema, "name": table.name}, _Relation)
+            self._relations[key] = catalog.relation(self.conn, table.schema, table.name)
         return self._relations[key]
 
     def columns(self, table: TableRef) -> dict[str, str]:
@@ -199,8 +160,10 @@ def _expression_type(catalog: _Catalog, table: TableRef, expression: str) -> str
     probe = db.SQL(
         "SELECT pg_catalog.format_type(pg_catalog.pg_typeof(s.x), NULL) FROM (VALUES (1)) AS d(one) "
         "LEFT JOIN LATERAL (SELECT {expression} AS x FROM {table} LIMIT 0) AS s ON true"
-    ).format(expression=db.SQL(expression),  # parsed and deparsed by pglast: not user text
-             table=db.Identifier(relation.schema_name, relation.table_name))
+    ).format(
+        expression=db.SQL(expression),  # parsed and deparsed by pglast: not user text
+        table=db.Identifier(relation.schema_name, relation.table_name),
+    )
     text = probe.as_string(catalog.conn)
     try:
         check_readonly_select(text, catalog.conn)
@@ -254,8 +217,8 @@ def infer_parameter_types(conn: db.Connection, text: str) -> dict[int, str]:
 
 
 def column_stats(conn: db.Connection, schema: str, table: str, column: str) -> ColumnStats | None:
-    """pg_stats for one column (the inheritance-tree row first for partitioned tables)."""
-    return db.fetch_one(conn, _STATS_SQL, {"schema": schema, "table": table, "column": column}, ColumnStats)
+    """One column's planner statistics (see auditor.catalog)."""
+    return catalog.column_stats(conn, schema, table, column)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +241,7 @@ class _Pool:
         return self.histogram[index]
 
 
-def _sampled_values(conn: db.Connection, relation: _Relation, value: db.SQL | db.Identifier, limit: int) -> list[str]:
+def _sampled_values(conn: db.Connection, relation: Relation, value: db.SQL | db.Identifier, limit: int) -> list[str]:
     """A few distinct non-NULL values of a column or expression, read from the table itself.
 
     Used when pg_stats has nothing (no ANALYZE yet, or an expression): TABLESAMPLE SYSTEM reads about
@@ -287,13 +250,22 @@ def _sampled_values(conn: db.Connection, relation: _Relation, value: db.SQL | db
     table = db.Identifier(relation.schema_name, relation.table_name)
     queries = []
     if relation.relkind in ("r", "m", "p"):
-        queries.append(db.SQL("SELECT DISTINCT ({value})::text AS v FROM {table} TABLESAMPLE SYSTEM (1) "
-                              "WHERE ({value}) IS NOT NULL LIMIT {limit}"))
-    queries.append(db.SQL("SELECT DISTINCT v FROM (SELECT ({value})::text AS v FROM {table} "
-                          "WHERE ({value}) IS NOT NULL LIMIT {scan}) AS s LIMIT {limit}"))
+        queries.append(
+            db.SQL(
+                "SELECT DISTINCT ({value})::text AS v FROM {table} TABLESAMPLE SYSTEM (1) "
+                "WHERE ({value}) IS NOT NULL LIMIT {limit}"
+            )
+        )
+    queries.append(
+        db.SQL(
+            "SELECT DISTINCT v FROM (SELECT ({value})::text AS v FROM {table} "
+            "WHERE ({value}) IS NOT NULL LIMIT {scan}) AS s LIMIT {limit}"
+        )
+    )
     for query in queries:
-        text = query.format(value=value, table=table, limit=db.Literal(limit),
-                            scan=db.Literal(limit * 50)).as_string(conn)
+        text = query.format(value=value, table=table, limit=db.Literal(limit), scan=db.Literal(limit * 50)).as_string(
+            conn
+        )
         # The expression comes from the workload's statement: it must pass the read-only allow-list.
         check_readonly_select(text, conn)
         values = [str(row["v"]) for row in db.fetch_dicts(conn, text) if row["v"] is not None]
@@ -302,15 +274,17 @@ def _sampled_values(conn: db.Connection, relation: _Relation, value: db.SQL | db
     return []
 
 
-def _expression_pool(conn: db.Connection, catalog: _Catalog, table: TableRef, expression: str,
-                     arguments: Mapping[int, str]) -> _Pool:
+def _expression_pool(
+    conn: db.Connection, catalog: _Catalog, table: TableRef, expression: str, arguments: Mapping[int, str]
+) -> _Pool:
     """Real values of an expression (``lower(email)``, ``created_at::date``) sampled from its table."""
     relation = catalog.relation(table)
     if relation is None:
         return _Pool((), (), ())
     # A placeholder inside the expression is a normalised constant: its known value, else NULL.
     bound = _replace_placeholders(
-        expression, lambda n: db.Literal(arguments[n]).as_string(conn) if n in arguments else "NULL")
+        expression, lambda n: db.Literal(arguments[n]).as_string(conn) if n in arguments else "NULL"
+    )
     try:
         sampled = _sampled_values(conn, relation, db.SQL(bound), 5)
     except UnsafeSQLError:
@@ -327,8 +301,9 @@ def _pool(conn: db.Connection, catalog: _Catalog, table: TableRef, column: str) 
     rare: list[str] = []
     histogram = tuple(stats.histogram_bounds or ()) if stats else ()
     if stats and stats.most_common_vals:
-        pairs = sorted(zip(stats.most_common_vals, stats.most_common_freqs or [], strict=False),
-                       key=lambda pair: -pair[1])
+        pairs = sorted(
+            zip(stats.most_common_vals, stats.most_common_freqs or [], strict=False), key=lambda pair: -pair[1]
+        )
         common = [value for value, _ in pairs]
         # The least common MCV is still frequent; a histogram value (never an MCV) is rarer.
         rare = [pairs[-1][0]] if len(pairs) > 1 else []
@@ -398,17 +373,22 @@ def sample_parameters(conn: db.Connection, shape: QueryShape, n_samples: int = 3
     types = _infer(catalog, shape)
     pools: dict[tuple[TableRef, str], _Pool] = {}
 
-
-    arguments = {n: _FUNCTION_ARGUMENTS[u.function] for n, u in shape.parameters.items()
-                 if u.function in _FUNCTION_ARGUMENTS and u.column is None and u.expression is None}
+    arguments = {
+        n: _FUNCTION_ARGUMENTS[u.function]
+        for n, u in shape.parameters.items()
+        if u.function in _FUNCTION_ARGUMENTS and u.column is None and u.expression is None
+    }
 
     def pool_for(use: ParamUse) -> _Pool | None:
         if use.table is None or (use.column is None and use.expression is None):
             return None
         key = (use.table, use.column or use.expression or "")
         if key not in pools:
-            pools[key] = (_pool(conn, catalog, use.table, use.column) if use.column is not None else
-                          _expression_pool(conn, catalog, use.table, use.expression or "", arguments))
+            pools[key] = (
+                _pool(conn, catalog, use.table, use.column)
+                if use.column is not None
+                else _expression_pool(conn, catalog, use.table, use.expression or "", arguments)
+            )
         return pools[key]
 
     # Placeholders of one IN list get different values; bounds of one column are paired.
@@ -426,15 +406,22 @@ def sample_parameters(conn: db.Connection, shape: QueryShape, n_samples: int = 3
         values: dict[int, str] = {}
         for number, type_name in types.items():
             param = shape.parameters.get(number)
-            values[number] = _sample_value(number, param, type_name, k, pool_for(param) if param else None,
-                                           in_lists, bounded)
+            values[number] = _sample_value(
+                number, param, type_name, k, pool_for(param) if param else None, in_lists, bounded
+            )
         samples.append(values)
     return samples
 
 
-def _sample_value(number: int, use: ParamUse | None, type_name: str, k: int, pool: _Pool | None,
-                  in_lists: Mapping[tuple[TableRef | None, str | None], list[int]],
-                  bounded: Mapping[tuple[TableRef | None, str | None], set[str]]) -> str:
+def _sample_value(
+    number: int,
+    use: ParamUse | None,
+    type_name: str,
+    k: int,
+    pool: _Pool | None,
+    in_lists: Mapping[tuple[TableRef | None, str | None], list[int]],
+    bounded: Mapping[tuple[TableRef | None, str | None], set[str]],
+) -> str:
     if use is None:
         return _default_value(type_name, k)
     if use.context == "limit":
@@ -476,10 +463,25 @@ def _checked_type(type_name: str) -> str:
     stmt = statements[0].stmt if len(statements) == 1 else None
     target = stmt.targetList if isinstance(stmt, ast.SelectStmt) and stmt.targetList else ()
     cast = target[0].val if len(target) == 1 else None
-    others = ("fromClause", "whereClause", "groupClause", "havingClause", "sortClause", "limitCount",
-              "withClause", "intoClause", "lockingClause", "distinctClause", "windowClause")
-    if (not isinstance(cast, ast.TypeCast) or not isinstance(cast.arg, ast.A_Const) or not cast.arg.isnull
-            or any(getattr(stmt, name, None) for name in others)):
+    others = (
+        "fromClause",
+        "whereClause",
+        "groupClause",
+        "havingClause",
+        "sortClause",
+        "limitCount",
+        "withClause",
+        "intoClause",
+        "lockingClause",
+        "distinctClause",
+        "windowClause",
+    )
+    if (
+        not isinstance(cast, ast.TypeCast)
+        or not isinstance(cast.arg, ast.A_Const)
+        or not cast.arg.isnull
+        or any(getattr(stmt, name, None) for name in others)
+    ):
         raise ParameterError(f"{type_name!r} is not a type name")
     return deparse(cast.typeName)
 
@@ -514,12 +516,12 @@ def generic_plan_sql(text: str, types: Mapping[int, str] | None = None) -> str:
     shape = parse_query(text)
     if shape.is_utility:
         raise UnsafeSQLError(
-            f"only SELECT, INSERT, UPDATE, DELETE or MERGE can be planned, not {shape.utility_command}")
+            f"only SELECT, INSERT, UPDATE, DELETE or MERGE can be planned, not {shape.utility_command}"
+        )
     body = shape.text
     if types:
         known = dict(types)
-        body = _replace_placeholders(
-            body, lambda n: f"(${n}::{_checked_type(known[n])})" if n in known else f"${n}")
+        body = _replace_placeholders(body, lambda n: f"(${n}::{_checked_type(known[n])})" if n in known else f"${n}")
     return f"EXPLAIN (GENERIC_PLAN) {body}"
 
 

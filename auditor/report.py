@@ -20,7 +20,9 @@ def render(report: AuditReport | dict[str, Any], fmt: str) -> str:
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f} ms"
+    if value is None:
+        return "-"
+    return f"{value:,.1f} ms" if value >= 10 else f"{value:.3g} ms"
 
 
 def _text(doc: dict[str, Any]) -> str:

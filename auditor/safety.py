@@ -24,6 +24,7 @@ from pglast import ast, enums, parser
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 
+from auditor import catalog
 from exporter import db
 from exporter.errors import UnsafeSQLError
 
@@ -43,51 +44,189 @@ INDEX_METHODS = frozenset({"btree", "hash", "gin", "gist", "brin"})
 
 #: Refused by name whatever pg_proc says: side effects outside the transaction, other sessions, files,
 #: sequences, sleeping, or running SQL given as a string.
-DENIED_FUNCTIONS = frozenset({
-    "set_config", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile",
-    "pg_read_file", "pg_read_binary_file", "pg_stat_file", "pg_sleep", "pg_sleep_for", "pg_sleep_until",
-    "nextval", "setval", "currval", "lastval", "pg_notify", "pg_switch_wal", "pg_promote",
-    "pg_create_restore_point", "pg_backup_start", "pg_backup_stop", "pg_log_backend_memory_contexts",
-    "pg_import_system_collations", "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
-    "cursor_to_xml", "cursor_to_xmlschema", "ts_stat", "txid_current", "pg_current_xact_id",
-    "hypopg_create_index", "hypopg_reset", "hypopg_drop_index", "pg_stat_statements_reset",
-    "pg_qualstats_reset", "pg_prewarm", "pg_partition_tree",
-})
-DENIED_PREFIXES = ("lo_", "dblink", "pg_advisory", "pg_try_advisory", "pg_stat_reset", "pg_create_",
-                   "pg_drop_", "pg_replication_", "pg_logical_", "pg_wal_replay_", "pg_ls_", "pg_file_",
-                   "pg_read_", "pg_sleep", "pg_stat_statements_reset")
+DENIED_FUNCTIONS = frozenset(
+    {
+        "set_config",
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_stat_file",
+        "pg_sleep",
+        "pg_sleep_for",
+        "pg_sleep_until",
+        "nextval",
+        "setval",
+        "currval",
+        "lastval",
+        "pg_notify",
+        "pg_switch_wal",
+        "pg_promote",
+        "pg_create_restore_point",
+        "pg_backup_start",
+        "pg_backup_stop",
+        "pg_log_backend_memory_contexts",
+        "pg_import_system_collations",
+        "query_to_xml",
+        "query_to_xmlschema",
+        "query_to_xml_and_xmlschema",
+        "cursor_to_xml",
+        "cursor_to_xmlschema",
+        "ts_stat",
+        "txid_current",
+        "pg_current_xact_id",
+        "hypopg_create_index",
+        "hypopg_reset",
+        "hypopg_drop_index",
+        "pg_stat_statements_reset",
+        "pg_qualstats_reset",
+        "pg_prewarm",
+        "pg_partition_tree",
+    }
+)
+DENIED_PREFIXES = (
+    "lo_",
+    "dblink",
+    "pg_advisory",
+    "pg_try_advisory",
+    "pg_stat_reset",
+    "pg_create_",
+    "pg_drop_",
+    "pg_replication_",
+    "pg_logical_",
+    "pg_wal_replay_",
+    "pg_ls_",
+    "pg_file_",
+    "pg_read_",
+    "pg_sleep",
+    "pg_stat_statements_reset",
+)
 
 # Node types a read-only SELECT may contain; anything else (INTO, locking, DML, utility) is refused.
-_SELECT_NODES: frozenset[type[Any]] = frozenset({
-    ast.SelectStmt, ast.ResTarget, ast.ColumnRef, ast.A_Star, ast.A_Const, ast.String, ast.Integer,
-    ast.Float, ast.Boolean, ast.BitString, ast.ParamRef, ast.A_Expr, ast.BoolExpr, ast.NullTest,
-    ast.BooleanTest, ast.SubLink, ast.FuncCall, ast.TypeCast, ast.TypeName, ast.RangeVar, ast.Alias,
-    ast.RangeSubselect, ast.RangeFunction, ast.JoinExpr, ast.SortBy, ast.WindowDef, ast.CaseExpr,
-    ast.CaseWhen, ast.CoalesceExpr, ast.MinMaxExpr, ast.A_ArrayExpr, ast.A_Indirection, ast.A_Indices,
-    ast.CollateClause, ast.RowExpr, ast.SQLValueFunction, ast.GroupingSet, ast.GroupingFunc,
-    ast.RangeTableSample, ast.WithClause, ast.CommonTableExpr, ast.CTESearchClause, ast.CTECycleClause,
-    ast.NamedArgExpr, ast.ColumnDef, ast.XmlExpr, ast.XmlSerialize, ast.RangeTableFunc,
-    ast.RangeTableFuncCol, ast.JsonValueExpr, ast.JsonOutput, ast.JsonFormat, ast.JsonReturning,
-    ast.JsonObjectConstructor, ast.JsonArrayConstructor, ast.JsonArrayQueryConstructor, ast.JsonKeyValue,
-    ast.JsonIsPredicate, ast.JsonFuncExpr, ast.JsonAggConstructor, ast.JsonObjectAgg, ast.JsonArrayAgg,
-    ast.JsonParseExpr, ast.JsonScalarExpr, ast.JsonSerializeExpr, ast.JsonArgument, ast.JsonBehavior,
-    ast.JsonTable, ast.JsonTablePathSpec, ast.JsonTableColumn, ast.ReturningClause,
-})
+_SELECT_NODES: frozenset[type[Any]] = frozenset(
+    {
+        ast.SelectStmt,
+        ast.ResTarget,
+        ast.ColumnRef,
+        ast.A_Star,
+        ast.A_Const,
+        ast.String,
+        ast.Integer,
+        ast.Float,
+        ast.Boolean,
+        ast.BitString,
+        ast.ParamRef,
+        ast.A_Expr,
+        ast.BoolExpr,
+        ast.NullTest,
+        ast.BooleanTest,
+        ast.SubLink,
+        ast.FuncCall,
+        ast.TypeCast,
+        ast.TypeName,
+        ast.RangeVar,
+        ast.Alias,
+        ast.RangeSubselect,
+        ast.RangeFunction,
+        ast.JoinExpr,
+        ast.SortBy,
+        ast.WindowDef,
+        ast.CaseExpr,
+        ast.CaseWhen,
+        ast.CoalesceExpr,
+        ast.MinMaxExpr,
+        ast.A_ArrayExpr,
+        ast.A_Indirection,
+        ast.A_Indices,
+        ast.CollateClause,
+        ast.RowExpr,
+        ast.SQLValueFunction,
+        ast.GroupingSet,
+        ast.GroupingFunc,
+        ast.RangeTableSample,
+        ast.WithClause,
+        ast.CommonTableExpr,
+        ast.CTESearchClause,
+        ast.CTECycleClause,
+        ast.NamedArgExpr,
+        ast.ColumnDef,
+        ast.XmlExpr,
+        ast.XmlSerialize,
+        ast.RangeTableFunc,
+        ast.RangeTableFuncCol,
+        ast.JsonValueExpr,
+        ast.JsonOutput,
+        ast.JsonFormat,
+        ast.JsonReturning,
+        ast.JsonObjectConstructor,
+        ast.JsonArrayConstructor,
+        ast.JsonArrayQueryConstructor,
+        ast.JsonKeyValue,
+        ast.JsonIsPredicate,
+        ast.JsonFuncExpr,
+        ast.JsonAggConstructor,
+        ast.JsonObjectAgg,
+        ast.JsonArrayAgg,
+        ast.JsonParseExpr,
+        ast.JsonScalarExpr,
+        ast.JsonSerializeExpr,
+        ast.JsonArgument,
+        ast.JsonBehavior,
+        ast.JsonTable,
+        ast.JsonTablePathSpec,
+        ast.JsonTableColumn,
+        ast.ReturningClause,
+    }
+)
 # Plain EXPLAIN (never executed) of a DML statement may also contain these.
-_DML_NODES: frozenset[type[Any]] = _SELECT_NODES | frozenset({
-    ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.OnConflictClause, ast.InferClause, ast.IndexElem,
-    ast.MultiAssignRef, ast.ReturningOption,
-})
+_DML_NODES: frozenset[type[Any]] = _SELECT_NODES | frozenset(
+    {
+        ast.InsertStmt,
+        ast.UpdateStmt,
+        ast.DeleteStmt,
+        ast.OnConflictClause,
+        ast.InferClause,
+        ast.IndexElem,
+        ast.MultiAssignRef,
+        ast.ReturningOption,
+    }
+)
 # Index expressions and predicates: scalar, deterministic building blocks only.
-_INDEX_EXPR_NODES: frozenset[type[Any]] = frozenset({
-    ast.ColumnRef, ast.A_Const, ast.String, ast.Integer, ast.Float, ast.Boolean, ast.BitString,
-    ast.TypeCast, ast.TypeName, ast.FuncCall, ast.A_Expr, ast.BoolExpr, ast.NullTest, ast.BooleanTest,
-    ast.CoalesceExpr, ast.MinMaxExpr, ast.CaseExpr, ast.CaseWhen, ast.A_ArrayExpr, ast.CollateClause,
-    ast.A_Indirection, ast.A_Indices, ast.NamedArgExpr, ast.RowExpr,
-})
-_NOT_IMMUTABLE_NODES = {ast.SQLValueFunction: "CURRENT_DATE/CURRENT_TIMESTAMP/CURRENT_USER ... change over time",
-                        ast.SubLink: "subqueries are not allowed in an index",
-                        ast.ParamRef: "placeholders ($n) are not allowed in an index"}
+_INDEX_EXPR_NODES: frozenset[type[Any]] = frozenset(
+    {
+        ast.ColumnRef,
+        ast.A_Const,
+        ast.String,
+        ast.Integer,
+        ast.Float,
+        ast.Boolean,
+        ast.BitString,
+        ast.TypeCast,
+        ast.TypeName,
+        ast.FuncCall,
+        ast.A_Expr,
+        ast.BoolExpr,
+        ast.NullTest,
+        ast.BooleanTest,
+        ast.CoalesceExpr,
+        ast.MinMaxExpr,
+        ast.CaseExpr,
+        ast.CaseWhen,
+        ast.A_ArrayExpr,
+        ast.CollateClause,
+        ast.A_Indirection,
+        ast.A_Indices,
+        ast.NamedArgExpr,
+        ast.RowExpr,
+    }
+)
+_NOT_IMMUTABLE_NODES = {
+    ast.SQLValueFunction: "CURRENT_DATE/CURRENT_TIMESTAMP/CURRENT_USER ... change over time",
+    ast.SubLink: "subqueries are not allowed in an index",
+    ast.ParamRef: "placeholders ($n) are not allowed in an index",
+}
 
 
 # -- models --------------------------------------------------------------------------------------------
@@ -159,11 +298,26 @@ def _one_statement(sql: str) -> Any:
 
 
 def _statement_name(stmt: Any) -> str:
-    names = {"SelectStmt": "SELECT", "InsertStmt": "INSERT", "UpdateStmt": "UPDATE", "DeleteStmt": "DELETE",
-             "MergeStmt": "MERGE", "IndexStmt": "CREATE INDEX", "DropStmt": "DROP", "CreateStmt": "CREATE TABLE",
-             "AlterTableStmt": "ALTER TABLE", "TransactionStmt": "transaction control",
-             "VariableSetStmt": "SET", "LockStmt": "LOCK", "TruncateStmt": "TRUNCATE", "CopyStmt": "COPY",
-             "ExplainStmt": "EXPLAIN", "DoStmt": "DO", "CallStmt": "CALL", "CreateTableAsStmt": "CREATE TABLE AS"}
+    names = {
+        "SelectStmt": "SELECT",
+        "InsertStmt": "INSERT",
+        "UpdateStmt": "UPDATE",
+        "DeleteStmt": "DELETE",
+        "MergeStmt": "MERGE",
+        "IndexStmt": "CREATE INDEX",
+        "DropStmt": "DROP",
+        "CreateStmt": "CREATE TABLE",
+        "AlterTableStmt": "ALTER TABLE",
+        "TransactionStmt": "transaction control",
+        "VariableSetStmt": "SET",
+        "LockStmt": "LOCK",
+        "TruncateStmt": "TRUNCATE",
+        "CopyStmt": "COPY",
+        "ExplainStmt": "EXPLAIN",
+        "DoStmt": "DO",
+        "CallStmt": "CALL",
+        "CreateTableAsStmt": "CREATE TABLE AS",
+    }
     return names.get(type(stmt).__name__, type(stmt).__name__)
 
 
@@ -199,10 +353,10 @@ def _check_nodes(tree: Any, allowed: frozenset[type[Any]], what: str) -> None:
             raise UnsafeSQLError("refused: SELECT ... INTO creates a table")
         if isinstance(node, ast.LockingClause):
             raise UnsafeSQLError("refused: FOR UPDATE/SHARE locks rows")
-        if isinstance(node, ast.CommonTableExpr) and not isinstance(node.ctequery, ast.SelectStmt) \
-                and what == "SELECT":
-            raise UnsafeSQLError(f"refused: data-modifying CTE {node.ctename!r} "
-                                 f"({_statement_name(node.ctequery)} inside WITH)")
+        if isinstance(node, ast.CommonTableExpr) and not isinstance(node.ctequery, ast.SelectStmt) and what == "SELECT":
+            raise UnsafeSQLError(
+                f"refused: data-modifying CTE {node.ctename!r} ({_statement_name(node.ctequery)} inside WITH)"
+            )
         if type(node) not in allowed:
             raise UnsafeSQLError(f"refused: {_statement_name(node)} is not allowed in a {what} statement")
         if isinstance(node, ast.FuncCall):
@@ -226,8 +380,14 @@ def _index_expression(node: Any, where: str) -> None:
             if len(fields) != 1 or not isinstance(fields[0], ast.String):
                 raise UnsafeSQLError(f"refused: {where}: columns must be plain, unqualified names")
         if isinstance(sub, ast.FuncCall):
-            if sub.agg_star or sub.agg_distinct or sub.agg_order or sub.agg_filter or sub.over is not None \
-                    or sub.agg_within_group:
+            if (
+                sub.agg_star
+                or sub.agg_distinct
+                or sub.agg_order
+                or sub.agg_filter
+                or sub.over is not None
+                or sub.agg_within_group
+            ):
                 raise UnsafeSQLError(f"refused: {where}: aggregates and window functions are not allowed")
             _, name = _function_name(sub)
             if _denied(name):
@@ -280,14 +440,22 @@ def check_index_ddl(sql: str, *, allow_unique: bool = False) -> IndexDDL:
             raise UnsafeSQLError("refused: an index element must be a column or an expression")
         opclass = ".".join(_names(elem.opclass)) or None
         collation = ".".join(_names(elem.collation)) or None
-        nulls: dict[Any, bool] = {enums.SortByNulls.SORTBY_NULLS_FIRST: True,
-                                   enums.SortByNulls.SORTBY_NULLS_LAST: False}
+        nulls: dict[Any, bool] = {
+            enums.SortByNulls.SORTBY_NULLS_FIRST: True,
+            enums.SortByNulls.SORTBY_NULLS_LAST: False,
+        }
         if elem.ordering == enums.SortByDir.SORTBY_USING:
             raise UnsafeSQLError("refused: ORDER BY ... USING is not allowed in an index")
-        elements.append(IndexElement(
-            column=str(elem.name) if elem.name and elem.expr is None else None, expression=expression,
-            opclass=opclass, descending=elem.ordering == enums.SortByDir.SORTBY_DESC,
-            nulls_first=nulls.get(elem.nulls_ordering), collation=collation))
+        elements.append(
+            IndexElement(
+                column=str(elem.name) if elem.name and elem.expr is None else None,
+                expression=expression,
+                opclass=opclass,
+                descending=elem.ordering == enums.SortByDir.SORTBY_DESC,
+                nulls_first=nulls.get(elem.nulls_ordering),
+                collation=collation,
+            )
+        )
     if not elements:
         raise UnsafeSQLError("refused: the index has no key columns")
     include: list[str] = []
@@ -300,10 +468,18 @@ def check_index_ddl(sql: str, *, allow_unique: bool = False) -> IndexDDL:
         _index_expression(stmt.whereClause, "index predicate")
         where = _deparse(stmt.whereClause)
     return IndexDDL(
-        schema=str(relation.schemaname) if relation.schemaname else None, table=str(relation.relname),
-        name=str(stmt.idxname), method=method, elements=tuple(elements), include=tuple(include), where=where,
-        concurrently=bool(stmt.concurrent), if_not_exists=bool(stmt.if_not_exists), unique=bool(stmt.unique),
-        sql=_deparse(stmt))
+        schema=str(relation.schemaname) if relation.schemaname else None,
+        table=str(relation.relname),
+        name=str(stmt.idxname),
+        method=method,
+        elements=tuple(elements),
+        include=tuple(include),
+        where=where,
+        concurrently=bool(stmt.concurrent),
+        if_not_exists=bool(stmt.if_not_exists),
+        unique=bool(stmt.unique),
+        sql=_deparse(stmt),
+    )
 
 
 def _expression_columns(text: str) -> list[str]:
@@ -311,21 +487,16 @@ def _expression_columns(text: str) -> list[str]:
         tree = parser.parse_sql(f"SELECT {text}")
     except ParseError:
         return []
-    return [str(node.fields[-1].sval) for node in _walk(tree)
-            if isinstance(node, ast.ColumnRef) and node.fields and isinstance(node.fields[-1], ast.String)]
+    return [
+        str(node.fields[-1].sval)
+        for node in _walk(tree)
+        if isinstance(node, ast.ColumnRef) and node.fields and isinstance(node.fields[-1], ast.String)
+    ]
 
 
 # -- catalog checks ------------------------------------------------------------------------------------
 
 _PROTECTED_SCHEMAS = ("pg_catalog", "information_schema", "pgarch")
-
-
-@dataclass(frozen=True, slots=True)
-class _Relation:
-    relid: int
-    schema_name: str
-    table_name: str
-    relkind: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,16 +516,6 @@ class _Routine:
     argtypes: list[int]
     kind: str
 
-
-_RELATION_SQL = """
-SELECT c.oid::int8 AS relid, n.nspname::text AS schema_name, c.relname::text AS table_name,
-       c.relkind::text AS relkind
-FROM pg_catalog.pg_class AS c
-JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-WHERE c.oid = pg_catalog.to_regclass(
-    CASE WHEN %(schema)s::text IS NULL THEN pg_catalog.quote_ident(%(name)s)
-         ELSE pg_catalog.quote_ident(%(schema)s) || '.' || pg_catalog.quote_ident(%(name)s) END)
-"""
 
 _COLUMNS_SQL = """
 SELECT a.attname::text AS column_name, a.atttypid::int8 AS type_oid
@@ -415,10 +576,6 @@ _VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
 _UNKNOWN = 0  # a type the check cannot tell from the text (an untyped literal, a nested expression)
 
 
-def _relation(conn: db.Connection, schema: str | None, name: str) -> _Relation | None:
-    return db.fetch_one(conn, _RELATION_SQL, {"schema": schema, "name": name}, _Relation)
-
-
 def _type_oid(conn: db.Connection, type_name: Any) -> int:
     oid = db.fetch_value(conn, _TYPE_OID_SQL, {"name": _deparse(type_name)})
     return int(oid) if oid else _UNKNOWN
@@ -461,9 +618,9 @@ def _narrow(candidates: list[_Routine], argtypes: Sequence[int]) -> list[_Routin
     Exact matches on every known argument first; failing that, on each single known argument (an
     implicit cast on the other one, as in ``numeric_col > 0``); failing that, all candidates.
     """
+
     def matching(positions: Sequence[int]) -> list[_Routine]:
-        return [r for r in candidates
-                if all(i < len(r.argtypes) and r.argtypes[i] == argtypes[i] for i in positions)]
+        return [r for r in candidates if all(i < len(r.argtypes) and r.argtypes[i] == argtypes[i] for i in positions)]
 
     known = [i for i, t in enumerate(argtypes) if t != _UNKNOWN]
     if not known:
@@ -487,8 +644,9 @@ def _require_immutable(what: str, candidates: list[_Routine], where: str) -> Non
     if "i" not in volatilities:
         found = "/".join(sorted(_VOLATILITY.get(v, v) for v in volatilities))
         raise UnsafeSQLError(f"refused: {where}: {what} is {found}, an index needs IMMUTABLE")
-    raise UnsafeSQLError(f"refused: {where}: cannot tell which {what} is meant and not all are IMMUTABLE; "
-                         "add explicit casts")
+    raise UnsafeSQLError(
+        f"refused: {where}: cannot tell which {what} is meant and not all are IMMUTABLE; add explicit casts"
+    )
 
 
 def _check_immutable(conn: db.Connection, node: Any, types: _Types, where: str) -> None:
@@ -499,11 +657,17 @@ def _check_immutable(conn: db.Connection, node: Any, types: _Types, where: str) 
         if isinstance(sub, ast.FuncCall):
             schema, name = _function_name(sub)
             args = list(sub.args or ())
-            candidates = [r for r in _routines(conn, _FUNCTIONS_SQL, schema, name)
-                          if r.kind == "f" and _arity_matches(r, len(args))]
+            candidates = [
+                r
+                for r in _routines(conn, _FUNCTIONS_SQL, schema, name)
+                if r.kind == "f" and _arity_matches(r, len(args))
+            ]
             _require_immutable(f"function {name}()", _narrow(candidates, [types.of(a) for a in args]), where)
-        elif isinstance(sub, ast.A_Expr) and sub.kind in (enums.A_Expr_Kind.AEXPR_OP, enums.A_Expr_Kind.AEXPR_OP_ANY,
-                                                          enums.A_Expr_Kind.AEXPR_OP_ALL):
+        elif isinstance(sub, ast.A_Expr) and sub.kind in (
+            enums.A_Expr_Kind.AEXPR_OP,
+            enums.A_Expr_Kind.AEXPR_OP_ANY,
+            enums.A_Expr_Kind.AEXPR_OP_ALL,
+        ):
             names = _names(sub.name)
             if not names:
                 continue
@@ -528,11 +692,16 @@ def _check_immutable(conn: db.Connection, node: Any, types: _Types, where: str) 
             row = db.fetch_dicts(conn, _CAST_SQL, {"source": source, "target": target})
             if row:
                 cast = row[0]
-                volatility = cast["volatility"] if cast["method"] == "f" else (
-                    cast["input_volatility"] if cast["method"] == "i" else "i")
+                volatility = (
+                    cast["volatility"]
+                    if cast["method"] == "f"
+                    else (cast["input_volatility"] if cast["method"] == "i" else "i")
+                )
                 if volatility and volatility != "i":
-                    raise UnsafeSQLError(f"refused: {where}: the cast to {_deparse(sub.typeName)} is "
-                                         f"{_VOLATILITY.get(volatility, volatility)}, an index needs IMMUTABLE")
+                    raise UnsafeSQLError(
+                        f"refused: {where}: the cast to {_deparse(sub.typeName)} is "
+                        f"{_VOLATILITY.get(volatility, volatility)}, an index needs IMMUTABLE"
+                    )
 
 
 def check_index_target(conn: db.Connection, ddl: IndexDDL) -> IndexDDL:
@@ -542,23 +711,31 @@ def check_index_target(conn: db.Connection, ddl: IndexDDL) -> IndexDDL:
     schema; every column must exist; every function, operator and cast in expressions and the predicate
     must be IMMUTABLE (PostgreSQL re-checks this when it builds the index).
     """
-    relation = _relation(conn, ddl.schema, ddl.table)
+    relation = catalog.relation(conn, ddl.schema, ddl.table)
     target = f"{ddl.schema}.{ddl.table}" if ddl.schema else ddl.table
     if relation is None:
         raise UnsafeSQLError(f"refused: table {target} does not exist in this database")
     if relation.schema_name in _PROTECTED_SCHEMAS or relation.schema_name.startswith(("pg_toast", "pg_temp")):
-        raise UnsafeSQLError(f"refused: {relation.schema_name}.{relation.table_name} is a system or pg-architect "
-                             "table")
+        raise UnsafeSQLError(f"refused: {relation.schema_name}.{relation.table_name} is a system or pg-architect table")
     if relation.relkind not in ("r", "p"):
-        kinds = {"v": "a view", "m": "a materialized view", "f": "a foreign table", "S": "a sequence",
-                 "i": "an index", "I": "a partitioned index", "c": "a composite type", "t": "a TOAST table"}
+        kinds = {
+            "v": "a view",
+            "m": "a materialized view",
+            "f": "a foreign table",
+            "S": "a sequence",
+            "i": "an index",
+            "I": "a partitioned index",
+            "c": "a composite type",
+            "t": "a TOAST table",
+        }
         raise UnsafeSQLError(f"refused: {target} is {kinds.get(relation.relkind, 'not a table')}, not a table")
     rows = db.fetch(conn, _COLUMNS_SQL, {"relid": relation.relid}, _Column)
     columns = {row.column_name: row.type_oid for row in rows}
     missing = [c for c in ddl.columns if c not in columns]
     if missing:
-        raise UnsafeSQLError(f"refused: column {', '.join(missing)} does not exist in "
-                             f"{relation.schema_name}.{relation.table_name}")
+        raise UnsafeSQLError(
+            f"refused: column {', '.join(missing)} does not exist in {relation.schema_name}.{relation.table_name}"
+        )
     types = _Types(conn, columns)
     tree: Any = parser.parse_sql(ddl.sql)[0].stmt
     for elem in tree.indexParams or ():
@@ -566,9 +743,19 @@ def check_index_target(conn: db.Connection, ddl: IndexDDL) -> IndexDDL:
             _check_immutable(conn, elem.expr, types, "index expression")
     if tree.whereClause is not None:
         _check_immutable(conn, tree.whereClause, types, "index predicate")
-    return IndexDDL(schema=relation.schema_name, table=ddl.table, name=ddl.name, method=ddl.method,
-                    elements=ddl.elements, include=ddl.include, where=ddl.where, concurrently=ddl.concurrently,
-                    if_not_exists=ddl.if_not_exists, unique=ddl.unique, sql=ddl.sql)
+    return IndexDDL(
+        schema=relation.schema_name,
+        table=ddl.table,
+        name=ddl.name,
+        method=ddl.method,
+        elements=ddl.elements,
+        include=ddl.include,
+        where=ddl.where,
+        concurrently=ddl.concurrently,
+        if_not_exists=ddl.if_not_exists,
+        unique=ddl.unique,
+        sql=ddl.sql,
+    )
 
 
 # -- read-only SELECT --------------------------------------------------------------------------------
@@ -587,13 +774,17 @@ def _check_volatility(conn: db.Connection, tree: Any, depth: int) -> None:
             if any(r.kind == "p" for r in candidates):
                 raise UnsafeSQLError(f"refused: {name} is a procedure")
             if any(r.volatility == "v" for r in candidates):
-                raise UnsafeSQLError(f"refused: function {name}() is VOLATILE (it may change data or have side "
-                                     "effects)")
+                raise UnsafeSQLError(
+                    f"refused: function {name}() is VOLATILE (it may change data or have side effects)"
+                )
         elif isinstance(node, ast.A_Expr):
             names = _names(node.name)
-            if names and node.kind not in (enums.A_Expr_Kind.AEXPR_BETWEEN, enums.A_Expr_Kind.AEXPR_NOT_BETWEEN,
-                                           enums.A_Expr_Kind.AEXPR_BETWEEN_SYM,
-                                           enums.A_Expr_Kind.AEXPR_NOT_BETWEEN_SYM):
+            if names and node.kind not in (
+                enums.A_Expr_Kind.AEXPR_BETWEEN,
+                enums.A_Expr_Kind.AEXPR_NOT_BETWEEN,
+                enums.A_Expr_Kind.AEXPR_BETWEEN_SYM,
+                enums.A_Expr_Kind.AEXPR_NOT_BETWEEN_SYM,
+            ):
                 schema = names[-2] if len(names) > 1 else None
                 volatile = [r for r in _routines(conn, _OPERATORS_SQL, schema, names[-1]) if r.volatility == "v"]
                 if volatile:
@@ -602,12 +793,11 @@ def _check_volatility(conn: db.Connection, tree: Any, depth: int) -> None:
             type_oid = _type_oid(conn, node.typeName)
             for row in db.fetch_dicts(conn, _TYPE_ROUTINES_SQL, {"type": type_oid}) if type_oid else ():
                 if row["volatility"] == "v":
-                    raise UnsafeSQLError(f"refused: casting to {_deparse(node.typeName)} runs VOLATILE "
-                                         f"{row['name']}()")
+                    raise UnsafeSQLError(f"refused: casting to {_deparse(node.typeName)} runs VOLATILE {row['name']}()")
         elif isinstance(node, ast.RangeVar):
             if not node.schemaname and node.relname in ctes:
                 continue
-            relation = _relation(conn, node.schemaname, str(node.relname))
+            relation = catalog.relation(conn, node.schemaname, str(node.relname))
             if relation is None:
                 raise UnsafeSQLError(f"refused: relation {node.relname} does not exist")
             if relation.relkind == "f":

@@ -49,6 +49,14 @@ def audit(dsn: str, kb_dsn: str, min_mean_ms: str = "0.5", **env: str) -> dict[s
     return json.loads(proc.stdout)
 
 
+def small_shop(server: ServerInfo, name: str, orders: int) -> str:
+    """A small shop database whose workload has run (5,000 customers)."""
+    dsn = demo.load(server.dsn(), server.dsn, name=name, progress=lambda m: None, reset_statements=False,
+                    customers=5000, orders=orders, jobs=5000)
+    demo.run_workload(dsn, demo.workload(5000, calls=5))
+    return dsn
+
+
 @pytest.fixture(scope="module")
 def debian_shop(debian_pg: ServerInfo) -> Iterator[str]:
     dsn = demo.load(
@@ -134,17 +142,7 @@ def test_staging_method_measures_on_the_staging_server(embedded_pg: ServerInfo) 
 
 
 def test_forced_hypothetical_without_hypopg_says_why_nothing_was_measured(embedded_pg: ServerInfo) -> None:
-    prod = demo.load(
-        embedded_pg.dsn(),
-        embedded_pg.dsn,
-        name="measure_nohypo",
-        progress=lambda m: None,
-        reset_statements=False,
-        customers=5000,
-        orders=20000,
-        jobs=5000,
-    )
-    demo.run_workload(prod, demo.workload(5000, calls=5))
+    prod = small_shop(embedded_pg, "measure_nohypo", orders=20000)
     kb = make_database(embedded_pg, "measure_kb_nohypo", ("vector",))
     report = audit(prod, kb, min_mean_ms="0.05", measurement_mode="hypothetical")
     q = find(report, "orders WHERE customer_id")
@@ -152,17 +150,7 @@ def test_forced_hypothetical_without_hypopg_says_why_nothing_was_measured(embedd
 
 
 def test_tables_over_the_size_limit_are_not_built_on_production(embedded_pg: ServerInfo) -> None:
-    prod = demo.load(
-        embedded_pg.dsn(),
-        embedded_pg.dsn,
-        name="measure_big",
-        progress=lambda m: None,
-        reset_statements=False,
-        customers=5000,
-        orders=20000,
-        jobs=5000,
-    )
-    demo.run_workload(prod, demo.workload(5000, calls=5))
+    prod = small_shop(embedded_pg, "measure_big", orders=20000)
     kb = make_database(embedded_pg, "measure_kb_big", ("vector",))
     report = audit(prod, kb, min_mean_ms="0.05", measurement_max_table_bytes="100000")
     q = find(report, "orders WHERE customer_id")
@@ -171,17 +159,7 @@ def test_tables_over_the_size_limit_are_not_built_on_production(embedded_pg: Ser
 
 
 def test_existing_index_is_never_recommended_again(embedded_pg: ServerInfo) -> None:
-    prod = demo.load(
-        embedded_pg.dsn(),
-        embedded_pg.dsn,
-        name="measure_covered",
-        progress=lambda m: None,
-        reset_statements=False,
-        customers=5000,
-        orders=60000,
-        jobs=5000,
-    )
-    demo.run_workload(prod, demo.workload(5000, calls=5))
+    prod = small_shop(embedded_pg, "measure_covered", orders=60000)
     # Created after the statistics were collected, as the notes warn: the catalog as it is now counts.
     with psycopg.connect(prod, autocommit=True) as conn:
         conn.execute("CREATE INDEX orders_by_customer ON orders (customer_id, created_at, status)")
