@@ -110,6 +110,11 @@ def indexes(conn: db.Connection, table_oids: Sequence[int]) -> list[IndexInfo]:
     )
 
 
+def sql(conn: db.Connection, name: str) -> str:
+    """The text of the auditor's query ``name`` for this server's version (auditor/queries/)."""
+    return QUERIES.get(name, db.server_version_num(conn))
+
+
 def column_stats(conn: db.Connection, schema: str, table: str, column: str) -> ColumnStats | None:
     return db.fetch_one(
         conn,

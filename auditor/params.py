@@ -66,16 +66,6 @@ class _ColumnType:
     type_name: str
 
 
-_COLUMNS_SQL = """
-SELECT a.attname::text AS column_name, pg_catalog.format_type(a.atttypid, NULL) AS type_name
-FROM pg_catalog.pg_attribute AS a
-WHERE a.attrelid = %(relid)s AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
-
-_TYPE_SQL = "SELECT pg_catalog.format_type(pg_catalog.to_regtype(%(name)s), NULL)"
-
-
 class _Catalog:
     """Per-call cache of the catalog facts parameter inference needs."""
 
@@ -96,7 +86,7 @@ class _Catalog:
         if relation is None:
             return {}
         if relation.relid not in self._columns:
-            rows = db.fetch(self.conn, _COLUMNS_SQL, {"relid": relation.relid}, _ColumnType)
+            rows = db.fetch(self.conn, catalog.sql(self.conn, "params_columns"), {"relid": relation.relid}, _ColumnType)
             self._columns[relation.relid] = {row.column_name: row.type_name for row in rows}
         return self._columns[relation.relid]
 
@@ -110,7 +100,7 @@ class _Catalog:
 
     def type_name(self, name: str) -> str:
         """The catalog's spelling of a type name (``int4`` -> ``integer``); the input when unknown."""
-        value = db.fetch_value(self.conn, _TYPE_SQL, {"name": name})
+        value = db.fetch_value(self.conn, catalog.sql(self.conn, "type_name"), {"name": name})
         return str(value) if value else name
 
 

@@ -517,67 +517,15 @@ class _Routine:
     kind: str
 
 
-_COLUMNS_SQL = """
-SELECT a.attname::text AS column_name, a.atttypid::int8 AS type_oid
-FROM pg_catalog.pg_attribute AS a
-WHERE a.attrelid = %(relid)s AND a.attnum > 0 AND NOT a.attisdropped
-"""
-
-_FUNCTIONS_SQL = """
-SELECT p.oid::int8 AS oid, n.nspname::text AS schema_name, p.provolatile::text AS volatility,
-       p.pronargs::int AS nargs, p.pronargdefaults::int AS ndefaults, p.provariadic <> 0 AS variadic,
-       p.proargtypes::oid[]::int8[] AS argtypes, p.prokind::text AS kind
-FROM pg_catalog.pg_proc AS p
-JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
-WHERE p.proname = %(name)s
-  AND (CASE WHEN %(schema)s::text IS NULL THEN n.nspname = ANY (pg_catalog.current_schemas(true))
-            ELSE n.nspname = %(schema)s END)
-"""
-
-_OPERATORS_SQL = """
-SELECT p.oid::int8 AS oid, n.nspname::text AS schema_name, p.provolatile::text AS volatility,
-       p.pronargs::int AS nargs, 0 AS ndefaults, false AS variadic,
-       ARRAY[o.oprleft::int8, o.oprright::int8] AS argtypes, 'o' AS kind
-FROM pg_catalog.pg_operator AS o
-JOIN pg_catalog.pg_proc AS p ON p.oid = o.oprcode
-JOIN pg_catalog.pg_namespace AS n ON n.oid = o.oprnamespace
-WHERE o.oprname = %(name)s
-  AND (CASE WHEN %(schema)s::text IS NULL THEN n.nspname = ANY (pg_catalog.current_schemas(true))
-            ELSE n.nspname = %(schema)s END)
-"""
-
-_TYPE_OID_SQL = "SELECT pg_catalog.to_regtype(%(name)s)::oid::int8"
-
 # Functions a value of the type may run when cast: its input function and any cast function into it.
-_TYPE_ROUTINES_SQL = """
-SELECT p.proname::text AS name, p.provolatile::text AS volatility
-FROM pg_catalog.pg_type AS t
-JOIN pg_catalog.pg_proc AS p ON p.oid = t.typinput
-WHERE t.oid = %(type)s
-UNION ALL
-SELECT p.proname::text, p.provolatile::text
-FROM pg_catalog.pg_cast AS c
-JOIN pg_catalog.pg_proc AS p ON p.oid = c.castfunc
-WHERE c.casttarget = %(type)s
-"""
 
-_CAST_SQL = """
-SELECT c.castmethod::text AS method,
-       COALESCE((SELECT p.provolatile::text FROM pg_catalog.pg_proc AS p WHERE p.oid = c.castfunc), '') AS volatility,
-       (SELECT p.provolatile::text FROM pg_catalog.pg_type AS t JOIN pg_catalog.pg_proc AS p ON p.oid = t.typinput
-        WHERE t.oid = c.casttarget) AS input_volatility
-FROM pg_catalog.pg_cast AS c
-WHERE c.castsource = %(source)s AND c.casttarget = %(target)s
-"""
-
-_VIEW_SQL = "SELECT pg_catalog.pg_get_viewdef(%(relid)s::oid)"
 
 _VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
 _UNKNOWN = 0  # a type the check cannot tell from the text (an untyped literal, a nested expression)
 
 
 def _type_oid(conn: db.Connection, type_name: Any) -> int:
-    oid = db.fetch_value(conn, _TYPE_OID_SQL, {"name": _deparse(type_name)})
+    oid = db.fetch_value(conn, catalog.sql(conn, "type_oid"), {"name": _deparse(type_name)})
     return int(oid) if oid else _UNKNOWN
 
 
@@ -608,7 +556,11 @@ class _Types:
         if isinstance(node, ast.A_Const) and not node.isnull:
             literal_types = {ast.Integer: "integer", ast.Float: "numeric", ast.Boolean: "boolean"}
             name = literal_types.get(type(node.val))
-            return int(db.fetch_value(self.conn, _TYPE_OID_SQL, {"name": name}) or 0) if name else _UNKNOWN
+            return (
+                int(db.fetch_value(self.conn, catalog.sql(self.conn, "type_oid"), {"name": name}) or 0)
+                if name
+                else _UNKNOWN
+            )
         return _UNKNOWN
 
 
@@ -659,7 +611,7 @@ def _check_immutable(conn: db.Connection, node: Any, types: _Types, where: str) 
             args = list(sub.args or ())
             candidates = [
                 r
-                for r in _routines(conn, _FUNCTIONS_SQL, schema, name)
+                for r in _routines(conn, catalog.sql(conn, "safety_functions"), schema, name)
                 if r.kind == "f" and _arity_matches(r, len(args))
             ]
             _require_immutable(f"function {name}()", _narrow(candidates, [types.of(a) for a in args]), where)
@@ -679,7 +631,7 @@ def _check_immutable(conn: db.Connection, node: Any, types: _Types, where: str) 
                 left = right
             if right == _UNKNOWN and isinstance(sub.rexpr, ast.A_Const):
                 right = left
-            candidates = _routines(conn, _OPERATORS_SQL, schema, names[-1])
+            candidates = _routines(conn, catalog.sql(conn, "safety_operators"), schema, names[-1])
             if sub.lexpr is None:
                 candidates = [r for r in candidates if r.argtypes[0] == 0]
             _require_immutable(f"operator {names[-1]}", _narrow(candidates, [left, right]), where)
@@ -689,7 +641,7 @@ def _check_immutable(conn: db.Connection, node: Any, types: _Types, where: str) 
                 raise UnsafeSQLError(f"refused: {where}: type {_deparse(sub.typeName)} does not exist")
             if source in (_UNKNOWN, target):
                 continue
-            row = db.fetch_dicts(conn, _CAST_SQL, {"source": source, "target": target})
+            row = db.fetch_dicts(conn, catalog.sql(conn, "safety_cast"), {"source": source, "target": target})
             if row:
                 cast = row[0]
                 volatility = (
@@ -729,7 +681,7 @@ def check_index_target(conn: db.Connection, ddl: IndexDDL) -> IndexDDL:
             "t": "a TOAST table",
         }
         raise UnsafeSQLError(f"refused: {target} is {kinds.get(relation.relkind, 'not a table')}, not a table")
-    rows = db.fetch(conn, _COLUMNS_SQL, {"relid": relation.relid}, _Column)
+    rows = db.fetch(conn, catalog.sql(conn, "safety_columns"), {"relid": relation.relid}, _Column)
     columns = {row.column_name: row.type_oid for row in rows}
     missing = [c for c in ddl.columns if c not in columns]
     if missing:
@@ -768,7 +720,11 @@ def _check_volatility(conn: db.Connection, tree: Any, depth: int) -> None:
         if isinstance(node, ast.FuncCall):
             schema, name = _function_name(node)
             nargs = len(node.args or ())
-            candidates = [r for r in _routines(conn, _FUNCTIONS_SQL, schema, name) if _arity_matches(r, nargs)]
+            candidates = [
+                r
+                for r in _routines(conn, catalog.sql(conn, "safety_functions"), schema, name)
+                if _arity_matches(r, nargs)
+            ]
             if not candidates:
                 raise UnsafeSQLError(f"refused: function {name}() does not exist")
             if any(r.kind == "p" for r in candidates):
@@ -786,12 +742,18 @@ def _check_volatility(conn: db.Connection, tree: Any, depth: int) -> None:
                 enums.A_Expr_Kind.AEXPR_NOT_BETWEEN_SYM,
             ):
                 schema = names[-2] if len(names) > 1 else None
-                volatile = [r for r in _routines(conn, _OPERATORS_SQL, schema, names[-1]) if r.volatility == "v"]
+                volatile = [
+                    r
+                    for r in _routines(conn, catalog.sql(conn, "safety_operators"), schema, names[-1])
+                    if r.volatility == "v"
+                ]
                 if volatile:
                     raise UnsafeSQLError(f"refused: operator {names[-1]} runs a VOLATILE function")
         elif isinstance(node, ast.TypeCast):
             type_oid = _type_oid(conn, node.typeName)
-            for row in db.fetch_dicts(conn, _TYPE_ROUTINES_SQL, {"type": type_oid}) if type_oid else ():
+            for row in (
+                db.fetch_dicts(conn, catalog.sql(conn, "safety_type_routines"), {"type": type_oid}) if type_oid else ()
+            ):
                 if row["volatility"] == "v":
                     raise UnsafeSQLError(f"refused: casting to {_deparse(node.typeName)} runs VOLATILE {row['name']}()")
         elif isinstance(node, ast.RangeVar):
@@ -805,7 +767,7 @@ def _check_volatility(conn: db.Connection, tree: Any, depth: int) -> None:
             if relation.relkind == "v":
                 if depth >= 4:
                     raise UnsafeSQLError(f"refused: view {relation.table_name} nests views too deeply to check")
-                definition = db.fetch_value(conn, _VIEW_SQL, {"relid": relation.relid})
+                definition = db.fetch_value(conn, catalog.sql(conn, "view_definition"), {"relid": relation.relid})
                 try:
                     check_readonly_select(str(definition), conn, _depth=depth + 1)
                 except UnsafeSQLError as exc:

@@ -1,0 +1,2 @@
+-- safety.py: type oid
+SELECT pg_catalog.to_regtype(%(name)s)::oid::int8
