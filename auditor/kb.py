@@ -139,38 +139,32 @@ class KnowledgeBase:
     def close(self) -> None:
         self.conn.close()
 
+    def _sql(self, name: str) -> str:
+        return QUERIES.get(name, db.server_version_num(self.conn))
+
     # -- schema ----------------------------------------------------------------------------------
     def migrate(self) -> list[int]:
         """Apply the migrations this knowledge base lacks; returns the versions applied."""
         applied: list[int] = []
         with db.transaction(self.conn):
-            db.fetch_value(self.conn, "SELECT pg_catalog.pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            db.fetch_value(self.conn, self._sql("kb_migration_lock"), (MIGRATION_LOCK,))
             db.execute(self.conn, "CREATE SCHEMA IF NOT EXISTS pgarch")
-            db.execute(
-                self.conn,
-                "CREATE TABLE IF NOT EXISTS pgarch.schema_migrations (version integer PRIMARY KEY,"
-                " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
-            )
-            done = {row["version"] for row in db.fetch_dicts(self.conn, "SELECT version FROM pgarch.schema_migrations")}
+            db.execute(self.conn, self._sql("kb_migrations_table"))
+            done = {row["version"] for row in db.fetch_dicts(self.conn, self._sql("kb_migrations_done"))}
             for version, name, text in migrations():
                 if version in done:
                     continue
                 log.info("knowledge base: applying migration %03d_%s", version, name)
                 db.execute(self.conn, text)
-                db.execute(
-                    self.conn, "INSERT INTO pgarch.schema_migrations (version, name) VALUES (%s, %s)", (version, name)
-                )
+                db.execute(self.conn, self._sql("kb_migration_applied"), (version, name))
                 applied.append(version)
         return applied
-
-    def schema_version(self) -> int:
-        return int(db.fetch_value(self.conn, "SELECT COALESCE(max(version), 0) FROM pgarch.schema_migrations"))
 
     # -- targets and the audit lock ----------------------------------------------------------------
     def register_target(self, system_identifier: str, datname: str, server_version: int) -> int:
         row = db.fetch_one(
             self.conn,
-            QUERIES.get("kb_register_target", 0),
+            self._sql("kb_register_target"),
             {"system_identifier": system_identifier, "datname": datname, "server_version": server_version},
             _Id,
         )
@@ -183,7 +177,7 @@ class KnowledgeBase:
         if not db.advisory_lock(self.conn, AUDIT_LOCK):
             raise AuditAlreadyRunning("another audit is running on this knowledge base")
         try:
-            stale = [str(r["run_id"]) for r in db.fetch_dicts(self.conn, QUERIES.get("kb_fail_stale_runs", 0))]
+            stale = [str(r["run_id"]) for r in db.fetch_dicts(self.conn, self._sql("kb_fail_stale_runs"))]
             if stale:
                 log.warning("marked %d interrupted audit run(s) as failed: %s", len(stale), ", ".join(stale))
             yield stale
@@ -191,38 +185,30 @@ class KnowledgeBase:
             with contextlib.suppress(DatabaseError):
                 db.advisory_unlock(self.conn, AUDIT_LOCK)
 
-    def audit_running(self) -> bool:
-        """Whether some session holds the audit lock right now."""
-        return bool(
-            db.fetch_value(
-                self.conn,
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND ((classid::bigint << 32) | objid::bigint) = %s)",
-                (AUDIT_LOCK,),
-            )
-        )
-
     # -- runs --------------------------------------------------------------------------------------
     def start_run(self, target_id: int, trigger: str, dry_run: bool) -> tuple[str, datetime]:
         run_id = str(uuid.uuid4())
         started = db.fetch_value(
             self.conn,
-            QUERIES.get("kb_start_run", 0),
+            self._sql("kb_start_run"),
             {"run_id": run_id, "target_id": target_id, "trigger": trigger, "dry_run": dry_run},
         )
         return run_id, started
 
     def fail_run(self, run_id: str, error: str, report: AuditReport | None = None) -> None:
         """Mark the run failed; an interrupt may have left our connection mid-statement, so retry on a new one."""
-        params = {"run_id": run_id, "error": error[:2000],
-                  "report": json.dumps(report.as_json()) if report is not None else None}
+        params = {
+            "run_id": run_id,
+            "error": error[:2000],
+            "report": json.dumps(report.as_json()) if report is not None else None,
+        }
         try:
-            db.execute(self.conn, QUERIES.get("kb_fail_run", 0), params)
+            db.execute(self.conn, self._sql("kb_fail_run"), params)
         except DatabaseError:
             if self.dsn is None:
                 raise
             with db.connect(self.dsn, application_name=APPLICATION_NAME, statement_timeout_ms=10000) as conn:
-                db.execute(conn, QUERIES.get("kb_fail_run", 0), params)
+                db.execute(conn, self._sql("kb_fail_run"), params)
 
     def finish_run(
         self, report: AuditReport, target_id: int, embeddings: dict[str, list[float]], embedding_model: str
@@ -230,7 +216,7 @@ class KnowledgeBase:
         """Write the run's slow queries and recommendations and close it, all in one transaction."""
         with db.transaction(self.conn):
             for q in report.slow_queries:
-                slow_id = db.fetch_value(self.conn, QUERIES.get("kb_insert_slow_query", 0), _slow_params(report, q))
+                slow_id = db.fetch_value(self.conn, self._sql("kb_insert_slow_query"), _slow_params(report, q))
                 rec = q.recommendation
                 if rec is None:
                     continue
@@ -238,7 +224,7 @@ class KnowledgeBase:
                 worth = bool(m and m.worth_applying)
                 db.fetch_value(
                     self.conn,
-                    QUERIES.get("kb_insert_recommendation", 0),
+                    self._sql("kb_insert_recommendation"),
                     {
                         "run_id": report.run_id,
                         "slow_query_id": slow_id,
@@ -264,7 +250,7 @@ class KnowledgeBase:
             k = report.kpis
             db.execute(
                 self.conn,
-                QUERIES.get("kb_finish_run", 0),
+                self._sql("kb_finish_run"),
                 {
                     "run_id": report.run_id,
                     "finished_at": report.finished_at,
@@ -285,8 +271,7 @@ class KnowledgeBase:
     def run_report(self, run_id: str) -> dict[str, Any] | None:
         rows = db.fetch_dicts(
             self.conn,
-            "SELECT run_id::text AS run_id, status, started_at, finished_at, error, report"
-            " FROM pgarch.audit_runs WHERE run_id::text = %s",
+            self._sql("kb_run_report"),
             (run_id,),
         )
         if not rows:
@@ -308,8 +293,7 @@ class KnowledgeBase:
     def latest_run_id(self, status: str | None = "ok") -> str | None:
         value = db.fetch_value(
             self.conn,
-            "SELECT run_id::text FROM pgarch.audit_runs WHERE %(status)s::text IS NULL"
-            " OR status = %(status)s ORDER BY started_at DESC LIMIT 1",
+            self._sql("kb_latest_run"),
             {"status": status},
         )
         return str(value) if value is not None else None
@@ -328,7 +312,7 @@ class KnowledgeBase:
         with db.transaction(self.conn):
             snap = db.fetch_one(
                 self.conn,
-                QUERIES.get("kb_store_snapshot", 0),
+                self._sql("kb_store_snapshot"),
                 {
                     "target_id": target_id,
                     "kind": kind,
@@ -396,13 +380,13 @@ class KnowledgeBase:
     ) -> Baseline | None:
         return db.fetch_one(
             self.conn,
-            QUERIES.get("kb_baseline_snapshot", 0),
+            self._sql("kb_baseline_snapshot"),
             {"target_id": target_id, "now": now, "stats_reset": stats_reset, "window": window, "min_age": min_age},
             Baseline,
         )
 
     def snapshot_rows(self, snapshot_id: int) -> list[StatementRow]:
-        return db.fetch(self.conn, QUERIES.get("kb_snapshot_rows", 0), {"snapshot_id": snapshot_id}, StatementRow)
+        return db.fetch(self.conn, self._sql("kb_snapshot_rows"), {"snapshot_id": snapshot_id}, StatementRow)
 
     # -- similarity ----------------------------------------------------------------------------------
     def similar(
@@ -410,25 +394,16 @@ class KnowledgeBase:
     ) -> list[SimilarRecommendation]:
         return db.fetch(
             self.conn,
-            QUERIES.get("kb_similar", 0),
+            self._sql("kb_similar"),
             {"embedding": _vector(embedding), "model": model, "target_id": target_id, "limit": limit},
             SimilarRecommendation,
-        )
-
-    def set_status(self, recommendation_id: int, status: str) -> None:
-        db.execute(
-            self.conn,
-            "UPDATE pgarch.recommendations SET status = %s, status_changed_at = now() WHERE recommendation_id = %s",
-            (status, recommendation_id),
         )
 
     def outcome_history(self, fingerprint: str) -> tuple[int, int]:
         """(applied, rejected) counts of past recommendations for this statement's fingerprint."""
         row = db.fetch_dicts(
             self.conn,
-            "SELECT count(*) FILTER (WHERE status = 'applied') AS applied,"
-            " count(*) FILTER (WHERE status = 'rejected') AS rejected FROM pgarch.recommendations"
-            " WHERE fingerprint = %s",
+            self._sql("kb_outcome_history"),
             (fingerprint,),
         )[0]
         return int(row["applied"]), int(row["rejected"])
@@ -436,13 +411,9 @@ class KnowledgeBase:
     def record_health(self, target_id: int, metrics: dict[str, Any]) -> None:
         db.execute(
             self.conn,
-            "INSERT INTO pgarch.health_snapshots (target_id, metrics) VALUES (%s, %s)",
+            self._sql("kb_record_health"),
             (target_id, json.dumps(metrics)),
         )
-
-    def count(self, table: str) -> int:
-        query = db.SQL("SELECT count(*) FROM {}").format(db.Identifier("pgarch", table))
-        return int(db.fetch_value(self.conn, query))
 
 
 def _vector(values: Iterable[float]) -> str:

@@ -1,0 +1,1 @@
+INSERT INTO pgarch.schema_migrations (version, name) VALUES (%s, %s)

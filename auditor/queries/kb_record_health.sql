@@ -1,0 +1,1 @@
+INSERT INTO pgarch.health_snapshots (target_id, metrics) VALUES (%s, %s)
