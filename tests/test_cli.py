@@ -134,3 +134,14 @@ def test_report_prints_the_last_audit_in_every_format(fmt: str, pg_dsn: str, pos
         assert doc["status"] == "ok" and set(doc) >= {"run_id", "window", "slow_queries", "index_health", "kpis"}
     else:
         assert "pg-architect audit" in report.stdout
+
+
+def test_demo_once_runs_the_whole_product_on_the_embedded_server(tmp_path: Path) -> None:
+    port = free_port()
+    proc = cli("demo", "--once", "--scale", "0.2", "--listen", f"127.0.0.1:{port}", "--config", "/dev/null",
+               env={"PG_ARCHITECT_DATABASE_EMBEDDED_DATA_DIR": str(tmp_path / "pg")}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[recommended]" in proc.stdout and "CREATE INDEX CONCURRENTLY" in proc.stdout, proc.stdout[-3000:]
+    assert "no candidate index" in proc.stdout, "the demo's decoys must be declined with a reason"
+    assert "p95 from the exporter: pgarch_query_p95_seconds" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "pg" / "postmaster.pid").exists(), "the embedded server must be stopped on exit"
