@@ -1,0 +1,495 @@
+"""Prove the pg_stat_statements p95 on a real PostgreSQL, against the server's own duration log.
+
+Starts the embedded PostgreSQL with every statement's duration logged to csvlog, runs a known mixture of
+statements with log-normally distributed latencies (pg_sleep with log-normal sleep times, and CPU-bound
+generate_series with log-normal sizes) from concurrent client threads, and at each window boundary
+snapshots pg_stat_statements. Per window it compares, to the true p95 of the durations the server logged
+in that window:
+
+- gauge: ``Mixture.quantile(0.95)`` over the rows' interval statistics (exporter.latency);
+- histogram: Prometheus' ``histogram_quantile(0.95, ...)`` over ``Mixture.bucket_counts(BUCKETS)``;
+- means-only: the p95 of the rows' interval means weighted by calls (what mean-only exporters can offer).
+
+The workers pause at each boundary (their in-flight statements finish first), so every logged statement
+falls in exactly the window whose snapshot counted it; the per-window call counts are cross-checked.
+Truth is the duration of each statement's ``execute`` message, the part pg_stat_statements times as
+execution (planning is timed apart). Run from the repository root:
+
+    python -m bench.p95_accuracy [--windows 20] [--window-seconds 3] [--threads 2] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import random
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from exporter import db
+from exporter.embedded import EmbeddedPostgres
+from exporter.latency import (
+    BUCKETS,
+    Cumulative,
+    Interval,
+    Mixture,
+    interval_of,
+    row_quantile,
+    row_suspect_bimodal,
+)
+
+WORKLOAD_DB = "p95bench"
+WORKLOAD_APP = "p95bench-workload"
+SNAPSHOT_APP = "p95bench-snapshot"
+LOG_SETTINGS = {
+    "log_min_duration_statement": "0",
+    "log_destination": "'csvlog'",
+    "logging_collector": "on",
+    "log_directory": "'log'",
+    "log_rotation_size": "0",
+    "log_rotation_age": "0",
+}
+# csvlog columns (PostgreSQL 14+): the ones read here.
+CSV_MESSAGE, CSV_DATABASE, CSV_APPLICATION, CSV_QUERY_ID = 13, 2, 22, 25
+DURATION = re.compile(r"^duration: ([0-9.]+) ms  execute [^:]*: ")
+
+SNAPSHOT_SQL = """
+SELECT s.userid::bigint AS userid, s.dbid::bigint AS dbid, s.queryid AS queryid, s.toplevel AS toplevel,
+       s.calls AS calls, s.total_exec_time AS total_ms, s.stddev_exec_time AS stddev_ms,
+       s.min_exec_time AS min_ms, s.max_exec_time AS max_ms
+FROM pg_stat_statements s
+WHERE s.toplevel AND s.queryid IS NOT NULL AND s.dbid = (SELECT oid FROM pg_database WHERE datname = %s)
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Statement:
+    """One workload statement: its parameter is log-normal (median, sigma); weight is its share of calls.
+
+    With ``slow_share`` > 0 the statement is bimodal: that share of its calls gets ``slow_factor`` times the
+    parameter (the known limit of a two-moment model, run with --bimodal).
+    """
+
+    name: str
+    sql: str
+    median: float
+    sigma: float
+    weight: float
+    slow_share: float = 0.0
+    slow_factor: float = 1.0
+
+    def parameter(self, rng: random.Random) -> float:
+        value = self.median * math.exp(rng.gauss(0.0, self.sigma))
+        return value * self.slow_factor if rng.random() < self.slow_share else value
+
+
+# Distinct parse trees, so each is its own pg_stat_statements row; parameters are floats (float8) so the
+# driver's choice of integer type cannot split a statement over several queryids.
+WORKLOAD = (
+    Statement("sleep-5ms", "SELECT pg_sleep(%s)", 0.005, 0.7, 0.50),
+    Statement("sleep-15ms", "SELECT 1 FROM pg_sleep(%s)", 0.015, 0.6, 0.22),
+    Statement("sleep-60ms", "SELECT count(*) FROM pg_sleep(%s)", 0.060, 0.4, 0.03),
+    Statement("sleep-200ms", "SELECT pg_sleep(%s)::text", 0.200, 0.3, 0.01),
+    Statement("cpu-count", "SELECT count(*) FROM generate_series(1, %s::int)", 60_000, 0.7, 0.16),
+    Statement("cpu-md5", "SELECT md5(string_agg(i::text, ',')) FROM generate_series(1, %s::int) i", 20_000, 0.5, 0.08),
+)
+
+# 90 % of calls near 5 ms, 10 % near 100 ms, all under one queryid.
+BIMODAL = Statement("bimodal", "SELECT pg_sleep(%s) IS NULL", 0.005, 0.2, 0.30, slow_share=0.10, slow_factor=20.0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SnapshotRow:
+    userid: int
+    dbid: int
+    queryid: int
+    toplevel: bool
+    calls: int
+    total_ms: float
+    stddev_ms: float
+    min_ms: float
+    max_ms: float
+
+
+Key = tuple[int, int, int, bool]
+
+
+# -- the workload ------------------------------------------------------------------------------------------
+
+
+class Workload:
+    """Client threads that run the statements, and pause together at each window boundary."""
+
+    def __init__(self, dsn: str, statements: Sequence[Statement], threads: int, seed: int) -> None:
+        self.dsn = dsn
+        self.statements = tuple(statements)
+        self.stop = threading.Event()
+        self.pause = threading.Event()
+        self.arrived = threading.Barrier(threads + 1, timeout=60)
+        self.released = threading.Barrier(threads + 1, timeout=60)
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._run, args=(seed + i,), daemon=True) for i in range(threads)]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, seed: int) -> None:
+        rng = random.Random(seed)
+        weights = [s.weight for s in self.statements]
+        try:
+            with db.connect(self.dsn, application_name=WORKLOAD_APP) as conn:
+                while not self.stop.is_set():
+                    if self.pause.is_set():
+                        self.arrived.wait()
+                        self.released.wait()
+                        continue
+                    stmt = rng.choices(self.statements, weights)[0]
+                    conn.execute(stmt.sql, (stmt.parameter(rng),))
+        except threading.BrokenBarrierError:
+            pass
+        except BaseException as exc:  # reported by the main thread, which aborts the run
+            self.errors.append(exc)
+            self.arrived.abort()
+
+    def at_boundary(self, action: Callable[[], None], last: bool = False) -> None:
+        """Pause every client (in-flight statements finish), run ``action``, resume (or stop after the last)."""
+        self.pause.set()
+        self.arrived.wait()
+        try:
+            action()
+        finally:
+            if last:
+                self.stop.set()
+            self.pause.clear()
+            self.released.wait()
+
+    def join(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+# -- truth from the server's log ---------------------------------------------------------------------------
+
+
+def read_log(data_dir: Path) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for path in sorted((data_dir / "log").glob("*.csv")):
+        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+            rows.extend(csv.reader(fh))
+    return rows
+
+
+def logged_windows(rows: list[list[str]], windows: int) -> list[list[tuple[float, int | None]]]:
+    """Workload durations (ms, query_id) per window, split at the snapshot query's own log lines.
+
+    Snapshot k's query is logged after every statement it counted and before any it did not, since the
+    clients are paused while it runs and a backend logs a statement's duration before the client sees the
+    result.
+    """
+    per_window: list[list[tuple[float, int | None]]] = [[]]
+    for row in rows:
+        if len(row) <= CSV_QUERY_ID:
+            continue
+        match = DURATION.match(row[CSV_MESSAGE])
+        if match is None:
+            continue
+        if row[CSV_APPLICATION] == SNAPSHOT_APP and "pg_stat_statements" in row[CSV_MESSAGE]:
+            per_window.append([])
+        elif row[CSV_APPLICATION] == WORKLOAD_APP and row[CSV_DATABASE] == WORKLOAD_DB:
+            query_id = int(row[CSV_QUERY_ID]) if row[CSV_QUERY_ID].lstrip("-").isdigit() else None
+            per_window[-1].append((float(match.group(1)), query_id))
+    # per_window[0] precedes the baseline snapshot; windows run between snapshots 0..windows.
+    return per_window[1 : windows + 1]
+
+
+# -- estimates ---------------------------------------------------------------------------------------------
+
+
+def histogram_quantile(q: float, bounds: Sequence[float], counts: Sequence[float], total: float) -> float:
+    """Prometheus' histogram_quantile (promql/quantile.go bucketQuantile), +Inf bucket = total."""
+    buckets = [*zip(bounds, counts, strict=True), (math.inf, total)]
+    if total <= 0:
+        return math.nan
+    rank = q * total
+    b = next((i for i in range(len(buckets) - 1) if buckets[i][1] >= rank), len(buckets) - 1)
+    if b == len(buckets) - 1:
+        return buckets[-2][0]
+    start, end, count = 0.0, buckets[b][0], buckets[b][1]
+    if b > 0:
+        start, count, rank = buckets[b - 1][0], count - buckets[b - 1][1], rank - buckets[b - 1][1]
+    return start + (end - start) * (rank / count)
+
+
+def true_p95(durations_ms: Sequence[float]) -> float:
+    """The smallest logged duration with at least 95 % of the window at or below it, in seconds."""
+    ordered = sorted(durations_ms)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] / 1000
+
+
+@dataclasses.dataclass
+class WindowResult:
+    index: int
+    calls: int
+    logged: int
+    truth_s: float
+    gauge_s: float
+    histogram_s: float
+    means_only_s: float
+    suspect: bool
+
+    def error(self, estimate: float) -> float:
+        return estimate / self.truth_s - 1
+
+
+def evaluate(intervals: dict[Key, Interval], durations: list[tuple[float, int | None]], index: int) -> WindowResult:
+    mix = Mixture(intervals.values())
+    means = Mixture(Interval(iv.calls, iv.mean_s, 0.0, None, False, None) for iv in intervals.values())
+    return WindowResult(
+        index=index,
+        calls=mix.calls,
+        logged=len(durations),
+        truth_s=true_p95([d for d, _ in durations]),
+        gauge_s=mix.quantile(0.95),
+        histogram_s=histogram_quantile(0.95, BUCKETS, mix.bucket_counts(BUCKETS), mix.calls),
+        means_only_s=means.quantile(0.95),
+        suspect=mix.suspect_bimodal,
+    )
+
+
+def summarise(name: str, errors: Sequence[float]) -> str:
+    e = sorted(abs(x) for x in errors)
+    within = sum(x <= 0.10 for x in e) / len(e)
+    return f"{name:<11} within 10 %: {within:6.1%}   median error {statistics.median(e):6.2%}   worst {e[-1]:7.2%}"
+
+
+# -- speed -------------------------------------------------------------------------------------------------
+
+
+def time_scrape_math(rows: int = 5000, repeats: int = 20) -> tuple[float, float]:
+    """Median and worst milliseconds for interval_of over ``rows`` rows, the Mixture, its p95 and buckets."""
+    rng = random.Random(3)
+    pairs = []
+    for _ in range(rows):
+        n, dn = rng.randint(10, 10**6), rng.randint(2, 1000)
+        mean = math.exp(rng.uniform(-1, 6))
+        sd, w_mean = mean * rng.uniform(0.1, 2), mean * rng.uniform(0.8, 1.2)
+        d = w_mean - mean
+        m2 = n * sd**2 + dn * (0.8 * sd) ** 2 + d * d * n * dn / (n + dn)
+        prev = Cumulative(n, n * mean, sd, mean / 10, mean * 20)
+        pairs.append((prev, Cumulative(n + dn, n * mean + dn * w_mean, math.sqrt(m2 / (n + dn)), mean / 10, mean * 30)))
+    times = []
+    for _ in range(repeats + 2):
+        start = time.perf_counter()
+        mix = Mixture(iv for prev, cur in pairs if (iv := interval_of(prev, cur)) is not None)
+        mix.quantile(0.95)
+        mix.bucket_counts(BUCKETS)
+        times.append((time.perf_counter() - start) * 1000)
+    times = times[2:]
+    return statistics.median(times), max(times)
+
+
+# -- synthetic: no server ---------------------------------------------------------------------------------
+
+
+def _row(samples: np.ndarray) -> Interval:
+    """One row's whole window, as interval_of reports it (exact max and min)."""
+    return Interval(
+        int(samples.size), float(samples.mean()), float(samples.std()), float(samples.max()), True, float(samples.min())
+    )
+
+
+def synthetic(seed: int) -> int:
+    """Accuracy on sampled log-normal mixtures, the bimodality flag's hit and false-alarm rates, and speed."""
+    rng = np.random.default_rng(seed)
+    print("p95 of sampled log-normal mixtures (2-6 statements, medians 1 ms-2 s, sigma 0.1-1.0), 300 windows each")
+    for low, high in ((20, 200), (100, 3000), (1000, 10000)):
+        gauge, hist, means = [], [], []
+        for _ in range(300):
+            rows, samples = [], []
+            for _ in range(int(rng.integers(2, 7))):
+                median = math.exp(rng.uniform(math.log(0.001), math.log(2.0)))
+                x = median * np.exp(rng.normal(0.0, rng.uniform(0.1, 1.0), int(rng.integers(low, high))))
+                rows.append(_row(x))
+                samples.append(x)
+            mix = Mixture(rows)
+            truth = float(np.quantile(np.concatenate(samples), 0.95, method="inverted_cdf"))
+            gauge.append(mix.quantile(0.95) / truth - 1)
+            hist.append(histogram_quantile(0.95, BUCKETS, mix.bucket_counts(BUCKETS), mix.calls) / truth - 1)
+            means.append(
+                Mixture(Interval(r.calls, r.mean_s, 0, None, False, None) for r in rows).quantile(0.95) / truth - 1
+            )
+        print(f"  {low}-{high} calls per statement:")
+        for name, errors in (("gauge", gauge), ("histogram", hist), ("means-only", means)):
+            print("    " + summarise(name, errors))
+
+    print("\nbimodality flag on one statement (fast mode at 1, sigma 0.2; slow mode at r, sigma 0.2), 200 draws each")
+    print(f"  {'calls':>5} {'slow share':>10} {'r':>4} {'flagged':>8} {'median p95 error':>17}")
+    for n in (500, 5000):
+        for share in (0.01, 0.03, 0.1, 0.3):
+            for ratio in (3.0, 10.0, 100.0):
+                flagged, errors = 0, []
+                for _ in range(200):
+                    k = int(rng.binomial(n, share))
+                    x = np.concatenate((np.exp(rng.normal(0.0, 0.2, n - k)), ratio * np.exp(rng.normal(0.0, 0.2, k))))
+                    row = _row(x)
+                    flagged += row_suspect_bimodal(row)
+                    errors.append(row_quantile(row, 0.95) / float(np.quantile(x, 0.95, method="inverted_cdf")) - 1)
+                print(f"  {n:>5} {share:>10.0%} {ratio:>4g} {flagged / 200:>8.0%} {statistics.median(errors):>+17.1%}")
+    print("\nfalse alarms on log-normal statements (1,000 draws each)")
+    for n in (50, 500, 5000):
+        rates = []
+        for sigma in (0.2, 0.5, 1.0, 1.5):
+            alarms = sum(row_suspect_bimodal(_row(np.exp(rng.normal(0.0, sigma, n)))) for _ in range(1000))
+            rates.append(f"sigma {sigma}: {alarms / 1000:.1%}")
+        print(f"  {n:>5} calls: " + ", ".join(rates))
+    floor_alarms = sum(
+        row_suspect_bimodal(_row(0.001 * np.ceil(1000 * 0.005 * np.exp(rng.normal(0.0, 0.7, 300))) + 7e-5))
+        for _ in range(1000)
+    )
+    print(f"  pg_sleep-like (5 ms median, sigma 0.7, rounded up to whole ms), 300 calls: {floor_alarms / 1000:.1%}")
+
+    median_ms, worst_ms = time_scrape_math()
+    print(f"\nlatency math for 5,000 rows x {len(BUCKETS)} buckets: median {median_ms:.1f} ms, worst {worst_ms:.1f} ms")
+    return 0
+
+
+# -- the run -----------------------------------------------------------------------------------------------
+
+
+def snapshot(conn: db.Connection) -> dict[Key, Cumulative]:
+    rows = db.fetch(conn, SNAPSHOT_SQL, (WORKLOAD_DB,), SnapshotRow)
+    return {
+        (r.userid, r.dbid, r.queryid, r.toplevel): Cumulative(r.calls, r.total_ms, r.stddev_ms, r.min_ms, r.max_ms)
+        for r in rows
+    }
+
+
+def deltas(prev: dict[Key, Cumulative], cur: dict[Key, Cumulative]) -> dict[Key, Interval]:
+    out = {}
+    for key, row in cur.items():
+        iv = interval_of(prev.get(key), row)
+        if iv is not None:
+            out[key] = iv
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    root = Path(tempfile.mkdtemp(prefix="pgarch-p95bench-"))
+    server = EmbeddedPostgres(root / "data", settings=LOG_SETTINGS)
+    print(f"starting embedded PostgreSQL in {root} ...", flush=True)
+    server.start()
+    try:
+        with db.connect(server.dsn(), application_name="p95bench-setup") as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute(f'DROP DATABASE IF EXISTS "{WORKLOAD_DB}"')
+            conn.execute(f'CREATE DATABASE "{WORKLOAD_DB}"')
+            version = db.fetch_value(conn, "SHOW server_version")
+        snap_conn = db.connect(server.dsn(), application_name=SNAPSHOT_APP)
+        statements = (*WORKLOAD, BIMODAL) if args.bimodal else WORKLOAD
+        workload = Workload(server.dsn(WORKLOAD_DB), statements, args.threads, args.seed)
+        snapshots: list[dict[Key, Cumulative]] = []
+
+        def take() -> None:
+            snapshots.append(snapshot(snap_conn))
+
+        print(
+            f"PostgreSQL {version}; {args.windows} windows of {args.window_seconds:g} s, {args.threads} client threads"
+            + (", with a bimodal statement" if args.bimodal else ""),
+            flush=True,
+        )
+        workload.start()
+        workload.at_boundary(take)
+        for k in range(args.windows):
+            time.sleep(args.window_seconds)
+            if workload.errors:
+                raise RuntimeError(f"a client failed: {workload.errors[0]!r}")
+            workload.at_boundary(take, last=k == args.windows - 1)
+        workload.join()
+        snap_conn.close()
+        server.stop()  # flushes the log
+        windows = logged_windows(read_log(server.data_dir), args.windows)
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            server.destroy()
+            shutil.rmtree(root, ignore_errors=True)
+
+    results, row_errors = [], []
+    print(
+        f"\n{'win':>3} {'calls':>6} {'logged':>6} {'true p95':>10} {'gauge':>10} {'err':>7} "
+        f"{'histogram':>10} {'err':>7} {'means-only':>10} {'err':>7}  flag"
+    )
+    for k in range(args.windows):
+        intervals = deltas(snapshots[k], snapshots[k + 1])
+        result = evaluate(intervals, windows[k], k + 1)
+        results.append(result)
+        print(
+            f"{result.index:>3} {result.calls:>6} {result.logged:>6} {result.truth_s * 1000:>8.2f}ms "
+            f"{result.gauge_s * 1000:>8.2f}ms {result.error(result.gauge_s):>+7.1%} "
+            f"{result.histogram_s * 1000:>8.2f}ms {result.error(result.histogram_s):>+7.1%} "
+            f"{result.means_only_s * 1000:>8.2f}ms {result.error(result.means_only_s):>+7.1%}"
+            f"  {'bimodal?' if result.suspect else ''}"
+        )
+        row_errors.extend(per_row_errors(intervals, windows[k]))
+    mismatched = [r.index for r in results if r.calls != r.logged]
+    print(f"\nwindows whose pg_stat_statements calls differ from the logged count: {mismatched or 'none'}")
+    print(summarise("gauge", [r.error(r.gauge_s) for r in results]))
+    print(summarise("histogram", [r.error(r.histogram_s) for r in results]))
+    print(summarise("means-only", [r.error(r.means_only_s) for r in results]))
+    if row_errors:
+        print(summarise("per-row p95", row_errors) + f"   ({len(row_errors)} row-windows with >= 50 calls)")
+    median_ms, worst_ms = time_scrape_math()
+    print(f"latency math for 5,000 rows x {len(BUCKETS)} buckets: median {median_ms:.1f} ms, worst {worst_ms:.1f} ms")
+    return 0
+
+
+def per_row_errors(intervals: dict[Key, Interval], durations: list[tuple[float, int | None]]) -> list[float]:
+    """row_quantile(0.95) against each row's own logged p95 (csvlog carries query_id), rows with >= 50 calls."""
+    by_query: dict[int, list[float]] = {}
+    for ms, query_id in durations:
+        if query_id is not None:
+            by_query.setdefault(query_id, []).append(ms)
+    errors = []
+    for key, iv in intervals.items():
+        logged = by_query.get(key[2], [])
+        if iv.calls >= 50 and len(logged) == iv.calls:
+            errors.append(row_quantile(iv, 0.95) / true_p95(logged) - 1)
+    return errors
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--windows", type=int, default=20)
+    parser.add_argument("--window-seconds", type=float, default=3.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the data directory (and its csvlog)")
+    parser.add_argument("--bimodal", action="store_true", help="add a statement with a fast and a slow mode")
+    parser.add_argument(
+        "--synthetic", action="store_true", help="no server: synthetic accuracy, the bimodality flag's rates, speed"
+    )
+    args = parser.parse_args(argv)
+    if args.windows < 1 or args.window_seconds <= 0 or args.threads < 1:
+        parser.error("--windows, --window-seconds and --threads must be positive")
+    return synthetic(args.seed) if args.synthetic else run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
