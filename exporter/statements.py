@@ -26,13 +26,14 @@ def cumulative(row: StatementRow) -> Cumulative:
 def restarted(prev: StatementRow, cur: StatementRow) -> bool:
     """Whether ``cur`` is a new entry that replaced ``prev`` (reset, or evicted and re-created).
 
-    Cumulative calls never go down, min never rises and max never falls within one entry's life;
-    PostgreSQL 17+ also says when the entry began (stats_since).
+    Cumulative calls never go down. PostgreSQL 17+ says when an entry began (``stats_since``), and there
+    min and max alone can be reset (``pg_stat_statements_reset(minmax_only => true)``), so they prove
+    nothing. Before 17, min never rises and max never falls within one entry's life.
     """
     if cur.calls < prev.calls:
         return True
-    if prev.stats_since is not None and cur.stats_since is not None and cur.stats_since != prev.stats_since:
-        return True
+    if prev.stats_since is not None and cur.stats_since is not None:
+        return cur.stats_since != prev.stats_since
     return cur.min_ms > prev.min_ms or cur.max_ms < prev.max_ms
 
 

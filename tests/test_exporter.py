@@ -402,3 +402,23 @@ def test_lock_on_knowledge_base_fails_one_collector_within_budget_and_leaves_no_
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (APPLICATION_NAME,)
     ).fetchone()
     assert left == (0,), f"exporter backends left behind: {left}"
+
+
+def test_min_max_only_reset_is_not_mistaken_for_a_new_statement(
+    pg_dsn: str, workload_table: psycopg.Connection
+) -> None:
+    """PostgreSQL 17+: pg_stat_statements_reset(minmax_only => true) zeroes min/max while calls go on."""
+    conn = workload_table
+    datname = conn.info.dbname
+    t = target(pg_dsn)
+    for i in range(200):
+        conn.execute("SELECT body FROM items WHERE id = %s", (i,))
+    before = scrape(t)
+    conn.execute("SELECT pg_stat_statements_reset(0, 0, 0, true)")
+    for i in range(5):
+        conn.execute("SELECT body FROM items WHERE id = %s", (i,))
+    after = scrape(t)
+    rise = (after.value("pgarch_query_duration_seconds_count", datname=datname) or 0) - (
+        before.value("pgarch_query_duration_seconds_count", datname=datname) or 0
+    )
+    assert 5 <= rise < 20, f"count rose by {rise}: the 200 earlier calls were counted again"
