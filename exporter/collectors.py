@@ -183,6 +183,12 @@ def statement_metrics(
         "deltas); absent when no statement finished.",
         labels=["datname"],
     )
+    suspect = GaugeMetricFamily(
+        "pgarch_query_p95_suspect",
+        "1 when a statement's own min or max in the window contradicts its fitted shape (a fast and a slow mode "
+        "in one statement): the p95 may be underestimated; see docs/p95.md.",
+        labels=["datname"],
+    )
     if window is not None:
         for dbid, mixture in window.by_database().items():
             datname = datnames.get(dbid)
@@ -192,6 +198,7 @@ def statement_metrics(
             value = mixture.quantile(0.95)
             if not math.isnan(value):
                 p95.add_metric([datname], value)
+                suspect.add_metric([datname], 1.0 if mixture.suspect_bimodal else 0.0)
     for datname in datnames.values():
         # Zero-valued from the first scrape on, so rate() and absent() work before the first window closes.
         histograms.setdefault(datname, HistogramState())
@@ -236,7 +243,7 @@ def statement_metrics(
             value = _statement_p95(intervals)
             if not math.isnan(value):
                 stmt_p95.add_metric(labels, value)
-    return [p95, hist, calls, seconds, stmt_p95]
+    return [p95, suspect, hist, calls, seconds, stmt_p95]
 
 
 def _statement_p95(intervals: list[Interval]) -> float:
