@@ -27,8 +27,6 @@ from tests.conftest import ServerInfo, make_database
 from tests.dashboard_exprs import DashboardQuery, dashboard_queries
 from tests.stack import Prometheus, needs_prometheus, prometheus_config, start_exporter, start_prometheus, wait_for
 
-pytestmark = [needs_prometheus, pytest.mark.slow]
-
 DATABASE = "pgarch_dashboard_live"
 QUERIES = dashboard_queries()
 
@@ -150,6 +148,8 @@ def test_the_list_of_queries_without_data_names_real_queries() -> None:
     assert len([q for q in QUERIES if q.kind == "panel"]) >= 20, QUERIES
 
 
+@needs_prometheus
+@pytest.mark.slow
 @pytest.mark.parametrize("query", QUERIES, ids=[q.id for q in QUERIES])
 def test_dashboard_query_returns_data_from_the_real_exporter(prometheus: Prometheus, query: DashboardQuery) -> None:
     body = prometheus.query(query.expr)
@@ -163,6 +163,8 @@ def test_dashboard_query_returns_data_from_the_real_exporter(prometheus: Prometh
     assert not nan, f"{query.where} returned NaN for {nan}\n{query.expr}"
 
 
+@needs_prometheus
+@pytest.mark.slow
 def test_auditor_kpi_panels_show_the_audit_that_ran(prometheus: Prometheus) -> None:
     """The KPIs are the audit's, not the zeros of a missing knowledge base."""
     since = prometheus.vector("time() - max(pgarch_audit_last_success_timestamp_seconds > 0)")
