@@ -338,6 +338,10 @@ def prometheus() -> Iterator[str]:
 
 
 QUERIES = dashboard_queries()
+# Panels that legitimately show nothing in a Prometheus minutes old, with the reason (they must still evaluate).
+NO_DATA_EXPECTED = {
+    "panel 'Disk usage and 7-day forecast' target C": "the forecast is shown after a day of history only",
+}
 
 
 def test_dashboard_has_queries_to_check() -> None:
@@ -349,5 +353,5 @@ def test_dashboard_expression_evaluates_on_prometheus(prometheus: str, query: Da
     body = _query(prometheus, query.expr)
     assert body.get("status") == "success", f"{query.where}\n{query.expr}\n-> {body}"
     # Firing alerts are legitimately absent here; every panel and the variable must show something.
-    if query.kind != "annotation":
+    if query.kind != "annotation" and query.where not in NO_DATA_EXPECTED:
         assert body["data"]["result"], f"{query.where} returned no data\n{query.expr}"
