@@ -36,6 +36,8 @@ class PreflightRow:
     hypopg_version: str | None
     role_name: str
     datname: str
+    reserved_connections: int | None
+    can_use_reserved: bool | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class KbPreflightRow:
     schema_exists: bool
     is_superuser: bool
     datname: str
+    role_name: str
 
 
 def _libraries(setting: str | None) -> set[str]:
@@ -86,6 +89,20 @@ def check_server(conn: db.Connection) -> list[Finding]:
     held = "superuser" if row.is_superuser else "member of pg_monitor" if row.has_pg_monitor else "no pg_monitor"
     out.append(Finding("monitoring privileges", privileged, f"role {row.role_name}: {held}",
                        None if privileged else f"GRANT pg_monitor TO {db.Identifier(row.role_name).as_string(conn)};"))
+    if row.reserved_connections is not None and not row.is_superuser:
+        # When clients take every slot, an exporter without a reserved slot cannot connect either: the
+        # outage then shows only as pg_up 0, without the connection numbers that explain it.
+        reserved_ok = bool(row.can_use_reserved) and row.reserved_connections > 0
+        role = db.Identifier(row.role_name).as_string(conn)
+        out.append(Finding(
+            "a reserved slot for monitoring", reserved_ok,
+            f"reserved_connections = {row.reserved_connections}, role "
+            + ("may" if row.can_use_reserved else "may not") + " use them",
+            None if reserved_ok else (
+                ("ALTER SYSTEM SET reserved_connections = 3; -- needs a restart\n       "
+                 if not row.reserved_connections else "")
+                + f"GRANT pg_use_reserved_connections TO {role};"),
+            required=False))
     io_ok = row.track_io_timing == "on"
     out.append(Finding("track_io_timing", io_ok, f"track_io_timing = {row.track_io_timing}",
                        None if io_ok else "ALTER SYSTEM SET track_io_timing = on; SELECT pg_reload_conf();",
@@ -139,7 +156,7 @@ def check_knowledge_base(conn: db.Connection) -> list[Finding]:
             else "the role cannot create schema pgarch",
             None
             if can_create
-            else f"GRANT CREATE ON DATABASE {row.datname} TO <role>, or create schema pgarch for the role",
+            else f"GRANT CREATE ON DATABASE {db.Identifier(row.datname).as_string(conn)} TO {db.Identifier(row.role_name).as_string(conn)};",
         )
     )
     if row.vector_version is None and row.vector_available and not row.is_superuser:

@@ -5,4 +5,5 @@ SELECT
     pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE') AS can_create_schema,
     pg_catalog.to_regnamespace('pgarch') IS NOT NULL AS schema_exists,
     (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) AS is_superuser,
-    pg_catalog.current_database() AS datname
+    pg_catalog.current_database() AS datname,
+    current_user AS role_name

@@ -15,4 +15,6 @@ SELECT
     EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions a WHERE a.name = 'hypopg') AS hypopg_available,
     (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'hypopg') AS hypopg_version,
     current_user AS role_name,
-    pg_catalog.current_database() AS datname
+    pg_catalog.current_database() AS datname,
+    NULL::integer AS reserved_connections,
+    NULL::boolean AS can_use_reserved
