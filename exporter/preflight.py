@@ -145,6 +145,7 @@ def check_knowledge_base(conn: db.Connection) -> list[Finding]:
         )
     ]
     can_create = row.schema_exists or row.can_create_schema
+    database, role = db.Identifier(row.datname).as_string(conn), db.Identifier(row.role_name).as_string(conn)
     out.append(
         Finding(
             "knowledge base schema",
@@ -156,7 +157,7 @@ def check_knowledge_base(conn: db.Connection) -> list[Finding]:
             else "the role cannot create schema pgarch",
             None
             if can_create
-            else f"GRANT CREATE ON DATABASE {db.Identifier(row.datname).as_string(conn)} TO {db.Identifier(row.role_name).as_string(conn)};",
+            else f"GRANT CREATE ON DATABASE {database} TO {role};",
         )
     )
     if row.vector_version is None and row.vector_available and not row.is_superuser:
