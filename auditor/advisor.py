@@ -95,7 +95,7 @@ class Candidate:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Candidates:
     candidates: tuple[Candidate, ...]
-    covered: tuple[str, ...]  # "candidate ... is covered by index ..." for the report
+    notes: tuple[str, ...]  # what was not proposed and why ("covered by index ...") for the report
     tables: dict[tuple[str | None, str], TableInfo]
     indexes: tuple[IndexInfo, ...]
 
@@ -127,7 +127,7 @@ def _table_of(use: ColumnUse, tables: dict[tuple[str | None, str], TableInfo]) -
 def _key(use: ColumnUse, descending: bool = False) -> Key | None:
     if use.column is not None:
         return Key(column=use.column, descending=descending)
-    if use.expression is not None:
+    if use.expression is not None and not use.parameterised:
         return Key(column=None, expression=use.expression, descending=descending)
     return None
 
@@ -154,17 +154,22 @@ def generate(
         uses = [u for u in shape.columns if (t := _table_of(u, tables)) is not None and t.oid == table.oid]
         proposals.extend(_for_table(conn, shape, table, uses))
     unique: dict[tuple[int, tuple[str, ...], str | None], Candidate] = {}
-    covered: list[str] = []
+    notes: list[str] = [
+        f"{use.expression}: pg_stat_statements replaced a constant inside this expression, so no index on it can "
+        "be written from the statement's text; an expression index with the application's constant may help"
+        for use in shape.columns
+        if use.parameterised and use.role in ("eq", "range", "in", "order_by")
+    ]
     for cand in proposals:
         if cand.signature() in unique:
             continue
         index = covering_index(cand, indexes)
         if index is not None:
-            covered.append(f"{cand.describe()} is already covered by index {index.qualified}")
+            notes.append(f"{cand.describe()} is already covered by index {index.qualified}")
             continue
         unique[cand.signature()] = cand
     return Candidates(
-        tuple(list(unique.values())[:MAX_CANDIDATES]), tuple(dict.fromkeys(covered)), tables, tuple(indexes)
+        tuple(list(unique.values())[:MAX_CANDIDATES]), tuple(dict.fromkeys(notes)), tables, tuple(indexes)
     )
 
 

@@ -210,11 +210,11 @@ class Auditor:
         found = advisor.generate(
             self.conn, resolved, tables, catalog.indexes(self.conn, [t.oid for t in tables.values()])
         )
-        rejected = list(found.covered)
+        rejected = list(found.notes)
         if not found.candidates:
             reason = (
-                "; ".join(found.covered)
-                if found.covered
+                "; ".join(found.notes)
+                if found.notes
                 else ("no filter, join or sort column an index could serve: the statement reads whole tables")
             )
             return dataclasses.replace(base, skip_reason=f"no candidate index: {reason}", rejected=tuple(rejected))
@@ -254,7 +254,7 @@ class Auditor:
                 # What already serves the statement comes first: it is what a reviewing DBA checks.
                 skip_reason="; ".join(
                     [
-                        *found.covered,
+                        *found.notes,
                         f"no new index helps enough: best candidate {best.candidate.describe()} ({method}): {why}",
                     ]
                 ),

@@ -178,24 +178,31 @@ class Measurer:
 
     # -- hypothetical -----------------------------------------------------------------------------------
     def _hypothetical(self, samples: Sequence[str], candidates: Sequence[Candidate]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         with self._transaction(self.conn):
             if not self.hypopg_installed:
                 db.execute(self.conn, mark("CREATE EXTENSION IF NOT EXISTS hypopg"))
             try:
                 before = [explain(self.conn, s, analyze=False) for s in samples]
-                outcomes = []
                 for cand in candidates:
-                    ddl = cand.ddl(self.conn, concurrently=False)
-                    safety.check_index_target(self.conn, safety.check_index_ddl(ddl))
-                    oid = db.fetch_value(self.conn, mark("SELECT indexrelid FROM hypopg_create_index(%s)"), (ddl,))
                     try:
-                        after = [explain(self.conn, s, analyze=False) for s in samples]
-                    finally:
-                        db.fetch_value(self.conn, mark("SELECT hypopg_drop_index(%s)"), (oid,))
-                    outcomes.append(self._outcome(cand, "hypothetical", before, after))
-                return outcomes
+                        with rolled_back(self.conn):  # one candidate's error must not abort the others
+                            outcomes.append(self._hypothetical_one(cand, samples, before))
+                    except (UnsafeSQLError, DatabaseError) as exc:
+                        outcomes.append(Outcome(cand, None, error=str(exc)))
             finally:
                 db.fetch_value(self.conn, mark("SELECT hypopg_reset()"))
+        return outcomes
+
+    def _hypothetical_one(self, cand: Candidate, samples: Sequence[str], before: list[Plan]) -> Outcome:
+        ddl = cand.ddl(self.conn, concurrently=False)
+        safety.check_index_target(self.conn, safety.check_index_ddl(ddl))
+        oid = db.fetch_value(self.conn, mark("SELECT indexrelid FROM hypopg_create_index(%s)"), (ddl,))
+        try:
+            after = [explain(self.conn, s, analyze=False) for s in samples]
+        finally:
+            db.fetch_value(self.conn, mark("SELECT hypopg_drop_index(%s)"), (oid,))
+        return self._outcome(cand, "hypothetical", before, after)
 
     # -- real builds, rolled back -------------------------------------------------------------------
     def _build(

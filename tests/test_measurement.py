@@ -218,3 +218,28 @@ def test_audit_window_is_the_delta_since_a_stored_snapshot(embedded_pg: ServerIn
     country = next(c for q, c in counted.items() if "GROUP BY country" in q)
     assert country == 5, f"the window must count only the calls after the snapshot: {counted}"
     assert not any("customer_id = $1 ORDER BY" in q for q in counted), "statements idle in the window are out"
+
+
+def test_one_failing_candidate_does_not_spoil_the_others_and_parameterised_expressions_are_explained(
+    debian_pg: ServerInfo, embedded_pg: ServerInfo
+) -> None:
+    dsn = make_database(debian_pg, "measure_events", ("pg_stat_statements",))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE events (id bigint PRIMARY KEY, account_id int NOT NULL, kind text NOT NULL,"
+                     " occurred_at timestamp NOT NULL)")
+        conn.execute("INSERT INTO events SELECT g, g % 5000, (ARRAY['a','b','c'])[1 + g % 3], "
+                     "timestamp '2026-01-01' + g * interval '1 minute' FROM generate_series(1, 200000) g")
+        conn.execute("ANALYZE events")
+        for n in range(6):
+            conn.execute("SELECT count(*) FROM events WHERE date_trunc('day', occurred_at) = %s",
+                         (f"2026-02-0{n + 1}",))
+            conn.execute("SELECT id FROM events WHERE account_id = %s AND occurred_at >= now() - interval '30 days'",
+                         (n * 7,))
+    kb = make_database(embedded_pg, "measure_kb_events", ("vector",))
+    report = audit(dsn, kb, min_mean_ms="0.5")
+    trunc = find(report, "date_trunc")
+    assert trunc["status"] == "no_recommendation", trunc
+    assert "replaced a constant inside this expression" in trunc["skip_reason"], trunc["skip_reason"]
+    ranged = find(report, "account_id")
+    assert ranged["status"] == "recommended", ranged
+    assert "account_id" in ranged["recommendation"]["sql"]
