@@ -329,6 +329,19 @@ class AuditRun:
     wall_s: float
     report: dict[str, Any]
     progress: list[str]
+    commit: str
+
+
+def git_commit() -> str:
+    """The commit the auditor runs from, and whether its code differs from it (others commit meanwhile)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "auditor", "exporter")
+    return git("rev-parse", "--short", "HEAD") + (
+        " (with uncommitted changes in auditor/ or exporter/)" if dirty else ""
+    )
 
 
 def audit(dsn: str, kb_dsn: str, mode: str, label: str) -> AuditRun:
@@ -350,6 +363,7 @@ def audit(dsn: str, kb_dsn: str, mode: str, label: str) -> AuditRun:
         + " python -m auditor.cli audit --dsn <shop> --config /dev/null --format json "
         f"--min-calls {MIN_CALLS} --min-mean-ms {MIN_MEAN_MS} --limit {LIMIT}"
     )
+    commit = git_commit()
     started = time.monotonic()
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -361,7 +375,9 @@ def audit(dsn: str, kb_dsn: str, mode: str, label: str) -> AuditRun:
     wall = time.monotonic() - started
     if proc.returncode != 0:
         raise RuntimeError(f"audit ({mode}) exited {proc.returncode}: {err.strip()[-2000:]}")
-    return AuditRun(label, mode, command, wall, json.loads(out), err.splitlines())
+    if git_commit() != commit:
+        commit += f", changed to {git_commit()} while it ran"
+    return AuditRun(label, mode, command, wall, json.loads(out), err.splitlines(), commit)
 
 
 # -- matching statements to shapes ------------------------------------------------------------------------
@@ -386,10 +402,7 @@ def machine() -> dict[str, str]:
         return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
 
     cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2") or platform.processor()
-    dirty = sh("git -C " + str(ROOT) + " status --porcelain -- auditor exporter")
     return {
-        "commit": sh("git -C " + str(ROOT) + " rev-parse --short HEAD")
-        + (" (with uncommitted changes)" if dirty else ""),
         "nproc": sh("nproc"),
         "memory": sh('free -g | awk \'/^Mem:/ {print $2 " GiB total, " $7 " GiB available"}\''),
         "debian": sh("cat /etc/debian_version"),
@@ -446,7 +459,7 @@ def servers(tmp: Path) -> Iterator[tuple[DebianServer, EmbeddedPostgres]]:
 
 def _bench(args: argparse.Namespace, tmp: Path) -> int:
     started_at = datetime.now(UTC)
-    host = machine()  # before the run: the commit the audits ran with
+    host = machine()
     t0 = time.monotonic()
     phases: dict[str, float] = {}
     with servers(tmp) as (debian, kb):
@@ -853,7 +866,7 @@ def summarise(
         f"{phases['workload']:.0f} s, timings {phases['timings']:.0f} s)",
         f"- machine: {m['nproc']} cores ({m['cpu']}), {m['memory']}, Debian {m['debian']}, kernel {m['kernel']}, "
         f"Python {m['python']}",
-        f"- pg-architect commit: {m['commit']}",
+        "- pg-architect commit: " + "; ".join(f"{a.label}: {a.commit}" for a in audits),
         f"- audited server: Debian's PostgreSQL {m['postgres_debian']} ({m['extensions']}); knowledge base: "
         f"embedded PostgreSQL {m['postgres_kb']} with pgvector",
         f"- data: {db_bytes / 2**30:.2f} GiB ("
