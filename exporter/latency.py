@@ -316,7 +316,8 @@ class Mixture:
         m = mean[ln]
         # Non-negative data of n values has a coefficient of variation of at most sqrt(n - 1); past that the
         # input is inconsistent, and capping keeps sigma finite.
-        cv = np.minimum(std[ln] / m, np.sqrt(self._w - 1.0))
+        with np.errstate(over="ignore"):  # a subnormal mean overflows to inf, which the cap then bounds
+            cv = np.minimum(std[ln] / m, np.sqrt(self._w - 1.0))
         s2 = np.log1p(cv * cv)
         self._sigma = np.sqrt(s2)
         self._mu = np.log(m) - 0.5 * s2
