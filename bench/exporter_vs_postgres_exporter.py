@@ -850,6 +850,11 @@ def run(args: argparse.Namespace, work: Path, cleanup: contextlib.ExitStack) -> 
     print()
     print(table([summaries[e.label] for e in ours], [summaries[e.label] for e in theirs]))
     print()
+    for o in ours:
+        for t in theirs:
+            paired = statistics.median(a.wall_s / b.wall_s for a, b in zip(o.scrapes, t.scrapes, strict=True))
+            print(f"paired latency ratio {o.label} / {t.label} (median over rounds, robust to load): {paired:.2f}")
+    print()
     met = verdicts([summaries[e.label] for e in ours], [summaries[e.label] for e in theirs], hist)
     problems = {e.label: health(e, e in ours) for e in exporters}
     for label, found in problems.items():
