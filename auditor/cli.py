@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", metavar="HOST:PORT", help="exporter listen address (default 127.0.0.1:9188)")
     p.add_argument("--scale", type=float, default=1.0, help="data size factor (1.0: 1M orders)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="the auditor daemon: schedules + admin API")
+    _common(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -284,6 +288,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = load(args, **{"exporter.listen": args.listen or "127.0.0.1:9188"})
     return run_demo(cfg, once=args.once, scale=args.scale, stop=stop_event())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from auditor import daemon
+
+    cfg = load(args)
+    stop = stop_event()
+    with database(cfg) as (dsn, kb_dsn):
+        daemon.run(cfg, dsn, kb_dsn, stop)
+    return 0
 
 
 def print_findings(findings: Sequence[Any], out: Callable[[str], None]) -> int:
