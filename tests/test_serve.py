@@ -24,6 +24,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from auditor.api import HttpError, audit_overrides, authorize, page
+from auditor.kb import AUDIT_LOCK
 from auditor.scheduler import (
     DAILY_SNAPSHOT,
     WEEKLY_AUDIT,
@@ -229,7 +230,7 @@ def wait_for_run(port: int, run_id: str, timeout: float = 60) -> dict[str, Any]:
 
 
 def test_serve_runs_audits_over_the_admin_api_and_stops_cleanly_on_sigterm(
-    daemon: tuple[int, subprocess.Popen[str]],
+    daemon: tuple[int, subprocess.Popen[str]], pg_dsn: str
 ) -> None:
     port, proc = daemon
     assert call(port, "GET", "/healthz", token=None)[:2] == (200, {"status": "ok"})
@@ -266,6 +267,12 @@ def test_serve_runs_audits_over_the_admin_api_and_stops_cleanly_on_sigterm(
     assert call(port, "GET", "/admin/database/runs/not-a-uuid")[0] == 400
     assert call(port, "GET", "/admin/database/optimizations?limit=0")[0] == 400
     assert call(port, "GET", "/admin/database/optimizations?offset=x")[0] == 400
+
+    # Another process (a CLI audit) holding the knowledge base's audit lock: 409 too, and nothing left busy here.
+    with psycopg.connect(pg_dsn, autocommit=True) as other:
+        assert other.execute("SELECT pg_try_advisory_lock(%s)", (AUDIT_LOCK,)).fetchone() == (True,)
+        status, doc, _ = call(port, "POST", "/admin/database/run-audit")
+        assert status == 409 and "another audit" in doc["error"], (status, doc)
 
     # One audit: 202 with its run id, a second at once is refused.
     status, started, headers = call(port, "POST", "/admin/database/run-audit", body={"limit": 5})
