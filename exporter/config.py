@@ -351,8 +351,9 @@ def _overlay_env(data: dict[str, Any], env: Mapping[str, str], problems: list[st
                 node[part] = child
             node = child
         node[p[-1]] = _env_value(raw, p, problems)
+    standard = {variable for variable, _ in _STANDARD_SECRETS.values()}
     for key in env:
-        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV:
+        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV and key not in standard:
             base = key.removesuffix("_FILE")
             if base not in known and key not in known:
                 problems.append(f"{key}: unknown environment setting")

@@ -105,3 +105,8 @@ def test_not_yaml_and_not_a_mapping_are_clear(tmp_path: Path) -> None:
 )
 def test_passwords_are_redacted_from_messages(text: str, hidden: str) -> None:
     assert hidden not in redact(text) and "***" in redact(text)
+
+
+def test_api_token_variable_is_a_secret_not_an_unknown_setting() -> None:
+    cfg = load_config(env={"PG_ARCHITECT_API_TOKEN": "t0ken"})
+    assert cfg.secret("api_token") == "t0ken"
