@@ -306,7 +306,10 @@ class Auditor:
 def executable_samples(conn: db.Connection, shape: QueryShape, n: int) -> list[str]:
     """The statement with real values bound for its placeholders, ``n`` ways (once when it has none)."""
     types = params.infer_parameter_types(conn, shape.text)
-    values = params.sample_parameters(conn, shape, n) if types else [{}]
+    # Where the text alone could not tell (a placeholder inside arithmetic), the server's own inference wins.
+    server = params.server_parameter_types(conn, shape.text, types)
+    types.update({k: v for k, v in server.items() if types.get(k, "text") == "text"})
+    values = params.sample_parameters(conn, shape, n, types) if types else [{}]
     return list(dict.fromkeys(params.bind_parameters(shape.text, v, types) for v in values))
 
 

@@ -183,7 +183,8 @@ class Measurer:
             if not self.hypopg_installed:
                 db.execute(self.conn, mark("CREATE EXTENSION IF NOT EXISTS hypopg"))
             try:
-                before = [explain(self.conn, s, analyze=False) for s in samples]
+                with db.transaction(self.conn):  # a savepoint: if the statement cannot be planned, say why
+                    before = [explain(self.conn, s, analyze=False) for s in samples]
                 for cand in candidates:
                     try:
                         with rolled_back(self.conn):  # one candidate's error must not abort the others
@@ -249,6 +250,11 @@ class Measurer:
                 error="the table has HOT-updated rows, so an index built in this "
                 "transaction is invisible to its plans; measure with hypopg or a staging server",
             )
+        if analyze:
+            # Timing costs seconds on a large table: only when some sample's plan uses the new index at all.
+            planned = [explain(conn, s, analyze=False) for s in samples]
+            if not any(cand.name() in p.index_names for p in planned):
+                return self._outcome(cand, method, [_untimed(p) for p in before], planned)
         after = [self._timed(conn, s, analyze) for s in samples]
         return self._outcome(cand, method, before, after)
 
@@ -321,6 +327,10 @@ class Measurer:
             consistent=all(per_sample),
             expression_estimate_only=method == "hypothetical" and any(k.column is None for k in cand.keys),
         )
+
+
+def _untimed(plan: Plan) -> Plan:
+    return dataclasses.replace(plan, ms=None)
 
 
 class _Rollback(Exception):

@@ -10,6 +10,7 @@ positions, so a ``$1`` inside a string or a comment is left alone.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from auditor.parsing import (
 from auditor.safety import check_readonly_select
 from exporter import db
 from exporter.errors import PgArchitectError, UnsafeSQLError
+from exporter.sqlfiles import mark
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -350,17 +352,62 @@ def _range_value(pool: _Pool, operator: str | None, selectivity: float, paired: 
     return None
 
 
-def sample_parameters(conn: db.Connection, shape: QueryShape, n_samples: int = 3) -> list[dict[int, str]]:
+_FALLBACK_TYPES = ("integer", "bigint", "numeric", "timestamp with time zone", "timestamp without time zone", "date")
+
+
+def server_parameter_types(conn: db.Connection, text: str, known: Mapping[int, str] | None = None) -> dict[int, str]:
+    """The types PostgreSQL infers for each ``$n`` (``attempts + $2`` is an integer) from PREPARE, which plans
+    and never executes; only our own prepared statement is deallocated, by name.
+
+    Placeholders of ``known`` type are declared; when the server still cannot resolve the rest
+    (``col < $2 + interval $3``: unknown + interval), each of the statement's own types and a few common ones
+    is tried for them in turn. Empty when nothing prepares.
+    """
+    count = max(_placeholders(text), default=0)
+    if not count:
+        return {}
+    declared = {n: t for n, t in (known or {}).items() if t != "text"}
+    unknown = [n for n in range(1, count + 1) if n not in declared]
+    guesses: list[dict[int, str]] = (
+        [{}] + [dict.fromkeys(unknown, guess) for guess in dict.fromkeys([*declared.values(), *_FALLBACK_TYPES])]
+        if unknown
+        else [{}]
+    )
+    for guess in guesses:
+        types = [{**declared, **guess}.get(n, "unknown") for n in range(1, count + 1)]
+        found = _prepared_types(conn, repair_placeholders(text), types)
+        if found is not None:
+            return {n: t for n, t in enumerate(found, 1) if t not in ("unknown", "text")}
+    return {}
+
+
+def _prepared_types(conn: db.Connection, text: str, types: Sequence[str]) -> list[str] | None:
+    name = f"pgarch_probe_{secrets.token_hex(6)}"
+    declared = db.SQL(", ").join(db.SQL(_checked_type(t)) if t != "unknown" else db.SQL("unknown") for t in types)
+    try:
+        db.execute(conn, db.SQL("PREPARE {} ({}) AS ").format(db.Identifier(name), declared) + db.SQL(mark(text)))
+    except PgArchitectError:
+        return None
+    try:
+        return list(db.fetch_value(conn, catalog.sql(conn, "prepared_parameter_types"), (name,)) or [])
+    finally:
+        db.execute(conn, db.SQL("DEALLOCATE {}").format(db.Identifier(name)))
+
+
+def sample_parameters(
+    conn: db.Connection, shape: QueryShape, n_samples: int = 3, types: Mapping[int, str] | None = None
+) -> list[dict[int, str]]:
     """``n_samples`` sets of real values for the statement's placeholders.
 
     Per placeholder: equality and IN take a common value first, then a rare one (pg_stats MCVs and
     histogram); ranges take histogram bounds for realistic selectivities; LIKE a real value's prefix plus
     ``%``; ``= ANY($n)`` an array of real values; LIMIT 20, OFFSET 0. A column without statistics is
-    sampled with ``TABLESAMPLE SYSTEM (1)``. Read-only: nothing is analysed or written.
+    sampled with ``TABLESAMPLE SYSTEM (1)``. Read-only: nothing is analysed or written. ``types`` overrides
+    the inferred type of a placeholder (from :func:`server_parameter_types`).
     """
     catalog = _Catalog(conn)
     shape = _resolved(catalog, shape)
-    types = _infer(catalog, shape)
+    types = {**_infer(catalog, shape), **(types or {})}
     pools: dict[tuple[TableRef, str], _Pool] = {}
 
     arguments = {

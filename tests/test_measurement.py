@@ -229,8 +229,15 @@ def test_one_failing_candidate_does_not_spoil_the_others_and_parameterised_expre
                      " occurred_at timestamp NOT NULL)")
         conn.execute("INSERT INTO events SELECT g, g % 5000, (ARRAY['a','b','c'])[1 + g % 3], "
                      "timestamp '2026-01-01' + g * interval '1 minute' FROM generate_series(1, 200000) g")
+        conn.execute("CREATE TABLE jobs AS SELECT g AS id, 0 AS attempts, 'ref-' || g AS external_ref "
+                     "FROM generate_series(1, 200000) g")
         conn.execute("ANALYZE events")
+        conn.execute("ANALYZE jobs")
         for n in range(6):
+            # Placeholders inside arithmetic: only the server can tell their types.
+            conn.execute("SELECT kind, count(*) FROM events WHERE occurred_at >= %s AND occurred_at < %s + "
+                         "interval '2 hours' GROUP BY kind", (datetime(2026, 3, n + 1), datetime(2026, 3, n + 1)))
+            conn.execute("UPDATE jobs SET attempts = attempts + %s WHERE external_ref = %s", (1, f"ref-{n * 99}"))
             conn.execute("SELECT count(*) FROM events WHERE date_trunc('day', occurred_at) = %s",
                          (f"2026-02-0{n + 1}",))
             conn.execute("SELECT id FROM events WHERE account_id = %s AND occurred_at >= now() - interval '30 days'",
@@ -240,6 +247,10 @@ def test_one_failing_candidate_does_not_spoil_the_others_and_parameterised_expre
     trunc = find(report, "date_trunc")
     assert trunc["status"] == "no_recommendation", trunc
     assert "replaced a constant inside this expression" in trunc["skip_reason"], trunc["skip_reason"]
+    for fragment, column in (("GROUP BY kind", "occurred_at"), ("UPDATE jobs", "external_ref")):
+        q = find(report, fragment)
+        assert q["status"] == "recommended", q
+        assert column in q["recommendation"]["sql"], q["recommendation"]["sql"]
     ranged = find(report, "account_id")
     assert ranged["status"] == "recommended", ranged
     assert "account_id" in ranged["recommendation"]["sql"]
