@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from auditor import advisor, catalog, confidence, health, params, window
 from auditor.fingerprint import EMBEDDING_MODEL, embed
 from auditor.kb import KnowledgeBase, SimilarRecommendation
-from auditor.measure import CannotMeasure, Measurer, Outcome
+from auditor.measure import CannotMeasure, Measurer, Outcome, representative
 from auditor.models import (
     AuditReport,
     Explanation,
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 N_SAMPLES = 2
+# Drawn, then the N_SAMPLES closest to the rows pg_stat_statements recorded per call are measured.
+N_DRAWN = 5
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -196,11 +198,16 @@ class Auditor:
         applied = next((s for s in similar if s.status == "applied"), None)
         if applied is not None:
             base = dataclasses.replace(base, regression_of=applied.recommendation_id)
-        result = self._advise(base, shape, measurer, applied)
+        result = self._advise(base, shape, measurer, applied, statement.rows_per_call)
         return result, vector
 
     def _advise(
-        self, base: SlowQuery, shape: QueryShape, measurer: Measurer, applied: SimilarRecommendation | None
+        self,
+        base: SlowQuery,
+        shape: QueryShape,
+        measurer: Measurer,
+        applied: SimilarRecommendation | None,
+        rows_per_call: float | None,
     ) -> SlowQuery:
         resolved, tables = advisor.resolve(self.conn, shape)
         if not tables:
@@ -218,7 +225,17 @@ class Auditor:
                 else ("no filter, join or sort column an index could serve: the statement reads whole tables")
             )
             return dataclasses.replace(base, skip_reason=f"no candidate index: {reason}", rejected=tuple(rejected))
-        samples = executable_samples(self.conn, resolved, N_SAMPLES)
+        try:
+            samples = representative(
+                self.conn, executable_samples(self.conn, resolved, N_DRAWN), rows_per_call, N_SAMPLES
+            )
+        except PgArchitectError as exc:
+            return dataclasses.replace(
+                base,
+                status="error",
+                skip_reason=f"cannot plan the statement with sampled values: {exc}",
+                rejected=tuple(rejected),
+            )
         try:
             method, outcomes = measurer.measure(resolved.kind, samples, found.candidates, list(tables.values()))
         except CannotMeasure as exc:

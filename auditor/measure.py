@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ MAX_BUILDS = 3
 class Plan:
     cost: float
     ms: float | None
+    rows: float
     nodes: tuple[str, ...]
     index_names: frozenset[str]
     text: str
@@ -65,9 +67,12 @@ class Plan:
                 label += f" on {node['Relation Name']}"
             nodes.append(label)
             stack.extend(reversed(node.get("Plans", [])))
+        # A DML statement's root returns nothing: the rows it touches are its input's.
+        output = root["Plans"][0] if root.get("Node Type") == "ModifyTable" and root.get("Plans") else root
         return cls(
             cost=float(root.get("Total Cost", 0.0)),
             ms=top.get("Execution Time"),
+            rows=float(output.get("Plan Rows", 0.0)),
             nodes=tuple(nodes),
             index_names=frozenset(names),
             text=" -> ".join(nodes),
@@ -97,6 +102,25 @@ def explain(conn: db.Connection, sql: str, *, analyze: bool) -> Plan:
     options = "ANALYZE, TIMING OFF, FORMAT JSON" if analyze else "FORMAT JSON"
     doc = db.fetch_value(conn, mark(f"EXPLAIN ({options}) {sql}"))
     return Plan.from_json(doc if not isinstance(doc, str) else json.loads(doc))
+
+
+def representative(conn: db.Connection, samples: Sequence[str], rows_per_call: float | None, keep: int) -> list[str]:
+    """The ``keep`` samples whose planned rows are closest to what each call really returned.
+
+    Parameter values come from statistics, not from the application: a range sampled to be selective makes
+    an index look good for a statement whose real calls read most of the table. pg_stat_statements records
+    the rows each call returns (or touches), comparable to the plan's row estimate; samples far from it are
+    not what the workload runs.
+    """
+    if rows_per_call is None or rows_per_call <= 0 or len(samples) <= keep:
+        return list(samples[:keep])
+    with rolled_back(conn):  # planning only; read-only all the same
+        db.execute(conn, "SET LOCAL transaction_read_only = on")
+        planned = [
+            (abs(math.log((explain(conn, s, analyze=False).rows + 1) / (rows_per_call + 1))), i)
+            for i, s in enumerate(samples)
+        ]
+    return [samples[i] for _, i in sorted(planned)[:keep]]
 
 
 def choose_method(

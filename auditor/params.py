@@ -50,7 +50,9 @@ __all__ = [
 DEFAULT_LIMIT = "20"
 DEFAULT_OFFSET = "0"
 # Selectivities tried for range predicates, one per sample: typical, narrow, wide.
-_RANGE_SELECTIVITY = (0.05, 0.01, 0.25)
+# Selective first (the usual case an index serves), then wide ones, so that the samples matching the
+# rows pg_stat_statements records per call can be chosen (auditor.measure.representative).
+_RANGE_SELECTIVITY = (0.05, 0.01, 0.25, 0.6, 0.95)
 # Placeholders that stand for a normalised constant argument of a well-known function.
 _FUNCTION_ARGUMENTS = {"date_trunc": "day", "date_part": "day", "to_char": "YYYY-MM-DD"}
 

@@ -53,6 +53,7 @@ class Statement:
     calls: int
     total_ms: float
     parse_error: str | None = None
+    rows_per_call: float | None = None  # rows returned or affected per call (pg_stat_statements, cumulative)
 
     @property
     def mean_ms(self) -> float:
@@ -167,6 +168,7 @@ def take(
                 calls=total_calls,
                 total_ms=total_ms,
                 parse_error=errors.get(leader.queryid),
+                rows_per_call=sum(r.rows for r in group) / max(sum(r.calls for r in group), 1),
             )
         )
     statements.sort(key=lambda s: -s.total_ms)

@@ -254,3 +254,23 @@ def test_one_failing_candidate_does_not_spoil_the_others_and_parameterised_expre
     ranged = find(report, "account_id")
     assert ranged["status"] == "recommended", ranged
     assert "account_id" in ranged["recommendation"]["sql"]
+
+
+def test_parameters_are_measured_as_the_workload_uses_them(embedded_pg: ServerInfo) -> None:
+    """A range the application uses wide (94 % of rows) gets no index; the same shape used narrowly does.
+
+    Samples are matched to the rows pg_stat_statements recorded per call. (An aggregate's output rows do not
+    follow its filter, so there this cannot tell; see the issue notes.)"""
+    prod = small_shop(embedded_pg, "measure_representative", orders=150_000)
+    with psycopg.connect(prod, autocommit=True) as conn:
+        for _ in range(6):
+            conn.execute("SELECT id, total FROM orders WHERE created_at >= %s",
+                         (datetime.now(UTC) - timedelta(days=343),))
+            conn.execute("SELECT id, total FROM orders WHERE created_at >= %s AND created_at < %s AND status = %s",
+                         (datetime.now(UTC) - timedelta(days=3), datetime.now(UTC) - timedelta(days=2), "pending"))
+    kb = make_database(embedded_pg, "measure_kb_representative", ("vector",))
+    report = audit(prod, kb, min_mean_ms="0.05")
+    wide = next(q for q in report["slow_queries"] if q["query"].rstrip().endswith("WHERE created_at >= $1"))
+    assert wide["status"] != "recommended", wide["recommendation"]
+    narrow = find(report, "status = $3")
+    assert narrow["status"] == "recommended" and "created_at" in narrow["recommendation"]["sql"], narrow
