@@ -895,6 +895,8 @@ def pg_bin() -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C raises KeyboardInterrupt even when the shell started us with SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     work = Path(tempfile.mkdtemp(prefix="pgarch-bench-"))
     cleanup = contextlib.ExitStack()
     cleanup.callback(shutil.rmtree, work, True)
