@@ -13,7 +13,7 @@ postgres_exporter runs twice: with its defaults, and with a per-query pg_stat_st
 stat_statements collector (top 100 statements by time, PostgreSQL 17+ columns) through 0.11's own mechanism,
 ``--extend.query-path``.
 
-Run:  python bench/exporter_vs_postgres_exporter.py   (see --help; about 3 minutes on 2 cores)
+Run:  python bench/exporter_vs_postgres_exporter.py   (see --help; about 2 minutes on 2 cores)
 Everything it starts (PostgreSQL, exporters, pgbench, temporary files) is stopped and removed on exit,
 including on Ctrl-C or SIGTERM.
 """
