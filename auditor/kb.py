@@ -63,7 +63,7 @@ class SnapshotRow:
             self.stddev_ms,
             self.min_ms,
             self.max_ms,
-            self.stats_since,
+            self.stats_since.timestamp() if self.stats_since is not None else None,
         )
 
 
@@ -386,7 +386,8 @@ class KnowledgeBase:
         )
 
     def snapshot_rows(self, snapshot_id: int) -> list[StatementRow]:
-        return db.fetch(self.conn, self._sql("kb_snapshot_rows"), {"snapshot_id": snapshot_id}, StatementRow)
+        return list(map(StatementRow._make, db.fetch_tuples(self.conn, self._sql("kb_snapshot_rows"),
+                                                            {"snapshot_id": snapshot_id})))
 
     # -- similarity ----------------------------------------------------------------------------------
     def similar(

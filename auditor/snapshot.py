@@ -14,7 +14,7 @@ from exporter.config import Config
 
 def health_metrics(conn: db.Connection) -> dict[str, Any]:
     server = collectors.read_server(conn)
-    databases = collectors.read_databases(conn, server)
+    databases = collectors.read_databases(conn, server, collectors.read_database_sizes(conn, server))
     return {
         "client_backends": server.client_backends,
         "usable_connections": server.usable_connections,

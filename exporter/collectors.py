@@ -21,6 +21,7 @@ from exporter.latency import BUCKETS, Interval, Mixture, row_quantile
 from exporter.models import (
     ActivityRow,
     DatabaseRow,
+    DatabaseSizeRow,
     KbPresentRow,
     KpiRow,
     PgssInfoRow,
@@ -80,12 +81,23 @@ def server_metrics(server: ServerRow, activity: Sequence[ActivityRow]) -> list[M
 # -- databases: sizes and cache -----------------------------------------------------------------
 
 
-def read_databases(conn: db.Connection, server: ServerRow) -> list[DatabaseRow]:
-    return db.fetch(conn, _query("databases", server.server_version_num), None, DatabaseRow)
+def read_databases(conn: db.Connection, server: ServerRow, sizes: dict[int, int]) -> list[DatabaseRow]:
+    """Every database's counters, with its size from ``sizes`` (see read_database_sizes)."""
+    rows = db.fetch(conn, _query("databases", server.server_version_num), None, DatabaseRow)
+    return [dataclasses.replace(r, size_bytes=sizes.get(r.dbid, 0)) for r in rows]
+
+
+def read_database_sizes(conn: db.Connection, server: ServerRow) -> dict[int, int]:
+    rows = db.fetch(conn, _query("database_sizes", server.server_version_num), None, DatabaseSizeRow)
+    return {r.dbid: r.size_bytes for r in rows}
 
 
 def database_metrics(rows: Sequence[DatabaseRow], previous: dict[str, tuple[int, int]] | None) -> list[Metric]:
-    size = GaugeMetricFamily("pg_database_size_bytes", "Disk space used by the database.", labels=["datname"])
+    size = GaugeMetricFamily(
+        "pg_database_size_bytes",
+        "Disk space used by the database (read at most every exporter.database_size_interval_s).",
+        labels=["datname"],
+    )
     hit = CounterMetricFamily("pg_stat_database_blks_hit", "Buffer cache hits.", labels=["datname"])
     read = CounterMetricFamily("pg_stat_database_blks_read", "Blocks read from disk (or OS cache).", labels=["datname"])
     ratio = GaugeMetricFamily(
@@ -117,7 +129,8 @@ def read_statements(conn: db.Connection, server: ServerRow) -> tuple[list[Statem
             )
         raise DatabaseError("pg_stat_statements is not in shared_preload_libraries")
     version = extension_version_num(server.pgss_version)
-    rows = db.fetch(conn, _query("pgss_statements", version, pgss=server.pgss_schema), None, StatementRow)
+    query = _query("pgss_statements", version, pgss=server.pgss_schema)
+    rows = list(map(StatementRow._make, db.fetch_tuples(conn, query)))
     info = None
     if version >= 10900:
         info = db.fetch_one(conn, _query("pgss_info", version, pgss=server.pgss_schema), None, PgssInfoRow)
@@ -147,25 +160,29 @@ class StatementTotals:
     total_s: float
 
 
-def statement_totals(rows: Iterable[StatementRow]) -> dict[tuple[int, int], StatementTotals]:
-    totals: dict[tuple[int, int], StatementTotals] = {}
+def statement_totals(
+    rows: Iterable[StatementRow], keys: set[tuple[int, int]] | None = None
+) -> dict[tuple[int, int], StatementTotals]:
+    """Cumulative calls and time per (dbid, queryid), for ``keys`` only when given."""
+    calls: dict[tuple[int, int], int] = {}
+    seconds: dict[tuple[int, int], float] = {}
     for row in rows:
         key = (row.dbid, row.queryid)
-        old = totals.get(key, StatementTotals(0, 0.0))
-        totals[key] = StatementTotals(old.calls + row.calls, old.total_s + row.total_ms / 1000.0)
-    return totals
+        if keys is not None and key not in keys:
+            continue
+        calls[key] = calls.get(key, 0) + row.calls
+        seconds[key] = seconds.get(key, 0.0) + row.total_ms / 1000.0
+    return {key: StatementTotals(calls[key], seconds[key]) for key in calls}
 
 
-def top_statements(
-    window: StatementWindow | None, totals: dict[tuple[int, int], StatementTotals], limit: int
-) -> list[tuple[int, int]]:
+def top_statements(window: StatementWindow | None, rows: Sequence[StatementRow], limit: int) -> list[tuple[int, int]]:
     """The ``limit`` statements with the most execution time in the window (cumulative before one exists)."""
     if limit <= 0:
         return []
     if window is not None and window.intervals:
         spent = {key: sum(iv.calls * iv.mean_s for iv in ivs) for key, ivs in window.by_statement().items()}
     else:
-        spent = {key: t.total_s for key, t in totals.items()}
+        spent = {key: t.total_s for key, t in statement_totals(rows).items()}
     return sorted(spent, key=lambda k: (-spent[k], k))[:limit]
 
 
@@ -229,9 +246,10 @@ def statement_metrics(
         "p95 latency of a top statement between the last two scrapes.",
         labels=["datname", "queryid"],
     )
-    totals = statement_totals(rows)
+    top = top_statements(window, rows, top_n)
+    totals = statement_totals(rows, set(top))
     per_statement = window.by_statement() if window is not None else {}
-    for key in top_statements(window, totals, top_n):
+    for key in top:
         datname = datnames.get(key[0])
         if datname is None:
             continue

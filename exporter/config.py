@@ -120,6 +120,7 @@ class ExporterConfig:
     data_directory: str | None = None
     disk_capacity_bytes: int | None = _field(None, _positive)
     top_queries: int = _field(20, _non_negative)
+    database_size_interval_s: float = _field(60.0, _non_negative)
     lock_timeout_ms: int = _field(500, _positive)
 
 

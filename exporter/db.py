@@ -37,6 +37,7 @@ __all__ = [
     "fetch",
     "fetch_dicts",
     "fetch_one",
+    "fetch_tuples",
     "fetch_value",
     "pg_errors",
     "register_vector",
@@ -118,6 +119,13 @@ def server_version_num(conn: Connection) -> int:
 def fetch(conn: Connection, query: Query, params: Sequence[Any] | dict[str, Any] | None, row: type[T]) -> list[T]:
     """Run ``query`` and return its rows as instances of ``row`` (SQL aliases equal field names)."""
     with translated(), conn.cursor(row_factory=class_row(row)) as cur:
+        cur.execute(query, params)
+        return cur.fetchall()
+
+
+def fetch_tuples(conn: Connection, query: Query, params: Sequence[Any] | dict[str, Any] | None = None) -> list[Any]:
+    """Rows as plain tuples, in binary format: the cheapest way to read many rows."""
+    with translated(), conn.cursor(binary=True) as cur:
         cur.execute(query, params)
         return cur.fetchall()
 

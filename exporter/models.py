@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
+from typing import NamedTuple
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -44,12 +45,21 @@ class DatabaseRow:
     datname: str
     blks_hit: int
     blks_read: int
-    size_bytes: int
+    size_bytes: int = 0  # from database_sizes.sql, refreshed less often (exporter.database_size_interval_s)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class StatementRow:
-    """One pg_stat_statements row, without its text."""
+class DatabaseSizeRow:
+    dbid: int
+    size_bytes: int
+
+
+class StatementRow(NamedTuple):
+    """One pg_stat_statements row, without its text.
+
+    A NamedTuple, built straight from the driver's tuples: the exporter reads thousands every scrape, and a
+    tuple costs a fraction of a dataclass to build. ``stats_since`` is in epoch seconds.
+    """
 
     userid: int
     dbid: int
@@ -60,7 +70,7 @@ class StatementRow:
     stddev_ms: float
     min_ms: float
     max_ms: float
-    stats_since: datetime | None
+    stats_since: float | None
 
     @property
     def key(self) -> tuple[int, int, int, bool]:

@@ -60,62 +60,121 @@ def check_server(conn: db.Connection) -> list[Finding]:
     row = db.fetch_one(conn, QUERIES.get("preflight", db.server_version_num(conn)), None, PreflightRow)
     assert row is not None
     version_ok = row.server_version_num >= MIN_SERVER_VERSION
-    out = [Finding("server version", version_ok, f"PostgreSQL {row.server_version}",
-                   None if version_ok else "upgrade to PostgreSQL 13 or later")]
+    out = [
+        Finding(
+            "server version",
+            version_ok,
+            f"PostgreSQL {row.server_version}",
+            None if version_ok else "upgrade to PostgreSQL 13 or later",
+        )
+    ]
     if row.shared_preload_libraries is None:
         # The role may not read the setting (no pg_monitor): pg_stat_statements answering proves it is loaded.
         preloaded = row.pgss_version is not None and _pgss_answers(conn)
-        out.append(Finding("pg_stat_statements loaded", preloaded,
-                           "shared_preload_libraries is hidden from this role"
-                           + ("; pg_stat_statements answers" if preloaded else ""),
-                           None if preloaded else "grant pg_monitor (below) so the setting can be checked"))
+        out.append(
+            Finding(
+                "pg_stat_statements loaded",
+                preloaded,
+                "shared_preload_libraries is hidden from this role"
+                + ("; pg_stat_statements answers" if preloaded else ""),
+                None if preloaded else "grant pg_monitor (below) so the setting can be checked",
+            )
+        )
     else:
         libraries = _libraries(row.shared_preload_libraries)
         preloaded = "pg_stat_statements" in libraries
-        fix = (f"ALTER SYSTEM SET shared_preload_libraries = '{','.join(sorted(libraries | {'pg_stat_statements'}))}'"
-               "; then restart PostgreSQL" + ("" if row.pgss_available else " (install the contrib package first)"))
-        out.append(Finding("pg_stat_statements loaded", preloaded,
-                           f"shared_preload_libraries = '{row.shared_preload_libraries}'", None if preloaded else fix))
-    out.append(Finding(
-        "pg_stat_statements created", row.pgss_version is not None,
-        f"version {row.pgss_version}" if row.pgss_version else f"not created in database {row.datname}",
-        None if row.pgss_version else f"CREATE EXTENSION pg_stat_statements; -- in database {row.datname}",
-    ))
+        fix = (
+            f"ALTER SYSTEM SET shared_preload_libraries = '{','.join(sorted(libraries | {'pg_stat_statements'}))}'"
+            "; then restart PostgreSQL" + ("" if row.pgss_available else " (install the contrib package first)")
+        )
+        out.append(
+            Finding(
+                "pg_stat_statements loaded",
+                preloaded,
+                f"shared_preload_libraries = '{row.shared_preload_libraries}'",
+                None if preloaded else fix,
+            )
+        )
+    out.append(
+        Finding(
+            "pg_stat_statements created",
+            row.pgss_version is not None,
+            f"version {row.pgss_version}" if row.pgss_version else f"not created in database {row.datname}",
+            None if row.pgss_version else f"CREATE EXTENSION pg_stat_statements; -- in database {row.datname}",
+        )
+    )
     if row.compute_query_id is not None:
         qid_ok = row.compute_query_id in ("on", "regress") or (row.compute_query_id == "auto" and preloaded)
-        out.append(Finding("compute_query_id", qid_ok, f"compute_query_id = {row.compute_query_id}",
-                           None if qid_ok else "ALTER SYSTEM SET compute_query_id = on; SELECT pg_reload_conf();"))
+        out.append(
+            Finding(
+                "compute_query_id",
+                qid_ok,
+                f"compute_query_id = {row.compute_query_id}",
+                None if qid_ok else "ALTER SYSTEM SET compute_query_id = on; SELECT pg_reload_conf();",
+            )
+        )
     privileged = row.is_superuser or row.has_pg_monitor
     held = "superuser" if row.is_superuser else "member of pg_monitor" if row.has_pg_monitor else "no pg_monitor"
-    out.append(Finding("monitoring privileges", privileged, f"role {row.role_name}: {held}",
-                       None if privileged else f"GRANT pg_monitor TO {db.Identifier(row.role_name).as_string(conn)};"))
+    out.append(
+        Finding(
+            "monitoring privileges",
+            privileged,
+            f"role {row.role_name}: {held}",
+            None if privileged else f"GRANT pg_monitor TO {db.Identifier(row.role_name).as_string(conn)};",
+        )
+    )
     if row.reserved_connections is not None and not row.is_superuser:
         # When clients take every slot, an exporter without a reserved slot cannot connect either: the
         # outage then shows only as pg_up 0, without the connection numbers that explain it.
         reserved_ok = bool(row.can_use_reserved) and row.reserved_connections > 0
         role = db.Identifier(row.role_name).as_string(conn)
-        out.append(Finding(
-            "a reserved slot for monitoring", reserved_ok,
-            f"reserved_connections = {row.reserved_connections}, role "
-            + ("may" if row.can_use_reserved else "may not") + " use them",
-            None if reserved_ok else (
-                ("ALTER SYSTEM SET reserved_connections = 3; -- needs a restart\n       "
-                 if not row.reserved_connections else "")
-                + f"GRANT pg_use_reserved_connections TO {role};"),
-            required=False))
+        out.append(
+            Finding(
+                "a reserved slot for monitoring",
+                reserved_ok,
+                f"reserved_connections = {row.reserved_connections}, role "
+                + ("may" if row.can_use_reserved else "may not")
+                + " use them",
+                None
+                if reserved_ok
+                else (
+                    (
+                        "ALTER SYSTEM SET reserved_connections = 3; -- needs a restart\n       "
+                        if not row.reserved_connections
+                        else ""
+                    )
+                    + f"GRANT pg_use_reserved_connections TO {role};"
+                ),
+                required=False,
+            )
+        )
     io_ok = row.track_io_timing == "on"
-    out.append(Finding("track_io_timing", io_ok, f"track_io_timing = {row.track_io_timing}",
-                       None if io_ok else "ALTER SYSTEM SET track_io_timing = on; SELECT pg_reload_conf();",
-                       required=False))
+    out.append(
+        Finding(
+            "track_io_timing",
+            io_ok,
+            f"track_io_timing = {row.track_io_timing}",
+            None if io_ok else "ALTER SYSTEM SET track_io_timing = on; SELECT pg_reload_conf();",
+            required=False,
+        )
+    )
     if row.hypopg_version:
         hypopg = f"installed {row.hypopg_version}"
     elif row.hypopg_available:
         hypopg = "available"
     else:
         hypopg = "not available: measurements build real indexes in a rolled-back transaction instead"
-    out.append(Finding("hypopg (hypothetical indexes)", row.hypopg_available, hypopg,
-                       None if row.hypopg_available else
-                       "install hypopg (Debian: postgresql-<major>-hypopg) for lock-free measurement", required=False))
+    out.append(
+        Finding(
+            "hypopg (hypothetical indexes)",
+            row.hypopg_available,
+            hypopg,
+            None
+            if row.hypopg_available
+            else "install hypopg (Debian: postgresql-<major>-hypopg) for lock-free measurement",
+            required=False,
+        )
+    )
     return out
 
 
@@ -155,9 +214,7 @@ def check_knowledge_base(conn: db.Connection) -> list[Finding]:
             else "schema pgarch will be created on the first audit"
             if can_create
             else "the role cannot create schema pgarch",
-            None
-            if can_create
-            else f"GRANT CREATE ON DATABASE {database} TO {role};",
+            None if can_create else f"GRANT CREATE ON DATABASE {database} TO {role};",
         )
     )
     if row.vector_version is None and row.vector_available and not row.is_superuser:

@@ -33,7 +33,8 @@ def restarted(prev: StatementRow, cur: StatementRow) -> bool:
     if cur.calls < prev.calls:
         return True
     if prev.stats_since is not None and cur.stats_since is not None:
-        return cur.stats_since != prev.stats_since
+        # Epoch seconds reach us through SQL and through Python conversions: equal within a millisecond.
+        return abs(cur.stats_since - prev.stats_since) > 1e-3
     return cur.min_ms > prev.min_ms or cur.max_ms < prev.max_ms
 
 
@@ -76,6 +77,8 @@ def diff(
     new_rows = restarted_rows = 0
     for row in rows:
         prev = previous.get(row.key)
+        if prev is not None and row.calls == prev.calls and not reset_detected and row.stats_since == prev.stats_since:
+            continue  # the common case by far: nothing ran; decide it before building anything
         if prev is None:
             new_rows += 1
         elif reset_detected or restarted(prev, row):

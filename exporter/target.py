@@ -64,6 +64,8 @@ class Target:
         self.statements = StatementTracker()
         self.histograms: dict[str, collectors.HistogramState] = {}
         self._blocks: dict[str, tuple[int, int]] | None = None
+        self._sizes: dict[int, int] = {}  # database sizes, refreshed every database_size_interval_s
+        self._sizes_at: float | None = None
         self._system_identifier: str | None = None
         self._warned: set[str] = set()
         self.collections = 0  # collections started, for tests and /healthz-style introspection
@@ -164,6 +166,7 @@ class Target:
                 # Another server answers at this address now (failover, restore): start over.
                 self.statements.forget()
                 self._blocks = None
+                self._sizes_at = None
                 self._system_identifier = server.system_identifier
             families += self._guarded(
                 success,
@@ -174,7 +177,11 @@ class Target:
             databases: list[DatabaseRow] = []
 
             def read_databases() -> list[Metric]:
-                databases.extend(collectors.read_databases(conn, server))
+                now = time.monotonic()
+                if self._sizes_at is None or now - self._sizes_at >= self.config.exporter.database_size_interval_s:
+                    self._sizes = collectors.read_database_sizes(conn, server)
+                    self._sizes_at = now
+                databases.extend(collectors.read_databases(conn, server, self._sizes))
                 metrics = collectors.database_metrics(databases, self._blocks)
                 self._blocks = {d.datname: (d.blks_hit, d.blks_read) for d in databases}
                 return metrics

@@ -1,10 +1,9 @@
--- Per database: cache counters and size. Cluster-wide view, read once per server.
+-- Per database: cache counters, every scrape. Cluster-wide view, read once per server.
 SELECT
     d.oid::bigint AS dbid,
     d.datname AS datname,
     COALESCE(s.blks_hit, 0)::bigint AS blks_hit,
-    COALESCE(s.blks_read, 0)::bigint AS blks_read,
-    pg_catalog.pg_database_size(d.oid)::bigint AS size_bytes
+    COALESCE(s.blks_read, 0)::bigint AS blks_read
 FROM pg_catalog.pg_database d
 LEFT JOIN pg_catalog.pg_stat_database s ON s.datid = d.oid
 WHERE d.datallowconn AND NOT d.datistemplate

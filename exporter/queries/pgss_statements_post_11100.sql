@@ -3,6 +3,6 @@ SELECT
     s.userid::bigint AS userid, s.dbid::bigint AS dbid, s.queryid AS queryid, s.toplevel AS toplevel,
     s.calls AS calls, s.total_exec_time AS total_ms, s.stddev_exec_time AS stddev_ms,
     s.min_exec_time AS min_ms, s.max_exec_time AS max_ms,
-    s.stats_since AS stats_since
+    extract(epoch FROM s.stats_since)::float8 AS stats_since
 FROM {pgss}.pg_stat_statements(false) s
 WHERE s.queryid IS NOT NULL AND s.calls > 0 AND s.toplevel
