@@ -14,13 +14,15 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from auditor.report import FORMATS
 from exporter import __version__
 from exporter.config import Config, load_config, parse_listen
-from exporter.embedded import EmbeddedPostgres
 from exporter.errors import ConfigError, PgArchitectError, UsageError, redact
 
 log = logging.getLogger("pg_architect")
+
+# The report formats (auditor.report renders them). Modules are imported by the commands that use them, so
+# the long-running exporter does not carry the auditor's or the embedded server's code in its memory.
+FORMATS = ("text", "json", "markdown")
 
 EMBEDDED = "embedded"
 
@@ -145,6 +147,8 @@ def database(cfg: Config) -> Iterator[tuple[str, str]]:
     from pathlib import Path
 
     data_dir = Path(cfg.database.embedded_data_dir) if cfg.database.embedded_data_dir else None
+    from exporter.embedded import EmbeddedPostgres
+
     server = EmbeddedPostgres(data_dir)
     with server:
         log.info("embedded PostgreSQL at %s (data in %s)", server.dsn(), server.data_dir)

@@ -7,8 +7,6 @@ from typing import Any
 
 from auditor.models import AuditReport
 
-FORMATS = ("text", "json", "markdown")
-
 
 def render(report: AuditReport | dict[str, Any], fmt: str) -> str:
     doc = report.as_json() if isinstance(report, AuditReport) else report
