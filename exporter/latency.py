@@ -12,13 +12,14 @@ Units: :class:`Cumulative` holds milliseconds exactly as the view reports them; 
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
+import sys
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-
-import numpy as np
-import numpy.typing as npt
 
 __all__ = [
     "BUCKETS",
@@ -30,8 +31,6 @@ __all__ = [
     "row_quantile",
     "row_suspect_bimodal",
 ]
-
-FloatArray = npt.NDArray[np.float64]
 
 
 def _buckets(first: float = 0.001, last: float = 60.0, per_doubling: int = 4) -> tuple[float, ...]:
@@ -203,47 +202,47 @@ def _narrow_stddev_ms(
     return max(cap, 0.0)
 
 
-# -- the standard normal CDF, vectorised ----------------------------------------------------------------
+# -- the standard normal CDF ----------------------------------------------------------------------------
 
 
-_ERFC_COEFFS = (
-    0.17087277,
-    -0.82215223,
-    1.48851587,
-    -1.13520398,
-    0.27886807,
-    -0.18628806,
-    0.09678418,
-    0.37409196,
-    1.00002368,
-    -1.26551223,
-)
+# Phi(z) is 0 or 1 to double precision beyond this many standard deviations (Phi(-8.5) = 9.5e-18, and
+# Phi(8.5) rounds to 1.0): bucket_counts evaluates erfc only inside the window.
+_Z_WINDOW = 8.5
+_FLOAT_MAX = sys.float_info.max
 
 
-def _phi(z: FloatArray) -> FloatArray:
-    """Standard normal CDF, through erfc with relative error below 1.2e-7 (Numerical Recipes' erfcc).
+def _phi1(z: float) -> float:
+    """Standard normal CDF at one z, through math.erfc (the lower tail keeps its relative precision)."""
+    return 0.5 * math.erfc(-z * _SQRT1_2)
 
-    numpy has no erf and scipy is not a dependency. The lower tail, Phi(-|z|), keeps that relative precision
-    far out (so ask for an upper tail as Phi(-z), not 1 - Phi(z)). In-place arithmetic: this runs on
-    rows x buckets every scrape.
-    """
-    x = np.abs(z)
-    np.minimum(x, 40.0, out=x)  # exp underflows to 0 cleanly, no inf * 0
-    x *= _SQRT1_2
-    t = x * 0.5
-    t += 1.0
-    np.reciprocal(t, out=t)
-    tail = np.full_like(t, _ERFC_COEFFS[0])
-    for c in _ERFC_COEFFS[1:]:  # Horner, highest power first
-        tail *= t
-        tail += c
-    x *= x
-    tail -= x
-    np.exp(tail, out=tail)
-    tail *= t
-    tail *= 0.5  # 0.5 * erfc(|z| / sqrt 2) = Phi(-|z|)
-    result: FloatArray = np.where(z > 0, 1.0 - tail, tail)
-    return result
+
+def _phi(z: Iterable[float]) -> array[float]:
+    """Standard normal CDF of each z, as an array of doubles; Phi(-inf) = 0, Phi(inf) = 1."""
+    return array("d", [0.5 * math.erfc(-v * _SQRT1_2) for v in z])
+
+
+def _log(x: float) -> float:
+    """Natural log with log(0) = -inf (and log of a negative number -inf too: only x > 0 matters here)."""
+    return math.log(x) if x > 0.0 else -math.inf
+
+
+def _exp(x: float) -> float:
+    """exp that overflows to inf instead of raising."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def _finite_or(x: float, nan: float) -> float:
+    """numpy.nan_to_num(x, nan=nan): NaN -> nan, +inf -> the largest float, -inf -> the most negative."""
+    if math.isnan(x):
+        return nan
+    if x == math.inf:
+        return _FLOAT_MAX
+    if x == -math.inf:
+        return -_FLOAT_MAX
+    return x
 
 
 # -- the mixture -----------------------------------------------------------------------------------------
@@ -267,10 +266,12 @@ class Mixture:
     __slots__ = (
         "_calls",
         "_hi",
+        "_inv",
         "_lo",
         "_mu",
         "_pt_cum",
         "_pt_x",
+        "_rows",
         "_sigma",
         "_steps",
         "_total_s",
@@ -279,56 +280,62 @@ class Mixture:
     )
 
     def __init__(self, intervals: Iterable[Interval]) -> None:
-        calls: list[int] = []
-        means: list[float] = []
-        stds: list[float] = []
+        calls = 0
+        total = 0.0
+        points: list[tuple[float, float]] = []
+        ws: list[float] = []
         los: list[float] = []
         his: list[float] = []
+        mus: list[float] = []
+        sigmas: list[float] = []
         exact: list[bool] = []
         for iv in intervals:
             if iv.calls <= 0:
                 continue
-            calls.append(iv.calls)
-            means.append(iv.mean_s)
-            stds.append(iv.stddev_s)
-            los.append(iv.min_s if iv.min_s is not None else 0.0)
-            his.append(iv.max_s if iv.max_s is not None else math.inf)
+            calls += iv.calls
+            w = float(iv.calls)
+            # NaN and infinite moments count as 0; an unknown min is 0 and an unknown max unbounded.
+            mean = iv.mean_s if math.isfinite(iv.mean_s) else 0.0
+            std = iv.stddev_s if math.isfinite(iv.stddev_s) else 0.0
+            lo = max(_finite_or(iv.min_s, 0.0) if iv.min_s is not None else 0.0, 0.0)
+            hi = max(_finite_or(iv.max_s, math.inf) if iv.max_s is not None else _FLOAT_MAX, lo)
+            mean = min(max(mean, 0.0, lo), hi)
+            std = max(std, 0.0)
+            total += w * mean
+            if std <= _POINT_CV * mean or mean <= 0.0 or hi <= lo or w <= 1.0:
+                points.append((mean, w))
+                continue
+            # Non-negative data of n values has a coefficient of variation of at most sqrt(n - 1); past that
+            # the input is inconsistent, and capping keeps sigma finite (a subnormal mean overflows to inf).
+            cv = min(std / mean, math.sqrt(w - 1.0))
+            s2 = math.log1p(cv * cv)
+            ws.append(w)
+            los.append(lo)
+            his.append(hi)
+            sigmas.append(math.sqrt(s2))
+            mus.append(math.log(mean) - 0.5 * s2)
             exact.append(iv.max_exact and iv.max_s is not None)
-        w = np.array(calls, dtype=np.float64)
-        mean = np.nan_to_num(np.array(means, dtype=np.float64), nan=0.0, posinf=0.0)
-        std = np.nan_to_num(np.array(stds, dtype=np.float64), nan=0.0, posinf=0.0)
-        lo = np.nan_to_num(np.array(los, dtype=np.float64), nan=0.0)
-        hi = np.nan_to_num(np.array(his, dtype=np.float64), nan=math.inf)
-        lo = np.maximum(lo, 0.0)
-        hi = np.maximum(hi, lo)
-        mean = np.clip(np.maximum(mean, 0.0), lo, hi)
-        std = np.maximum(std, 0.0)
 
-        self._calls = sum(calls)
-        self._total_s = float(np.dot(w, mean)) if w.size else 0.0
+        self._calls = calls
+        self._total_s = total
+        points.sort(key=lambda p: p[0])  # stable: ties keep their order
+        self._pt_x = [x for x, _ in points]
+        self._pt_cum = list(itertools.accumulate(w for _, w in points))
+        self._w = ws
+        self._lo = los
+        self._hi = his
+        self._mu = mus
+        self._sigma = sigmas
+        # -1 / (sigma * sqrt 2): Phi((log x - mu) / sigma) = 0.5 * erfc((log x - mu) * inv).
+        self._inv = [-_SQRT1_2 / s for s in sigmas]
+        self._rows = list(zip(los, his, ws, mus, self._inv, sigmas, strict=True))
+        self._steps = sorted(set(self._pt_x) | {v for v in los if v > 0} | {v for v in his if math.isfinite(v)})
+        self.suspect_bimodal: bool = self._suspect(exact)
 
-        point = (std <= _POINT_CV * mean) | (mean <= 0.0) | (hi <= lo) | (w <= 1.0)
-        ln = ~point
-        self._pt_x, self._pt_cum = _points(mean[point], w[point])
-        self._w = w[ln]
-        self._lo = lo[ln]
-        self._hi = hi[ln]
-        m = mean[ln]
-        # Non-negative data of n values has a coefficient of variation of at most sqrt(n - 1); past that the
-        # input is inconsistent, and capping keeps sigma finite.
-        with np.errstate(over="ignore"):  # a subnormal mean overflows to inf, which the cap then bounds
-            cv = np.minimum(std[ln] / m, np.sqrt(self._w - 1.0))
-        s2 = np.log1p(cv * cv)
-        self._sigma = np.sqrt(s2)
-        self._mu = np.log(m) - 0.5 * s2
-        self._steps = np.unique(np.concatenate((self._pt_x, self._lo[self._lo > 0], self._hi[np.isfinite(self._hi)])))
-        self.suspect_bimodal: bool = self._suspect(np.array(exact, dtype=bool)[ln])
-
-    def _suspect(self, exact: npt.NDArray[np.bool_]) -> bool:
-        if not self._w.size:
-            return False
+    def _suspect(self, exact: list[bool]) -> bool:
+        share = _SUSPECT_MIN_SHARE * self._calls
         flags = _misfit(self._w, self._mu, self._sigma, self._lo, self._hi, exact)
-        return bool(np.any(flags & (self._w >= _SUSPECT_MIN_SHARE * self._calls)))
+        return any(flag and w >= share for flag, w in zip(flags, self._w, strict=True))
 
     @property
     def calls(self) -> int:
@@ -340,28 +347,11 @@ class Mixture:
         """Time spent in the window's calls (sum of calls * mean)."""
         return self._total_s
 
-    def _cdf_weighted(self, x: FloatArray) -> FloatArray:
-        """Calls at or below each x (x a 1-d array), non-decreasing in x when x is sorted."""
-        out = np.zeros(x.shape, dtype=np.float64)
-        if self._w.size:
-            with np.errstate(divide="ignore"):
-                lx = np.log(np.maximum(x, 0.0))
-            z = lx[None, :] - self._mu[:, None]
-            z /= self._sigma[:, None]
-            # The fitted mass outside a row's known [min, max] sits on the bound it crossed.
-            np.copyto(z, -np.inf, where=x[None, :] < self._lo[:, None])
-            np.copyto(z, np.inf, where=x[None, :] >= self._hi[:, None])
-            out += self._w @ _phi(z)
-        if self._pt_x.size:
-            idx = np.searchsorted(self._pt_x, x, side="right")
-            out += np.concatenate(([0.0], self._pt_cum))[idx]
-        return out
-
     def cdf(self, x_s: float) -> float:
         """Share of the window's calls that took at most ``x_s`` seconds; NaN for an empty mixture."""
         if self._calls == 0 or math.isnan(x_s):
             return math.nan
-        value = float(self._cdf_weighted(np.array([x_s], dtype=np.float64))[0]) / self._calls
+        value = self._cdf_scalar(x_s) / self._calls
         return min(max(value, 0.0), 1.0)
 
     def bucket_counts(self, bounds: Sequence[float] = BUCKETS) -> list[float]:
@@ -369,20 +359,58 @@ class Mixture:
 
         ``bounds`` must be ascending; the +Inf bucket is ``calls``.
         """
-        b = np.asarray(bounds, dtype=np.float64)
-        if b.ndim != 1 or np.isnan(b).any() or (b.size > 1 and bool(np.any(np.diff(b) < 0))):
+        try:
+            b = [float(v) for v in bounds]
+        except (TypeError, ValueError) as exc:
+            raise ValueError("bucket bounds must be a flat ascending sequence of numbers") from exc
+        if any(math.isnan(v) for v in b) or any(b2 < b1 for b1, b2 in itertools.pairwise(b)):
             raise ValueError("bucket bounds must be a flat ascending sequence of numbers")
+        n = len(b)
         if self._calls == 0:
-            return [0.0] * b.size
-        counts = self._cdf_weighted(b)
+            return [0.0] * n
+        log_b = [_log(v) for v in b]
+        counts = [0.0] * n
+        # Weight that is whole from a bound on (the bound at or above the row's max, or far enough above its
+        # fit that Phi is 1): a difference array, summed once at the end.
+        whole = [0.0] * (n + 1)
+        left, right = bisect.bisect_left, bisect.bisect_right
+        for lo, hi, w, mu, inv, sigma in self._rows:
+            reach = _Z_WINDOW * sigma
+            # Bounds below the min (or far below the fit) get nothing; the first bound at or above the max, or
+            # past the window (but never below the min), starts the whole weight; the bounds between get erfc.
+            below = left(b, lo)
+            top = min(left(b, hi), max(right(log_b, mu + reach), below))
+            first = max(below, left(log_b, mu - reach, 0, top))
+            whole[top] += w
+            half = 0.5 * w
+            for k in range(first, top):
+                counts[k] += half * math.erfc((log_b[k] - mu) * inv)
+        if self._pt_x:
+            pt_x, pt_cum = self._pt_x, self._pt_cum
+            for k, v in enumerate(b):
+                i = right(pt_x, v)
+                if i:
+                    counts[k] += pt_cum[i - 1]
         # Rounding in the normal CDF may not be exactly monotone or exactly within [0, calls]: make it so.
-        counts = np.maximum.accumulate(np.clip(np.nan_to_num(counts, nan=0.0), 0.0, float(self._calls)))
-        return [float(c) for c in counts]
+        cap = float(self._calls)
+        out: list[float] = []
+        running = 0.0
+        acc = 0.0
+        for k in range(n):
+            acc += whole[k]
+            c = counts[k] + acc
+            if c > running:  # NaN and negative counts stay at the running maximum, which starts at 0
+                running = min(c, cap)
+            out.append(running)
+        return out
 
-    def _row_quantiles(self, q: float) -> FloatArray:
+    def _row_quantiles(self, q: float) -> list[float]:
         zq = NormalDist().inv_cdf(q)
-        ln = np.clip(np.exp(self._mu + self._sigma * zq), self._lo, self._hi)
-        return np.concatenate((ln, self._pt_x))
+        ln = [
+            min(max(_exp(mu + sigma * zq), lo), hi)
+            for mu, sigma, lo, hi in zip(self._mu, self._sigma, self._lo, self._hi, strict=True)
+        ]
+        return ln + self._pt_x
 
     def quantile(self, q: float) -> float:
         """The smallest x with F(x) >= q, to 0.01 % (bisection on a log scale); NaN with no calls."""
@@ -393,20 +421,20 @@ class Mixture:
         if self._calls == 0:
             return math.nan
         if q == 0.0:
-            return float(min(np.min(self._lo, initial=math.inf), np.min(self._pt_x, initial=math.inf)))
+            return float(min(min(self._lo, default=math.inf), min(self._pt_x, default=math.inf)))
         if q == 1.0:
-            return float(max(np.max(self._hi, initial=0.0), np.max(self._pt_x, initial=0.0)))
+            return float(max(max(self._hi, default=0.0), max(self._pt_x, default=0.0)))
         # A mixture's quantile lies between its components' quantiles.
         candidates = self._row_quantiles(q)
-        lo, hi = float(np.min(candidates)), float(np.max(candidates))
+        lo, hi = min(candidates), max(candidates)
         target = q * self._calls
         if lo >= hi:
             return hi
         if lo <= 0.0:
             if self._cdf_scalar(0.0) >= target:
                 return 0.0
-            positive = candidates[candidates > 0]
-            lo = float(np.min(positive)) if positive.size else hi
+            positive = [c for c in candidates if c > 0]
+            lo = min(positive) if positive else hi
             while self._cdf_scalar(lo) >= target:
                 if lo < 1e-300:
                     return lo
@@ -421,11 +449,11 @@ class Mixture:
         x = math.exp(log_hi)
         # A step of the CDF (a point mass, or the mass held at a row's min or max) inside the last bracket
         # is the exact answer; bisection only closes in on it.
-        first = int(np.searchsorted(self._steps, math.exp(log_lo) * (1 - 1e-12), side="left"))
-        last = int(np.searchsorted(self._steps, x * (1 + 1e-12), side="right"))
+        first = bisect.bisect_left(self._steps, math.exp(log_lo) * (1 - 1e-12))
+        last = bisect.bisect_right(self._steps, x * (1 + 1e-12))
         for step in self._steps[first:last]:
-            if self._cdf_scalar(float(step)) >= target:
-                return float(step)
+            if self._cdf_scalar(step) >= target:
+                return step
         for _ in range(4):  # exp(log(x)) may round a hair below a step of the CDF
             if self._cdf_scalar(x) >= target:
                 break
@@ -433,33 +461,43 @@ class Mixture:
         return x
 
     def _cdf_scalar(self, x: float) -> float:
-        return float(self._cdf_weighted(np.array([x], dtype=np.float64))[0])
-
-
-def _points(x: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Point masses sorted by position, with their cumulative weights."""
-    order = np.argsort(x, kind="stable")
-    return x[order], np.cumsum(w[order])
+        """Calls at or below x."""
+        total = 0.0
+        if self._rows:
+            lx = _log(x)
+            erfc = math.erfc
+            for lo, hi, w, mu, inv, _ in self._rows:
+                # The fitted mass outside a row's known [min, max] sits on the bound it crossed.
+                if x >= hi:
+                    total += w
+                elif x >= lo:
+                    total += 0.5 * w * erfc((lx - mu) * inv)
+        if self._pt_x:
+            i = bisect.bisect_right(self._pt_x, x)
+            if i:
+                total += self._pt_cum[i - 1]
+        return total
 
 
 def _misfit(
-    w: FloatArray,
-    mu: FloatArray,
-    sigma: FloatArray,
-    lo: FloatArray,
-    hi: FloatArray,
-    exact: npt.NDArray[np.bool_],
-) -> npt.NDArray[np.bool_]:
+    w: Sequence[float],
+    mu: Sequence[float],
+    sigma: Sequence[float],
+    lo: Sequence[float],
+    hi: Sequence[float],
+    exact: Sequence[bool],
+) -> list[bool]:
     """Rows whose fitted log-normal their own min or max contradicts (a hidden second mode)."""
-    with np.errstate(divide="ignore"):
-        below = _phi((np.log(lo) - mu) / sigma)  # fitted mass below the known minimum
-        above = _phi((mu - np.log(hi)) / sigma)  # fitted mass above the known maximum, as a lower tail
-    # P(max of n calls >= observed max) = 1 - F(max)**n, about n * (1 - F(max)) when that is small.
-    max_improbable = exact & (w * above < _SUSPECT_MAX_PROBABILITY)
-    too_much_below = below > np.maximum(_SUSPECT_MASS_BELOW, 5.0 / w)
-    too_much_above = w * above > _SUSPECT_CALLS_ABOVE
-    result: npt.NDArray[np.bool_] = (w >= _SUSPECT_MIN_CALLS) & (too_much_below | too_much_above | max_improbable)
-    return result
+    flags: list[bool] = []
+    for wi, mui, si, loi, hii, ex in zip(w, mu, sigma, lo, hi, exact, strict=True):
+        below = _phi1((_log(loi) - mui) / si)  # fitted mass below the known minimum
+        above = _phi1((mui - _log(hii)) / si)  # fitted mass above the known maximum, as a lower tail
+        # P(max of n calls >= observed max) = 1 - F(max)**n, about n * (1 - F(max)) when that is small.
+        max_improbable = ex and wi * above < _SUSPECT_MAX_PROBABILITY
+        too_much_below = below > max(_SUSPECT_MASS_BELOW, 5.0 / wi)
+        too_much_above = wi * above > _SUSPECT_CALLS_ABOVE
+        flags.append(wi >= _SUSPECT_MIN_CALLS and (too_much_below or too_much_above or max_improbable))
+    return flags
 
 
 def row_quantile(interval: Interval, q: float) -> float:
