@@ -52,6 +52,11 @@ class SnapshotRow:
     stats_since: datetime | None
     query: str
 
+    @property
+    def key(self) -> tuple[int, int, int, bool]:
+        """The row's identity in pg_stat_statements, as ``StatementRow.key``."""
+        return (self.userid, self.dbid, self.queryid, self.toplevel)
+
     def statement(self) -> StatementRow:
         return StatementRow(
             self.userid,
@@ -386,8 +391,12 @@ class KnowledgeBase:
         )
 
     def snapshot_rows(self, snapshot_id: int) -> list[StatementRow]:
-        return list(map(StatementRow._make, db.fetch_tuples(self.conn, self._sql("kb_snapshot_rows"),
-                                                            {"snapshot_id": snapshot_id})))
+        return list(
+            map(
+                StatementRow._make,
+                db.fetch_tuples(self.conn, self._sql("kb_snapshot_rows"), {"snapshot_id": snapshot_id}),
+            )
+        )
 
     # -- similarity ----------------------------------------------------------------------------------
     def similar(
@@ -424,9 +433,8 @@ def _vector(values: Iterable[float]) -> str:
 def _dedupe(rows: Sequence[SnapshotRow]) -> Iterable[SnapshotRow]:
     seen: set[tuple[int, int, int, bool]] = set()
     for r in rows:
-        key = (r.userid, r.dbid, r.queryid, r.toplevel)
-        if key not in seen:
-            seen.add(key)
+        if r.key not in seen:
+            seen.add(r.key)
             yield r
 
 

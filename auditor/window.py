@@ -138,7 +138,7 @@ def take(
                 "the window is shorter than a week"
             )
     else:
-        calls = {r.statement().key: (r.calls, r.total_ms) for r in mine}
+        calls = {r.key: (r.calls, r.total_ms) for r in mine}
         window = Window(start=stats_reset, end=now, source="cumulative")
         notes.append(
             "no earlier snapshot in the knowledge base: figures are cumulative since pg_stat_statements "
@@ -147,7 +147,7 @@ def take(
     merged: dict[str, list[SnapshotRow]] = {}
     internal = 0
     for r in mine:
-        key = r.statement().key
+        key = r.key
         if key not in calls or calls[key][0] <= 0:
             continue
         if is_internal(r.query):
@@ -156,10 +156,10 @@ def take(
         merged.setdefault(fingerprints[r.queryid], []).append(r)
     statements = []
     for fp, group in merged.items():
-        total_calls = sum(calls[r.statement().key][0] for r in group)
-        total_ms = sum(calls[r.statement().key][1] for r in group)
+        total_calls = sum(calls[r.key][0] for r in group)
+        total_ms = sum(calls[r.key][1] for r in group)
         # The text with the most time stands for the statement (they differ only in normalisation details).
-        leader = max(group, key=lambda r: calls[r.statement().key][1])
+        leader = max(group, key=lambda r: calls[r.key][1])
         statements.append(
             Statement(
                 fingerprint=fp,
