@@ -119,14 +119,16 @@ class Target:
             conn, self._conn = self._conn, None
         if conn is not None and not conn.closed:
             return conn
-        remaining = job.deadline - time.monotonic()
-        conn = db.connect(
-            self.dsn,
+        return self._connect(self.dsn, job)
+
+    def _connect(self, dsn: str, job: _Job) -> db.Connection:
+        """A connection that gives up connecting when the scrape's budget does (at most 10 s)."""
+        return db.connect(
+            dsn,
             application_name=APPLICATION_NAME,
-            connect_timeout_s=min(remaining, 10),
+            connect_timeout_s=min(job.deadline - time.monotonic(), 10),
             lock_timeout_ms=self.config.exporter.lock_timeout_ms,
         )
-        return conn
 
     def _checkin(self, conn: db.Connection, job: _Job) -> None:
         with job.lock:
@@ -248,13 +250,7 @@ class Target:
             return collectors.kpi_metrics(collectors.read_kpis(conn, server.system_identifier, server.current_datname))
         kb = self._kb_conn
         if kb is None or kb.closed:
-            kb = db.connect(
-                self.kb_dsn,
-                application_name=APPLICATION_NAME,
-                connect_timeout_s=min(job.deadline - time.monotonic(), 10),
-                lock_timeout_ms=self.config.exporter.lock_timeout_ms,
-            )
-            self._kb_conn = kb
+            kb = self._kb_conn = self._connect(self.kb_dsn, job)
         try:
             db.set_timeouts(
                 kb, statement_timeout_ms=self._remaining_ms(job), lock_timeout_ms=self.config.exporter.lock_timeout_ms
