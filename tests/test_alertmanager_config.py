@@ -264,7 +264,7 @@ class _FakeSlack(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def slack() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A local HTTP server speaking Slack's incoming-webhook API: (url, received payloads)."""
-    handler = type("Handler", (_FakeSlack,), {"received": []})
+    handler: type[_FakeSlack] = type("Handler", (_FakeSlack,), {"received": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
