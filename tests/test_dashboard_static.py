@@ -96,7 +96,9 @@ def test_every_query_uses_the_datasource_variable() -> None:
     assert datasource and datasource["type"] == "datasource" and datasource["query"] == "prometheus", datasource
     expected = {"type": "prometheus", "uid": "${datasource}"}
     refs = [(f"panel {p['title']!r}", p.get("datasource")) for p in _panels()]
-    refs += [(f"panel {p['title']!r} target {t['refId']}", t.get("datasource")) for p in _panels() for t in p["targets"]]
+    refs += [
+        (f"panel {p['title']!r} target {t['refId']}", t.get("datasource")) for p in _panels() for t in p["targets"]
+    ]
     refs += [(f"annotation {a['name']!r}", a["datasource"]) for a in dashboard["annotations"]["list"] if "expr" in a]
     refs += [(f"variable ${v['name']}", v["datasource"]) for v in variables.values() if v["type"] == "query"]
     wrong = [(where, ref) for where, ref in refs if ref != expected]
@@ -156,7 +158,7 @@ def test_job_and_instance_variables_scope_every_query() -> None:
     for name in ("job", "instance"):
         assert variables.get(name, {}).get("type") == "query", f"no ${name} query variable: {list(variables)}"
         assert variables[name]["includeAll"] and variables[name]["multi"], variables[name]
-    assert "job=~\"$job\"" in variables["instance"]["definition"], variables["instance"]
+    assert 'job=~"$job"' in variables["instance"]["definition"], variables["instance"]
     unscoped = []
     for query in dashboard_queries():
         if query.where in ("variable $job", "variable $instance"):  # they offer the values (checked above)
