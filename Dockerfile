@@ -12,6 +12,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY exporter/ exporter/
 COPY auditor/ auditor/
+# pg_architect/exporter and pg_architect/auditor are links to the two folders above.
+COPY pg_architect/ pg_architect/
 RUN pip install . \
     && useradd --system --uid 10001 --create-home --home-dir /home/pgarch pgarch
 

@@ -1,1 +1,2 @@
-"""pg-architect auditor: the weekly cycle from slow queries to measured, stored recommendations."""
+"""pg-architect auditor (``pg_architect.auditor``): the weekly cycle from slow queries to measured, stored
+recommendations."""

@@ -16,10 +16,10 @@ import logging
 import re
 from collections.abc import Sequence
 
-from auditor import catalog
-from auditor.catalog import IndexInfo, TableInfo, normalise_expression
-from auditor.parsing import ColumnUse, QueryShape, TableRef, resolve_columns
-from exporter import db
+from pg_architect.auditor import catalog
+from pg_architect.auditor.catalog import IndexInfo, TableInfo, normalise_expression
+from pg_architect.auditor.parsing import ColumnUse, QueryShape, TableRef, resolve_columns
+from pg_architect.core import db
 
 log = logging.getLogger(__name__)
 

@@ -8,25 +8,22 @@ With no token configured every ``/admin/`` call is refused (403): the API never 
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import json
 import logging
 import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from auditor.audit import AuditOptions
-from auditor.kb import APPLICATION_NAME, KnowledgeBase
-from auditor.queries import QUERIES
-from auditor.report import render
-from exporter import db
-from exporter.config import Config
-from exporter.errors import AuditAlreadyRunning, DatabaseError, PgArchitectError, redact
+from pg_architect.auditor.audit import AuditOptions
+from pg_architect.auditor.kb import KnowledgeBase
+from pg_architect.auditor.report import render
+from pg_architect.core import db
+from pg_architect.core.config import Config
+from pg_architect.core.errors import AuditAlreadyRunning, DatabaseError, PgArchitectError, redact
 
 log = logging.getLogger(__name__)
 
@@ -54,31 +51,6 @@ class HttpError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Optimization:
-    recommendation_id: int
-    run_id: str
-    created_at: datetime
-    type: str
-    sql: str
-    rollback_sql: str | None
-    reasoning: str
-    confidence: float
-    source: str
-    gain_percent: float | None
-    worth_applying: bool
-    action: str
-    pr_url: str | None
-    status: str
-    query: str
-    fingerprint: str
-
-    def as_json(self) -> dict[str, Any]:
-        doc = dataclasses.asdict(self)
-        doc["created_at"] = self.created_at.isoformat()
-        return doc
 
 
 # -- request validation (pure) -----------------------------------------------------------------------------
@@ -188,13 +160,7 @@ class AdminServer(ThreadingHTTPServer):
 
     def open_kb(self) -> KnowledgeBase:
         """A short-lived knowledge-base session for one request (the daemon migrated the schema on start)."""
-        conn = db.connect(
-            self.kb_dsn,
-            application_name=APPLICATION_NAME,
-            connect_timeout_s=min(self.cfg.database.connect_timeout_s, 5),
-            statement_timeout_ms=10000,
-        )
-        return KnowledgeBase(conn, self.kb_dsn)
+        return KnowledgeBase.open(self.kb_dsn, self.cfg, role=db.Role.API, migrate=False)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -273,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             kb = self.server.open_kb()
             try:
-                migrated = db.fetch_value(kb.conn, QUERIES.get("api_ready", db.server_version_num(kb.conn)))
+                migrated = kb.schema_ready()
             finally:
                 kb.close()
         except DatabaseError as exc:
@@ -309,8 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
         limit, offset = page(query)
         kb = self.server.open_kb()
         try:
-            sql = QUERIES.get("api_optimizations", db.server_version_num(kb.conn))
-            rows = db.fetch(kb.conn, sql, {"limit": limit, "offset": offset}, Optimization)
+            rows = kb.optimizations(limit, offset)
         finally:
             kb.close()
         return 200, {"limit": limit, "offset": offset, "items": [r.as_json() for r in rows]}, {}
@@ -321,8 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(400, f"format must be one of {', '.join(REPORT_FORMATS)}, got {fmt[:32]!r}")
         kb = self.server.open_kb()
         try:
-            run_id = kb.latest_run_id("ok")
-            doc = kb.run_report(run_id) if run_id else None
+            doc = kb.latest_report("ok")
         finally:
             kb.close()
         if doc is None:

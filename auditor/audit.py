@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from auditor import advisor, catalog, confidence, health, params, window
-from auditor.fingerprint import EMBEDDING_MODEL, embed
-from auditor.kb import KnowledgeBase, SimilarRecommendation
-from auditor.measure import CannotMeasure, Measurer, Outcome, representative
-from auditor.models import (
+from pg_architect.auditor import advisor, catalog, confidence, health, params, window
+from pg_architect.auditor.fingerprint import EMBEDDING_MODEL, embed
+from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
+from pg_architect.auditor.measure import CannotMeasure, Measurer, Outcome, representative
+from pg_architect.auditor.models import (
     AuditReport,
     Explanation,
     Kpis,
@@ -31,10 +31,10 @@ from auditor.models import (
     SlowQuery,
     action_for,
 )
-from auditor.parsing import QueryShape, UnparseableQuery, parse_query
-from exporter import db
-from exporter.config import Config
-from exporter.errors import AuditError, PgArchitectError
+from pg_architect.auditor.parsing import QueryShape, UnparseableQuery, parse_query
+from pg_architect.core import db
+from pg_architect.core.config import Config
+from pg_architect.core.errors import AuditError, PgArchitectError
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class Auditor:
                 f"calls  {_short(statement.query)}  ({time.monotonic() - started:.1f}s)"
             )
         index_health = health.index_health(self.conn)
-        forecasts = health.forecasts(health.health_history(self.kb.conn, target_id), health.table_sizes(self.conn))
+        forecasts = health.forecasts(self.kb.health_history(target_id), health.table_sizes(self.conn))
         finished = datetime.now(UTC)
         report = AuditReport(
             run_id=run_id,
@@ -366,25 +366,13 @@ def _short(text: str, width: int = 70) -> str:
 
 def run_audit(cfg: Config, dsn: str, kb_dsn: str, options: AuditOptions, progress: Progress = _quiet) -> AuditReport:
     """Connect, audit once, close. The audited connection's statements run under the measurement timeouts."""
-    conn = db.connect(
-        dsn,
-        application_name="pg-architect-auditor",
-        connect_timeout_s=cfg.database.connect_timeout_s,
-        statement_timeout_ms=cfg.measurement.statement_timeout_ms,
-        lock_timeout_ms=cfg.measurement.lock_timeout_ms,
-    )
+    conn = db.connect(dsn, db.Role.AUDITOR, db.policy(cfg, db.Role.AUDITOR))
     staging = None
     kb: KnowledgeBase | None = None
     try:
-        kb = KnowledgeBase.open(kb_dsn, connect_timeout_s=cfg.database.connect_timeout_s)
+        kb = KnowledgeBase.open(kb_dsn, cfg)
         if cfg.measurement.staging_dsn:
-            staging = db.connect(
-                cfg.measurement.staging_dsn,
-                application_name="pg-architect-auditor",
-                connect_timeout_s=cfg.database.connect_timeout_s,
-                statement_timeout_ms=cfg.measurement.statement_timeout_ms,
-                lock_timeout_ms=cfg.measurement.lock_timeout_ms,
-            )
+            staging = db.connect(cfg.measurement.staging_dsn, db.Role.STAGING, db.policy(cfg, db.Role.STAGING))
         return Auditor(cfg, conn, kb, options, progress, staging).run()
     finally:
         for c in (conn, staging, kb.conn if kb else None):

@@ -6,9 +6,9 @@ import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 
-from auditor.parsing import TableRef
-from auditor.queries import QUERIES
-from exporter import db
+from pg_architect.auditor.parsing import TableRef
+from pg_architect.auditor.queries import QUERIES
+from pg_architect.core import db
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ def tables(conn: db.Connection, refs: Iterable[TableRef]) -> dict[tuple[str | No
     if not keys:
         return {}
     params = {"schemas": [k[0] for k in keys], "names": [k[1] for k in keys]}
-    rows = db.fetch(conn, QUERIES.get("tables", db.server_version_num(conn)), params, TableInfo)
+    rows = db.fetch(conn, db.query(conn, QUERIES, "tables"), params, TableInfo)
     found: dict[tuple[str | None, str], TableInfo] = {}
     for ref in keys:
         for row in rows:
@@ -106,19 +106,14 @@ def indexes(conn: db.Connection, table_oids: Sequence[int]) -> list[IndexInfo]:
     if not table_oids:
         return []
     return db.fetch(
-        conn, QUERIES.get("indexes", db.server_version_num(conn)), {"table_oids": list(table_oids)}, IndexInfo
+        conn, db.query(conn, QUERIES, "indexes"), {"table_oids": list(table_oids)}, IndexInfo
     )
-
-
-def sql(conn: db.Connection, name: str) -> str:
-    """The text of the auditor's query ``name`` for this server's version (auditor/queries/)."""
-    return QUERIES.get(name, db.server_version_num(conn))
 
 
 def column_stats(conn: db.Connection, schema: str, table: str, column: str) -> ColumnStats | None:
     return db.fetch_one(
         conn,
-        QUERIES.get("column_stats", db.server_version_num(conn)),
+        db.query(conn, QUERIES, "column_stats"),
         {"schema": schema, "table": table, "column": column},
         ColumnStats,
     )
@@ -127,7 +122,7 @@ def column_stats(conn: db.Connection, schema: str, table: str, column: str) -> C
 def relation(conn: db.Connection, schema: str | None, name: str) -> Relation | None:
     """The relation a statement means by ``schema.name`` (or ``name`` on the search_path), if any."""
     return db.fetch_one(
-        conn, QUERIES.get("relation", db.server_version_num(conn)), {"schema": schema, "name": name}, Relation
+        conn, db.query(conn, QUERIES, "relation"), {"schema": schema, "name": name}, Relation
     )
 
 

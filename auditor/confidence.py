@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from auditor.measure import Outcome
+from pg_architect.auditor.measure import Outcome
 
 BASE = {"rollback_build": 0.55, "staging": 0.55, "hypothetical": 0.42}
 

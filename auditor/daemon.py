@@ -14,17 +14,23 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from auditor.api import AdminServer
-from auditor.audit import AuditOptions, run_audit
-from auditor.kb import APPLICATION_NAME, KnowledgeBase
-from auditor.models import AuditReport
-from auditor.queries import QUERIES
-from auditor.report import render
-from auditor.scheduler import DAILY_SNAPSHOT, WEEKLY_AUDIT, WEEKLY_REPORT, Schedule, Tracker, catch_up_audit
-from auditor.snapshot import take_snapshot
-from exporter import db
-from exporter.config import Config, parse_listen
-from exporter.errors import AuditAlreadyRunning, PgArchitectError, redact
+from pg_architect.auditor.api import AdminServer
+from pg_architect.auditor.audit import AuditOptions, run_audit
+from pg_architect.auditor.kb import KnowledgeBase
+from pg_architect.auditor.models import AuditReport
+from pg_architect.auditor.report import render
+from pg_architect.auditor.scheduler import (
+    DAILY_SNAPSHOT,
+    WEEKLY_AUDIT,
+    WEEKLY_REPORT,
+    Schedule,
+    Tracker,
+    catch_up_audit,
+)
+from pg_architect.auditor.snapshot import take_snapshot
+from pg_architect.core import db
+from pg_architect.core.config import Config, parse_listen
+from pg_architect.core.errors import AuditAlreadyRunning, PgArchitectError, redact
 
 log = logging.getLogger(__name__)
 
@@ -56,34 +62,28 @@ class AuditRunner:
         if not self._busy.acquire(blocking=False):
             raise AuditAlreadyRunning("an audit is already running in this daemon")
         try:
-            conn = db.connect(
-                self.kb_dsn,
-                application_name=APPLICATION_NAME,
-                connect_timeout_s=self.cfg.database.connect_timeout_s,
-                statement_timeout_ms=5000,
-            )
+            kb = KnowledgeBase.open(self.kb_dsn, self.cfg, role=db.Role.DAEMON, migrate=False)
         except BaseException:
             self._busy.release()
             raise
         try:
             # The knowledge base's clock stamps the run row, so "since" must come from it too.
-            since = db.fetch_value(conn, "SELECT pg_catalog.statement_timestamp()")
+            since = kb.clock()
             outcome = _Outcome()
             thread = threading.Thread(target=self._run, args=(options, outcome), name="audit-api", daemon=True)
             self._threads.append(thread)
             thread.start()
-            return self._wait_for_run_id(conn, options.trigger, since, outcome)
+            return self._wait_for_run_id(kb, options.trigger, since, outcome)
         finally:
-            conn.close()
+            kb.close()
 
-    def _wait_for_run_id(self, conn: db.Connection, trigger: str, since: datetime, outcome: _Outcome) -> str | None:
-        sql = QUERIES.get("api_current_run", db.server_version_num(conn))
+    def _wait_for_run_id(self, kb: KnowledgeBase, trigger: str, since: datetime, outcome: _Outcome) -> str | None:
         deadline = time.monotonic() + RUN_ID_WAIT_S
         while True:
             finished = outcome.done.is_set()  # read before the query: a finished audit's row is visible
-            run_id = db.fetch_value(conn, sql, {"trigger": trigger, "since": since})
+            run_id = kb.run_started_since(trigger, since)
             if run_id is not None:
-                return str(run_id)
+                return run_id
             if finished:
                 if outcome.report is not None:
                     return outcome.report.run_id
@@ -171,29 +171,27 @@ class Daemon:
     def weekly_report(self) -> None:
         kb = self._open_kb()
         try:
-            run_id = kb.latest_run_id("ok")
-            doc = kb.run_report(run_id) if run_id else None
+            doc = kb.latest_report("ok")
         finally:
             kb.close()
         if doc is None:
             log.warning("weekly report: no successful audit yet")
             return
         # Sending (Slack) comes later; for now the rendered report goes to the log.
-        log.info("weekly report ready for run %s\n%s", run_id, render(doc, "markdown"))
+        log.info("weekly report ready for run %s\n%s", doc.get("run_id"), render(doc, "markdown"))
 
     def last_success(self) -> datetime | None:
         """When the last successful audit started (None when there is none); migrates the schema first."""
-        kb = KnowledgeBase.open(self.kb_dsn, connect_timeout_s=self.cfg.database.connect_timeout_s)
+        kb = KnowledgeBase.open(self.kb_dsn, self.cfg, role=db.Role.DAEMON)
         try:
-            run_id = kb.latest_run_id("ok")
-            doc = kb.run_report(run_id) if run_id else None
+            doc = kb.latest_report("ok")
         finally:
             kb.close()
         started = doc.get("started_at") if doc else None
         return datetime.fromisoformat(started) if isinstance(started, str) else None
 
     def _open_kb(self) -> KnowledgeBase:
-        return KnowledgeBase.open(self.kb_dsn, connect_timeout_s=self.cfg.database.connect_timeout_s)
+        return KnowledgeBase.open(self.kb_dsn, self.cfg, role=db.Role.DAEMON)
 
     def running(self) -> list[threading.Thread]:
         return [t for t in self._threads.values() if t.is_alive()]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pglast import ast, parser
 from pglast.parser import ParseError
 
-from auditor.parsing import ColumnUse, QueryShape, UnparseableQuery, parse_query, repair_placeholders
+from pg_architect.auditor.parsing import ColumnUse, QueryShape, UnparseableQuery, parse_query, repair_placeholders
 
 __all__ = ["DIM", "EMBEDDING_MODEL", "cosine", "embed", "features", "fingerprint"]
 

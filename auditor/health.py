@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
-from auditor.models import Forecast, IndexHealth
-from auditor.queries import QUERIES
-from exporter import db
-from exporter.sqlfiles import mark
+from pg_architect.auditor.kb import HealthPoint
+from pg_architect.auditor.models import Forecast, IndexHealth
+from pg_architect.auditor.queries import QUERIES
+from pg_architect.core import db
 
 MIN_UNUSED_BYTES = 1024 * 1024
 FORECAST_DAYS = 90
@@ -38,7 +37,7 @@ class TableSize:
 def index_health(conn: db.Connection) -> list[IndexHealth]:
     rows = db.fetch(
         conn,
-        QUERIES.get("index_health", db.server_version_num(conn)),
+        db.query(conn, QUERIES, "index_health"),
         {"min_unused_bytes": MIN_UNUSED_BYTES},
         _IndexRow,
     )
@@ -66,17 +65,17 @@ def index_health(conn: db.Connection) -> list[IndexHealth]:
 
 
 def table_sizes(conn: db.Connection) -> list[TableSize]:
-    return db.fetch(conn, QUERIES.get("table_sizes", db.server_version_num(conn)), None, TableSize)
+    return db.fetch(conn, db.query(conn, QUERIES, "table_sizes"), None, TableSize)
 
 
 def forecasts(
-    history: Sequence[tuple[datetime, dict[str, Any]]], current: Sequence[TableSize], limit: int = 10
+    history: Sequence[HealthPoint], current: Sequence[TableSize], limit: int = 10
 ) -> list[Forecast]:
     """Least-squares growth per table over the daily snapshots; needs two points a day apart or more."""
     series: dict[str, list[tuple[float, float]]] = {}
-    for taken_at, metrics in history:
-        for table in metrics.get("tables", []):
-            series.setdefault(table["table"], []).append((taken_at.timestamp(), float(table["size_bytes"])))
+    for point in history:
+        for table in point.metrics.get("tables", []):
+            series.setdefault(table["table"], []).append((point.taken_at.timestamp(), float(table["size_bytes"])))
     out: list[Forecast] = []
     for t in current:
         name = f"{t.schema}.{t.name}"
@@ -101,13 +100,30 @@ def _slope(points: Sequence[tuple[float, float]]) -> float:
     return sum((p[0] - mx) * (p[1] - my) for p in points) / var if var else 0.0
 
 
-def health_history(conn: db.Connection, target_id: int, days: int = 30) -> list[tuple[datetime, dict[str, Any]]]:
-    rows = db.fetch_dicts(
-        conn,
-        mark(
-            "SELECT taken_at, metrics FROM pgarch.health_snapshots WHERE target_id = %s"
-            " AND taken_at > now() - %s * interval '1 day' ORDER BY taken_at"
-        ),
-        (target_id, days),
-    )
-    return [(r["taken_at"], r["metrics"]) for r in rows]
+@dataclasses.dataclass(frozen=True, slots=True)
+class Connections:
+    client_backends: int
+    usable_connections: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DatabaseHealth:
+    datname: str
+    size_bytes: int
+    blks_hit: int
+    blks_read: int
+
+
+def health_metrics(conn: db.Connection) -> dict[str, Any]:
+    """The daily health record: connections, each database's size and cache counters, each table's size."""
+    connections = db.fetch_one(conn, db.query(conn, QUERIES, "health_connections"), None, Connections)
+    assert connections is not None  # a single-row SELECT without FROM
+    databases = db.fetch(conn, db.query(conn, QUERIES, "health_databases"), None, DatabaseHealth)
+    return {
+        "client_backends": connections.client_backends,
+        "usable_connections": connections.usable_connections,
+        "databases": [dataclasses.asdict(d) for d in databases],
+        "tables": [
+            {"table": f"{t.schema}.{t.name}", "size_bytes": t.size_bytes, "rows": t.rows} for t in table_sizes(conn)
+        ],
+    }

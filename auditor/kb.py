@@ -18,11 +18,12 @@ from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
 
-from auditor.models import AuditReport, SlowQuery
-from auditor.queries import QUERIES
-from exporter import db
-from exporter.errors import AuditAlreadyRunning, DatabaseError
-from exporter.models import StatementRow
+from pg_architect.auditor.models import AuditReport, SlowQuery
+from pg_architect.auditor.queries import QUERIES
+from pg_architect.core import db
+from pg_architect.core.config import Config
+from pg_architect.core.errors import AuditAlreadyRunning, DatabaseError
+from pg_architect.core.pgss import SnapshotRow, StatementRow
 
 log = logging.getLogger(__name__)
 
@@ -30,46 +31,6 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK = 0x70676172636801
 AUDIT_LOCK = 0x70676172636802
 _MIGRATION = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
-APPLICATION_NAME = "pg-architect-auditor"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SnapshotRow:
-    """A pg_stat_statements row with its text, as the auditor stores it."""
-
-    userid: int
-    dbid: int
-    queryid: int
-    toplevel: bool
-    calls: int
-    total_ms: float
-    stddev_ms: float
-    min_ms: float
-    max_ms: float
-    rows: int
-    shared_blks_hit: int
-    shared_blks_read: int
-    stats_since: datetime | None
-    query: str
-
-    @property
-    def key(self) -> tuple[int, int, int, bool]:
-        """The row's identity in pg_stat_statements, as ``StatementRow.key``."""
-        return (self.userid, self.dbid, self.queryid, self.toplevel)
-
-    def statement(self) -> StatementRow:
-        return StatementRow(
-            self.userid,
-            self.dbid,
-            self.queryid,
-            self.toplevel,
-            self.calls,
-            self.total_ms,
-            self.stddev_ms,
-            self.min_ms,
-            self.max_ms,
-            self.stats_since.timestamp() if self.stats_since is not None else None,
-        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -106,10 +67,71 @@ class _SnapshotId:
     snapshot_id: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Version:
+    version: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RunId:
+    run_id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RunRow:
+    run_id: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    report: dict[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _OutcomeCounts:
+    applied: int
+    rejected: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HealthPoint:
+    """One stored daily health record (see snapshot.health_metrics)."""
+
+    taken_at: datetime
+    metrics: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Optimization:
+    """A stored recommendation with its statement, as the admin API lists them."""
+
+    recommendation_id: int
+    run_id: str
+    created_at: datetime
+    type: str
+    sql: str
+    rollback_sql: str | None
+    reasoning: str
+    confidence: float
+    source: str
+    gain_percent: float | None
+    worth_applying: bool
+    action: str
+    pr_url: str | None
+    status: str
+    query: str
+    fingerprint: str
+
+    def as_json(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)
+        doc["created_at"] = self.created_at.isoformat()
+        return doc
+
+
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every migration shipped with the auditor, in order."""
     found = []
-    for entry in resources.files("auditor.migrations").iterdir():
+    for entry in resources.files("pg_architect.auditor.migrations").iterdir():
         match = _MIGRATION.match(entry.name)
         if match:
             found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
@@ -119,22 +141,23 @@ def migrations() -> list[tuple[int, str, str]]:
 class KnowledgeBase:
     """One connection to the knowledge base and every operation on it."""
 
-    def __init__(self, conn: db.Connection, dsn: str | None = None) -> None:
+    def __init__(self, conn: db.Connection, dsn: str | None = None, timeouts: db.Timeouts | None = None) -> None:
         self.conn = conn
         self.dsn = dsn
+        self.timeouts = timeouts or db.Timeouts()
 
     @classmethod
-    def open(cls, dsn: str, *, connect_timeout_s: float = 5) -> KnowledgeBase:
-        conn = db.connect(
-            dsn,
-            application_name=APPLICATION_NAME,
-            connect_timeout_s=connect_timeout_s,
-            statement_timeout_ms=60000,
-            lock_timeout_ms=10000,
-        )
-        kb = cls(conn, dsn)
+    def open(
+        cls, dsn: str, cfg: Config | None = None, *, role: db.Role = db.Role.KNOWLEDGE_BASE, migrate: bool = True
+    ) -> KnowledgeBase:
+        """A session on the knowledge base for ``role``; ``migrate`` brings the schema up to date first (the
+        API's short request sessions skip it: the daemon migrated on start)."""
+        timeouts = db.policy(cfg, role) if cfg is not None else db.Timeouts()
+        conn = db.connect(dsn, role, timeouts)
+        kb = cls(conn, dsn, timeouts)
         try:
-            kb.migrate()
+            if migrate:
+                kb.migrate()
             db.register_vector(conn)
         except BaseException:
             conn.close()
@@ -144,8 +167,8 @@ class KnowledgeBase:
     def close(self) -> None:
         self.conn.close()
 
-    def _sql(self, name: str) -> str:
-        return QUERIES.get(name, db.server_version_num(self.conn))
+    def _sql(self, name: str) -> db.Query:
+        return db.query(self.conn, QUERIES, name)
 
     # -- schema ----------------------------------------------------------------------------------
     def migrate(self) -> list[int]:
@@ -155,7 +178,7 @@ class KnowledgeBase:
             db.fetch_value(self.conn, self._sql("kb_migration_lock"), (MIGRATION_LOCK,))
             db.execute(self.conn, "CREATE SCHEMA IF NOT EXISTS pgarch")
             db.execute(self.conn, self._sql("kb_migrations_table"))
-            done = {row["version"] for row in db.fetch_dicts(self.conn, self._sql("kb_migrations_done"))}
+            done = {row.version for row in db.fetch(self.conn, self._sql("kb_migrations_done"), None, _Version)}
             for version, name, text in migrations():
                 if version in done:
                     continue
@@ -182,7 +205,7 @@ class KnowledgeBase:
         if not db.advisory_lock(self.conn, AUDIT_LOCK):
             raise AuditAlreadyRunning("another audit is running on this knowledge base")
         try:
-            stale = [str(r["run_id"]) for r in db.fetch_dicts(self.conn, self._sql("kb_fail_stale_runs"))]
+            stale = [r.run_id for r in db.fetch(self.conn, self._sql("kb_fail_stale_runs"), None, _RunId)]
             if stale:
                 log.warning("marked %d interrupted audit run(s) as failed: %s", len(stale), ", ".join(stale))
             yield stale
@@ -212,7 +235,7 @@ class KnowledgeBase:
         except DatabaseError:
             if self.dsn is None:
                 raise
-            with db.connect(self.dsn, application_name=APPLICATION_NAME, statement_timeout_ms=10000) as conn:
+            with db.connect(self.dsn, db.Role.KNOWLEDGE_BASE, self.timeouts) as conn:
                 db.execute(conn, self._sql("kb_fail_run"), params)
 
     def finish_run(
@@ -274,26 +297,47 @@ class KnowledgeBase:
             )
 
     def run_report(self, run_id: str) -> dict[str, Any] | None:
-        rows = db.fetch_dicts(
-            self.conn,
-            self._sql("kb_run_report"),
-            (run_id,),
-        )
-        if not rows:
+        row = db.fetch_one(self.conn, self._sql("kb_run_report"), (run_id,), _RunRow)
+        if row is None:
             return None
-        row = rows[0]
-        if row["report"] is not None:
-            report: dict[str, Any] = row["report"]
-            report["status"] = row["status"]
-            report["error"] = row["error"] or report.get("error")
+        if row.report is not None:
+            report = dict(row.report)
+            report["status"] = row.status
+            report["error"] = row.error or report.get("error")
             return report
         return {
-            "run_id": row["run_id"],
-            "status": row["status"],
-            "error": row["error"],
-            "started_at": row["started_at"].isoformat(),
-            "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
+            "run_id": row.run_id,
+            "status": row.status,
+            "error": row.error,
+            "started_at": row.started_at.isoformat(),
+            "finished_at": row.finished_at.isoformat() if row.finished_at else None,
         }
+
+    def latest_report(self, status: str | None = "ok") -> dict[str, Any] | None:
+        """The report of the newest run with ``status`` (any status when None)."""
+        run_id = self.latest_run_id(status)
+        return self.run_report(run_id) if run_id else None
+
+    def schema_ready(self) -> bool:
+        """Whether the knowledge base's schema is there (readiness)."""
+        return bool(db.fetch_value(self.conn, self._sql("api_ready")))
+
+    def clock(self) -> datetime:
+        """The knowledge base's own time: runs are stamped with it, so waits on them must use it too."""
+        value: datetime = db.fetch_value(self.conn, "SELECT pg_catalog.statement_timestamp() /* pg-architect */")
+        return value
+
+    def run_started_since(self, trigger: str, since: datetime) -> str | None:
+        """The first run with ``trigger`` started at or after ``since`` (the knowledge base's clock)."""
+        value = db.fetch_value(self.conn, self._sql("api_current_run"), {"trigger": trigger, "since": since})
+        return str(value) if value is not None else None
+
+    def optimizations(self, limit: int, offset: int) -> list[Optimization]:
+        return db.fetch(self.conn, self._sql("api_optimizations"), {"limit": limit, "offset": offset}, Optimization)
+
+    def health_history(self, target_id: int, days: int = 30) -> list[HealthPoint]:
+        """Daily health records of the last ``days`` days, oldest first (growth forecasts fit them)."""
+        return db.fetch(self.conn, self._sql("kb_health_history"), (target_id, days), HealthPoint)
 
     def latest_run_id(self, status: str | None = "ok") -> str | None:
         value = db.fetch_value(
@@ -411,12 +455,8 @@ class KnowledgeBase:
 
     def outcome_history(self, fingerprint: str) -> tuple[int, int]:
         """(applied, rejected) counts of past recommendations for this statement's fingerprint."""
-        row = db.fetch_dicts(
-            self.conn,
-            self._sql("kb_outcome_history"),
-            (fingerprint,),
-        )[0]
-        return int(row["applied"]), int(row["rejected"])
+        row = db.fetch_one(self.conn, self._sql("kb_outcome_history"), (fingerprint,), _OutcomeCounts)
+        return (row.applied, row.rejected) if row is not None else (0, 0)
 
     def record_health(self, target_id: int, metrics: dict[str, Any]) -> None:
         db.execute(

@@ -25,14 +25,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from auditor import safety
-from auditor.advisor import Candidate
-from auditor.catalog import TableInfo
-from auditor.models import Measurement, MeasurementMethod
-from exporter import db
-from exporter.config import MeasurementConfig
-from exporter.errors import DatabaseError, PgArchitectError, UnsafeSQLError
-from exporter.sqlfiles import mark
+from pg_architect.auditor import safety
+from pg_architect.auditor.advisor import Candidate
+from pg_architect.auditor.catalog import TableInfo
+from pg_architect.auditor.models import Measurement, MeasurementMethod
+from pg_architect.core import db
+from pg_architect.core.config import MeasurementConfig
+from pg_architect.core.errors import DatabaseError, PgArchitectError, UnsafeSQLError
+from pg_architect.core.sqlfiles import mark
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pglast import ast, parser
 from pglast.parser import ParseError
 
-from auditor import catalog
-from auditor.catalog import ColumnStats, Relation
-from auditor.parsing import (
+from pg_architect.auditor import catalog
+from pg_architect.auditor.catalog import ColumnStats, Relation
+from pg_architect.auditor.parsing import (
     ParamUse,
     QueryShape,
     TableRef,
@@ -29,10 +29,11 @@ from auditor.parsing import (
     repair_placeholders,
     resolve_columns,
 )
-from auditor.safety import check_readonly_select
-from exporter import db
-from exporter.errors import PgArchitectError, UnsafeSQLError
-from exporter.sqlfiles import mark
+from pg_architect.auditor.queries import QUERIES
+from pg_architect.auditor.safety import check_readonly_select
+from pg_architect.core import db
+from pg_architect.core.errors import PgArchitectError, UnsafeSQLError
+from pg_architect.core.sqlfiles import mark
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -90,7 +91,8 @@ class _Catalog:
         if relation is None:
             return {}
         if relation.relid not in self._columns:
-            rows = db.fetch(self.conn, catalog.sql(self.conn, "params_columns"), {"relid": relation.relid}, _ColumnType)
+            sql = db.query(self.conn, QUERIES, "params_columns")
+            rows = db.fetch(self.conn, sql, {"relid": relation.relid}, _ColumnType)
             self._columns[relation.relid] = {row.column_name: row.type_name for row in rows}
         return self._columns[relation.relid]
 
@@ -104,7 +106,7 @@ class _Catalog:
 
     def type_name(self, name: str) -> str:
         """The catalog's spelling of a type name (``int4`` -> ``integer``); the input when unknown."""
-        value = db.fetch_value(self.conn, catalog.sql(self.conn, "type_name"), {"name": name})
+        value = db.fetch_value(self.conn, db.query(self.conn, QUERIES, "type_name"), {"name": name})
         return str(value) if value else name
 
 
@@ -391,7 +393,7 @@ def _prepared_types(conn: db.Connection, text: str, types: Sequence[str]) -> lis
     except PgArchitectError:
         return None
     try:
-        return list(db.fetch_value(conn, catalog.sql(conn, "prepared_parameter_types"), (name,)) or [])
+        return list(db.fetch_value(conn, db.query(conn, QUERIES, "prepared_parameter_types"), (name,)) or [])
     finally:
         db.execute(conn, db.SQL("DEALLOCATE {}").format(db.Identifier(name)))
 

@@ -19,8 +19,8 @@ from pglast import ast, enums, parser
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 
-from exporter.errors import PgArchitectError
-from exporter.sqlfiles import MARKER
+from pg_architect.core.errors import PgArchitectError
+from pg_architect.core.sqlfiles import MARKER
 
 __all__ = [
     "INTERNAL_MARKER",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from auditor.models import AuditReport
+from pg_architect.auditor.models import AuditReport
 
 
 def render(report: AuditReport | dict[str, Any], fmt: str) -> str:

@@ -24,9 +24,10 @@ from pglast import ast, enums, parser
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 
-from auditor import catalog
-from exporter import db
-from exporter.errors import UnsafeSQLError
+from pg_architect.auditor import catalog
+from pg_architect.auditor.queries import QUERIES
+from pg_architect.core import db
+from pg_architect.core.errors import UnsafeSQLError
 
 __all__ = [
     "DENIED_FUNCTIONS",
@@ -525,11 +526,11 @@ _UNKNOWN = 0  # a type the check cannot tell from the text (an untyped literal, 
 
 
 def _type_oid(conn: db.Connection, type_name: Any) -> int:
-    oid = db.fetch_value(conn, catalog.sql(conn, "type_oid"), {"name": _deparse(type_name)})
+    oid = db.fetch_value(conn, db.query(conn, QUERIES, "type_oid"), {"name": _deparse(type_name)})
     return int(oid) if oid else _UNKNOWN
 
 
-def _routines(conn: db.Connection, sql: str, schema: str | None, name: str) -> list[_Routine]:
+def _routines(conn: db.Connection, sql: db.Query, schema: str | None, name: str) -> list[_Routine]:
     return db.fetch(conn, sql, {"schema": schema, "name": name}, _Routine)
 
 
@@ -557,7 +558,7 @@ class _Types:
             literal_types = {ast.Integer: "integer", ast.Float: "numeric", ast.Boolean: "boolean"}
             name = literal_types.get(type(node.val))
             return (
-                int(db.fetch_value(self.conn, catalog.sql(self.conn, "type_oid"), {"name": name}) or 0)
+                int(db.fetch_value(self.conn, db.query(self.conn, QUERIES, "type_oid"), {"name": name}) or 0)
                 if name
                 else _UNKNOWN
             )
@@ -611,7 +612,7 @@ def _check_immutable(conn: db.Connection, node: Any, types: _Types, where: str) 
             args = list(sub.args or ())
             candidates = [
                 r
-                for r in _routines(conn, catalog.sql(conn, "safety_functions"), schema, name)
+                for r in _routines(conn, db.query(conn, QUERIES, "safety_functions"), schema, name)
                 if r.kind == "f" and _arity_matches(r, len(args))
             ]
             _require_immutable(f"function {name}()", _narrow(candidates, [types.of(a) for a in args]), where)
@@ -631,7 +632,7 @@ def _check_immutable(conn: db.Connection, node: Any, types: _Types, where: str) 
                 left = right
             if right == _UNKNOWN and isinstance(sub.rexpr, ast.A_Const):
                 right = left
-            candidates = _routines(conn, catalog.sql(conn, "safety_operators"), schema, names[-1])
+            candidates = _routines(conn, db.query(conn, QUERIES, "safety_operators"), schema, names[-1])
             if sub.lexpr is None:
                 candidates = [r for r in candidates if r.argtypes[0] == 0]
             _require_immutable(f"operator {names[-1]}", _narrow(candidates, [left, right]), where)
@@ -641,7 +642,7 @@ def _check_immutable(conn: db.Connection, node: Any, types: _Types, where: str) 
                 raise UnsafeSQLError(f"refused: {where}: type {_deparse(sub.typeName)} does not exist")
             if source in (_UNKNOWN, target):
                 continue
-            row = db.fetch_dicts(conn, catalog.sql(conn, "safety_cast"), {"source": source, "target": target})
+            row = db.fetch_dicts(conn, db.query(conn, QUERIES, "safety_cast"), {"source": source, "target": target})
             if row:
                 cast = row[0]
                 volatility = (
@@ -681,7 +682,7 @@ def check_index_target(conn: db.Connection, ddl: IndexDDL) -> IndexDDL:
             "t": "a TOAST table",
         }
         raise UnsafeSQLError(f"refused: {target} is {kinds.get(relation.relkind, 'not a table')}, not a table")
-    rows = db.fetch(conn, catalog.sql(conn, "safety_columns"), {"relid": relation.relid}, _Column)
+    rows = db.fetch(conn, db.query(conn, QUERIES, "safety_columns"), {"relid": relation.relid}, _Column)
     columns = {row.column_name: row.type_oid for row in rows}
     missing = [c for c in ddl.columns if c not in columns]
     if missing:
@@ -722,7 +723,7 @@ def _check_volatility(conn: db.Connection, tree: Any, depth: int) -> None:
             nargs = len(node.args or ())
             candidates = [
                 r
-                for r in _routines(conn, catalog.sql(conn, "safety_functions"), schema, name)
+                for r in _routines(conn, db.query(conn, QUERIES, "safety_functions"), schema, name)
                 if _arity_matches(r, nargs)
             ]
             if not candidates:
@@ -744,16 +745,15 @@ def _check_volatility(conn: db.Connection, tree: Any, depth: int) -> None:
                 schema = names[-2] if len(names) > 1 else None
                 volatile = [
                     r
-                    for r in _routines(conn, catalog.sql(conn, "safety_operators"), schema, names[-1])
+                    for r in _routines(conn, db.query(conn, QUERIES, "safety_operators"), schema, names[-1])
                     if r.volatility == "v"
                 ]
                 if volatile:
                     raise UnsafeSQLError(f"refused: operator {names[-1]} runs a VOLATILE function")
         elif isinstance(node, ast.TypeCast):
             type_oid = _type_oid(conn, node.typeName)
-            for row in (
-                db.fetch_dicts(conn, catalog.sql(conn, "safety_type_routines"), {"type": type_oid}) if type_oid else ()
-            ):
+            sql = db.query(conn, QUERIES, "safety_type_routines")
+            for row in db.fetch_dicts(conn, sql, {"type": type_oid}) if type_oid else ():
                 if row["volatility"] == "v":
                     raise UnsafeSQLError(f"refused: casting to {_deparse(node.typeName)} runs VOLATILE {row['name']}()")
         elif isinstance(node, ast.RangeVar):
@@ -767,7 +767,7 @@ def _check_volatility(conn: db.Connection, tree: Any, depth: int) -> None:
             if relation.relkind == "v":
                 if depth >= 4:
                     raise UnsafeSQLError(f"refused: view {relation.table_name} nests views too deeply to check")
-                definition = db.fetch_value(conn, catalog.sql(conn, "view_definition"), {"relid": relation.relid})
+                definition = db.fetch_value(conn, db.query(conn, QUERIES, "view_definition"), {"relid": relation.relid})
                 try:
                     check_readonly_select(str(definition), conn, _depth=depth + 1)
                 except UnsafeSQLError as exc:

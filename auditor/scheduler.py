@@ -13,7 +13,7 @@ import dataclasses
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from exporter.config import ScheduleConfig, parse_weekly
+from pg_architect.core.config import ScheduleConfig, parse_weekly
 
 WEEKLY_AUDIT = "weekly_audit"
 DAILY_SNAPSHOT = "daily_snapshot"

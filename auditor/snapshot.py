@@ -4,41 +4,18 @@ health record (database and table sizes, cache, connections) that growth forecas
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-from auditor import health, window
-from auditor.kb import KnowledgeBase
-from exporter import collectors, db
-from exporter.config import Config
-
-
-def health_metrics(conn: db.Connection) -> dict[str, Any]:
-    server = collectors.read_server(conn)
-    databases = collectors.read_databases(conn, server, collectors.read_database_sizes(conn, server))
-    return {
-        "client_backends": server.client_backends,
-        "usable_connections": server.usable_connections,
-        "databases": [
-            {"datname": d.datname, "size_bytes": d.size_bytes, "blks_hit": d.blks_hit, "blks_read": d.blks_read}
-            for d in databases
-        ],
-        "tables": [
-            {"table": f"{t.schema}.{t.name}", "size_bytes": t.size_bytes, "rows": t.rows}
-            for t in health.table_sizes(conn)
-        ],
-    }
+from pg_architect.auditor import health, window
+from pg_architect.auditor.kb import KnowledgeBase
+from pg_architect.core import db
+from pg_architect.core.config import Config
 
 
 def take_snapshot(cfg: Config, dsn: str, kb_dsn: str, kind: str = "daily") -> str:
     """Store one snapshot; returns a one-line summary."""
-    conn = db.connect(
-        dsn,
-        application_name="pg-architect-auditor",
-        connect_timeout_s=cfg.database.connect_timeout_s,
-        statement_timeout_ms=cfg.measurement.statement_timeout_ms,
-    )
+    conn = db.connect(dsn, db.Role.AUDITOR, db.policy(cfg, db.Role.AUDITOR))
     try:
-        kb = KnowledgeBase.open(kb_dsn, connect_timeout_s=cfg.database.connect_timeout_s)
+        kb = KnowledgeBase.open(kb_dsn, cfg)
         try:
             ident = window.identity(conn)
             target_id = kb.register_target(ident.system_identifier, ident.datname, ident.server_version_num)
@@ -47,7 +24,7 @@ def take_snapshot(cfg: Config, dsn: str, kb_dsn: str, kind: str = "daily") -> st
             snapshot_id = kb.store_snapshot(
                 target_id, kind, now, rows, info.stats_reset if info else None, info.dealloc if info else None
             )
-            metrics = health_metrics(conn)
+            metrics = health.health_metrics(conn)
             kb.record_health(target_id, metrics)
         finally:
             kb.close()

@@ -15,16 +15,13 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from auditor.fingerprint import fingerprint
-from auditor.kb import KnowledgeBase, SnapshotRow
-from auditor.models import Window
-from auditor.parsing import UnparseableQuery, is_internal
-from auditor.queries import QUERIES
-from exporter import db
-from exporter.models import PgssInfoRow
-from exporter.queries import QUERIES as EXPORTER_QUERIES
-from exporter.sqlfiles import extension_version_num
-from exporter.statements import diff
+from pg_architect.auditor.fingerprint import fingerprint
+from pg_architect.auditor.kb import KnowledgeBase
+from pg_architect.auditor.models import Window
+from pg_architect.auditor.parsing import UnparseableQuery, is_internal
+from pg_architect.auditor.queries import QUERIES
+from pg_architect.core import db, pgss
+from pg_architect.core.pgss import PgssInfoRow, SnapshotRow, diff
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +67,7 @@ class AuditWindow:
 
 
 def identity(conn: db.Connection) -> Identity:
-    row = db.fetch_one(conn, QUERIES.get("identity", db.server_version_num(conn)), None, Identity)
+    row = db.fetch_one(conn, db.query(conn, QUERIES, "identity"), None, Identity)
     assert row is not None
     return row
 
@@ -83,15 +80,7 @@ def read_snapshot(conn: db.Connection, ident: Identity) -> tuple[list[SnapshotRo
                 f"pg_stat_statements is not created in database {ident.datname}: CREATE EXTENSION pg_stat_statements"
             )
         )
-    version = extension_version_num(ident.pgss_version)
-    pgss = db.Identifier(ident.pgss_schema)
-    rows = db.fetch(conn, db.SQL(QUERIES.get("pgss_snapshot", version)).format(pgss=pgss), None, SnapshotRow)
-    info = None
-    if version >= 10900:
-        info = db.fetch_one(
-            conn, db.SQL(EXPORTER_QUERIES.get("pgss_info", version)).format(pgss=pgss), None, PgssInfoRow
-        )
-    return rows, info
+    return pgss.read_snapshot(conn), pgss.read_info(conn)
 
 
 def _fingerprint(text: str, queryid: int) -> tuple[str, str | None]:

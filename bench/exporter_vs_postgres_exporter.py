@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a checkout without installing: `python bench/...`
     sys.path.insert(0, str(REPO))
 
-from exporter.embedded import EmbeddedPostgres, free_port  # noqa: E402
+from pg_architect.core.embedded import EmbeddedPostgres, free_port  # noqa: E402
 
 DBNAME = "bench"
 # What Prometheus 2.x sends: OpenMetrics preferred, the text format accepted, gzip on the wire.
@@ -597,7 +597,7 @@ def stop_profiler(child: Child) -> None:
 
 # Leaf frames of threads that wait for work (py-spy samples them as running), and frames every stack has.
 _IDLE_LEAVES = ("Condition.wait ", "_PollLikeSelector.select ", "select ")
-_PLUMBING = ("threading.py", "socketserver.py", "selectors.py", "(pg-architect)", "auditor/cli.py")
+_PLUMBING = ("threading.py", "socketserver.py", "selectors.py", "(pg-architect)", "pg_architect/cli.py")
 
 
 def profile_report(collapsed: Path, top: int = 18) -> str:

@@ -36,21 +36,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import psycopg
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exporter import db
-from exporter.embedded import EmbeddedPostgres
-from exporter.latency import (
-    BUCKETS,
-    Cumulative,
-    Interval,
-    Mixture,
-    interval_of,
-    row_quantile,
-    row_suspect_bimodal,
-)
+from pg_architect.core import db
+from pg_architect.core.embedded import EmbeddedPostgres
+from pg_architect.core.pgss import Cumulative, Interval, interval_of
+from pg_architect.exporter.latency import BUCKETS, Mixture, row_quantile, row_suspect_bimodal
 
 WORKLOAD_DB = "p95bench"
 WORKLOAD_APP = "p95bench-workload"
@@ -152,7 +146,7 @@ class Workload:
         rng = random.Random(seed)
         weights = [s.weight for s in self.statements]
         try:
-            with db.connect(self.dsn, application_name=WORKLOAD_APP) as conn:
+            with psycopg.connect(self.dsn, autocommit=True, application_name=WORKLOAD_APP) as conn:
                 while not self.stop.is_set():
                     if self.pause.is_set():
                         self.arrived.wait()
@@ -395,12 +389,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"starting embedded PostgreSQL in {root} ...", flush=True)
     server.start()
     try:
-        with db.connect(server.dsn(), application_name="p95bench-setup") as conn:
+        with psycopg.connect(server.dsn(), autocommit=True, application_name="p95bench-setup") as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             conn.execute(f'DROP DATABASE IF EXISTS "{WORKLOAD_DB}"')
             conn.execute(f'CREATE DATABASE "{WORKLOAD_DB}"')
             version = db.fetch_value(conn, "SHOW server_version")
-        snap_conn = db.connect(server.dsn(), application_name=SNAPSHOT_APP)
+        snap_conn = psycopg.connect(server.dsn(), autocommit=True, application_name=SNAPSHOT_APP)
         statements = (*WORKLOAD, BIMODAL) if args.bimodal else WORKLOAD
         workload = Workload(server.dsn(WORKLOAD_DB), statements, args.threads, args.seed)
         snapshots: list[dict[Key, Cumulative]] = []

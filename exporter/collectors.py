@@ -15,44 +15,28 @@ from collections.abc import Iterable, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from exporter import db
-from exporter.errors import DatabaseError
-from exporter.latency import BUCKETS, Interval, Mixture, row_quantile
-from exporter.models import (
-    ActivityRow,
-    DatabaseRow,
-    DatabaseSizeRow,
-    KbPresentRow,
-    KpiRow,
-    PgssInfoRow,
-    ServerRow,
-    StatementRow,
-)
-from exporter.queries import QUERIES
-from exporter.sqlfiles import extension_version_num
-from exporter.statements import StatementWindow
+from pg_architect.core import db, pgss
+from pg_architect.core.errors import DatabaseError
+from pg_architect.core.pgss import PgssInfoRow, StatementRow, StatementWindow
+from pg_architect.exporter.latency import BUCKETS, Interval, Mixture, row_quantile
+from pg_architect.exporter.models import ActivityRow, DatabaseRow, DatabaseSizeRow, KbPresentRow, KpiRow, ServerRow
+from pg_architect.exporter.queries import QUERIES
+from pg_architect.exporter.statements import by_database
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("pr_merge", "pr_review", "log", "flag")
 
 
-def _query(name: str, version: int, **identifiers: str) -> db.Query:
-    text = QUERIES.get(name, version)
-    if identifiers:
-        return db.SQL(text).format(**{k: db.Identifier(v) for k, v in identifiers.items()})
-    return text
-
-
 # -- server -------------------------------------------------------------------------------------
 
 
 def read_activity(conn: db.Connection, server: ServerRow) -> list[ActivityRow]:
-    return db.fetch(conn, _query("activity", server.server_version_num), None, ActivityRow)
+    return db.fetch(conn, db.query(conn, QUERIES, "activity"), None, ActivityRow)
 
 
 def read_server(conn: db.Connection) -> ServerRow:
-    row = db.fetch_one(conn, _query("server", db.server_version_num(conn)), None, ServerRow)
+    row = db.fetch_one(conn, db.query(conn, QUERIES, "server"), None, ServerRow)
     assert row is not None  # a single-row SELECT without FROM always returns one row
     return row
 
@@ -83,12 +67,12 @@ def server_metrics(server: ServerRow, activity: Sequence[ActivityRow]) -> list[M
 
 def read_databases(conn: db.Connection, server: ServerRow, sizes: dict[int, int]) -> list[DatabaseRow]:
     """Every database's counters, with its size from ``sizes`` (see read_database_sizes)."""
-    rows = db.fetch(conn, _query("databases", server.server_version_num), None, DatabaseRow)
+    rows = db.fetch(conn, db.query(conn, QUERIES, "databases"), None, DatabaseRow)
     return [dataclasses.replace(r, size_bytes=sizes.get(r.dbid, 0)) for r in rows]
 
 
 def read_database_sizes(conn: db.Connection, server: ServerRow) -> dict[int, int]:
-    rows = db.fetch(conn, _query("database_sizes", server.server_version_num), None, DatabaseSizeRow)
+    rows = db.fetch(conn, db.query(conn, QUERIES, "database_sizes"), None, DatabaseSizeRow)
     return {r.dbid: r.size_bytes for r in rows}
 
 
@@ -128,13 +112,7 @@ def read_statements(conn: db.Connection, server: ServerRow) -> tuple[list[Statem
                 "pg_stat_statements is loaded but not created in this database: CREATE EXTENSION pg_stat_statements"
             )
         raise DatabaseError("pg_stat_statements is not in shared_preload_libraries")
-    version = extension_version_num(server.pgss_version)
-    query = _query("pgss_statements", version, pgss=server.pgss_schema)
-    rows = list(map(StatementRow._make, db.fetch_tuples(conn, query)))
-    info = None
-    if version >= 10900:
-        info = db.fetch_one(conn, _query("pgss_info", version, pgss=server.pgss_schema), None, PgssInfoRow)
-    return rows, info
+    return pgss.read(conn)
 
 
 @dataclasses.dataclass
@@ -207,7 +185,7 @@ def statement_metrics(
         labels=["datname"],
     )
     if window is not None:
-        for dbid, mixture in window.by_database().items():
+        for dbid, mixture in by_database(window).items():
             datname = datnames.get(dbid)
             if datname is None or mixture.calls <= 0:
                 continue
@@ -316,12 +294,11 @@ EMPTY_KPIS = KpiRow(0.0, 0.0, 0.0, 0, 0.0, 0.0, False, 0, 0, 0, 0, 0, 0, 0)
 
 
 def read_kpis(conn: db.Connection, system_identifier: str | None, datname: str) -> KpiRow:
-    version = db.server_version_num(conn)
-    present = db.fetch_one(conn, _query("kb_present", version), None, KbPresentRow)
+    present = db.fetch_one(conn, db.query(conn, QUERIES, "kb_present"), None, KbPresentRow)
     if present is None or not present.present or system_identifier is None:
         return EMPTY_KPIS
     params = {"system_identifier": system_identifier, "datname": datname}
-    return db.fetch_one(conn, _query("kb_kpis", version), params, KpiRow) or EMPTY_KPIS
+    return db.fetch_one(conn, db.query(conn, QUERIES, "kb_kpis"), params, KpiRow) or EMPTY_KPIS
 
 
 def kpi_metrics(k: KpiRow) -> list[Metric]:

@@ -1,13 +1,14 @@
 """Query latency percentiles from pg_stat_statements deltas: pure math, no database access.
 
 pg_stat_statements keeps, per row (userid, dbid, queryid, toplevel), cumulative calls, total time, population
-standard deviation, min and max. From two snapshots of a row, :func:`interval_of` recovers the exact mean and
-standard deviation of the calls made between them (the parallel-variance formula). :class:`Mixture` models
+standard deviation, min and max. From two snapshots of a row, ``pg_architect.core.pgss.interval_of`` recovers
+the exact mean and standard deviation of the calls made between them (the parallel-variance formula).
+:class:`Mixture` models
 each row's interval as a log-normal fitted by those two moments, confined to the row's known [min, max], and
 mixes the rows weighted by their calls; its quantile is the p95 gauge and its CDF at the bucket bounds,
 times the calls, is the histogram. docs/p95.md has the method, the measured accuracy and the limits.
 
-Units: :class:`Cumulative` holds milliseconds exactly as the view reports them; everything else is seconds.
+Units: seconds.
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ import math
 import sys
 from array import array
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from statistics import NormalDist
+
+from pg_architect.core.pgss import Interval
 
 __all__ = [
     "BUCKETS",
-    "CANCELLATION_RATIO",
-    "Cumulative",
     "Interval",
     "Mixture",
-    "interval_of",
     "row_quantile",
     "row_suspect_bimodal",
 ]
@@ -46,10 +45,6 @@ def _buckets(first: float = 0.001, last: float = 60.0, per_doubling: int = 4) ->
 BUCKETS: tuple[float, ...] = _buckets()
 """Histogram upper bounds in seconds, 1 ms to 65.54 s spaced by 2**(1/4) (about 9 per decade), no +Inf."""
 
-CANCELLATION_RATIO = 1e-6
-"""Below this share of the row's cumulative M2, an interval's M2 is not trusted (see interval_of)."""
-
-_MS = 1e-3
 _SQRT1_2 = math.sqrt(0.5)
 # A row whose spread is below this share of its mean is a point mass for every purpose a histogram has.
 _POINT_CV = 1e-9
@@ -65,141 +60,6 @@ _SUSPECT_MIN_SHARE = 0.01
 _SUSPECT_MASS_BELOW = 0.2
 _SUSPECT_CALLS_ABOVE = 8.0
 _SUSPECT_MAX_PROBABILITY = 1e-3
-
-
-@dataclass(frozen=True, slots=True)
-class Cumulative:
-    """One pg_stat_statements row at one instant, in milliseconds as the view reports them."""
-
-    calls: int
-    total_ms: float
-    stddev_ms: float
-    min_ms: float
-    max_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class Interval:
-    """One row's statistics over the interval between two snapshots, in seconds.
-
-    ``max_s`` is an upper bound on every call of the interval, and the interval's exact maximum when
-    ``max_exact``; ``min_s`` is a lower bound (exact when the row's minimum fell). None when unknown.
-    ``variance_fallback`` says ``stddev_s`` comes from the narrower model used when the interval's M2 was
-    lost to cancellation, not from the exact formula.
-    """
-
-    calls: int
-    mean_s: float
-    stddev_s: float
-    max_s: float | None
-    max_exact: bool
-    min_s: float | None
-    variance_fallback: bool = False
-
-
-def _whole(cur: Cumulative) -> Interval:
-    """A row seen for the first time (or reset, or evicted): its cumulative values are the interval's."""
-    max_ms = cur.max_ms if cur.max_ms > 0 else None
-    min_ms = cur.min_ms if cur.min_ms > 0 else None
-    mean_ms, max_ms, min_ms = _consistent(max(cur.total_ms, 0.0) / cur.calls, max_ms, min_ms)
-    stddev = max(cur.stddev_ms, 0.0) if cur.calls > 1 else 0.0
-    return Interval(
-        calls=cur.calls,
-        mean_s=mean_ms * _MS,
-        stddev_s=stddev * _MS,
-        max_s=max_ms * _MS if max_ms is not None else None,
-        max_exact=max_ms is not None,
-        min_s=min_ms * _MS if min_ms is not None else None,
-    )
-
-
-def _consistent(mean_ms: float, max_ms: float | None, min_ms: float | None) -> tuple[float, float | None, float | None]:
-    """Keep min <= mean <= max: rounding in the totals' difference can step a hair outside, and a min above
-    the max (no real row has one) makes both worthless."""
-    if max_ms is not None and min_ms is not None and min_ms > max_ms:
-        return mean_ms, None, None
-    if max_ms is not None:
-        mean_ms = min(mean_ms, max_ms)
-    if min_ms is not None:
-        mean_ms = max(mean_ms, min_ms)
-    return mean_ms, max_ms, min_ms
-
-
-def interval_of(prev: Cumulative | None, cur: Cumulative) -> Interval | None:
-    """The statistics of the calls a row made between snapshot ``prev`` and snapshot ``cur``; None if none.
-
-    A row that is new (``prev`` None), was reset or evicted and re-created (its calls or total time went
-    down), or had no calls before, is taken whole: its cumulative values are the interval's. Callers on
-    PostgreSQL 17+ should also pass ``prev=None`` when the row's ``stats_since`` changed, since a reset
-    followed by more calls than before is otherwise invisible.
-
-    The interval's M2 (sum of squared deviations) is the difference of two cumulative ones, which cancels
-    catastrophically when the interval is a tiny part of a long history. When it comes out negative or below
-    CANCELLATION_RATIO of the cumulative M2, only its order of magnitude is known, so the row falls back to a
-    narrower model: the row's long-run coefficient of variation applied to the interval's (exact) mean,
-    capped by the largest spread the untrusted M2 allows and by the Bhatia-Davis bound from min and max.
-    """
-    if cur.calls <= 0:
-        return None
-    if prev is None or prev.calls <= 0 or cur.calls < prev.calls or cur.total_ms < prev.total_ms:
-        return _whole(cur)
-    dn = cur.calls - prev.calls
-    if dn == 0:
-        return None
-    n_a, n_b = prev.calls, cur.calls
-    mean_ms = (cur.total_ms - prev.total_ms) / dn
-
-    # Cumulative max only rises and min only falls; one that moved the other way was reset on its own
-    # (PostgreSQL 17's pg_stat_statements_reset(minmax_only => true)) and no longer bounds the interval.
-    max_ms: float | None = cur.max_ms if cur.max_ms >= prev.max_ms and cur.max_ms > 0 else None
-    max_exact = max_ms is not None and cur.max_ms > prev.max_ms
-    min_exact = 0 < cur.min_ms < prev.min_ms
-    min_ms: float | None = cur.min_ms if 0 < cur.min_ms <= prev.min_ms else None
-    if dn == 1:
-        # One call: the interval is a point, and its max and min are that call. A new max or min is that
-        # call's time exactly, without the rounding of a difference of totals.
-        point = cur.max_ms if max_exact else cur.min_ms if min_exact else mean_ms
-        point, _, _ = _consistent(max(point, 0.0), max_ms, min_ms)
-        point *= _MS
-        return Interval(calls=1, mean_s=point, stddev_s=0.0, max_s=point, max_exact=True, min_s=point)
-    mean_ms, max_ms, min_ms = _consistent(mean_ms, max_ms, min_ms)
-    max_exact = max_exact and max_ms is not None
-
-    m2_b = n_b * cur.stddev_ms * cur.stddev_ms
-    m2_a = n_a * prev.stddev_ms * prev.stddev_ms
-    d = mean_ms - prev.total_ms / n_a
-    m2_w = m2_b - m2_a - d * d * n_a * dn / n_b
-    fallback = False
-    if m2_b <= 0.0:
-        stddev_ms = 0.0  # every call so far took the same time
-    elif m2_w > CANCELLATION_RATIO * m2_b:
-        stddev_ms = math.sqrt(m2_w / dn)
-    else:
-        fallback = True
-        stddev_ms = _narrow_stddev_ms(cur, mean_ms, dn, m2_b, max_ms, min_ms)
-    return Interval(
-        calls=dn,
-        mean_s=mean_ms * _MS,
-        stddev_s=stddev_ms * _MS,
-        max_s=max_ms * _MS if max_ms is not None else None,
-        max_exact=max_exact,
-        min_s=min_ms * _MS if min_ms is not None else None,
-        variance_fallback=fallback,
-    )
-
-
-def _narrow_stddev_ms(
-    cur: Cumulative, mean_ms: float, dn: int, m2_b: float, max_ms: float | None, min_ms: float | None
-) -> float:
-    # The untrusted M2 still says the true one is at most about CANCELLATION_RATIO * M2_b.
-    cap = math.sqrt(CANCELLATION_RATIO * m2_b / dn)
-    long_run_mean = cur.total_ms / cur.calls
-    if long_run_mean > 0:
-        cap = min(cap, mean_ms * cur.stddev_ms / long_run_mean)
-    if max_ms is not None and min_ms is not None:
-        # Bhatia-Davis: a variable confined to [min, max] has variance at most (max - mean) * (mean - min).
-        cap = min(cap, math.sqrt(max(0.0, (max_ms - mean_ms) * (mean_ms - min_ms))))
-    return max(cap, 0.0)
 
 
 # -- the standard normal CDF ----------------------------------------------------------------------------

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
-from typing import NamedTuple
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,35 +50,6 @@ class DatabaseRow:
 class DatabaseSizeRow:
     dbid: int
     size_bytes: int
-
-
-class StatementRow(NamedTuple):
-    """One pg_stat_statements row, without its text.
-
-    A NamedTuple, built straight from the driver's tuples: the exporter reads thousands every scrape, and a
-    tuple costs a fraction of a dataclass to build. ``stats_since`` is in epoch seconds.
-    """
-
-    userid: int
-    dbid: int
-    queryid: int
-    toplevel: bool
-    calls: int
-    total_ms: float
-    stddev_ms: float
-    min_ms: float
-    max_ms: float
-    stats_since: float | None
-
-    @property
-    def key(self) -> tuple[int, int, int, bool]:
-        return (self.userid, self.dbid, self.queryid, self.toplevel)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PgssInfoRow:
-    dealloc: int
-    stats_reset: datetime | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

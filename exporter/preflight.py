@@ -1,24 +1,15 @@
-"""``pg-architect check``: is this server ready for pg-architect, and how to fix what is not."""
+"""``pg-architect check``, the exporter's part: is this server ready to be monitored, and how to fix what is not."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
-from exporter import db
-from exporter.errors import PgArchitectError
-from exporter.queries import QUERIES
+from pg_architect.core import db
+from pg_architect.core.errors import PgArchitectError
+from pg_architect.core.preflight import Finding
+from pg_architect.exporter.queries import QUERIES
 
 MIN_SERVER_VERSION = 130000
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Finding:
-    name: str
-    ok: bool
-    detail: str
-    fix: str | None = None
-    required: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -32,23 +23,10 @@ class PreflightRow:
     has_pg_monitor: bool
     pgss_version: str | None
     pgss_available: bool
-    hypopg_available: bool
-    hypopg_version: str | None
     role_name: str
     datname: str
     reserved_connections: int | None
     can_use_reserved: bool | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class KbPreflightRow:
-    vector_available: bool
-    vector_version: str | None
-    can_create_schema: bool
-    schema_exists: bool
-    is_superuser: bool
-    datname: str
-    role_name: str
 
 
 def _libraries(setting: str | None) -> set[str]:
@@ -56,8 +34,8 @@ def _libraries(setting: str | None) -> set[str]:
 
 
 def check_server(conn: db.Connection) -> list[Finding]:
-    """Findings for the audited server."""
-    row = db.fetch_one(conn, QUERIES.get("preflight", db.server_version_num(conn)), None, PreflightRow)
+    """Findings for the monitored server."""
+    row = db.fetch_one(conn, db.query(conn, QUERIES, "preflight"), None, PreflightRow)
     assert row is not None
     version_ok = row.server_version_num >= MIN_SERVER_VERSION
     out = [
@@ -158,23 +136,6 @@ def check_server(conn: db.Connection) -> list[Finding]:
             required=False,
         )
     )
-    if row.hypopg_version:
-        hypopg = f"installed {row.hypopg_version}"
-    elif row.hypopg_available:
-        hypopg = "available"
-    else:
-        hypopg = "not available: measurements build real indexes in a rolled-back transaction instead"
-    out.append(
-        Finding(
-            "hypopg (hypothetical indexes)",
-            row.hypopg_available,
-            hypopg,
-            None
-            if row.hypopg_available
-            else "install hypopg (Debian: postgresql-<major>-hypopg) for lock-free measurement",
-            required=False,
-        )
-    )
     return out
 
 
@@ -184,64 +145,3 @@ def _pgss_answers(conn: db.Connection) -> bool:
     except PgArchitectError:
         return False
     return True
-
-
-def check_knowledge_base(conn: db.Connection) -> list[Finding]:
-    """Findings for the knowledge base's server (pgvector, and the right to create its schema)."""
-    row = db.fetch_one(conn, QUERIES.get("kb_preflight", db.server_version_num(conn)), None, KbPreflightRow)
-    assert row is not None
-    out = [
-        Finding(
-            "pgvector for the knowledge base",
-            row.vector_available,
-            f"vector {row.vector_version or 'available'} in database {row.datname}"
-            if row.vector_available
-            else f"pgvector is not installed on the server of database {row.datname}",
-            None
-            if row.vector_available
-            else "install pgvector on that server, or point database.kb_dsn at a "
-            "server that has it (the embedded server and the docker-compose image do)",
-        )
-    ]
-    can_create = row.schema_exists or row.can_create_schema
-    database, role = db.Identifier(row.datname).as_string(conn), db.Identifier(row.role_name).as_string(conn)
-    out.append(
-        Finding(
-            "knowledge base schema",
-            can_create,
-            "schema pgarch exists"
-            if row.schema_exists
-            else "schema pgarch will be created on the first audit"
-            if can_create
-            else "the role cannot create schema pgarch",
-            None if can_create else f"GRANT CREATE ON DATABASE {database} TO {role};",
-        )
-    )
-    if row.vector_version is None and row.vector_available and not row.is_superuser:
-        out.append(
-            Finding(
-                "pgvector extension created",
-                False,
-                "extension vector is not created yet and the role is not a superuser",
-                f"CREATE EXTENSION vector; -- in database {row.datname}, as a superuser or database owner",
-            )
-        )
-    return out
-
-
-def _check(dsn: str, label: str, check: Callable[[db.Connection], list[Finding]], timeout_s: float) -> list[Finding]:
-    try:
-        with db.connect(
-            dsn, application_name="pg-architect-check", connect_timeout_s=timeout_s, statement_timeout_ms=10000
-        ) as conn:
-            return [Finding(f"connect to {label}", True, "connected"), *check(conn)]
-    except PgArchitectError as exc:
-        return [Finding(f"connect to {label}", False, str(exc), "check the DSN, that the server runs, and pg_hba.conf")]
-
-
-def run(dsn: str, kb_dsn: str, connect_timeout_s: float = 5) -> list[Finding]:
-    """All findings; a server that cannot be reached is itself a finding, not an exception."""
-    findings = _check(dsn, "audited database", check_server, connect_timeout_s)
-    if kb_dsn != dsn or findings[0].ok:
-        findings += _check(kb_dsn, "knowledge base", check_knowledge_base, connect_timeout_s)
-    return findings

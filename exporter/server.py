@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
-from exporter.target import Target
+from pg_architect.exporter.target import Target
 
 log = logging.getLogger(__name__)
 

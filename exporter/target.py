@@ -21,16 +21,17 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter import collectors, db
-from exporter.config import Config
-from exporter.errors import DatabaseError, DatabaseUnavailable, PgArchitectError, QueryTimeout, redact
-from exporter.models import DatabaseRow, ServerRow
-from exporter.statements import StatementTracker
+from pg_architect.core import db
+from pg_architect.core.config import Config
+from pg_architect.core.errors import DatabaseError, DatabaseUnavailable, PgArchitectError, QueryTimeout, redact
+from pg_architect.exporter import collectors
+from pg_architect.exporter.models import DatabaseRow, ServerRow
+from pg_architect.exporter.statements import StatementTracker
 
 log = logging.getLogger(__name__)
 
 COLLECTORS = ("server", "activity", "databases", "statements", "disk", "knowledge_base")
-APPLICATION_NAME = "pg-architect-exporter"
+APPLICATION_NAME = db.Role.EXPORTER.value
 
 
 class _Abandoned(PgArchitectError):
@@ -123,12 +124,9 @@ class Target:
 
     def _connect(self, dsn: str, job: _Job) -> db.Connection:
         """A connection that gives up connecting when the scrape's budget does (at most 10 s)."""
-        return db.connect(
-            dsn,
-            application_name=APPLICATION_NAME,
-            connect_timeout_s=min(job.deadline - time.monotonic(), 10),
-            lock_timeout_ms=self.config.exporter.lock_timeout_ms,
-        )
+        timeouts = db.policy(self.config, db.Role.EXPORTER)
+        connect_s = min(job.deadline - time.monotonic(), 10)
+        return db.connect(dsn, db.Role.EXPORTER, dataclasses.replace(timeouts, connect_s=connect_s))
 
     def _checkin(self, conn: db.Connection, job: _Job) -> None:
         with job.lock:
@@ -204,6 +202,12 @@ class Target:
             self._warn("server", f"cannot read server settings of {self.name}: {exc}")
             self._checkin(conn, job)
             return self._down(time.monotonic() - started, reason=str(exc), up=True)
+        except Exception as exc:
+            # A bug of ours, not an outage: the server answered. Give the connection back and say which
+            # collector failed; pg_up stays 1 so nobody is paged for a database that is fine.
+            self._bug("server", exc)
+            self._checkin(conn, job)
+            return self._down(time.monotonic() - started, reason=f"internal error: {exc!r}", up=True)
         self._checkin(conn, job)
         return [_up(True), *families, *self._self_metrics(time.monotonic() - started, success)]
 
@@ -220,6 +224,11 @@ class Target:
             if job.abandoned:
                 raise _Abandoned("deadline passed") from exc
             self._warn(name, f"collector {name} failed on {self.name}: {exc}")
+            return []
+        except Exception as exc:  # a bug of ours: this collector fails, the scrape goes on
+            if job.abandoned:
+                raise _Abandoned("deadline passed") from exc
+            self._bug(name, exc)
             return []
         success[name] = True
         self._warned.discard(name)
@@ -277,6 +286,12 @@ class Target:
         for name in COLLECTORS:
             ok.add_metric([name], 1.0 if success[name] else 0.0)
         return [duration, ok]
+
+    def _bug(self, key: str, exc: Exception) -> None:
+        """An internal error in collector ``key``: logged once with its traceback until it clears."""
+        if key not in self._warned:
+            self._warned.add(key)
+            log.error("internal error in collector %s on %s: %s", key, self.name, redact(repr(exc)), exc_info=exc)
 
     def _warn(self, key: str, message: str) -> None:
         """Log a problem once until it clears, not on every scrape."""

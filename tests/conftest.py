@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from pytest_postgresql import factories
 
-from exporter.embedded import EmbeddedPostgres, free_port
+from pg_architect.core.embedded import EmbeddedPostgres, free_port
 
 TEMPLATE_EXTENSIONS = ("pg_stat_statements", "vector")
 
@@ -168,3 +168,32 @@ def make_database(server: ServerInfo, name: str, extensions: tuple[str, ...] = (
         for ext in extensions:
             conn.execute(f"CREATE EXTENSION IF NOT EXISTS {ext}")
     return server.dsn(name)
+
+
+# -- markers: server version and Debian's PostgreSQL ---------------------------------------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests on Debian's server carry the ``debian_pg`` marker, so ``-m "not debian_pg"`` leaves them out."""
+    for item in items:
+        if "debian_pg" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.debian_pg)
+
+
+@pytest.fixture(scope="session")
+def embedded_version(embedded_pg: ServerInfo) -> int:
+    with psycopg.connect(embedded_pg.dsn(), autocommit=True) as conn:
+        return int(conn.info.server_version)
+
+
+@pytest.fixture(autouse=True)
+def _server_version_gate(request: pytest.FixtureRequest) -> None:
+    """``@pytest.mark.server_version(170000, reason)``: skip unless the embedded server is at least that version."""
+    marker = request.node.get_closest_marker("server_version")
+    if marker is None:
+        return
+    needed = int(marker.args[0])
+    have = int(request.getfixturevalue("embedded_version"))
+    if have < needed:
+        reason = marker.args[1] if len(marker.args) > 1 else "a newer server"
+        pytest.skip(f"needs PostgreSQL {needed // 10000}+ ({reason}); the embedded server is {have}")

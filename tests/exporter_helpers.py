@@ -12,8 +12,8 @@ import psycopg
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
-from exporter.config import Config, load_config
-from exporter.target import Target
+from pg_architect.core.config import Config, load_config
+from pg_architect.exporter.target import Target
 
 
 class Scrape:

@@ -1,6 +1,6 @@
 """The monitoring stack as real processes on loopback, for the live tests.
 
-The exporter (``python -m auditor.cli exporter``), Prometheus and Alertmanager (Debian packages) run as
+The exporter (``python -m pg_architect exporter``), Prometheus and Alertmanager (Debian packages) run as
 subprocesses with their logs in a temporary directory; a Slack stand-in runs in a thread. Every helper is
 bounded in time and every process is stopped by the ``ExitStack`` it was registered with::
 
@@ -28,7 +28,7 @@ import pytest
 import requests
 import yaml
 
-from exporter.embedded import free_port
+from pg_architect.core.embedded import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))
@@ -144,10 +144,10 @@ class Exporter:
 
 
 def start_exporter(stack: contextlib.ExitStack, dsn: str, tmp: Path, *extra: str) -> Exporter:
-    """The real exporter (``python -m auditor.cli exporter``) as a subprocess on a free loopback port."""
+    """The real exporter (``python -m pg_architect exporter``) as a subprocess on a free loopback port."""
 
     def command(port: int) -> list[str]:
-        args = [sys.executable, "-m", "auditor.cli", "exporter", "--dsn", dsn, "--config", "/dev/null"]
+        args = [sys.executable, "-m", "pg_architect", "exporter", "--dsn", dsn, "--config", "/dev/null"]
         return [*args, "--listen", f"127.0.0.1:{port}", *extra]
 
     process, base = _start_listening(stack, "exporter", command, "/healthz", tmp / "exporter.log")

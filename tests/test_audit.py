@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from auditor import demo
+from pg_architect import demo
 from tests.conftest import ServerInfo, make_database
 
 SCALE = {"customers": 40_000, "orders": 200_000, "jobs": 60_000}
@@ -66,7 +66,7 @@ def shop(embedded_pg: ServerInfo) -> Iterator[str]:
 
 def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "auditor.cli", *args],
+        [sys.executable, "-m", "pg_architect", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -80,7 +80,7 @@ def audit_json(dsn: str, kb_dsn: str, *extra: str) -> dict[str, Any]:
         [
             sys.executable,
             "-m",
-            "auditor.cli",
+            "pg_architect",
             "audit",
             "--dsn",
             dsn,
@@ -198,14 +198,14 @@ def test_similar_pending_recommendation_is_skipped_and_applied_one_reports_regre
 
 def test_second_audit_is_refused_while_one_runs(shop: str, embedded_pg: ServerInfo) -> None:
     kb = make_database(embedded_pg, "audit_kb_lock", ("vector",))
-    from auditor.kb import AUDIT_LOCK, KnowledgeBase
+    from pg_architect.auditor.kb import AUDIT_LOCK, KnowledgeBase
 
     holder = KnowledgeBase.open(kb)
     try:
         with psycopg.connect(kb, autocommit=True) as conn:
             assert conn.execute("SELECT pg_try_advisory_lock(%s)", (AUDIT_LOCK,)).fetchone() == (True,)
             proc = subprocess.run(
-                [sys.executable, "-m", "auditor.cli", "audit", "--dsn", shop, "--config", "/dev/null"],
+                [sys.executable, "-m", "pg_architect", "audit", "--dsn", shop, "--config", "/dev/null"],
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -226,7 +226,7 @@ def test_killed_audit_leaves_a_failed_run_and_no_half_written_rows(
         [
             sys.executable,
             "-m",
-            "auditor.cli",
+            "pg_architect",
             "audit",
             "--dsn",
             shop,
@@ -268,7 +268,7 @@ def test_killed_audit_leaves_a_failed_run_and_no_half_written_rows(
 def test_exporter_kpis_match_the_last_audit_with_the_knowledge_base_elsewhere(
     shop: str, embedded_pg: ServerInfo
 ) -> None:
-    from exporter.target import Target
+    from pg_architect.exporter.target import Target
     from tests.exporter_helpers import Scrape, config
 
     kb = make_database(embedded_pg, "audit_kb_kpis", ("vector",))

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from exporter.embedded import free_port
+from pg_architect.core.embedded import free_port
 from tests.conftest import ServerInfo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PG_ARCHITECT_")}
-    return subprocess.run([sys.executable, "-m", "auditor.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pg_architect", *args], capture_output=True, text=True,
                           timeout=timeout, env={**clean, **(env or {})}, cwd=ROOT)
 
 
@@ -90,7 +90,7 @@ def test_check_flags_a_role_without_pg_monitor(embedded_pg: ServerInfo, postgres
 
 def test_exporter_command_serves_metrics_and_health_over_http(pg_dsn: str) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "auditor.cli", "exporter", "--config", "/dev/null", "--dsn", pg_dsn,
+    proc = subprocess.Popen([sys.executable, "-m", "pg_architect", "exporter", "--config", "/dev/null", "--dsn", pg_dsn,
                              "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=ROOT)
     try:

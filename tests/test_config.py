@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import load_config
-from exporter.errors import ConfigError, redact
+from pg_architect.core.config import load_config
+from pg_architect.core.errors import ConfigError, redact
 
 
 def test_defaults_are_the_contracts() -> None:

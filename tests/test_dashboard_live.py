@@ -101,7 +101,7 @@ def _audit(dsn: str) -> None:
     """A real audit of the database: creates the knowledge base and one finished run."""
     args = ["audit", "--dsn", dsn, "--config", "/dev/null", "--min-calls", "1", "--min-mean-ms", "0"]
     result = subprocess.run(
-        [sys.executable, "-m", "auditor.cli", *args, "--format", "json"],
+        [sys.executable, "-m", "pg_architect", *args, "--format", "json"],
         capture_output=True,
         text=True,
         timeout=300,

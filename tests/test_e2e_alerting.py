@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from exporter.embedded import EmbeddedPostgres
+from pg_architect.core.embedded import EmbeddedPostgres
 from tests.stack import (
     Alertmanager,
     Exporter,

@@ -15,9 +15,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from exporter.embedded import EmbeddedPostgres
-from exporter.latency import BUCKETS
-from exporter.target import APPLICATION_NAME, Target
+from pg_architect.core.embedded import EmbeddedPostgres
+from pg_architect.exporter import collectors
+from pg_architect.exporter.latency import BUCKETS
+from pg_architect.exporter.target import APPLICATION_NAME, Target
 from tests.conftest import ServerInfo
 from tests.exporter_helpers import (
     Scrape,
@@ -28,6 +29,7 @@ from tests.exporter_helpers import (
     run_concurrently,
     target,
 )
+from tests.stack import wait_for
 
 CONTRACT_METRICS = {
     "pg_up",
@@ -397,13 +399,17 @@ def test_lock_on_knowledge_base_fails_one_collector_within_budget_and_leaves_no_
         locker.rollback()
         locker.close()
     t.close()
-    time.sleep(0.2)
-    left = postgresql.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (APPLICATION_NAME,)
-    ).fetchone()
-    assert left == (0,), f"exporter backends left behind: {left}"
+    # A closed connection's backend leaves pg_stat_activity a moment later: wait for that, bounded.
+    def backends() -> int:
+        row = postgresql.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (APPLICATION_NAME,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    wait_for(lambda: backends() == 0, 30, "the exporter's backends to go", lambda: f"{backends()} left")
 
 
+@pytest.mark.server_version(170000, "pg_stat_statements_reset(minmax_only) and stats_since")
 def test_min_max_only_reset_is_not_mistaken_for_a_new_statement(
     pg_dsn: str, workload_table: psycopg.Connection
 ) -> None:
@@ -422,3 +428,46 @@ def test_min_max_only_reset_is_not_mistaken_for_a_new_statement(
         before.value("pgarch_query_duration_seconds_count", datname=datname) or 0
     )
     assert 5 <= rise < 20, f"count rose by {rise}: the 200 earlier calls were counted again"
+
+
+def test_a_bug_in_one_collector_fails_that_collector_not_the_database(
+    pg_dsn: str, postgresql: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception of ours (not a database error) inside a collector group is a failing collector: pg_up stays 1,
+    the other groups report, and the connection goes back to the target instead of leaking."""
+
+    def broken(*args: object, **kwargs: object) -> list[object]:
+        raise ZeroDivisionError("a bug in database_metrics")
+
+    monkeypatch.setattr(collectors, "database_metrics", broken)
+    t = target(pg_dsn)
+    try:
+        for _ in range(2):  # twice: the connection of the first scrape must be reusable by the second
+            s = scrape(t)
+            assert s.value("pg_up") == 1
+            assert s.value("pgarch_scrape_collector_success", collector="databases") == 0
+            assert s.value("pgarch_scrape_collector_success", collector="activity") == 1
+            assert s.value("pgarch_scrape_collector_success", collector="knowledge_base") == 1
+        postgresql.autocommit = True
+        backends = postgresql.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (APPLICATION_NAME,)
+        ).fetchone()
+        assert backends == (1,), f"the target should hold exactly its one connection: {backends}"
+    finally:
+        t.close()
+
+
+def test_a_bug_while_reading_the_server_is_not_reported_as_an_outage(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(conn: object) -> object:
+        raise KeyError("a bug in read_server")
+
+    monkeypatch.setattr(collectors, "read_server", broken)
+    t = target(pg_dsn)
+    try:
+        s = scrape(t)
+        assert s.value("pg_up") == 1
+        assert s.value("pgarch_scrape_collector_success", collector="server") == 0
+    finally:
+        t.close()

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from auditor.fingerprint import DIM, EMBEDDING_MODEL, cosine, embed, fingerprint
-from auditor.parsing import parse_query
+from pg_architect.auditor.fingerprint import DIM, EMBEDDING_MODEL, cosine, embed, fingerprint
+from pg_architect.auditor.parsing import parse_query
 
 BASE = "SELECT id, total FROM orders WHERE customer_id = $1 AND status = $2 ORDER BY created_at DESC LIMIT $3"
 

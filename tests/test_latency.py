@@ -17,17 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.latency import (
-    BUCKETS,
-    CANCELLATION_RATIO,
-    Cumulative,
-    Interval,
-    Mixture,
-    _phi,
-    interval_of,
-    row_quantile,
-    row_suspect_bimodal,
-)
+from pg_architect.core.pgss import CANCELLATION_RATIO, Cumulative, Interval, interval_of
+from pg_architect.exporter.latency import BUCKETS, Mixture, _phi, row_quantile, row_suspect_bimodal
 
 # -- independent truth -----------------------------------------------------------------------------------
 

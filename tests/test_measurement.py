@@ -14,9 +14,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from auditor import demo, window
-from auditor.kb import KnowledgeBase
-from exporter import db
+from pg_architect import demo
+from pg_architect.auditor import window
+from pg_architect.auditor.kb import KnowledgeBase
+from pg_architect.core import db
 from tests.conftest import ServerInfo, make_database
 from tests.test_audit import SCALE, find, fingerprint_of_database
 
@@ -27,7 +28,7 @@ def audit(dsn: str, kb_dsn: str, min_mean_ms: str = "0.5", **env: str) -> dict[s
         [
             sys.executable,
             "-m",
-            "auditor.cli",
+            "pg_architect",
             "audit",
             "--dsn",
             dsn,
@@ -169,7 +170,7 @@ def test_existing_index_is_never_recommended_again(embedded_pg: ServerInfo) -> N
     assert q["status"] != "recommended", q
     assert "already covered by index public.orders_by_customer" in (q["skip_reason"] or ""), q
     # A measured candidate that is not worth applying is stored, but the exporter counts it as no recommendation.
-    from exporter.target import Target
+    from pg_architect.exporter.target import Target
     from tests.exporter_helpers import Scrape, config
 
     not_worth = [x for x in report["slow_queries"] if x["recommendation"] and x["status"] != "recommended"]
@@ -199,7 +200,7 @@ def test_audit_window_is_the_delta_since_a_stored_snapshot(embedded_pg: ServerIn
     shapes = demo.workload(2000, calls=5)
     demo.run_workload(prod, shapes)
     kb = KnowledgeBase.open(make_database(embedded_pg, "measure_kb_window", ("vector",)))
-    conn = db.connect(prod)
+    conn = db.connect(prod, db.Role.AUDITOR, db.Timeouts())
     try:
         ident = window.identity(conn)
         target = kb.register_target(ident.system_identifier, ident.datname, ident.server_version_num)

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from auditor.params import (
+from pg_architect.auditor.params import (
     DEFAULT_LIMIT,
     DEFAULT_OFFSET,
     ParameterError,
@@ -18,9 +18,9 @@ from auditor.params import (
     infer_parameter_types,
     sample_parameters,
 )
-from auditor.parsing import parse_query
-from auditor.safety import check_readonly_select
-from exporter.errors import UnsafeSQLError
+from pg_architect.auditor.parsing import parse_query
+from pg_architect.auditor.safety import check_readonly_select
+from pg_architect.core.errors import UnsafeSQLError
 
 ROWS = 20000
 SCHEMA = f"""

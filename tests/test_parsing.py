@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from auditor.parsing import (
+from pg_architect.auditor.parsing import (
     ColumnUse,
     QueryShape,
     TableRef,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from auditor.safety import (
+from pg_architect.auditor.safety import (
     IndexDDL,
     IndexElement,
     check_explain_only_dml,
@@ -15,7 +15,7 @@ from auditor.safety import (
     check_index_target,
     check_readonly_select,
 )
-from exporter.errors import UnsafeSQLError
+from pg_architect.core.errors import UnsafeSQLError
 
 SCHEMA = """
 CREATE TABLE orders (id bigint PRIMARY KEY, email text, status text, created_at timestamptz, created_on timestamp,

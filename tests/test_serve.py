@@ -23,9 +23,9 @@ import psycopg
 import pytest
 from openapi_spec_validator import validate
 
-from auditor.api import HttpError, audit_overrides, authorize, page
-from auditor.kb import AUDIT_LOCK
-from auditor.scheduler import (
+from pg_architect.auditor.api import HttpError, audit_overrides, authorize, page
+from pg_architect.auditor.kb import AUDIT_LOCK
+from pg_architect.auditor.scheduler import (
     DAILY_SNAPSHOT,
     WEEKLY_AUDIT,
     WEEKLY_REPORT,
@@ -33,8 +33,9 @@ from auditor.scheduler import (
     Tracker,
     catch_up_audit,
 )
-from exporter.config import ScheduleConfig
-from exporter.embedded import free_port
+from pg_architect.core.config import ScheduleConfig
+from pg_architect.core.embedded import free_port
+from tests.stack import wait_for
 
 TOKEN = "secret"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -194,7 +195,7 @@ def daemon(pg_dsn: str, tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[
         "PG_ARCHITECT_AUDITOR_THRESHOLDS_MIN_MEAN_MS": "0",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "auditor.cli", "serve", "--config", "/dev/null", "--dsn", pg_dsn],
+        [sys.executable, "-m", "pg_architect", "serve", "--config", "/dev/null", "--dsn", pg_dsn],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -318,9 +319,9 @@ def test_serve_runs_audits_over_the_admin_api_and_stops_cleanly_on_sigterm(
 def test_loop_runs_due_jobs_catches_up_a_missed_audit_and_survives_a_failing_job(
     pg_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from auditor import daemon as daemon_mod
-    from auditor.kb import KnowledgeBase
-    from exporter.config import load_config
+    from pg_architect.auditor import daemon as daemon_mod
+    from pg_architect.auditor.kb import KnowledgeBase
+    from pg_architect.core.config import load_config
 
     kb = KnowledgeBase.open(pg_dsn)
     try:
@@ -344,26 +345,30 @@ def test_loop_runs_due_jobs_catches_up_a_missed_audit_and_survives_a_failing_job
         return times[0]
 
     stop = threading.Event()
-    caplog.set_level("INFO", logger="auditor")
+    caplog.set_level("INFO", logger="pg_architect")
     thread = threading.Thread(target=daemon_mod.run, args=(cfg, pg_dsn, pg_dsn, stop, clock))
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while "next weekly_report at" not in caplog.text:  # the schedule is anchored at 02:59:59
-            assert thread.is_alive() and time.monotonic() < deadline, caplog.text
-            time.sleep(0.05)
+        # Wait for events, not a deadline: under load a snapshot plus an audit can take minutes.
+        wait_for(
+            lambda: "next weekly_report at" in caplog.text or not thread.is_alive(),  # anchored at 02:59:59
+            600,
+            "the daemon to schedule its jobs",
+            lambda: caplog.text,
+        )
+        assert thread.is_alive(), caplog.text
         times[0] = local(SAIGON, 2026, 11, 25, 3, 0, 1)
-        while True:
+
+        def done() -> bool:
             with psycopg.connect(pg_dsn, autocommit=True) as conn:
                 snapshots = conn.execute("SELECT count(*) FROM pgarch.pgss_snapshots WHERE kind = 'daily'").fetchone()
                 runs = conn.execute(
                     "SELECT count(*) FROM pgarch.audit_runs WHERE trigger = 'schedule' AND status <> 'running'"
                     " AND started_at > now() - interval '1 hour'"
                 ).fetchone()
-            if snapshots == (1,) and runs == (1,):
-                break
-            assert time.monotonic() < deadline, (snapshots, runs, caplog.text)
-            time.sleep(0.2)
+            return snapshots == (1,) and runs == (1,)
+
+        wait_for(done, 900, "the daily snapshot and the catch-up audit", lambda: caplog.text)
     finally:
         stop.set()
         thread.join(10)

@@ -3,4 +3,4 @@ UPDATE pgarch.audit_runs
 SET status = 'failed', finished_at = now(),
     error = 'interrupted: the auditor stopped before finishing (killed or crashed)'
 WHERE status = 'running'
-RETURNING run_id
+RETURNING run_id::text AS run_id

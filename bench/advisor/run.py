@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 from bench.advisor import scoring, workload
 from bench.advisor.scoring import IndexDef
 from bench.advisor.workload import SHAPES, Shape
-from exporter.embedded import EmbeddedPostgres, free_port
+from pg_architect.core.embedded import EmbeddedPostgres, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DB = "shop"
@@ -354,13 +354,13 @@ def audit(dsn: str, kb_dsn: str, mode: str, label: str) -> AuditRun:
     if mode == "rollback_build":
         env["PG_ARCHITECT_MEASUREMENT_MAX_TABLE_BYTES"] = str(8 << 30)
     args = [
-        sys.executable, "-m", "auditor.cli", "audit", "--dsn", dsn, "--config", "/dev/null", "--format", "json",
+        sys.executable, "-m", "pg_architect", "audit", "--dsn", dsn, "--config", "/dev/null", "--format", "json",
         "--min-calls", str(MIN_CALLS), "--min-mean-ms", str(MIN_MEAN_MS), "--limit", str(LIMIT),
     ]  # fmt: skip
     command = (
         f"PG_ARCHITECT_DATABASE_KB_DSN=<kb> PG_ARCHITECT_MEASUREMENT_MODE={mode}"
         + (" PG_ARCHITECT_MEASUREMENT_MAX_TABLE_BYTES=8589934592" if mode == "rollback_build" else "")
-        + " python -m auditor.cli audit --dsn <shop> --config /dev/null --format json "
+        + " python -m pg_architect audit --dsn <shop> --config /dev/null --format json "
         f"--min-calls {MIN_CALLS} --min-mean-ms {MIN_MEAN_MS} --limit {LIMIT}"
     )
     commit = git_commit()

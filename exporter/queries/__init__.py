@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from exporter.sqlfiles import SqlLibrary
+from pg_architect.core.sqlfiles import SqlLibrary
 
 QUERIES = SqlLibrary(__name__)

@@ -13,12 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 
-import psycopg
-
-from exporter import db
-from exporter.config import Config
+from pg_architect.core import db
+from pg_architect.core.config import Config
 
 DEMO_DB = "pgarch_demo"
+# The demo owns its database: loading a million rows may take minutes on a busy machine.
+DEMO_TIMEOUTS = db.Timeouts(connect_s=10, statement_ms=600_000, lock_ms=30_000, idle_in_transaction_ms=60_000)
 
 SCHEMA = """
 CREATE TABLE customers (
@@ -94,12 +94,12 @@ def load(
     knowledge_base: bool = True,
 ) -> str:
     """(Re)create the demo database and its data; returns its DSN."""
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+    with db.connect(admin_dsn, db.Role.DEMO, DEMO_TIMEOUTS) as conn:
         conn.execute(db.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(db.Identifier(name)))
         conn.execute(db.SQL("CREATE DATABASE {}").format(db.Identifier(name)))
     dsn = dsn_for(name)
     started = time.monotonic()
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with db.connect(dsn, db.Role.DEMO, DEMO_TIMEOUTS) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         if knowledge_base:  # the demo keeps its knowledge base in the same database
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -123,7 +123,7 @@ def run_workload(
 
     def worker(n: int) -> None:
         local = random.Random(seed + n)
-        with psycopg.connect(dsn, autocommit=True, application_name="pg-architect-demo-workload") as conn:
+        with db.connect(dsn, db.Role.DEMO, DEMO_TIMEOUTS) as conn:
             for shape in plan[n::threads]:
                 if stop is not None and stop.is_set():
                     return
@@ -144,12 +144,12 @@ def run_demo(cfg: Config, *, once: bool, scale: float, stop: threading.Event) ->
     import sys
     import urllib.request
 
-    from auditor.audit import AuditOptions, run_audit
-    from auditor.report import render
-    from exporter.config import parse_listen
-    from exporter.embedded import EmbeddedPostgres, default_data_dir
-    from exporter.server import ExporterServer, serve
-    from exporter.target import Target
+    from pg_architect.auditor.audit import AuditOptions, run_audit
+    from pg_architect.auditor.report import render
+    from pg_architect.core.config import parse_listen
+    from pg_architect.core.embedded import EmbeddedPostgres, default_data_dir
+    from pg_architect.exporter.server import ExporterServer, serve
+    from pg_architect.exporter.target import Target
 
     def say(message: str) -> None:
         print(f"demo: {message}", file=sys.stderr, flush=True)

@@ -14,9 +14,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from exporter import __version__
-from exporter.config import Config, load_config, parse_listen
-from exporter.errors import ConfigError, PgArchitectError, UsageError, redact
+from pg_architect import __version__
+from pg_architect.core.config import Config, load_config, parse_listen
+from pg_architect.core.errors import ConfigError, PgArchitectError, UsageError, redact
 
 log = logging.getLogger("pg_architect")
 
@@ -147,7 +147,7 @@ def database(cfg: Config) -> Iterator[tuple[str, str]]:
     from pathlib import Path
 
     data_dir = Path(cfg.database.embedded_data_dir) if cfg.database.embedded_data_dir else None
-    from exporter.embedded import EmbeddedPostgres
+    from pg_architect.core.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres(data_dir)
     with server:
@@ -173,8 +173,8 @@ def stop_event() -> threading.Event:
 
 
 def cmd_exporter(args: argparse.Namespace) -> int:
-    from exporter.server import ExporterServer, serve
-    from exporter.target import Target
+    from pg_architect.exporter.server import ExporterServer, serve
+    from pg_architect.exporter.target import Target
 
     cfg = load(args, **{"exporter.listen": args.listen})
     host, port = parse_listen(cfg.exporter.listen)
@@ -190,11 +190,18 @@ def cmd_exporter(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from exporter import preflight
+    from pg_architect.auditor import preflight as auditor_checks
+    from pg_architect.core import db, preflight
+    from pg_architect.exporter import preflight as exporter_checks
 
     cfg = load(args)
+    timeouts = db.policy(cfg, db.Role.CHECK)
     with database(cfg) as (dsn, kb_dsn):
-        findings = preflight.run(dsn, kb_dsn, cfg.database.connect_timeout_s)
+        findings = preflight.on_server(
+            dsn, "audited database", [exporter_checks.check_server, auditor_checks.check_server], timeouts
+        )
+        if kb_dsn != dsn or findings[0].ok:
+            findings += preflight.on_server(kb_dsn, "knowledge base", [auditor_checks.check_knowledge_base], timeouts)
     return print_findings(findings, print)
 
 
@@ -218,8 +225,8 @@ def _interrupt_on_sigterm() -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from auditor.audit import AuditOptions, run_audit
-    from auditor.report import render
+    from pg_architect.auditor.audit import AuditOptions, run_audit
+    from pg_architect.auditor.report import render
 
     _interrupt_on_sigterm()
     cfg = load(args)
@@ -233,7 +240,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    from auditor.snapshot import take_snapshot
+    from pg_architect.auditor.snapshot import take_snapshot
 
     cfg = load(args)
     with database(cfg) as (dsn, kb_dsn):
@@ -243,12 +250,12 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from auditor.kb import KnowledgeBase
-    from auditor.report import render
+    from pg_architect.auditor.kb import KnowledgeBase
+    from pg_architect.auditor.report import render
 
     cfg = load(args)
     with database(cfg) as (_dsn, kb_dsn):
-        kb = KnowledgeBase.open(kb_dsn, connect_timeout_s=cfg.database.connect_timeout_s)
+        kb = KnowledgeBase.open(kb_dsn, cfg)
         try:
             run_id = args.run or kb.latest_run_id()
             doc = kb.run_report(run_id) if run_id else None
@@ -263,9 +270,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_kb_search(args: argparse.Namespace) -> int:
-    from auditor.fingerprint import EMBEDDING_MODEL, embed
-    from auditor.kb import KnowledgeBase
-    from auditor.parsing import UnparseableQuery, parse_query
+    from pg_architect.auditor.fingerprint import EMBEDDING_MODEL, embed
+    from pg_architect.auditor.kb import KnowledgeBase
+    from pg_architect.auditor.parsing import UnparseableQuery, parse_query
 
     cfg = load(args)
     try:
@@ -273,7 +280,7 @@ def cmd_kb_search(args: argparse.Namespace) -> int:
     except UnparseableQuery as exc:
         raise UsageError(f"cannot parse the statement: {exc}") from exc
     with database(cfg) as (_dsn, kb_dsn):
-        kb = KnowledgeBase.open(kb_dsn, connect_timeout_s=cfg.database.connect_timeout_s)
+        kb = KnowledgeBase.open(kb_dsn, cfg)
         try:
             found = kb.similar(embed(shape), EMBEDDING_MODEL, limit=args.limit)
         finally:
@@ -288,14 +295,14 @@ def cmd_kb_search(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from auditor.demo import run_demo
+    from pg_architect.demo import run_demo
 
     cfg = load(args, **{"exporter.listen": args.listen or "127.0.0.1:9188"})
     return run_demo(cfg, once=args.once, scale=args.scale, stop=stop_event())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from auditor import daemon
+    from pg_architect.auditor import daemon
 
     cfg = load(args)
     stop = stop_event()

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from types import TracebackType
 
-from exporter.errors import DatabaseUnavailable, PgArchitectError
+from pg_architect.core.errors import DatabaseUnavailable, PgArchitectError
 
 log = logging.getLogger(__name__)
 

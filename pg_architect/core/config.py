@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from exporter.errors import ConfigError
+from pg_architect.core.errors import ConfigError
 
 ENV_PREFIX = "PG_ARCHITECT_"
 CONFIG_ENV = "PG_ARCHITECT_CONFIG"

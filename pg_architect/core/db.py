@@ -7,16 +7,23 @@ this boundary into pg-architect's own exceptions, with passwords removed from th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import class_row, dict_row
 
-from exporter.errors import DatabaseError, DatabaseUnavailable, PrivilegeError, QueryTimeout, redact
+from pg_architect.core.errors import DatabaseError, DatabaseUnavailable, PrivilegeError, QueryTimeout, redact
+from pg_architect.core.sqlfiles import SqlLibrary, extension_version_num
+
+if TYPE_CHECKING:
+    from pg_architect.core.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,9 @@ __all__ = [
     "Connection",
     "Identifier",
     "Literal",
+    "Role",
+    "ServerFacts",
+    "Timeouts",
     "advisory_lock",
     "advisory_unlock",
     "connect",
@@ -40,7 +50,10 @@ __all__ = [
     "fetch_tuples",
     "fetch_value",
     "pg_errors",
+    "policy",
+    "query",
     "register_vector",
+    "server_facts",
     "server_version_num",
     "set_timeouts",
     "transaction",
@@ -74,33 +87,123 @@ def translated() -> Iterator[None]:
         raise translate(exc) from exc
 
 
-def connect(
-    dsn: str,
-    *,
-    application_name: str = "pg-architect",
-    connect_timeout_s: float = 5,
-    statement_timeout_ms: int | None = None,
-    lock_timeout_ms: int | None = None,
-    autocommit: bool = True,
-) -> Connection:
-    """Open one connection; every statement on it runs under the given timeouts."""
-    options = []
-    if statement_timeout_ms is not None:
-        options.append(f"-c statement_timeout={int(statement_timeout_ms)}")
-    if lock_timeout_ms is not None:
-        options.append(f"-c lock_timeout={int(lock_timeout_ms)}")
-    kwargs: dict[str, Any] = {
-        "autocommit": autocommit,
-        # libpq rounds connect_timeout to whole seconds and treats < 2 as 2.
-        "connect_timeout": max(2, round(connect_timeout_s)),
-        "application_name": application_name,
-    }
-    if options:
-        kwargs["options"] = " ".join(options)
+class Role(enum.Enum):
+    """Who a connection is for; its value is the connection's ``application_name``, so a DBA can tell our
+    sessions apart in pg_stat_activity (and the exporter can leave its own out of the counts)."""
+
+    EXPORTER = "pg-architect-exporter"
+    AUDITOR = "pg-architect-auditor"  # the audited server, during an audit or a snapshot
+    STAGING = "pg-architect-staging"
+    KNOWLEDGE_BASE = "pg-architect-kb"
+    API = "pg-architect-api"
+    DAEMON = "pg-architect-daemon"
+    CHECK = "pg-architect-check"
+    DEMO = "pg-architect-demo"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Every connection gets all four: no statement, lock wait or forgotten transaction runs unbounded."""
+
+    connect_s: float = 5
+    statement_ms: int = 30_000
+    lock_ms: int = 2_000
+    idle_in_transaction_ms: int = 60_000
+
+
+def policy(cfg: Config, role: Role) -> Timeouts:
+    """The one timeout policy: what each role's connections may wait for, from the configuration."""
+    connect_s = cfg.database.connect_timeout_s
+    if role is Role.EXPORTER:
+        budget_ms = int(cfg.exporter.scrape_budget_s * 1000)
+        return Timeouts(connect_s, budget_ms, cfg.exporter.lock_timeout_ms, budget_ms)
+    if role in (Role.AUDITOR, Role.STAGING):
+        m = cfg.measurement
+        return Timeouts(connect_s, m.statement_timeout_ms, m.lock_timeout_ms, m.statement_timeout_ms + 30_000)
+    # The knowledge base, the API, the daemon and check: short statements on our own schema. (The demo,
+    # which owns its database and loads it, uses pg_architect.demo.DEMO_TIMEOUTS.)
+    return Timeouts(connect_s, 30_000, 5_000, 60_000)
+
+
+def connect(dsn: str, role: Role, timeouts: Timeouts, *, autocommit: bool = True) -> Connection:
+    """Open one connection for ``role``; every statement on it runs under ``timeouts``.
+
+    The only place the product opens a connection (tests and benchmarks aside).
+    """
+    options = (
+        f"-c statement_timeout={int(timeouts.statement_ms)} -c lock_timeout={int(timeouts.lock_ms)}"
+        f" -c idle_in_transaction_session_timeout={int(timeouts.idle_in_transaction_ms)}"
+    )
     try:
-        return psycopg.connect(dsn, **kwargs)
+        return psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            # libpq rounds connect_timeout to whole seconds and treats < 2 as 2.
+            connect_timeout=max(2, round(timeouts.connect_s)),
+            application_name=role.value,
+            options=options,
+        )
     except psycopg.Error as exc:
         raise translate(exc) from exc
+
+
+# -- what a connection learns about its server, once -------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerFacts:
+    """The server's version and the extensions of the connected database, learned once per connection."""
+
+    version_num: int
+    extensions: Mapping[str, tuple[str, str]]  # name -> (schema, version)
+
+    def extension_schema(self, name: str) -> str | None:
+        found = self.extensions.get(name)
+        return found[0] if found else None
+
+    def extension_version(self, name: str) -> str | None:
+        found = self.extensions.get(name)
+        return found[1] if found else None
+
+
+_FACTS: weakref.WeakKeyDictionary[Connection, ServerFacts] = weakref.WeakKeyDictionary()
+_EXTENSIONS = (
+    "SELECT e.extname, n.nspname, e.extversion FROM pg_catalog.pg_extension e "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace /* pg-architect */"
+)
+
+
+def server_facts(conn: Connection, *, refresh: bool = False) -> ServerFacts:
+    """What ``conn``'s server is: read on first use (or ``refresh``), then remembered for the connection."""
+    facts = None if refresh else _FACTS.get(conn)
+    if facts is None:
+        with translated(), conn.cursor() as cur:
+            cur.execute(_EXTENSIONS)
+            extensions = {name: (schema, version) for name, schema, version in cur.fetchall()}
+        facts = ServerFacts(int(conn.info.server_version), extensions)
+        _FACTS[conn] = facts
+    return facts
+
+
+def query(conn: Connection, library: SqlLibrary, name: str, **identifiers: str) -> Query:
+    """The text of ``name`` from ``library`` for ``conn``'s server: the one place SQL is chosen by version.
+
+    Files named ``pgss_*`` are chosen by the pg_stat_statements extension's version, the rest by the
+    server's. ``identifiers`` fill ``{name}`` placeholders as quoted identifiers (a schema, say).
+    """
+    facts = server_facts(conn)
+    if name.startswith("pgss_"):
+        version = facts.extension_version("pg_stat_statements")
+        if version is None:
+            raise DatabaseError(
+                "pg_stat_statements is not created in this database: CREATE EXTENSION pg_stat_statements"
+            )
+        text = library.get(name, extension_version_num(version))
+    else:
+        text = library.get(name, facts.version_num)
+    if identifiers:
+        return SQL(text).format(**{k: Identifier(v) for k, v in identifiers.items()})
+    return text
 
 
 def set_timeouts(conn: Connection, *, statement_timeout_ms: int, lock_timeout_ms: int | None = None) -> None:
