@@ -63,7 +63,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a checkout without installing: `python bench/...`
     sys.path.insert(0, str(REPO))
 
-from exporter.embedded import EmbeddedPostgres, free_port  # noqa: E402
+from pg_architect.core.embedded import EmbeddedPostgres, free_port  # noqa: E402
 
 DBNAME = "compat"
 JOB = "postgres"

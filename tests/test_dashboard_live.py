@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from exporter.embedded import EmbeddedPostgres
+from pg_architect.core.embedded import EmbeddedPostgres
 from tests.conftest import ServerInfo, make_database
 from tests.dashboard_exprs import DashboardQuery, dashboard_queries, regex_value
 from tests.stack import Prometheus, needs_prometheus, prometheus_config, start_exporter, start_prometheus, wait_for
