@@ -142,9 +142,10 @@ class Fleet:
 
 
 def _settled() -> float:
-    """An evaluation time whose scrapes and rule evaluations are all stored: a few seconds ago. Two queries
-    compared at it see the same data even if a scrape lands between them."""
-    return time.time() - 5
+    """An evaluation time whose scrapes and rule evaluations (every second) are all stored, with room for a
+    loaded machine: ten seconds ago. Two queries compared at it see the same data even if a scrape or a rule
+    evaluation lands between them."""
+    return time.time() - 10
 
 
 def _missing_data(fleet: Fleet) -> list[str]:
