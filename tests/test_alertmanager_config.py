@@ -89,7 +89,22 @@ def test_critical_alerts_go_out_fast_and_warnings_are_batched() -> None:
     assert _seconds(critical["group_wait"]) <= 30, critical
     assert _seconds(warning["group_wait"]) > _seconds(critical["group_wait"]), (critical, warning)
     assert _seconds(warning["group_interval"]) > _seconds(critical["group_interval"]), (critical, warning)
-    assert warning["group_by"] == ["alertname"], warning
+    assert warning["group_by"] == ["alertname", "env", "cluster"], warning
+
+
+def test_alerts_are_grouped_by_environment_and_cluster() -> None:
+    """Alerts keep their target's env/cluster labels; a notification never mixes two environments."""
+    route = _config()["route"]
+    groupings = [route["group_by"]] + [r["group_by"] for r in route["routes"] if "group_by" in r]
+    for group_by in groupings:
+        assert group_by[:3] == ["alertname", "env", "cluster"], group_by
+    assert {"instance", "target"} <= set(route["group_by"]), "critical alerts: one notification per server"
+
+
+def test_inhibition_stays_within_one_environment_and_cluster() -> None:
+    """Two clusters can both have an `exporter:9188`: PostgresDown in one must not mute the other's symptoms."""
+    for rule in _config()["inhibit_rules"]:
+        assert {"env", "cluster", "instance", "target"} <= set(rule["equal"]), rule
 
 
 def test_every_slack_receiver_reads_the_webhook_from_a_file_and_sends_resolved() -> None:
@@ -182,6 +197,26 @@ def test_slack_message_for_a_firing_alert_says_what_where_value_since_and_runboo
 
 
 @needs_amtool
+def test_slack_message_shows_env_cluster_and_team_when_the_alert_has_them(tmp_path: Path) -> None:
+    alert = _latency_alert("firing")
+    alert["labels"] |= {"env": "prod", "cluster": "eu-1", "team": "payments"}
+    data = _data("firing", [alert])
+    title = _render("pgarch.slack.title", data, tmp_path)
+    assert title == "[FIRING:1] CRITICAL PostgresQueryLatencyP95High on shop (prod/eu-1)", title
+    text = _render("pgarch.slack.text", data, tmp_path)
+    expected = ["database `shop`", "instance `exporter:9188`", "env `prod`", "cluster `eu-1`", "team `payments`"]
+    missing = [part for part in expected if part not in text]
+    assert not missing, f"missing {missing} in:\n{text}"
+
+    only_env = _latency_alert("firing")
+    only_env["labels"] |= {"env": "staging"}
+    data = _data("firing", [only_env])
+    assert _render("pgarch.slack.title", data, tmp_path).endswith("on shop (staging)")
+    text = _render("pgarch.slack.text", data, tmp_path)
+    assert "env `staging`" in text and "cluster `" not in text and "team `" not in text, text
+
+
+@needs_amtool
 def test_slack_message_for_a_resolved_alert_says_resolved_and_when(tmp_path: Path) -> None:
     data = _data("resolved", [_latency_alert("resolved")])
     title = _render("pgarch.slack.title", data, tmp_path)
@@ -229,7 +264,7 @@ class _FakeSlack(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def slack() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A local HTTP server speaking Slack's incoming-webhook API: (url, received payloads)."""
-    handler = type("Handler", (_FakeSlack,), {"received": []})
+    handler: type[_FakeSlack] = type("Handler", (_FakeSlack,), {"received": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -383,3 +418,71 @@ def test_postgres_down_inhibits_symptoms_on_the_same_server_only_and_critical_al
     assert down_msg["title"] == "[FIRING:1] CRITICAL PostgresDown", down_msg
     assert f"<{RUNBOOK}PostgresDown.md|PostgresDown runbook>" in down_msg["text"], down_msg
     assert down_msg["color"] == "danger", down_msg
+
+
+def _groups(base: str, instances: set[str]) -> list[tuple[dict[str, str], set[str]]]:
+    """Alertmanager's aggregation groups holding alerts of ``instances``: (group labels, instances in it)."""
+    groups = requests.get(f"{base}/api/v2/alerts/groups", timeout=5).json()
+    return sorted(
+        (
+            (g["labels"], {a["labels"]["instance"] for a in g["alerts"]})
+            for g in groups
+            if any(a["labels"]["instance"] in instances for a in g["alerts"])
+        ),
+        key=lambda group: json.dumps(group[0], sort_keys=True),
+    )
+
+
+@needs_alertmanager
+def test_alertmanager_groups_alerts_per_env_and_cluster_and_inhibits_within_one(alertmanager: str) -> None:
+    """The shipped routing on the real Alertmanager: warnings of one alert name share a group per environment
+    and cluster; PostgresDown mutes symptoms of the same instance name in its own cluster only."""
+    prod = {"env": "prod", "cluster": "eu-1", "team": "payments"}
+    staging = {"env": "staging", "cluster": "eu-1", "team": "payments"}
+    warning = {"alertname": "PostgresDiskFillPredicted", "severity": "warning"}
+    _post_alerts(
+        alertmanager,
+        [
+            warning | prod | {"instance": "orders-db:9188"},
+            warning | prod | {"instance": "billing-db:9188"},
+            warning | staging | {"instance": "orders-db:9188"},
+        ],
+    )
+    expected = [
+        ({"alertname": "PostgresDiskFillPredicted", "cluster": "eu-1", "env": "prod"}, {"orders-db", "billing-db"}),
+        ({"alertname": "PostgresDiskFillPredicted", "cluster": "eu-1", "env": "staging"}, {"orders-db"}),
+    ]
+
+    def grouped() -> list[tuple[dict[str, str], set[str]]]:
+        groups = _groups(alertmanager, {"orders-db:9188", "billing-db:9188"})
+        return [(labels, {i.split(":")[0] for i in instances}) for labels, instances in groups]
+
+    deadline = time.monotonic() + 10
+    while grouped() != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert grouped() == expected, f"groups (labels, instances): {grouped()}"
+
+    # The same exporter address in two clusters (compose service names repeat): only prod's symptom is muted.
+    same = "exporter-env-test:9188"
+    latency = {"alertname": "PostgresQueryLatencyP95High", "severity": "critical", "instance": same, "datname": "shop"}
+    _post_alerts(
+        alertmanager,
+        [
+            {"alertname": "PostgresDown", "severity": "critical", "instance": same} | prod,
+            latency | prod,
+            latency | staging,
+        ],
+    )
+
+    def states() -> dict[str, str]:
+        alerts = requests.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+        return {
+            a["labels"]["env"]: a["status"]["state"]
+            for a in alerts
+            if a["labels"]["alertname"] == latency["alertname"] and a["labels"]["instance"] == same
+        }
+
+    deadline = time.monotonic() + 10
+    while states() != {"prod": "suppressed", "staging": "active"} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert states() == {"prod": "suppressed", "staging": "active"}, states()

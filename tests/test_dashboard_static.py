@@ -36,6 +36,8 @@ TITLE = "AI Database Architect Metrics"
 DATNAME_METRICS = (
     "pg_stat_activity_count",
     "pg_database_size_bytes",
+    "pg_stat_database_blks_hit",
+    "pg_stat_database_blks_read",
     "pg_stat_database_blks_hit_total",
     "pg_stat_database_blks_read_total",
     "pgarch_query_duration_seconds_bucket",
@@ -53,12 +55,24 @@ def _panels() -> list[dict[str, Any]]:
     return [p for p in iter_panels(load_dashboard()) if p.get("type") != "row"]
 
 
-def _provisioned_datasource_uids() -> set[str]:
-    uids: set[str] = set()
+def _provisioned_datasources() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for path in (GRAFANA / "provisioning" / "datasources").glob("*.yml"):
         with path.open(encoding="utf-8") as fh:
-            uids |= {ds["uid"] for ds in yaml.safe_load(fh).get("datasources", [])}
-    return uids
+            out += yaml.safe_load(fh).get("datasources", [])
+    return out
+
+
+def _strings(node: Any) -> Iterator[str]:
+    """Every string value in a JSON document."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
 
 
 def _panel_exprs(title_part: str) -> list[str]:
@@ -74,17 +88,87 @@ def test_dashboard_is_titled_as_the_contract_says_with_a_fixed_uid() -> None:
     assert "id" not in dashboard or dashboard["id"] is None, "a provisioned dashboard must not pin a database id"
 
 
-def test_every_panel_and_target_uses_a_provisioned_datasource() -> None:
-    uids = _provisioned_datasource_uids()
-    assert "prometheus" in uids, uids
-    bad = []
-    for panel in _panels():
-        refs = [panel.get("datasource")] + [t.get("datasource") for t in panel.get("targets", [])]
-        for ref in refs:
-            uid = ref.get("uid") if isinstance(ref, dict) else ref
-            if uid not in uids:
-                bad.append((panel["title"], ref))
-    assert not bad, f"datasource not provisioned (provisioned: {sorted(uids)}): {bad}"
+def test_every_query_uses_the_datasource_variable() -> None:
+    """One Prometheus chosen at the top (or at import) serves every panel, annotation and variable."""
+    dashboard = load_dashboard()
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    datasource = variables.get("datasource")
+    assert datasource and datasource["type"] == "datasource" and datasource["query"] == "prometheus", datasource
+    expected = {"type": "prometheus", "uid": "${datasource}"}
+    refs = [(f"panel {p['title']!r}", p.get("datasource")) for p in _panels()]
+    refs += [
+        (f"panel {p['title']!r} target {t['refId']}", t.get("datasource")) for p in _panels() for t in p["targets"]
+    ]
+    refs += [(f"annotation {a['name']!r}", a["datasource"]) for a in dashboard["annotations"]["list"] if "expr" in a]
+    refs += [(f"variable ${v['name']}", v["datasource"]) for v in variables.values() if v["type"] == "query"]
+    wrong = [(where, ref) for where, ref in refs if ref != expected]
+    assert not wrong, f"not using {expected}: {wrong}"
+
+
+def test_provisioned_grafana_resolves_the_datasource_variable_to_the_provisioned_prometheus() -> None:
+    """Provisioning skips __inputs, so the variable's "${DS_PROMETHEUS}" matches nothing and Grafana falls back to
+    the default Prometheus datasource: the provisioned one must be that default."""
+    prometheus = [ds for ds in _provisioned_datasources() if ds["type"] == "prometheus"]
+    assert [ds.get("isDefault") for ds in prometheus] == [True], prometheus
+
+
+def _grafana_import(dashboard: dict[str, Any], inputs: dict[str, str]) -> Any:
+    """What Grafana's dashboard import does with an exported dashboard (pkg/services/dashboardimport,
+    DashTemplateEvaluator): every input declared in __inputs must be given a value; "${NAME}" in any string is
+    replaced where NAME is an input, other "${...}" (dashboard variables) are left alone; __inputs is dropped."""
+    declared = {i["name"] for i in dashboard.get("__inputs", [])}
+    missing = declared - set(inputs)
+    assert not missing, f"the import would fail: no value for inputs {missing}"
+
+    def evaluate(node: Any) -> Any:
+        if isinstance(node, str):
+            return re.sub(r"\$\{(.+?)\}", lambda m: inputs.get(m.group(1), m.group(0)), node)
+        if isinstance(node, dict):
+            return {k: evaluate(v) for k, v in node.items() if k != "__inputs"}
+        if isinstance(node, list):
+            return [evaluate(v) for v in node]
+        return node
+
+    return evaluate(dashboard)
+
+
+def test_dashboard_imports_into_grafana_asking_for_its_prometheus() -> None:
+    """Grafana's "Import dashboard" asks for the __inputs; the chosen datasource becomes the variable's default."""
+    dashboard = load_dashboard()
+    inputs = dashboard.get("__inputs", [])
+    assert [(i["name"], i["type"], i["pluginId"]) for i in inputs] == [("DS_PROMETHEUS", "datasource", "prometheus")]
+    required = {(r["type"], r["id"]) for r in dashboard.get("__requires", [])}
+    panel_types = {("panel", p["type"]) for p in _panels()}
+    assert {("grafana", "grafana"), ("datasource", "prometheus")} | panel_types <= required, required
+
+    imported = _grafana_import(dashboard, {"DS_PROMETHEUS": "uid-of-their-prometheus"})
+    variables = {v["name"]: v for v in imported["templating"]["list"]}
+    assert variables["datasource"]["current"]["value"] == "uid-of-their-prometheus", variables["datasource"]
+    # Every "${...}" left is a dashboard variable or one of Grafana's own, resolved when the dashboard renders.
+    known = set(variables) | {"__rate_interval", "__interval", "__range"}
+    left = {m for text in _strings(imported) for m in re.findall(r"\$\{(\w+)", text)}
+    assert left <= known, f"unresolved after import: {left - known}"
+    assert imported["title"] == TITLE
+
+
+def test_job_and_instance_variables_scope_every_query() -> None:
+    """Several servers in one Prometheus: every selector of every panel, annotation and variable query is
+    filtered by $job and $instance, so a panel never mixes servers the user did not pick."""
+    variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
+    for name in ("job", "instance"):
+        assert variables.get(name, {}).get("type") == "query", f"no ${name} query variable: {list(variables)}"
+        assert variables[name]["includeAll"] and variables[name]["multi"], variables[name]
+    assert 'job=~"$job"' in variables["instance"]["definition"], variables["instance"]
+    unscoped = []
+    for query in dashboard_queries():
+        if query.where in ("variable $job", "variable $instance"):  # they offer the values (checked above)
+            continue
+        for match in re.finditer(r"\b([a-zA-Z_:][\w:]*)\s*(\{[^}]*\})?", query.raw):
+            name, matchers = match.group(1), match.group(2) or ""
+            metric = name.startswith(("pg_", "pgarch_", "ALERTS")) or ":" in name
+            if metric and not ('job=~"$job"' in matchers and 'instance=~"$instance"' in matchers):
+                unscoped.append((query.where, name))
+    assert not unscoped, f'selectors not filtered by job=~"$job", instance=~"$instance": {unscoped}'
 
 
 def test_panel_ids_are_unique_and_panels_do_not_overlap() -> None:
@@ -115,13 +199,14 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
     assert 2 in [step["value"] for step in defaults["thresholds"]["steps"]], "no 2 s SLA threshold line"
     assert defaults["unit"] == "s"
 
-    assert any("pg_stat_database_blks_hit_total" in e for e in _panel_exprs("cache hit ratio"))
+    cache = " ".join(_panel_exprs("cache hit ratio"))
+    assert "pg_stat_database_blks_hit{" in cache and "pg_stat_database_blks_hit_total{" in cache, cache
     disk = " ".join(_panel_exprs("disk usage and 7-day forecast"))
     assert "pgarch_disk_used_bytes" in disk and "pgarch_disk_size_bytes" in disk, disk
     assert "instance:pgarch_disk_used_bytes:predict_linear_7d" in disk, disk
     assert any("pg_database_size_bytes" in e for e in _panel_exprs("database sizes"))
     top = _panel_exprs("top queries by total time")
-    assert any(re.search(r"topk\(.*rate\(pgarch_statement_exec_seconds_total", e, re.DOTALL) for e in top), top
+    assert any(re.search(r"topk\b.*rate\(pgarch_statement_exec_seconds_total", e, re.DOTALL) for e in top), top
 
     everything = " ".join(q.raw for q in dashboard_queries())
     kpis = [
@@ -131,7 +216,7 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         "pgarch_audit_confidence_avg_ratio",
         "pgarch_audit_gain_avg_ratio",
         "pgarch_knowledge_base_records",
-        "time() - max(pgarch_audit_last_success_timestamp_seconds",
+        "time() - (pgarch_audit_last_success_timestamp_seconds",
     ]
     missing = [kpi for kpi in kpis if kpi not in everything]
     assert not missing, f"auditor KPIs missing from the dashboard: {missing}"
@@ -186,7 +271,8 @@ def test_dashboard_provider_loads_json_from_a_directory() -> None:
 
 # -- Every expression against a real Prometheus ---------------------------------------------------------------
 
-# A stand-in exporter: every contract metric, with counters that grow on each scrape. `n` counts scrapes.
+# A stand-in exporter: every contract metric the dashboard reads, with counters that grow on each scrape.
+# `n` counts scrapes.
 _GAUGES = """\
 pg_up 1
 pg_stat_activity_count{datname="shop",state="active"} 3
@@ -222,10 +308,11 @@ pgarch_statement_p95_seconds{datname="shop",queryid="-4242"} 0.3
 def _exposition(n: int, now: float) -> str:
     buckets = [("0.1", 10), ("0.5", 11), ("1", 12), ("+Inf", 12)]
     lines = [
-        "# TYPE pg_stat_database_blks_hit_total counter",
-        f'pg_stat_database_blks_hit_total{{datname="shop"}} {1000 + 95 * n}',
-        "# TYPE pg_stat_database_blks_read_total counter",
-        f'pg_stat_database_blks_read_total{{datname="shop"}} {100 + 5 * n}',
+        # postgres_exporter's names and types (the real exporter's are checked by the live test).
+        "# TYPE pg_stat_database_blks_hit counter",
+        f'pg_stat_database_blks_hit{{datname="shop"}} {1000 + 95 * n}',
+        "# TYPE pg_stat_database_blks_read counter",
+        f'pg_stat_database_blks_read{{datname="shop"}} {100 + 5 * n}',
         "# TYPE pgarch_query_duration_seconds histogram",
         *(f'pgarch_query_duration_seconds_bucket{{datname="shop",le="{le}"}} {c * n}' for le, c in buckets),
         f'pgarch_query_duration_seconds_sum{{datname="shop"}} {3 * n}',
