@@ -67,9 +67,17 @@ def test_usage_error_exits_2() -> None:
 
 def test_check_passes_on_a_ready_database_and_lists_fixes_otherwise(pg_dsn: str,
                                                                    postgresql: psycopg.Connection) -> None:
-    ok = cli("check", "--config", "/dev/null", "--dsn", pg_dsn)
+    # The embedded server has no hypopg: by default no safe measurement method exists, and check says so.
+    unsafe = cli("check", "--config", "/dev/null", "--dsn", pg_dsn)
+    assert unsafe.returncode == 1, unsafe.stdout + unsafe.stderr
+    assert "[FAIL] measurement method (auto): none: no safe method" in unsafe.stdout, unsafe.stdout
+    assert "apt-get install postgresql-<major>-hypopg" in unsafe.stdout, unsafe.stdout
+    assert "[ok  ] read access to the audited tables" in unsafe.stdout, unsafe.stdout
+    ok = cli("check", "--config", "/dev/null", "--dsn", pg_dsn,
+             env={"PG_ARCHITECT_MEASUREMENT_ALLOW_BLOCKING_BUILDS": "true"})
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "ready" in ok.stdout and "[FAIL]" not in ok.stdout
+    assert "rollback_build: real builds in rolled-back transactions, BLOCKING WRITES" in ok.stdout, ok.stdout
     postgresql.autocommit = True
     postgresql.execute("DROP EXTENSION pg_stat_statements")
     bad = cli("check", "--config", "/dev/null", "--dsn", pg_dsn)

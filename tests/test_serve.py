@@ -325,11 +325,12 @@ def test_loop_runs_due_jobs_catches_up_a_missed_audit_and_survives_a_failing_job
 
     kb = KnowledgeBase.open(pg_dsn)
     try:
-        # The last successful audit was 8 days ago: the daemon was down on Sunday.
+        # The last successful audit was 8 days before the daemon's (fake) clock: it was down on Sunday.
+        eight_days_before = local(SAIGON, 2026, 11, 17, 2, 59, 59)
         kb.conn.execute(
             "INSERT INTO pgarch.audit_runs (run_id, trigger, status, started_at, finished_at)"
-            " VALUES (%s, 'schedule', 'ok', now() - interval '8 days', now() - interval '8 days')",
-            (str(uuid.uuid4()),),
+            " VALUES (%s, 'schedule', 'ok', %s, %s)",
+            (str(uuid.uuid4()), eight_days_before, eight_days_before),
         )
     finally:
         kb.close()
