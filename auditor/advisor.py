@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 
 from pg_architect.auditor.catalog import IndexInfo, Snapshot, TableInfo, normalise_expression
-from pg_architect.auditor.parsing import ColumnUse, QueryShape, TableRef
+from pg_architect.auditor.parsing import ColumnUse, QueryShape
 from pg_architect.core import db
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,3 @@ def _dedupe(keys: list[Key]) -> list[Key]:
             seen.add(k.normalised())
             out.append(k)
     return out
-
-
-def table_for(ref: TableRef, tables: dict[tuple[str | None, str], TableInfo]) -> TableInfo | None:
-    return tables.get((ref.schema, ref.name))

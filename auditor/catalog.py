@@ -32,12 +32,6 @@ class TableInfo:
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
 
-    def column_type(self, column: str) -> str | None:
-        try:
-            return self.column_types[self.columns.index(column)]
-        except ValueError:
-            return None
-
     @property
     def write_share(self) -> float:
         """Writes against all reads and writes since statistics began: how much an index would cost."""
