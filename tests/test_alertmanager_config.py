@@ -307,7 +307,7 @@ def test_postgres_down_inhibits_symptoms_on_the_same_server_only_and_critical_al
         expected[(name, healthy)] = "active"
     expected[("PostgresDiskFillPredicted", down)] = "suppressed"
     expected[("PostgresDiskFillPredicted", healthy)] = "active"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while (states := _states(alertmanager)) != expected and time.monotonic() < deadline:
         time.sleep(0.2)
     differ = {key: (want, states.get(key)) for key, want in expected.items() if states.get(key) != want}
@@ -320,7 +320,7 @@ def test_postgres_down_inhibits_symptoms_on_the_same_server_only_and_critical_al
         if a["severity"] == "critical" and expected[(a["alertname"], a["instance"])] == "active"
     }
     assert ("PostgresDown", down) in wanted and ("PostgresQueryLatencyP95High", healthy) in wanted, wanted
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
 
     def seen() -> set[tuple[str, str]]:
         return {
@@ -382,7 +382,7 @@ def test_alertmanager_groups_alerts_per_env_and_cluster_and_inhibits_within_one(
         groups = _groups(alertmanager, {"orders-db:9188", "billing-db:9188"})
         return [(labels, {i.split(":")[0] for i in instances}) for labels, instances in groups]
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while grouped() != expected and time.monotonic() < deadline:
         time.sleep(0.2)
     assert grouped() == expected, f"groups (labels, instances): {grouped()}"
@@ -407,7 +407,7 @@ def test_alertmanager_groups_alerts_per_env_and_cluster_and_inhibits_within_one(
             if a["labels"]["alertname"] == latency["alertname"] and a["labels"]["instance"] == same
         }
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while states() != {"prod": "suppressed", "staging": "active"} and time.monotonic() < deadline:
         time.sleep(0.2)
     assert states() == {"prod": "suppressed", "staging": "active"}, states()

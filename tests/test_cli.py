@@ -102,7 +102,7 @@ def test_exporter_command_serves_metrics_and_health_over_http(pg_dsn: str) -> No
                              "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120
         body = ""
         while time.monotonic() < deadline:
             try:
