@@ -6,6 +6,7 @@ same behaviour on real PostgreSQL.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,9 +16,10 @@ from pg_architect.auditor import advisor, confidence, health
 from pg_architect.auditor.catalog import ColumnStats, IndexInfo, Snapshot, TableInfo
 from pg_architect.auditor.decision import decide, worth_applying
 from pg_architect.auditor.kb import HealthPoint
-from pg_architect.auditor.measure import Outcome
+from pg_architect.auditor.measure import CannotMeasure, Outcome, choose_method, expected_lock_ms
 from pg_architect.auditor.models import Measurement
 from pg_architect.auditor.parsing import parse_query, resolve_columns
+from pg_architect.core.config import MeasurementConfig
 
 ORDERS = TableInfo(
     oid=100, schema="public", name="orders", relkind="r", total_bytes=10**9, heap_bytes=9 * 10**8,
@@ -194,3 +196,34 @@ def test_a_table_that_doubles_within_the_horizon_gets_a_partitioning_note() -> N
 def test_a_forecast_needs_two_points_a_day_apart() -> None:
     point = HealthPoint(datetime(2026, 11, 1, tzinfo=UTC), {"tables": [{"table": "public.t", "size_bytes": 10}]})
     assert health.forecasts([point, point], [health.TableSize("public", "t", 10, 1.0)]) == []
+
+
+# -- the measurement method ------------------------------------------------------------------------------------
+
+
+def method(tables: list[TableInfo], *, hypopg: bool = False, staging: bool = False, **cfg: Any) -> str:
+    return choose_method(MeasurementConfig(**cfg), kind="select", tables=tables, hypopg=hypopg, staging=staging)
+
+
+SMALL = dataclasses.replace(ORDERS, total_bytes=10 * 2**20, heap_bytes=8 * 2**20)
+
+
+def test_auto_prefers_staging_then_hypopg_and_never_builds_on_production_unless_opted_in() -> None:
+    assert method([ORDERS], staging=True, hypopg=True) == "staging"
+    assert method([ORDERS], hypopg=True) == "hypothetical"
+    with pytest.raises(CannotMeasure, match="cannot measure safely without hypopg or a staging server") as info:
+        method([SMALL])
+    assert "measurement.allow_blocking_builds: true" in str(info.value)
+    assert "apt-get install postgresql-<major>-hypopg" in str(info.value)
+    assert method([SMALL], allow_blocking_builds=True) == "rollback_build"
+    assert method([SMALL], mode="rollback_build") == "rollback_build"
+
+
+def test_an_opted_in_build_is_bounded_by_its_expected_lock_time_not_by_bytes_alone() -> None:
+    expected = expected_lock_ms(ORDERS)  # 900 MB of heap
+    assert expected > 10_000
+    with pytest.raises(CannotMeasure, match=r"expected to block its writes for about \d+\.\d s, over"):
+        method([SMALL, ORDERS], allow_blocking_builds=True)
+    assert method([ORDERS], allow_blocking_builds=True, max_blocking_ms=int(expected) + 1) == "rollback_build"
+    with pytest.raises(CannotMeasure, match="hypopg is not available"):
+        method([SMALL], mode="hypothetical", allow_blocking_builds=True)
