@@ -71,7 +71,7 @@ def test_check_passes_on_a_ready_database_and_lists_fixes_otherwise(pg_dsn: str,
     unsafe = cli("check", "--config", "/dev/null", "--dsn", pg_dsn)
     assert unsafe.returncode == 1, unsafe.stdout + unsafe.stderr
     assert "[FAIL] measurement method (auto): none: no safe method" in unsafe.stdout, unsafe.stdout
-    assert "apt-get install postgresql-<major>-hypopg" in unsafe.stdout, unsafe.stdout
+    assert re.search(r"apt-get install postgresql-\d+-hypopg", unsafe.stdout), unsafe.stdout
     assert "[ok  ] read access to the audited tables" in unsafe.stdout, unsafe.stdout
     ok = cli("check", "--config", "/dev/null", "--dsn", pg_dsn,
              env={"PG_ARCHITECT_MEASUREMENT_ALLOW_BLOCKING_BUILDS": "true"})
