@@ -4,8 +4,9 @@ BENCHMARKS.md.
 
 Pass: the exporter's resident memory grows < 10 % from the first minute after warm-up to the last,
 it never holds more than its two connections (the audited database, the knowledge base), no backend
-count passes max_connections, every scrape is answered, and pg_up is 1 again after each restart. ``PGARCH_SOAK_SECONDS`` shortens it for
-a trial run (the assertions stay the same); ``PGARCH_SOAK_REPORT`` names a JSON file for the figures.
+count passes max_connections, every scrape is answered, and pg_up is 1 again after each restart.
+``PGARCH_SOAK_SECONDS`` shortens it for a trial run (the assertions stay the same); ``PGARCH_SOAK_REPORT``
+names a JSON file for the figures.
 """
 
 from __future__ import annotations
