@@ -12,6 +12,7 @@ the parser cannot read, keeps only its command tag and fingerprint; its text is 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 from typing import Any
@@ -19,7 +20,6 @@ from typing import Any
 from pglast import ast, parser, visitors
 from pglast.parser import ParseError
 
-from pg_architect.auditor.fingerprint import fingerprint
 from pg_architect.auditor.parsing import deparse, repair_placeholders
 from pg_architect.core.sqlfiles import MARKER, mark
 
@@ -30,6 +30,7 @@ UTILITY = "utility statement"
 _PLANNABLE = (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
 _COMMENTS = frozenset({"C_COMMENT", "SQL_COMMENT"})
 _KEYWORDS = frozenset({"RESERVED_KEYWORD", "UNRESERVED_KEYWORD", "COL_NAME_KEYWORD", "TYPE_FUNC_NAME_KEYWORD"})
+_LITERAL_TOKENS = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
 _CONSTANTS = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST", "PARAM", "IDENT", "UIDENT"})
 _TAG_WORDS = 3
 _NODE_TAGS = {
@@ -159,24 +160,31 @@ def _withheld(command: str, fp: str, why: str) -> SafeText:
     return SafeText(withheld_text(command, fp, why), fp, command, True, why)
 
 
+@functools.lru_cache(maxsize=8192)
 def safe_text(text: str) -> SafeText:
-    """``text`` with every literal replaced, or withheld down to its command tag (see the module)."""
-    ours = MARKER in text
-    fp = _masked_fingerprint(text)
+    """``text`` with every literal replaced, or withheld down to its command tag (see the module).
+
+    Cached: a snapshot meets the same texts day after day.
+    """
+    repaired = repair_placeholders(text)
     try:
-        statements = parser.parse_sql(repair_placeholders(text))
+        statements = parser.parse_sql(repaired)
     except ParseError:
-        command = _command_from_tokens(text)
-        return _withheld(command, fp, "not parseable")
+        return _withheld(_command_from_tokens(text), _masked_fingerprint(text), "not parseable")
     if len(statements) != 1:
-        command = _command_from_tokens(text)
-        return _withheld(command, fp, f"{len(statements)} statements")
-    if not isinstance(statements[0].stmt, _PLANNABLE):
-        command = _command_from_node(statements[0].stmt)
-        return _withheld(command, fp, UTILITY)
+        return _withheld(_command_from_tokens(text), _masked_fingerprint(text), f"{len(statements)} statements")
     stmt = statements[0].stmt
     command = _command_from_node(stmt)
-    fp = fingerprint(text)  # libpg_query's fingerprint of a plannable statement ignores its constants
+    if not isinstance(stmt, _PLANNABLE):
+        return _withheld(command, _masked_fingerprint(text), UTILITY)
+    # libpg_query's fingerprint of a plannable statement ignores its constants (fingerprint.fingerprint).
+    fp = str(parser.fingerprint(repaired))
+    try:
+        tokens = parser.scan(text)
+    except ParseError:
+        tokens = None
+    if tokens is not None and not any(t.name in _LITERAL_TOKENS or t.name in _COMMENTS for t in tokens):
+        return SafeText(text, fp, command, False)  # no constant, no comment: pg_stat_statements' text as is
     try:
         params = _Params()
         params(stmt)
@@ -185,4 +193,4 @@ def safe_text(text: str) -> SafeText:
         parser.parse_sql(out)  # what we deparse must read back as one statement
     except Exception:  # any deparser failure withholds the text rather than risk a literal
         return _withheld(command, fp, "could not be normalised")
-    return SafeText(mark(out) if ours else out, fp, command, False)
+    return SafeText(mark(out) if MARKER in text else out, fp, command, False)
