@@ -118,12 +118,6 @@ def test_index_ddl_check_accepts_one_statement_at_most_and_fails_only_with_unsaf
     _holds(lambda s: safety.check_index_ddl(s, allow_unique=True), sql)
 
 
-@FUZZ
-@given(sql_texts)
-def test_explain_only_dml_check_accepts_one_statement_at_most_and_fails_only_with_unsafe_sql_error(sql: str) -> None:
-    _holds(safety.check_explain_only_dml, sql)
-
-
 @pytest.fixture
 def guard_conn(pg_dsn: str) -> Iterator[db.Connection]:
     with psycopg.connect(pg_dsn, autocommit=True) as setup:
@@ -142,3 +136,11 @@ def test_readonly_select_check_accepts_one_statement_at_most_and_fails_only_with
     guard_conn: db.Connection, sql: str
 ) -> None:
     _holds(lambda s: safety.check_readonly_select(s, guard_conn), sql)
+
+
+@FUZZ
+@given(sql=sql_texts)
+def test_explain_only_dml_check_accepts_one_statement_at_most_and_fails_only_with_unsafe_sql_error(
+    guard_conn: db.Connection, sql: str
+) -> None:
+    _holds(lambda s: safety.check_explain_only_dml(s, guard_conn), sql)
