@@ -23,6 +23,7 @@ from pg_architect.auditor.parsing import UnparseableQuery, parse_query
 from pg_architect.auditor.queries import QUERIES
 from pg_architect.core import db, pgss
 from pg_architect.core.errors import PgArchitectError
+from pg_architect.core.sqlfiles import MARKER
 
 BLOCK = 8192
 # Evidence bounds: below these the statistics say too little to suggest anything.
@@ -74,21 +75,29 @@ def _memory(kb: float) -> str:
     return f"{min(mb, 2048)}MB"
 
 
-def _statement(spill: _Spill) -> str:
-    """How to name a statement without carrying a literal: its normalised text, or its queryid only."""
+def _statement(spill: _Spill) -> str | None:
+    """How to name a workload statement without carrying a literal (its normalised text and queryid); None for
+    what work_mem does not govern: utility statements (CREATE INDEX sorts under maintenance_work_mem), text the
+    parser cannot read, and pg-architect's own statements."""
+    if MARKER in spill.query:
+        return None
     try:
         shape = parse_query(spill.query)
     except UnparseableQuery:
-        return f"statement {spill.queryid}"
+        return None
     if shape.is_utility:
-        return f"statement {spill.queryid} ({shape.utility_command})"
+        return None
     text = " ".join(shape.text.split())
     return f"statement {spill.queryid} ({text[:80]}{'…' if len(text) > 80 else ''})"
 
 
 def work_mem(facts: _Facts, spills: list[_Spill]) -> list[SettingSuggestion]:
     out: list[SettingSuggestion] = []
-    heavy = [s for s in spills if s.temp_blks_written * BLOCK / 1024 / s.calls >= MIN_SPILL_KB_PER_CALL]
+    heavy = [
+        s
+        for s in spills
+        if s.temp_blks_written * BLOCK / 1024 / s.calls >= MIN_SPILL_KB_PER_CALL and _statement(s) is not None
+    ]
     for s in heavy[:3]:
         per_call_kb = s.temp_blks_written * BLOCK / 1024 / s.calls
         # A sort in memory needs about as much as it wrote to disk, more for hashes: twice the spill, rounded up.

@@ -77,7 +77,10 @@ def test_evicted_pg_stat_statements_entries_suggest_a_larger_max_that_needs_a_re
 
 def test_many_spilling_statements_add_a_cautious_server_wide_suggestion() -> None:
     spills = [settings._Spill(queryid=i, calls=10, temp_blks_written=10 * 2000, query=f"SELECT {i}") for i in range(4)]
-    found = settings.work_mem(FACTS, spills)
+    ours = settings._Spill(queryid=9, calls=1, temp_blks_written=9000, query="SELECT 1 /* pg-architect */")
+    build = settings._Spill(queryid=8, calls=1, temp_blks_written=9000, query="CREATE INDEX i ON t (a)")
+    found = settings.work_mem(FACTS, [ours, build, *spills])
     assert [s.scope for s in found] == ["statement", "statement", "statement", "server"]
+    assert "statement 0 (SELECT 0)" in found[0].evidence  # neither our own statement nor a utility one
     assert found[-1].confidence < found[0].confidence
     assert found[-1].rollback_sql == "ALTER SYSTEM RESET work_mem; SELECT pg_reload_conf();"

@@ -7,4 +7,4 @@ WHERE s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_
   AND s.toplevel AND s.queryid IS NOT NULL AND s.temp_blks_written > 0 AND s.calls > 0
 GROUP BY s.queryid
 ORDER BY sum(s.temp_blks_written) DESC
-LIMIT 5
+LIMIT 20
