@@ -163,6 +163,15 @@ def _plant(dsn: str) -> None:
             conn.execute(
                 f"SELECT /* owner {QUERY_COMMENT_EMAIL} */ count(*) FROM customers WHERE name = %s", (f"name {i}",)
             )
+        # A statement that spills to temporary files, with the e-mail in its comment: the settings
+        # suggestions name such statements.
+        conn.execute("SET work_mem = '64kB'")
+        for i in range(3):
+            conn.execute(
+                f"SELECT /* owner {QUERY_COMMENT_EMAIL} */ id FROM customers ORDER BY name DESC, email OFFSET %s",
+                (59990 + i,),
+            )
+        conn.execute("RESET work_mem")
         conn.execute("DROP ROLE planted_role")
 
 
