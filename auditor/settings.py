@@ -20,8 +20,8 @@ from datetime import datetime
 
 from pg_architect.auditor.models import SettingSuggestion
 from pg_architect.auditor.parsing import UnparseableQuery, parse_query
-from pg_architect.auditor.redaction import safe_text
 from pg_architect.auditor.queries import QUERIES
+from pg_architect.auditor.redaction import safe_text
 from pg_architect.core import db, pgss
 from pg_architect.core.errors import PgArchitectError
 from pg_architect.core.sqlfiles import MARKER
