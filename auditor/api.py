@@ -14,7 +14,6 @@ import logging
 import re
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,10 +23,13 @@ from pg_architect.auditor.report import render
 from pg_architect.core import db
 from pg_architect.core.config import Config
 from pg_architect.core.errors import AuditAlreadyRunning, DatabaseError, PgArchitectError, redact
+from pg_architect.core.httpserver import HardenedHTTPServer, TimeoutHandler
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32
+SOCKET_TIMEOUT_S = 10.0
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 REPORT_FORMATS = ("json", "markdown")
@@ -60,10 +62,7 @@ def audit_overrides(body: bytes) -> dict[str, Any]:
     """The optional JSON body of run-audit, validated; raises HttpError(400) listing every problem."""
     if not body.strip():
         return {}
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HttpError(400, f"the body is not valid JSON: {exc}") from exc
+    doc = parse_json(body)
     if not isinstance(doc, dict):
         raise HttpError(400, "the body must be a JSON object")
     problems = [f"unknown field {key!r}" for key in sorted(doc) if key not in _FIELDS]
@@ -78,6 +77,43 @@ def audit_overrides(body: bytes) -> dict[str, Any]:
     if problems:
         raise HttpError(400, "; ".join(problems))
     return values
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON; HttpError(400) for invalid JSON or nesting deeper than MAX_JSON_DEPTH.
+
+    The depth is measured before parsing: the stdlib parser recurses once per level, and ``"[" * 60000``
+    (well inside the body limit) would end in a RecursionError.
+    """
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise HttpError(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise HttpError(400, f"the body is not valid JSON: {str(exc)[:200]}") from exc
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of ``[`` and ``{`` outside strings (a linear scan, no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 def _int_at_least(low: int) -> Callable[[Any], str | None]:
@@ -147,9 +183,8 @@ def authorize(header: str | None, token: str | None) -> None:
 # -- the server ----------------------------------------------------------------------------------------------
 
 
-class AdminServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class AdminServer(HardenedHTTPServer):
+    """Backlog, socket timeouts and a bound on concurrent requests from core.httpserver."""
 
     def __init__(self, address: tuple[str, int], cfg: Config, kb_dsn: str, starter: AuditStarter) -> None:
         self.cfg = cfg
@@ -163,9 +198,10 @@ class AdminServer(ThreadingHTTPServer):
         return KnowledgeBase.open(self.kb_dsn, self.cfg, role=db.Role.API, migrate=False)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(TimeoutHandler):
     server: AdminServer
     protocol_version = "HTTP/1.1"
+    timeout = SOCKET_TIMEOUT_S
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -183,11 +219,18 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         query = parse_qs(url.query, keep_blank_values=True)
+        self._body_read = False
         try:
+            if path.startswith("/admin/"):
+                # Authenticate before reading a byte of body: an anonymous client cannot make us wait for
+                # (or buffer) a body it may never finish sending.
+                authorize(self.headers.get("Authorization"), self.server.token)
             body = self._body()
             status, doc, headers = self._route(method, path, query, body)
         except HttpError as exc:
             status, doc, headers = exc.status, {"error": exc.message}, exc.headers
+            if not self._body_read:
+                self.close_connection = True  # an unread body would be taken for the next request
         except AuditAlreadyRunning as exc:
             status, doc, headers = 409, {"error": redact(str(exc))}, {}
         except DatabaseError as exc:
@@ -243,7 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
             finally:
                 kb.close()
         except DatabaseError as exc:
-            return 503, {"status": "unavailable", "error": f"knowledge base unreachable: {redact(str(exc))}"}, {}
+            # The reason (a socket path, a role, a host) is for the operator's log, not for any caller.
+            log.warning("readyz: knowledge base unreachable: %s", redact(str(exc)))
+            return 503, {"status": "unavailable", "error": "knowledge base unreachable"}, {}
         if not migrated:
             return 503, {"status": "unavailable", "error": "knowledge base schema pgarch is not there yet"}, {}
         return 200, {"status": "ready"}, {}
@@ -295,14 +340,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
+    _body_read = False
+
     def _body(self) -> bytes:
+        self._body_read = False
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise HttpError(411, "send the body with a Content-Length (chunked bodies are not accepted)")
         length = self.headers.get("Content-Length")
         if not length:
+            self._body_read = True
             return b""
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
             self.close_connection = True
             raise HttpError(413 if length.isdigit() else 400, f"the body must be at most {MAX_BODY_BYTES} bytes")
-        return self.rfile.read(int(length))
+        try:
+            body = self.read_body(int(length))
+        except (TimeoutError, ConnectionError) as exc:
+            self.close_connection = True
+            raise HttpError(408, "the body did not arrive in time") from exc
+        self._body_read = True
+        return body
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> None:
         self.send_response(status)

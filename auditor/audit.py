@@ -114,7 +114,7 @@ class Auditor:
     def _audit(
         self, run_id: str, started_at: datetime, target_id: int, ident: window.Identity
     ) -> tuple[AuditReport, dict[str, list[float]]]:
-        win = window.take(self.conn, self.kb, target_id, ident)
+        win = window.take(self.conn, self.kb, target_id, ident, min_mean_ms=self.options.min_mean_ms)
         slow = window.select_slow(
             win.statements,
             min_calls=self.options.min_calls,

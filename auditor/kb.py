@@ -176,7 +176,10 @@ class KnowledgeBase:
         applied: list[int] = []
         with db.transaction(self.conn):
             db.fetch_value(self.conn, self._sql("kb_migration_lock"), (MIGRATION_LOCK,))
-            db.execute(self.conn, "CREATE SCHEMA IF NOT EXISTS pgarch")
+            # CREATE SCHEMA checks the database's CREATE privilege even when the schema exists, and a
+            # knowledge-base role that only owns its schema (docs/security.md) has none: ask first.
+            if db.fetch_value(self.conn, "SELECT pg_catalog.to_regnamespace('pgarch') IS NULL"):
+                db.execute(self.conn, "CREATE SCHEMA pgarch")
             db.execute(self.conn, self._sql("kb_migrations_table"))
             done = {row.version for row in db.fetch(self.conn, self._sql("kb_migrations_done"), None, _Version)}
             for version, name, text in migrations():

@@ -21,6 +21,7 @@ from datetime import datetime
 from pg_architect.auditor.models import SettingSuggestion
 from pg_architect.auditor.parsing import UnparseableQuery, parse_query
 from pg_architect.auditor.queries import QUERIES
+from pg_architect.auditor.redaction import safe_text
 from pg_architect.core import db, pgss
 from pg_architect.core.errors import PgArchitectError
 from pg_architect.core.sqlfiles import MARKER
@@ -87,7 +88,10 @@ def _statement(spill: _Spill) -> str | None:
         return None
     if shape.is_utility:
         return None
-    text = " ".join(shape.text.split())
+    safe = safe_text(spill.query)  # comments and constants pg_stat_statements kept must not reach the report
+    if safe.withheld:
+        return None
+    text = " ".join(safe.text.split())
     return f"statement {spill.queryid} ({text[:80]}{'…' if len(text) > 80 else ''})"
 
 

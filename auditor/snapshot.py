@@ -19,10 +19,17 @@ def take_snapshot(cfg: Config, dsn: str, kb_dsn: str, kind: str = "daily") -> st
         try:
             ident = window.identity(conn)
             target_id = kb.register_target(ident.system_identifier, ident.datname, ident.server_version_num)
-            rows, info = window.read_snapshot(conn, ident)
+            snap = window.read_snapshot(conn, ident, min_mean_ms=cfg.auditor.thresholds.min_mean_ms)
+            rows, info = snap.rows, snap.info
             now = datetime.now(UTC)
             snapshot_id = kb.store_snapshot(
-                target_id, kind, now, rows, info.stats_reset if info else None, info.dealloc if info else None
+                target_id,
+                kind,
+                now,
+                rows,
+                info.stats_reset if info else None,
+                info.dealloc if info else None,
+                snap.fingerprints,
             )
             metrics = health.health_metrics(conn)
             kb.record_health(target_id, metrics)

@@ -15,11 +15,11 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from pg_architect.auditor.fingerprint import fingerprint
 from pg_architect.auditor.kb import KnowledgeBase
 from pg_architect.auditor.models import Window
-from pg_architect.auditor.parsing import UnparseableQuery, is_internal
+from pg_architect.auditor.parsing import is_internal
 from pg_architect.auditor.queries import QUERIES
+from pg_architect.auditor.redaction import UTILITY, SafeText, safe_text, withheld_text
 from pg_architect.core import db, pgss
 from pg_architect.core.pgss import PgssInfoRow, SnapshotRow, diff
 
@@ -72,22 +72,47 @@ def identity(conn: db.Connection) -> Identity:
     return row
 
 
-def read_snapshot(conn: db.Connection, ident: Identity) -> tuple[list[SnapshotRow], PgssInfoRow | None]:
-    """All of pg_stat_statements with text (every database: the knowledge base keeps the whole server)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """pg_stat_statements of the audited database, with text safe to keep (see auditor.redaction).
+
+    ``rows[i].query`` is the literal-free text, or None when the row cannot reach ``min_mean_ms`` (its
+    slowest call so far was faster, so no window ending now can have a mean that high): the knowledge
+    base keeps the figures of such rows, for deltas, but not their text.
+    """
+
+    rows: list[SnapshotRow]
+    info: PgssInfoRow | None
+    fingerprints: dict[int, str]
+    commands: dict[int, str]
+    problems: dict[int, str]  # queryid -> why a plannable statement's text could not be kept
+
+
+def read_snapshot(conn: db.Connection, ident: Identity, *, min_mean_ms: float = 0.0) -> Snapshot:
+    """The audited database's pg_stat_statements rows, their text re-deparsed without literals."""
     if not ident.pgss_schema or not ident.pgss_version:
         raise db.translate(
             RuntimeError(
                 f"pg_stat_statements is not created in database {ident.datname}: CREATE EXTENSION pg_stat_statements"
             )
         )
-    return pgss.read_snapshot(conn), pgss.read_info(conn)
-
-
-def _fingerprint(text: str, queryid: int) -> tuple[str, str | None]:
-    try:
-        return fingerprint(text), None
-    except UnparseableQuery as exc:
-        return f"queryid:{queryid}", str(exc)
+    raw = pgss.read_snapshot(conn)
+    safe: dict[int, SafeText] = {}
+    rows = []
+    for r in raw:
+        text = safe.get(r.queryid)
+        if text is None:
+            text = safe[r.queryid] = safe_text(r.query or "")
+        # Text withheld in the row but kept for grouping in memory (internal marker included).
+        keep = r.max_ms >= min_mean_ms or is_internal(text.text)
+        rows.append(dataclasses.replace(r, query=text.text if keep else None))
+    return Snapshot(
+        rows=rows,
+        info=pgss.read_info(conn),
+        fingerprints={q: t.fingerprint for q, t in safe.items()},
+        commands={q: t.command for q, t in safe.items()},
+        problems={q: f"text withheld: {t.why}" for q, t in safe.items() if t.withheld and t.why != UTILITY},
+    )
 
 
 def take(
@@ -98,24 +123,19 @@ def take(
     *,
     kind: str = "audit",
     now: datetime | None = None,
+    min_mean_ms: float = 0.0,
 ) -> AuditWindow:
     """Snapshot pg_stat_statements into the knowledge base and return this database's window."""
     now = now or datetime.now(UTC)
-    rows, info = read_snapshot(conn, ident)
-    fingerprints: dict[int, str] = {}
-    errors: dict[int, str] = {}
-    for r in rows:
-        if r.queryid not in fingerprints:
-            fingerprints[r.queryid], err = _fingerprint(r.query, r.queryid)
-            if err:
-                errors[r.queryid] = err
+    snap = read_snapshot(conn, ident, min_mean_ms=min_mean_ms)
+    rows, info, fingerprints = snap.rows, snap.info, snap.fingerprints
     stats_reset = info.stats_reset if info else None
     baseline = kb.baseline(target_id, now, stats_reset)
     snapshot_id = kb.store_snapshot(
         target_id, kind, now, rows, stats_reset, info.dealloc if info else None, fingerprints
     )
     notes: list[str] = []
-    mine = [r for r in rows if r.dbid == ident.dbid]
+    mine = rows  # the snapshot query reads only the audited database
     if baseline is not None:
         previous = {r.key: r for r in kb.snapshot_rows(baseline.snapshot_id)}
         delta = diff(previous, [r.statement() for r in mine], seconds=(now - baseline.taken_at).total_seconds())
@@ -139,7 +159,7 @@ def take(
         key = r.key
         if key not in calls or calls[key][0] <= 0:
             continue
-        if is_internal(r.query):
+        if r.query is not None and is_internal(r.query):
             internal += 1
             continue
         merged.setdefault(fingerprints[r.queryid], []).append(r)
@@ -147,16 +167,18 @@ def take(
     for fp, group in merged.items():
         total_calls = sum(calls[r.key][0] for r in group)
         total_ms = sum(calls[r.key][1] for r in group)
-        # The text with the most time stands for the statement (they differ only in normalisation details).
-        leader = max(group, key=lambda r: calls[r.key][1])
+        # The text with the most time stands for the statement (they differ only in normalisation details);
+        # a group whose rows all had their text withheld is below the mean threshold (see Snapshot).
+        leader = max(group, key=lambda r: (r.query is not None, calls[r.key][1]))
+        text = leader.query or withheld_text(snap.commands[leader.queryid], fp, "below the thresholds")
         statements.append(
             Statement(
                 fingerprint=fp,
-                query=leader.query,
+                query=text,
                 queryids=tuple(sorted({r.queryid for r in group})),
                 calls=total_calls,
                 total_ms=total_ms,
-                parse_error=errors.get(leader.queryid),
+                parse_error=snap.problems.get(leader.queryid),
                 rows_per_call=sum(r.rows for r in group) / max(sum(r.calls for r in group), 1),
             )
         )

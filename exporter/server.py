@@ -6,12 +6,12 @@ import gzip
 import logging
 import threading
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
+from pg_architect.core.httpserver import HardenedHTTPServer, TimeoutHandler
 from pg_architect.exporter.target import Target
 
 log = logging.getLogger(__name__)
@@ -44,18 +44,18 @@ def scrape_budget(header: str | None, configured: float) -> float:
     return max(min(configured, offered), 0.1)
 
 
-class ExporterServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class ExporterServer(HardenedHTTPServer):
+    """Backlog, socket timeouts and a bound on concurrent scrapes from core.httpserver."""
 
     def __init__(self, address: tuple[str, int], target: Target) -> None:
         self.target = target
         super().__init__(address, _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(TimeoutHandler):
     server: ExporterServer
     protocol_version = "HTTP/1.1"
+    timeout = 30.0  # per socket read or write; a scrape itself is bounded by its budget, not by this
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -30,6 +32,38 @@ EMBEDDED = "embedded"
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse would print usage and exit 2 itself
         raise UsageError(message)
+
+
+def _whole(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``low`` (the same bounds as the configuration's keys)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of milliseconds, got {text[:40]!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text[:40]!r}")
+    return value
+
+
+def _run_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a run id (a UUID), got {text[:40]!r}") from None
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -57,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="run the weekly audit now and print its report")
     _common(p)
     p.add_argument("--format", choices=FORMATS, default="text")
-    p.add_argument("--min-calls", type=int, metavar="N")
-    p.add_argument("--min-mean-ms", type=float, metavar="MS")
-    p.add_argument("--limit", type=int, metavar="N")
+    p.add_argument("--min-calls", type=_whole(0), metavar="N")
+    p.add_argument("--min-mean-ms", type=_milliseconds, metavar="MS")
+    p.add_argument("--limit", type=_whole(1), metavar="N")
     p.add_argument("--dry-run", action="store_true", help="store to the knowledge base; open no PR, send nothing")
     p.set_defaults(func=cmd_audit)
 
@@ -70,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="print the last audit's report from the knowledge base")
     _common(p)
     p.add_argument("--format", choices=FORMATS, default="text")
-    p.add_argument("--run", metavar="RUN_ID", help="a run id (default: the latest successful run)")
+    p.add_argument("--run", type=_run_id, metavar="RUN_ID", help="a run id (default: the latest successful run)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("kb", help="the knowledge base")
@@ -78,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = kb_sub.add_parser("search", help="nearest past optimisations of a statement, with similarity")
     _common(q)
     q.add_argument("sql", metavar="SQL")
-    q.add_argument("--limit", type=int, default=5)
+    q.add_argument("--limit", type=_whole(1), default=5)
     q.set_defaults(func=cmd_kb_search)
 
     p = sub.add_parser("demo", help="embedded PostgreSQL + demo workload + exporter + one audit")

@@ -207,9 +207,16 @@ def test_audit_window_is_the_delta_since_a_stored_snapshot(embedded_pg: ServerIn
     try:
         ident = window.identity(conn)
         target = kb.register_target(ident.system_identifier, ident.datname, ident.server_version_num)
-        rows, info = window.read_snapshot(conn, ident)
+        snap = window.read_snapshot(conn, ident)
+        info = snap.info
         kb.store_snapshot(
-            target, "daily", datetime.now(UTC), rows, info.stats_reset if info else None, info.dealloc if info else None
+            target,
+            "daily",
+            datetime.now(UTC),
+            snap.rows,
+            info.stats_reset if info else None,
+            info.dealloc if info else None,
+            snap.fingerprints,
         )
         demo.run_workload(prod, [s for s in shapes if "GROUP BY country" in s.sql])
         # A week later (a snapshot older than the last pg_stat_statements reset could not be a baseline).

@@ -81,6 +81,7 @@ def test_many_spilling_statements_add_a_cautious_server_wide_suggestion() -> Non
     build = settings._Spill(queryid=8, calls=1, temp_blks_written=9000, query="CREATE INDEX i ON t (a)")
     found = settings.work_mem(FACTS, [ours, build, *spills])
     assert [s.scope for s in found] == ["statement", "statement", "statement", "server"]
-    assert "statement 0 (SELECT 0)" in found[0].evidence  # neither our own statement nor a utility one
+    # Neither our own statement nor a utility one; the text is shown without its literal.
+    assert "statement 0 (SELECT $1)" in found[0].evidence, found[0].evidence
     assert found[-1].confidence < found[0].confidence
     assert found[-1].rollback_sql == "ALTER SYSTEM RESET work_mem; SELECT pg_reload_conf();"

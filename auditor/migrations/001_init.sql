@@ -3,7 +3,13 @@
 -- the auditor owns and migrates the schema.
 CREATE EXTENSION IF NOT EXISTS vector;
 
-CREATE SCHEMA IF NOT EXISTS pgarch;
+-- CREATE SCHEMA checks the database's CREATE privilege even with IF NOT EXISTS; a role that only owns an
+-- existing pgarch (docs/security.md) has none, so create it only when it is missing.
+DO $$BEGIN
+    IF pg_catalog.to_regnamespace('pgarch') IS NULL THEN
+        CREATE SCHEMA pgarch;
+    END IF;
+END$$;
 
 -- Which server and database a row describes: the knowledge base may serve several.
 CREATE TABLE pgarch.targets (

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import psycopg
 import yaml
+from psycopg.conninfo import conninfo_to_dict
 
 from pg_architect.core.errors import ConfigError
 
@@ -92,10 +94,55 @@ def _one_of(*allowed: str) -> Callable[[Any], str | None]:
     return check
 
 
+_SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+
+
 def _dsn(value: Any) -> str | None:
-    if value.startswith(("postgresql://", "postgres://")) or "=" in value or value == "embedded":
+    """None for a DSN libpq can parse (or 'embedded'); else why not, without echoing any part of it."""
+    if value == "embedded":
         return None
-    return "expected a libpq connection string (postgresql://... or key=value ...) or 'embedded'"
+    expected = "expected a libpq connection string (postgresql://... or key=value ...) or 'embedded'"
+    if not (value.startswith(("postgresql://", "postgres://")) or "=" in value):
+        return expected
+    try:
+        params = conninfo_to_dict(value)
+    except psycopg.Error as exc:
+        # libpq quotes the offending part, which may be the password: keep only its words.
+        reason = _QUOTED.sub("...", str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        return f"{expected}; libpq cannot parse it: {reason}"
+    problems = []
+    ports = str(params.get("port", "")).split(",") if params.get("port") else []
+    if any(not p.strip().isdigit() or not 0 < int(p) < 65536 for p in ports):
+        problems.append("the port must be a number between 1 and 65535")
+    timeout = params.get("connect_timeout")
+    if timeout is not None and not str(timeout).strip().lstrip("-").isdigit():
+        problems.append("connect_timeout must be a whole number of seconds")
+    if params.get("sslmode") is not None and params["sslmode"] not in _SSLMODES:
+        problems.append(f"sslmode must be one of {', '.join(sorted(_SSLMODES))}")
+    return "; ".join(problems) or None
+
+
+_QUOTED = re.compile(r'"[^"]*"?')
+#: Keys whose values are never shown in an error: they hold (or may hold) a password or a token.
+_SECRET_KEY = re.compile(r"dsn|password|token|secret|api_key|webhook", re.IGNORECASE)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return _describe(type(value))
+
+
+def _shown(value: Any, key: str) -> str:
+    """A value for an error message: a mapping or list by its type only, a secret key's value not at all."""
+    if isinstance(value, Mapping | list | tuple):
+        return _kind(value)
+    if _SECRET_KEY.search(key):
+        return f"{_kind(value)} (value not shown)"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _field(default: Any, check: Callable[[Any], str | None] | None = None, **kw: Any) -> Any:
@@ -293,13 +340,14 @@ def _build(cls: type[T], data: Mapping[str, Any], path: str, problems: list[str]
             if value is None:
                 continue
             if not isinstance(value, Mapping):
-                problems.append(f"{path}{name}: expected a mapping, got {value!r}")
+                # A section's value is never shown: a DSN pasted where the section belongs is common.
+                problems.append(f"{path}{name}: expected a mapping, got {_kind(value)}")
                 continue
             kwargs[name] = _build(tp, value, f"{path}{name}.", problems)  # type: ignore[arg-type]
             continue
         ok, coerced = _coerce(value, tp)
         if not ok:
-            problems.append(f"{path}{name}: expected {_describe(tp)}, got {value!r}")
+            problems.append(f"{path}{name}: expected {_describe(tp)}, got {_shown(value, name)}")
             continue
         check = f.metadata.get("check")
         if check is not None and coerced is not None:
@@ -348,14 +396,14 @@ def _overlay_env(data: dict[str, Any], env: Mapping[str, str], problems: list[st
             raw = env[key]
         if raw is None:
             continue
-        node = data
+        node: Any = data
         for part in p[:-1]:
             child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
+            if child is None:
+                child = node[part] = {}
             node = child
-        node[p[-1]] = _env_value(raw, p, problems)
+        if isinstance(node, dict):  # else the section is not a mapping, and _build says so
+            node[p[-1]] = _env_value(raw, p, problems)
     standard = {variable for variable, _ in _STANDARD_SECRETS.values()}
     for key in env:
         if key.startswith(ENV_PREFIX) and key != CONFIG_ENV and key not in standard:
@@ -430,7 +478,11 @@ def load_config(
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+            # PyYAML's message quotes the offending line, which may hold a password: say where, not what.
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from exc
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -444,11 +496,16 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
-        node = data
+        node: Any = data
         *parents, leaf = dotted.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                break  # a section given as a scalar: _build reports it, the flag cannot land in it
+        else:
+            node[leaf] = value
     cfg = _build(Config, data, "", problems)
     secrets = _resolve_secrets(cfg, env, problems)
     if problems:

@@ -59,6 +59,7 @@ __all__ = [
     "transaction",
     "translate",
     "translated",
+    "untrack",
 ]
 
 SQL = sql.SQL
@@ -135,7 +136,7 @@ def connect(dsn: str, role: Role, timeouts: Timeouts, *, autocommit: bool = True
         f" -c idle_in_transaction_session_timeout={int(timeouts.idle_in_transaction_ms)}"
     )
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn,
             autocommit=autocommit,
             # libpq rounds connect_timeout to whole seconds and treats < 2 as 2.
@@ -144,6 +145,46 @@ def connect(dsn: str, role: Role, timeouts: Timeouts, *, autocommit: bool = True
             options=options,
         )
     except psycopg.Error as exc:
+        raise translate(exc) from exc
+    if role in UNTRACKED:
+        untrack(conn)
+    return conn
+
+
+#: Roles whose sessions pg_stat_statements should not record: the auditor EXPLAINs statements with sampled
+#: real values (an e-mail, a name), which must never become pg_stat_statements text.
+UNTRACKED = frozenset({Role.AUDITOR, Role.STAGING})
+
+
+_UNTRACK = "SELECT pg_catalog.set_config('pg_stat_statements.track', 'none', false)"
+
+
+def untrack(conn: Connection) -> bool:
+    """Stop pg_stat_statements recording this session's statements, where the role may; True if it may.
+
+    ``pg_stat_statements.track`` is superuser-settable: a superuser may, and on PostgreSQL 15+ so may a
+    role granted ``SET`` on it (``GRANT SET ON PARAMETER pg_stat_statements.track TO ...``). Other roles
+    carry on tracked (silently: nothing is wrong with them), and the auditor's text redaction still holds.
+    Set after connecting, not in the startup packet, because a refused startup option refuses the
+    connection. Not set when pg_stat_statements is not loaded (an unknown custom option would linger).
+    """
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_catalog.current_setting('pg_stat_statements.track', true)")
+            loaded = cur.fetchone()
+            done = loaded is not None and loaded[0] is not None
+            if done:
+                cur.execute(_UNTRACK)
+        if not conn.autocommit:
+            conn.commit()  # a session setting made in a transaction is undone by its rollback
+        return done
+    except pg_errors.InsufficientPrivilege:
+        if not conn.autocommit:
+            conn.rollback()
+        log.debug("pg_stat_statements.track stays on for this role (no SET privilege on it)")
+        return False
+    except psycopg.Error as exc:
+        conn.close()
         raise translate(exc) from exc
 
 

@@ -73,7 +73,7 @@ class SnapshotRow:
     shared_blks_hit: int
     shared_blks_read: int
     stats_since: datetime | None
-    query: str
+    query: str | None  # as pg_stat_statements has it: may carry literals until the auditor redacts it
 
     @property
     def key(self) -> tuple[int, int, int, bool]:
@@ -111,7 +111,10 @@ def read(conn: db.Connection) -> tuple[list[StatementRow], PgssInfoRow | None]:
 
 
 def read_snapshot(conn: db.Connection) -> list[SnapshotRow]:
-    """Top-level rows of pg_stat_statements with their text, as the auditor's snapshots store them."""
+    """Top-level rows of the connected database's pg_stat_statements, with their text as recorded.
+
+    The text may carry literals (utility statements, comments): callers redact it before keeping it.
+    """
     return db.fetch(conn, db.query(conn, QUERIES, "pgss_snapshot", pgss=_schema(conn)), None, SnapshotRow)
 
 
