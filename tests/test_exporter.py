@@ -37,8 +37,8 @@ CONTRACT_METRICS = {
     "pg_settings_max_connections",
     "pg_settings_superuser_reserved_connections",
     "pg_database_size_bytes",
-    "pg_stat_database_blks_hit_total",
-    "pg_stat_database_blks_read_total",
+    "pg_stat_database_blks_hit",
+    "pg_stat_database_blks_read",
     "pgarch_connections_used_ratio",
     "pgarch_query_duration_seconds_bucket",
     "pgarch_query_duration_seconds_sum",
@@ -101,7 +101,9 @@ def test_every_contract_metric_is_served_with_sane_values(pg_dsn: str, workload_
     assert 0 < (second.value("pgarch_connections_used_ratio") or 0) < 1
     assert second.value("pgarch_audit_last_success_timestamp_seconds") == 0, "no audit ran yet: zero-valued"
     labels = {k for f in second.families for s in f.samples for k in s.labels}
-    assert labels <= {"datname", "state", "le", "source", "collector", "action", "queryid"}, labels
+    allowed = {"datname", "datid", "state", "mode", "le", "source", "collector", "action", "queryid"}
+    allowed |= {"version", "short_version", "slot_name", "database", "slot_type", "wal_status"}
+    assert labels <= allowed, labels
 
 
 def test_settings_and_connections_match_the_server(
@@ -153,10 +155,10 @@ def test_database_size_and_cache_counters_match_pg_stat_database(
         "SELECT blks_hit, blks_read, pg_database_size(datname) FROM pg_stat_database WHERE datname = current_database()"
     ).fetchone()
     assert truth is not None
-    hit2 = second.value("pg_stat_database_blks_hit_total", datname=datname)
-    read2 = second.value("pg_stat_database_blks_read_total", datname=datname)
-    hit1 = first.value("pg_stat_database_blks_hit_total", datname=datname)
-    read1 = first.value("pg_stat_database_blks_read_total", datname=datname)
+    hit2 = second.one("pg_stat_database_blks_hit", datname=datname)
+    read2 = second.one("pg_stat_database_blks_read", datname=datname)
+    hit1 = first.one("pg_stat_database_blks_hit", datname=datname)
+    read1 = first.one("pg_stat_database_blks_read", datname=datname)
     assert None not in (hit1, hit2, read1, read2)
     assert hit2 is not None and read2 is not None and hit1 is not None and read1 is not None
     # The exporter's own later reads add a few hits; the counters it published cannot exceed the truth.

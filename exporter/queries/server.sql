@@ -14,4 +14,7 @@ SELECT
         AS shared_preload_libraries,
     (SELECT c.system_identifier::text FROM pg_catalog.pg_control_system() c) AS system_identifier,
     (SELECT count(*) FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = 'client backend')::integer
-        AS client_backends
+        AS client_backends,
+    pg_catalog.version() AS version,
+    pg_catalog.current_setting('server_version') AS server_version,
+    extract(epoch FROM pg_catalog.pg_postmaster_start_time())::float8 AS postmaster_start_time

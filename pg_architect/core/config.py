@@ -132,7 +132,9 @@ class ExporterConfig:
 class TargetConfig:
     """One monitored database for ``/probe?target=NAME``: its name and how to reach it (never in a URL)."""
 
-    name: str = _field("", lambda v: None if not v or re.fullmatch(r"[A-Za-z0-9_.:-]+", v) else "letters, digits, _.:- only")
+    name: str = _field(
+        "", lambda v: None if not v or re.fullmatch(r"[A-Za-z0-9_.:-]+", v) else "letters, digits, _.:- only"
+    )
     dsn: str | None = _field(None, _dsn)
     dsn_file: str | None = None
 
