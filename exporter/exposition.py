@@ -9,14 +9,24 @@ series exactly as its samples do. Families without samples are left out, as clie
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from prometheus_client.core import Metric
-from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _TYPES = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary"}
+
+
+def _value(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
 
 
 def _escape_help(text: str) -> str:
@@ -48,7 +58,7 @@ def encode(families: Iterable[Metric]) -> bytes:
         for sample in family.samples:
             if sample.labels:
                 labels = ",".join(f'{k}="{_escape_value(v)}"' for k, v in sample.labels.items())
-                out.append(f"{sample.name}{{{labels}}} {floatToGoString(sample.value)}\n")
+                out.append(f"{sample.name}{{{labels}}} {_value(sample.value)}\n")
             else:
-                out.append(f"{sample.name} {floatToGoString(sample.value)}\n")
+                out.append(f"{sample.name} {_value(sample.value)}\n")
     return "".join(out).encode("utf-8")

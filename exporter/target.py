@@ -5,7 +5,9 @@ Everything a target remembers lives in its ``Target`` object (never in module gl
 
 - runs in a worker thread, answered within the budget whatever the database does: at the deadline the
   waiter cancels the running statement and reports ``pg_up 0`` with no database-derived series;
-- is shared: scrapes that arrive while one collection runs wait for that one instead of starting more;
+- is shared: scrapes that arrive while one collection runs wait for that one instead of starting more, and a
+  collection abandoned at its deadline (a connection attempt hung behind a lock, say) ends before another
+  starts: a target never holds more than one connection for its scrapes;
 - uses one connection, every statement under statement and lock timeouts;
 - isolates collector groups: one failing sets its ``pgarch_scrape_collector_success`` to 0, the rest stand;
 - with ``exporter.statements_interval_s`` > 0 reads pg_stat_statements on its own interval, on its own
@@ -131,16 +133,27 @@ class Target:
         last = self._last
         if max_age_s > 0 and last is not None and started - last[0] <= max_age_s:
             return last[1], started - last[0]
-        with self._job_lock:
-            job = self._job
-            # Join a collection in progress unless it is already past its own deadline (abandoned).
-            if job is None or job.done.is_set() or job.abandoned or job.deadline <= started:
-                job = _Job(deadline=deadline)
-                self._job = job
-                threading.Thread(target=self._run, args=(job,), name=f"scrape-{self.name}", daemon=True).start()
+        while True:
+            with self._job_lock:
+                job = self._job
+                if job is None or job.done.is_set():
+                    job = _Job(deadline=deadline)
+                    self._job = job
+                    threading.Thread(target=self._run, args=(job,), name=f"scrape-{self.name}", daemon=True).start()
+                    break
+                if not (job.abandoned or job.deadline <= started):
+                    break  # join the collection in progress
+            # A collection past its deadline still holds (or is still opening) this target's one connection:
+            # wait for it to end rather than open a second one, within this scrape's budget.
+            if not job.done.wait(timeout=max(deadline - time.monotonic(), 0.0)):
+                reason = "the previous collection of this target is still stuck"
+                return self._down(time.monotonic() - started, reason=reason), 0.0
         if job.done.wait(timeout=max(deadline - time.monotonic(), 0.0)) and job.result is not None:
             return job.result, 0.0
-        self._abandon(job)
+        if time.monotonic() >= job.deadline:
+            # Only at the collection's own deadline: a scrape with a shorter budget that joined it gives up
+            # alone, and leaves the collection to the scrape still waiting for it.
+            self._abandon(job)
         return self._down(time.monotonic() - started, reason="the scrape budget ran out"), 0.0
 
     def _abandon(self, job: _Job) -> None:
@@ -184,9 +197,9 @@ class Target:
             raise
 
     def _connect(self, dsn: str, job: _Job) -> db.Connection:
-        """A connection that gives up connecting when the scrape's budget does (at most 10 s)."""
+        """A connection that gives up connecting when the scrape's budget does (at most database.connect_timeout_s)."""
         timeouts = db.policy(self.config, db.Role.EXPORTER)
-        connect_s = min(job.deadline - time.monotonic(), 10)
+        connect_s = min(job.deadline - time.monotonic(), timeouts.connect_s)
         return db.connect(dsn, db.Role.EXPORTER, dataclasses.replace(timeouts, connect_s=connect_s))
 
     def _checkin(self, conn: db.Connection, job: _Job) -> None:
