@@ -108,7 +108,7 @@ def view_reads(stats: psycopg.Connection[Any]) -> dict[str, int]:
     """How many times the exporter's role ran the cluster-wide reads, by what they read."""
     marks = {
         "pg_stat_database": "pg_stat_database_conflicts",
-        "pg_stat_activity (per state)": "idle in transaction (aborted)",
+        "pg_stat_activity": "max_tx_duration",
         "pg_locks": "pg_locks",
         "pg_stat_statements": "stats_since",
     }
