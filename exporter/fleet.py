@@ -86,9 +86,12 @@ class Fleet:
         probe = self.probes[name]
         started = time.monotonic()
         shared: list[tuple[list[Metric], float]] = []
-        # The server's part runs beside the database's own, both bounded by the same budget.
+        # The server's part runs beside the database's own. It is collected under the configured budget, not
+        # this probe's: a probe with a short timeout waits only its own budget, and the collection it leaves
+        # running is there for the next probes of the same server (a short timeout never starves it).
+        budget = self.config.exporter.scrape_budget_s
         reader = threading.Thread(
-            target=lambda: shared.append(probe.server.scrape_shared(budget_s, self.config.exporter.probe_cache_s)),
+            target=lambda: shared.append(probe.server.scrape_shared(budget, self.config.exporter.probe_cache_s)),
             name=f"probe-{name}",
             daemon=True,
         )

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client.core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.process_collector import ProcessCollector
 
 from pg_architect.core.config import Config
@@ -40,6 +41,16 @@ def scrape_budget(header: str | None, configured: float) -> float:
     except ValueError:
         offered = configured
     return max(min(configured, offered), 0.1)
+
+
+class _Families:
+    """Adapts one scrape's metric families to what prometheus_client's encoders expect."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
 
 
 class ExporterServer(ThreadingHTTPServer):
@@ -100,12 +111,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._families(fleet.probe(names[0], self._budget()))
 
     def _families(self, families: list[Metric]) -> None:
-        body = exposition.encode(families)
+        if "application/openmetrics-text" in self.headers.get("Accept", ""):
+            # OpenMetrics for clients that ask for it (Prometheus does); prometheus_client's writer keeps each
+            # counter's sample names as they are, so postgres_exporter's names survive here too.
+            body = openmetrics.generate_latest(_Families(families))  # type: ignore[arg-type,no-untyped-call,unused-ignore]
+            content_type = openmetrics.CONTENT_TYPE_LATEST
+        else:
+            body, content_type = exposition.encode(families), exposition.CONTENT_TYPE
         gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
         self._send(
             200,
             gzip.compress(body, compresslevel=1) if gzipped else body,
-            exposition.CONTENT_TYPE,
+            content_type,
             {"Content-Encoding": "gzip"} if gzipped else None,
         )
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import shutil
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,15 +19,18 @@ from pg_architect.exporter.fleet import Fleet, server_key
 from pg_architect.exporter.server import ExporterServer
 from pg_architect.exporter.target import APPLICATION_NAME
 from tests.exporter_helpers import Scrape, config
-from tests.stack import wait_for
+from tests.stack import PROMETHEUS, _start_listening, start_prometheus, wait_for
 
 HEALTHY = 48
 BUDGET_S = 120.0  # generous: a healthy probe proves it answered in time by pg_up 1, not by a stopwatch
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    pg = EmbeddedPostgres(Path(tmp_path_factory.mktemp("probe")) / "pg", port=free_port())
+def cluster() -> Iterator[EmbeddedPostgres]:
+    # Not under pytest's tmp_path: pytest narrows its base directory's permissions when later tests create
+    # their own, and the server runs as another user when the tests run as root.
+    root = Path(tempfile.mkdtemp(prefix="pgarch-probe-"))
+    pg = EmbeddedPostgres(root / "pg", port=free_port())
     pg.start()
     try:
         with psycopg.connect(pg.dsn(), autocommit=True) as conn:
@@ -35,6 +41,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgr
         yield pg
     finally:
         pg.destroy()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def fleet_config(pg: EmbeddedPostgres, **env: str) -> tuple[list[TargetConfig], dict[str, str]]:
@@ -177,3 +184,72 @@ def test_probe_endpoint_names_targets_and_never_takes_a_dsn(cluster: EmbeddedPos
         server.shutdown()
         server.server_close()
         fleet.close()
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="apt-get install prometheus")
+def test_prometheus_scrapes_probes_with_the_documented_relabelling(cluster: EmbeddedPostgres, tmp_path: Path) -> None:
+    import contextlib
+
+    import requests
+    import yaml
+
+    targets, _ = fleet_config(cluster)
+    config_file = tmp_path / "exporter.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [{"name": t.name, "dsn": t.dsn} for t in targets[:3]]
+                + [{"name": "stopped", "dsn": targets[-1].dsn}]
+            }
+        )
+    )
+    with contextlib.ExitStack() as stack:
+        # Targets only, no database.dsn: the exporter serves /probe (and its own process_* on /metrics).
+        _, base = _start_listening(
+            stack,
+            "exporter",
+            lambda port: [
+                sys.executable,
+                "-m",
+                "pg_architect",
+                "exporter",
+                "--config",
+                str(config_file),
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            "/healthz",
+            tmp_path / "exporter.log",
+        )
+        exporter_address = base.removeprefix("http://")
+        # The scrape configuration of docs/fleet.md, pointed at this exporter.
+        scrape = {
+            "job_name": "postgres",
+            "metrics_path": "/probe",
+            "scrape_interval": "2s",
+            "scrape_timeout": "2s",
+            "static_configs": [{"targets": ["db1", "db2", "stopped"], "labels": {"env": "test", "team": "dba"}}],
+            "relabel_configs": [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "target"},
+                {"target_label": "__address__", "replacement": exporter_address},
+            ],
+        }
+        prometheus = start_prometheus(
+            stack, {"global": {"scrape_interval": "2s"}, "scrape_configs": [scrape]}, tmp_path
+        )
+
+        def ups() -> dict[str, str] | None:
+            found = {r["metric"]["target"]: r["value"][1] for r in prometheus.vector("pg_up")}
+            return found if len(found) == 3 else None
+
+        up = wait_for(ups, 120, "Prometheus to scrape the three probes")
+        assert up == {"db1": "1", "db2": "1", "stopped": "0"}, up
+        hits = wait_for(lambda: prometheus.vector('pg_stat_database_blks_hit{target="db2"}'), 60, "block hits")
+        assert [(r["metric"]["datname"], r["metric"]["env"], r["metric"]["team"]) for r in hits] == [
+            ("db2", "test", "dba")
+        ], hits
+        metadata = requests.get(
+            f"{prometheus.base}/api/v1/metadata", params={"metric": "pg_stat_database_blks_hit"}, timeout=10
+        ).json()["data"]
+        assert metadata["pg_stat_database_blks_hit"][0]["type"] == "counter", metadata
