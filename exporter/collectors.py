@@ -323,9 +323,13 @@ def disk_metrics(usage: DiskUsage) -> list[Metric]:
 EMPTY_KPIS = KpiRow(0.0, 0.0, 0.0, 0, 0.0, 0.0, False, 0, 0, 0, 0, 0, 0, 0)
 
 
-def read_kpis(conn: db.Connection, system_identifier: str | None, datname: str) -> KpiRow:
-    present = db.fetch_one(conn, db.query(conn, QUERIES, "kb_present"), None, KbPresentRow)
-    if present is None or not present.present or system_identifier is None:
+def read_kpis(conn: db.Connection, system_identifier: str | None, datname: str, present: bool | None = None) -> KpiRow:
+    """The KPIs of (system_identifier, datname); ``present`` when the caller already knows whether the
+    knowledge base exists in ``conn``'s database (the server row says so for the audited database)."""
+    if present is None:
+        row = db.fetch_one(conn, db.query(conn, QUERIES, "kb_present"), None, KbPresentRow)
+        present = row is not None and row.present
+    if not present or system_identifier is None:
         return EMPTY_KPIS
     params = {"system_identifier": system_identifier, "datname": datname}
     return db.fetch_one(conn, db.query(conn, QUERIES, "kb_kpis"), params, KpiRow) or EMPTY_KPIS

@@ -21,6 +21,8 @@ class ServerRow:
     version: str
     server_version: str
     postmaster_start_time: float
+    conf_load_time: float
+    kb_present: bool
 
     @property
     def usable_connections(self) -> int:

@@ -115,6 +115,7 @@ class Target:
         self._warned: set[str] = set()
         self.collections = 0  # collections started, for tests and /healthz-style introspection
         self._pgss = _Statements()
+        self._settings: tuple[tuple[str | None, float], list[Metric]] | None = None
         self._pgss_lock = threading.Lock()
         # The last successful collection and when it finished (time.monotonic()), for scrape(max_age_s=...).
         self._last: tuple[float, list[Metric]] | None = None
@@ -258,9 +259,7 @@ class Target:
                 return metrics
 
             families += self._guarded(success, "databases", job, read_databases)
-            families += self._guarded(
-                success, "settings", job, lambda: compat.settings_families(collectors.read_settings(conn))
-            )
+            families += self._guarded(success, "settings", job, lambda: self._settings_metrics(conn, server))
             families += self._guarded(
                 success, "bgwriter", job, lambda: compat.bgwriter_families(collectors.read_bgwriter(conn))
             )
@@ -315,6 +314,14 @@ class Target:
         success[name] = True
         self._warned.discard(name)
         return families
+
+    def _settings_metrics(self, conn: db.Connection, server: ServerRow) -> list[Metric]:
+        # Settings change only when the configuration is (re)loaded: read them again when that time moves (or
+        # another server answers), not at every scrape; they are never older than the server's configuration.
+        key = (server.system_identifier, server.conf_load_time)
+        if self._settings is None or self._settings[0] != key:
+            self._settings = (key, compat.settings_families(collectors.read_settings(conn)))
+        return self._settings[1]
 
     def _activity_metrics(self, conn: db.Connection, server: ServerRow) -> list[Metric]:
         activity = collectors.read_activity(conn, server)
@@ -398,7 +405,8 @@ class Target:
 
     def _kpi_metrics(self, conn: db.Connection, server: ServerRow, job: _Job) -> list[Metric]:
         if self.kb_dsn is None:
-            return collectors.kpi_metrics(collectors.read_kpis(conn, server.system_identifier, server.current_datname))
+            kpis = collectors.read_kpis(conn, server.system_identifier, server.current_datname, server.kb_present)
+            return collectors.kpi_metrics(kpis)
         kb = self._kb_conn
         if kb is None or kb.closed:
             kb = self._kb_conn = self._connect(self.kb_dsn, job)

@@ -713,3 +713,26 @@ def test_statements_on_their_own_interval_serve_their_age_and_never_a_stale_coll
         "the statements collector to recover",
     )
     t.close()
+
+
+def test_settings_are_the_servers_configuration_and_follow_a_reload(
+    pg_dsn: str, postgresql: psycopg.Connection
+) -> None:
+    postgresql.autocommit = True
+    t = target(pg_dsn, exporter_scrape_budget_s="7")
+    first = scrape(t)
+    # The exporter's session runs under its own timeouts (7 s here): it cannot report the server's, so it does not.
+    assert first.value("pg_settings_statement_timeout_seconds") is None
+    assert first.value("pg_settings_work_mem_bytes") is not None
+    before = first.value("pg_settings_random_page_cost")
+    postgresql.execute("ALTER SYSTEM SET random_page_cost = 1.7")
+    try:
+        postgresql.execute("SELECT pg_reload_conf()")
+        wait_for(
+            lambda: scrape(t).value("pg_settings_random_page_cost") == 1.7, 60, "the reloaded setting to be served"
+        )
+    finally:
+        postgresql.execute("ALTER SYSTEM RESET random_page_cost")
+        postgresql.execute("SELECT pg_reload_conf()")
+    wait_for(lambda: scrape(t).value("pg_settings_random_page_cost") == before, 60, "the reset to be served")
+    t.close()
