@@ -173,18 +173,31 @@ def stop_event() -> threading.Event:
 
 
 def cmd_exporter(args: argparse.Namespace) -> int:
+    from pg_architect.exporter.fleet import Fleet
     from pg_architect.exporter.server import ExporterServer, serve
     from pg_architect.exporter.target import Target
 
     cfg = load(args, **{"exporter.listen": args.listen})
     host, port = parse_listen(cfg.exporter.listen)
-    with database(cfg) as (dsn, kb_dsn):
-        target = Target("default", dsn, cfg, kb_dsn=kb_dsn)
+    fleet = Fleet(cfg) if cfg.targets else None
+    # With targets and no database.dsn of its own, /metrics serves the exporter's process_* series only
+    # (and no embedded server is started).
+    default_database = not cfg.targets or cfg.database.dsn != EMBEDDED
+    with contextlib.ExitStack() as stack:
+        target = None
+        if default_database:
+            dsn, kb_dsn = stack.enter_context(database(cfg))
+            target = Target("default", dsn, cfg, kb_dsn=kb_dsn)
         try:
-            server = ExporterServer((host, port), target)
+            server = ExporterServer((host, port), target, fleet=fleet, config=cfg)
         except OSError as exc:
             raise PgArchitectError(f"cannot listen on {cfg.exporter.listen}: {exc.strerror or exc}") from exc
-        log.info("exporter listening on http://%s:%d/metrics", host, server.server_port)
+        log.info(
+            "exporter listening on http://%s:%d/metrics%s",
+            host,
+            server.server_port,
+            f" and /probe?target=NAME ({len(cfg.targets)} targets)" if cfg.targets else "",
+        )
         serve(server, stop_event())
     return 0
 
