@@ -61,10 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-mean-ms", type=float, metavar="MS")
     p.add_argument("--limit", type=int, metavar="N")
     p.add_argument("--dry-run", action="store_true", help="store to the knowledge base; open no PR, send nothing")
+    p.add_argument("--target", metavar="NAME", help="only this database of targets (default: every target)")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("snapshot", help="take the daily pg_stat_statements and health snapshot now")
     _common(p)
+    p.add_argument("--target", metavar="NAME", help="only this database of targets (default: every target)")
     p.set_defaults(func=cmd_snapshot)
 
     p = sub.add_parser("report", help="print the last audit's report from the knowledge base")
@@ -140,8 +142,10 @@ def load(args: argparse.Namespace, **overrides: Any) -> Config:
 
 @contextlib.contextmanager
 def database(cfg: Config) -> Iterator[tuple[str, str]]:
-    """The audited DSN and the knowledge base's DSN, starting the embedded server when asked to."""
-    if cfg.database.dsn != EMBEDDED and cfg.database.kb_dsn != EMBEDDED:
+    """The audited DSN and the knowledge base's DSN, starting the embedded server when asked to (with targets
+    and an external knowledge base, the default ``database.dsn: embedded`` is not used, so not started)."""
+    targets_only = bool(cfg.targets) and cfg.database.dsn == EMBEDDED and cfg.database.kb_dsn not in (None, EMBEDDED)
+    if targets_only or (cfg.database.dsn != EMBEDDED and cfg.database.kb_dsn != EMBEDDED):
         yield cfg.database.dsn, cfg.kb_dsn
         return
     from pathlib import Path
@@ -243,19 +247,35 @@ def _interrupt_on_sigterm() -> None:
 def cmd_audit(args: argparse.Namespace) -> int:
     from pg_architect.auditor.audit import AuditOptions, run_audit
     from pg_architect.auditor.report import render
+    from pg_architect.auditor.targets import DEFAULT as DEFAULT_TARGET
 
     _interrupt_on_sigterm()
     cfg = load(args)
     options = AuditOptions.from_config(
         cfg, min_calls=args.min_calls, min_mean_ms=args.min_mean_ms, limit=args.limit, dry_run=args.dry_run
     )
+    failed = 0
     with database(cfg) as (dsn, kb_dsn):
-        report = run_audit(cfg, dsn, kb_dsn, options, _progress(sys.stderr.isatty() or args.format == "text"))
-    print(render(report, args.format))
-    if report.status != "ok":
-        print(f"pg-architect: audit {report.run_id} failed: {redact(report.error or report.status)}", file=sys.stderr)
-        return 1
-    return 0
+        for target in _audited(cfg, args, dsn):
+            progress = _progress(sys.stderr.isatty() or args.format == "text")
+            if target.name != DEFAULT_TARGET:
+                progress(f"target {target.name}")
+            report = run_audit(cfg, target.dsn, kb_dsn, options, progress)
+            print(render(report, args.format))
+            if report.status != "ok":
+                failed += 1
+                error = redact(report.error or report.status)
+                print(f"pg-architect: audit {report.run_id} of {target.name} failed: {error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _audited(cfg: Config, args: argparse.Namespace, dsn: str) -> list[Any]:
+    """The databases a command works on: ``--dsn`` or ``database.dsn``, else the configured targets."""
+    from pg_architect.auditor.targets import audit_targets
+
+    only = getattr(args, "target", None)
+    single = args.dsn is not None or cfg.database.dsn != EMBEDDED or not cfg.targets
+    return audit_targets(cfg, dsn if single and only is None else None, only)
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -263,8 +283,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
     cfg = load(args)
     with database(cfg) as (dsn, kb_dsn):
-        summary = take_snapshot(cfg, dsn, kb_dsn)
-    print(summary)
+        for target in _audited(cfg, args, dsn):
+            print(take_snapshot(cfg, target.dsn, kb_dsn))
     return 0
 
 
@@ -326,7 +346,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = load(args)
     stop = stop_event()
     with database(cfg) as (dsn, kb_dsn):
-        daemon.run(cfg, dsn, kb_dsn, stop)
+        daemon.run(cfg, dsn, kb_dsn, stop, targets=_audited(cfg, args, dsn))
     return 0
 
 
