@@ -90,8 +90,8 @@ class Auditor:
 
     def run(self) -> AuditReport:
         ident = window.identity(self.conn)
-        with self.kb.audit_lock():
-            target_id = self.kb.register_target(ident.system_identifier, ident.datname, ident.server_version_num)
+        target_id = self.kb.register_target(ident.system_identifier, ident.datname, ident.server_version_num)
+        with self.kb.audit_lock(target_id):
             run_id, started_at = self.kb.start_run(target_id, self.options.trigger, self.options.dry_run)
             self.progress(f"audit {run_id} of database {ident.datname} started")
             try:

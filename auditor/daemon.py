@@ -28,6 +28,8 @@ from pg_architect.auditor.scheduler import (
     catch_up_audit,
 )
 from pg_architect.auditor.snapshot import take_snapshot
+from pg_architect.auditor.targets import DEFAULT as DEFAULT_TARGET
+from pg_architect.auditor.targets import AuditTarget, replica_name
 from pg_architect.core import db
 from pg_architect.core.config import Config, parse_listen
 from pg_architect.core.errors import AuditAlreadyRunning, PgArchitectError, redact
@@ -50,10 +52,12 @@ class AuditRunner:
     """One audit at a time in this process (API and schedule alike); the knowledge base's advisory lock
     covers other processes, and its AuditAlreadyRunning reaches the API caller as 409."""
 
-    def __init__(self, cfg: Config, dsn: str, kb_dsn: str) -> None:
+    def __init__(self, cfg: Config, dsn: str, kb_dsn: str, targets: list[AuditTarget] | None = None) -> None:
         self.cfg = cfg
         self.dsn = dsn
         self.kb_dsn = kb_dsn
+        # What the admin API's run-audit audits: every target in turn (or the one database).
+        self.targets = targets or [AuditTarget(DEFAULT_TARGET, dsn)]
         self._busy = threading.Lock()
         self._threads: list[threading.Thread] = []
 
@@ -96,7 +100,9 @@ class AuditRunner:
 
     def _run(self, options: AuditOptions, outcome: _Outcome) -> None:
         try:
-            outcome.report = run_audit(self.cfg, self.dsn, self.kb_dsn, options)
+            for target in self.targets:
+                report = run_audit(self.cfg, target.dsn, self.kb_dsn, options)
+                outcome.report = outcome.report or report
         except BaseException as exc:
             outcome.error = exc
             log.error("audit (%s) failed: %s", options.trigger, redact(str(exc)) or type(exc).__name__)
@@ -104,13 +110,14 @@ class AuditRunner:
             self._busy.release()
             outcome.done.set()
 
-    def run_blocking(self, options: AuditOptions) -> AuditReport | None:
-        """Run an audit on the calling thread; None (logged) when one is already running."""
+    def run_blocking(self, options: AuditOptions, target: AuditTarget | None = None) -> AuditReport | None:
+        """Run an audit of ``target`` (the one database by default) on the calling thread; None (logged) when
+        one is already running."""
         if not self._busy.acquire(blocking=False):
             log.warning("scheduled audit skipped: an audit is already running in this daemon")
             return None
         try:
-            return run_audit(self.cfg, self.dsn, self.kb_dsn, options)
+            return run_audit(self.cfg, (target or self.targets[0]).dsn, self.kb_dsn, options)
         except AuditAlreadyRunning as exc:
             log.warning("scheduled audit skipped: %s", exc)
             return None
@@ -130,45 +137,67 @@ class Daemon:
         self.dsn = dsn
         self.kb_dsn = kb_dsn
         self.runner = runner
-        self.jobs: dict[str, Callable[[], None]] = {
+        self.jobs: dict[str, Callable[[datetime | None], None]] = {
             WEEKLY_AUDIT: self.weekly_audit,
             DAILY_SNAPSHOT: self.daily_snapshot,
             WEEKLY_REPORT: self.weekly_report,
         }
         self._threads: dict[str, threading.Thread] = {}
+        self.replica = replica_name()
 
-    def launch(self, name: str) -> None:
-        """Run job ``name`` on its own thread, unless its previous run is still going."""
+    def launch(self, name: str, slot: datetime | None = None) -> None:
+        """Run job ``name`` (for its scheduled ``slot``) on its own thread, unless its previous run is still going."""
         previous = self._threads.get(name)
         if previous is not None and previous.is_alive():
             log.warning("%s skipped: its previous run is still going", name)
             return
-        thread = threading.Thread(target=self._guarded, args=(name,), name=name, daemon=True)
+        thread = threading.Thread(target=self._guarded, args=(name, slot), name=name, daemon=True)
         self._threads[name] = thread
         thread.start()
 
-    def _guarded(self, name: str) -> None:
+    def _guarded(self, name: str, slot: datetime | None = None) -> None:
         log.info("%s: starting", name)
         try:
-            self.jobs[name]()
+            self.jobs[name](slot)
         except Exception as exc:  # a failing job never takes the daemon down
             log.error("%s failed: %s", name, redact(str(exc)) or type(exc).__name__)
             log.debug("%s failed", name, exc_info=True)
 
-    def weekly_audit(self) -> None:
-        report = self.runner.run_blocking(AuditOptions.from_config(self.cfg, trigger="schedule"))
-        if report is not None:
-            log.info(
-                "weekly audit %s done: %d recommendation(s) for %d slow statement(s)",
-                report.run_id,
-                report.kpis.recommended,
-                report.kpis.slow_queries,
-            )
+    def _mine(self, job: str, slot: datetime | None) -> list[AuditTarget]:
+        """The targets this replica runs ``job`` for in ``slot``: those whose claim it won (all of them for a run
+        outside the schedule, such as a catch-up without a known slot)."""
+        if slot is None:
+            return list(self.runner.targets)
+        kb = self._open_kb()
+        try:
+            mine = [t for t in self.runner.targets if kb.claim_job(t.name, job, slot, self.replica)]
+        finally:
+            kb.close()
+        skipped = [t.name for t in self.runner.targets if t not in mine]
+        if skipped:
+            log.info("%s: %s claimed by another replica for %s", job, ", ".join(skipped), slot.isoformat())
+        return mine
 
-    def daily_snapshot(self) -> None:
-        log.info("daily snapshot: %s", take_snapshot(self.cfg, self.dsn, self.kb_dsn, kind="daily"))
+    def weekly_audit(self, slot: datetime | None = None) -> None:
+        for target in self._mine(WEEKLY_AUDIT, slot):
+            report = self.runner.run_blocking(AuditOptions.from_config(self.cfg, trigger="schedule"), target)
+            if report is not None:
+                log.info(
+                    "weekly audit %s of %s done: %d recommendation(s) for %d slow statement(s)",
+                    report.run_id,
+                    target.name,
+                    report.kpis.recommended,
+                    report.kpis.slow_queries,
+                )
 
-    def weekly_report(self) -> None:
+    def daily_snapshot(self, slot: datetime | None = None) -> None:
+        for target in self._mine(DAILY_SNAPSHOT, slot):
+            try:
+                log.info("daily snapshot: %s", take_snapshot(self.cfg, target.dsn, self.kb_dsn, kind="daily"))
+            except PgArchitectError as exc:  # one unreachable target never stops the others
+                log.error("daily snapshot of %s failed: %s", target.name, redact(str(exc)))
+
+    def weekly_report(self, slot: datetime | None = None) -> None:
         kb = self._open_kb()
         try:
             doc = kb.latest_report("ok")
@@ -203,10 +232,12 @@ def run(
     kb_dsn: str,
     stop: threading.Event,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    targets: list[AuditTarget] | None = None,
 ) -> None:
-    """Serve the admin API and run the schedule until ``stop`` is set."""
+    """Serve the admin API and run the schedule for ``targets`` (the one database ``dsn`` by default) until
+    ``stop`` is set."""
     schedule = Schedule.from_config(cfg.auditor.schedule)
-    runner = AuditRunner(cfg, dsn, kb_dsn)
+    runner = AuditRunner(cfg, dsn, kb_dsn, targets)
     daemon = Daemon(cfg, dsn, kb_dsn, runner)
     host, port = parse_listen(cfg.auditor.api.listen)
     try:
@@ -227,7 +258,10 @@ def run(
         else:
             if catch_up_audit(last, now):
                 log.info("catch-up: the last successful audit started %s, over 7 days ago; auditing now", last)
-                daemon.launch(WEEKLY_AUDIT)
+                assert last is not None
+                # The missed slot, the same for every replica reading this knowledge base: one catch-up each.
+                weekly = next(job for job in schedule.jobs if job.name == WEEKLY_AUDIT)
+                daemon.launch(WEEKLY_AUDIT, schedule.next_slot(weekly, last))
         server_thread.start()
         log.info("admin API listening on http://%s:%d (timezone %s)", host, server.server_port, schedule.tz.key)
         tracker = Tracker(schedule, now)
@@ -235,8 +269,8 @@ def run(
             log.info("next %s at %s", name, when.astimezone(schedule.tz).isoformat())
         while not stop.is_set():
             now = clock()
-            for name in tracker.due(now):
-                daemon.launch(name)
+            for name, slot in tracker.due_slots(now):
+                daemon.launch(name, slot)
             wait = (tracker.next_due() - clock()).total_seconds()
             stop.wait(min(TICK_S, max(wait, 0.0)))
     finally:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Advisory lock keys (arbitrary, fixed): one for migrations, one for "an audit is running".
 MIGRATION_LOCK = 0x70676172636801
-AUDIT_LOCK = 0x70676172636802
+AUDIT_LOCK = 0x70676172636802  # the base of the per-target audit locks (audit_lock_key)
 _MIGRATION = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 
@@ -128,6 +128,11 @@ class Optimization:
         return doc
 
 
+def audit_lock_key(target_id: int) -> int:
+    """The advisory lock key of one target's audits (one bigint per target, above the fixed keys)."""
+    return (AUDIT_LOCK << 8) + target_id
+
+
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every migration shipped with the auditor, in order."""
     found = []
@@ -203,18 +208,26 @@ class KnowledgeBase:
         return row.target_id
 
     @contextlib.contextmanager
-    def audit_lock(self) -> Iterator[list[str]]:
-        """Hold the one-audit-at-a-time lock; yields the ids of stale runs it marked failed."""
-        if not db.advisory_lock(self.conn, AUDIT_LOCK):
-            raise AuditAlreadyRunning("another audit is running on this knowledge base")
+    def audit_lock(self, target_id: int) -> Iterator[list[str]]:
+        """Hold the one-audit-at-a-time lock of one target (other targets' audits go on in other replicas);
+        yields the ids of this target's stale runs it marked failed."""
+        key = audit_lock_key(target_id)
+        if not db.advisory_lock(self.conn, key):
+            raise AuditAlreadyRunning("another audit of this database is running on this knowledge base")
         try:
-            stale = [r.run_id for r in db.fetch(self.conn, self._sql("kb_fail_stale_runs"), None, _RunId)]
+            params = {"target_id": target_id}
+            stale = [r.run_id for r in db.fetch(self.conn, self._sql("kb_fail_stale_runs"), params, _RunId)]
             if stale:
                 log.warning("marked %d interrupted audit run(s) as failed: %s", len(stale), ", ".join(stale))
             yield stale
         finally:
             with contextlib.suppress(DatabaseError):
-                db.advisory_unlock(self.conn, AUDIT_LOCK)
+                db.advisory_unlock(self.conn, key)
+
+    def claim_job(self, target: str, job: str, slot: datetime, by: str) -> bool:
+        """Claim ``job`` of ``target`` for its ``slot``; True for exactly one replica."""
+        params = {"target": target, "job": job, "slot": slot, "by": by}
+        return db.fetch_value(self.conn, self._sql("kb_claim_job"), params) is not None
 
     # -- runs --------------------------------------------------------------------------------------
     def start_run(self, target_id: int, trigger: str, dry_run: bool) -> tuple[str, datetime]:

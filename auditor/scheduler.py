@@ -93,10 +93,14 @@ class Tracker:
 
     def due(self, now_utc: datetime) -> list[str]:
         """The jobs whose slot has come; each is then moved to its first slot after ``now_utc``."""
+        return [name for name, _slot in self.due_slots(now_utc)]
+
+    def due_slots(self, now_utc: datetime) -> list[tuple[str, datetime]]:
+        """(job, the slot it is due for): replicas that share a knowledge base claim a job by its slot."""
         ready = []
         for job in self.schedule.jobs:
             if self.pending[job.name] <= now_utc:
-                ready.append(job.name)
+                ready.append((job.name, self.pending[job.name]))
                 self.pending[job.name] = self.schedule.next_slot(job, now_utc)
         return ready
 

@@ -18,8 +18,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from pg_architect.core import db, pgss
 from pg_architect.core.errors import DatabaseError
 from pg_architect.core.pgss import PgssInfoRow, StatementRow, StatementWindow
+from pg_architect.exporter import compat
 from pg_architect.exporter.latency import BUCKETS, Interval, Mixture, row_quantile
-from pg_architect.exporter.models import ActivityRow, DatabaseRow, DatabaseSizeRow, KbPresentRow, KpiRow, ServerRow
+from pg_architect.exporter.models import (
+    ActivityRow,
+    BgwriterRow,
+    DatabaseRow,
+    DatabaseSizeRow,
+    KbPresentRow,
+    KpiRow,
+    LockRow,
+    ReplicationRow,
+    ServerRow,
+    SettingRow,
+)
 from pg_architect.exporter.queries import QUERIES
 from pg_architect.exporter.statements import by_database
 
@@ -59,7 +71,29 @@ def server_metrics(server: ServerRow, activity: Sequence[ActivityRow]) -> list[M
     )
     usable = server.usable_connections
     ratio.add_metric([], server.client_backends / usable if usable > 0 else 1.0)
-    return [max_conn, reserved, count, ratio]
+    return [max_conn, reserved, count, ratio, *compat.server_families(server)]
+
+
+def read_locks(conn: db.Connection) -> list[LockRow]:
+    return db.fetch(conn, db.query(conn, QUERIES, "locks"), None, LockRow)
+
+
+def read_settings(conn: db.Connection) -> list[SettingRow]:
+    # max_connections and superuser_reserved_connections come with the server row (server_metrics).
+    names = [n for n in compat.SETTINGS if n not in ("max_connections", "superuser_reserved_connections")]
+    return db.fetch(conn, db.query(conn, QUERIES, "settings"), {"names": names}, SettingRow)
+
+
+def read_bgwriter(conn: db.Connection) -> BgwriterRow:
+    row = db.fetch_one(conn, db.query(conn, QUERIES, "bgwriter"), None, BgwriterRow)
+    assert row is not None  # one-row views
+    return row
+
+
+def read_replication(conn: db.Connection) -> ReplicationRow:
+    row = db.fetch_one(conn, db.query(conn, QUERIES, "replication"), None, ReplicationRow)
+    assert row is not None  # pg_stat_archiver has exactly one row
+    return row
 
 
 # -- databases: sizes and cache -----------------------------------------------------------------
@@ -82,8 +116,6 @@ def database_metrics(rows: Sequence[DatabaseRow], previous: dict[str, tuple[int,
         "Disk space used by the database (read at most every exporter.database_size_interval_s).",
         labels=["datname"],
     )
-    hit = CounterMetricFamily("pg_stat_database_blks_hit", "Buffer cache hits.", labels=["datname"])
-    read = CounterMetricFamily("pg_stat_database_blks_read", "Blocks read from disk (or OS cache).", labels=["datname"])
     ratio = GaugeMetricFamily(
         "pgarch_cache_hit_ratio",
         "blks_hit / (blks_hit + blks_read) between the last two scrapes; absent when no block was touched.",
@@ -91,15 +123,13 @@ def database_metrics(rows: Sequence[DatabaseRow], previous: dict[str, tuple[int,
     )
     for row in rows:
         size.add_metric([row.datname], row.size_bytes)
-        hit.add_metric([row.datname], row.blks_hit)
-        read.add_metric([row.datname], row.blks_read)
         if previous is not None and row.datname in previous:
             prev_hit, prev_read = previous[row.datname]
             d_hit, d_read = row.blks_hit - prev_hit, row.blks_read - prev_read
             # Counters reset (pg_stat_reset) or no block touched: no ratio rather than a made-up one.
             if d_hit >= 0 and d_read >= 0 and d_hit + d_read > 0:
                 ratio.add_metric([row.datname], d_hit / (d_hit + d_read))
-    return [size, hit, read, ratio]
+    return [size, ratio, *compat.database_families(rows)]
 
 
 # -- statements: the latency histogram and p95 ---------------------------------------------------
@@ -293,9 +323,13 @@ def disk_metrics(usage: DiskUsage) -> list[Metric]:
 EMPTY_KPIS = KpiRow(0.0, 0.0, 0.0, 0, 0.0, 0.0, False, 0, 0, 0, 0, 0, 0, 0)
 
 
-def read_kpis(conn: db.Connection, system_identifier: str | None, datname: str) -> KpiRow:
-    present = db.fetch_one(conn, db.query(conn, QUERIES, "kb_present"), None, KbPresentRow)
-    if present is None or not present.present or system_identifier is None:
+def read_kpis(conn: db.Connection, system_identifier: str | None, datname: str, present: bool | None = None) -> KpiRow:
+    """The KPIs of (system_identifier, datname); ``present`` when the caller already knows whether the
+    knowledge base exists in ``conn``'s database (the server row says so for the audited database)."""
+    if present is None:
+        row = db.fetch_one(conn, db.query(conn, QUERIES, "kb_present"), None, KbPresentRow)
+        present = row is not None and row.present
+    if not present or system_identifier is None:
         return EMPTY_KPIS
     params = {"system_identifier": system_identifier, "datname": datname}
     return db.fetch_one(conn, db.query(conn, QUERIES, "kb_kpis"), params, KpiRow) or EMPTY_KPIS

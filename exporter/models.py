@@ -18,6 +18,11 @@ class ServerRow:
     shared_preload_libraries: str | None
     system_identifier: str | None
     client_backends: int
+    version: str
+    server_version: str
+    postmaster_start_time: float
+    conf_load_time: float
+    kb_present: bool
 
     @property
     def usable_connections(self) -> int:
@@ -35,14 +40,87 @@ class ActivityRow:
     datname: str
     state: str
     count: int
+    max_tx_duration: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LockRow:
+    datname: str
+    mode: str
+    count: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BgwriterRow:
+    """pg_stat_bgwriter, and from PostgreSQL 17 pg_stat_checkpointer (None: not in this version)."""
+
+    checkpoints_timed: float
+    checkpoints_req: float
+    checkpoint_write_time: float
+    checkpoint_sync_time: float
+    buffers_checkpoint: float
+    buffers_clean: float
+    maxwritten_clean: float
+    buffers_backend: float | None
+    buffers_backend_fsync: float | None
+    buffers_alloc: float
+    stats_reset: float
+    restartpoints_timed: float | None
+    restartpoints_req: float | None
+    restartpoints_done: float | None
+    checkpointer_stats_reset: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplicationRow:
+    is_replica: bool
+    lag_seconds: float
+    last_replay_seconds: float | None
+    archived_count: float
+    failed_count: float
+    last_archive_age: float | None
+    slots: list[dict[str, object]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SettingRow:
+    name: str
+    setting: str
+    unit: str
+    vartype: str
+    short_desc: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DatabaseRow:
+    """pg_stat_database and pg_stat_database_conflicts of one database (times in ms, as the view has them)."""
+
     dbid: int
     datname: str
     blks_hit: int
     blks_read: int
+    connection_limit: int = -1
+    numbackends: int = 0
+    xact_commit: int = 0
+    xact_rollback: int = 0
+    tup_returned: int = 0
+    tup_fetched: int = 0
+    tup_inserted: int = 0
+    tup_updated: int = 0
+    tup_deleted: int = 0
+    conflicts: int = 0
+    temp_files: int = 0
+    temp_bytes: int = 0
+    deadlocks: int = 0
+    blk_read_time: float = 0.0
+    blk_write_time: float = 0.0
+    stats_reset: float | None = None
+    active_time: float | None = None
+    confl_tablespace: int = 0
+    confl_lock: int = 0
+    confl_snapshot: int = 0
+    confl_bufferpin: int = 0
+    confl_deadlock: int = 0
     size_bytes: int = 0  # from database_sizes.sql, refreshed less often (exporter.database_size_interval_s)
 
 

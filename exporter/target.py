@@ -5,9 +5,15 @@ Everything a target remembers lives in its ``Target`` object (never in module gl
 
 - runs in a worker thread, answered within the budget whatever the database does: at the deadline the
   waiter cancels the running statement and reports ``pg_up 0`` with no database-derived series;
-- is shared: scrapes that arrive while one collection runs wait for that one instead of starting more;
+- is shared: scrapes that arrive while one collection runs wait for that one instead of starting more, and a
+  collection abandoned at its deadline (a connection attempt hung behind a lock, say) ends before another
+  starts: a target never holds more than one connection for its scrapes;
 - uses one connection, every statement under statement and lock timeouts;
-- isolates collector groups: one failing sets its ``pgarch_scrape_collector_success`` to 0, the rest stand.
+- isolates collector groups: one failing sets its ``pgarch_scrape_collector_success`` to 0, the rest stand;
+- with ``exporter.statements_interval_s`` > 0 reads pg_stat_statements on its own interval, on its own
+  connection, off the scrape's path: a scrape serves the last collection with its age
+  (``pgarch_statements_collection_age_seconds``), and none at all once it is older than two intervals plus a
+  budget (the ``statements`` collector then reports 0).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -24,13 +30,24 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from pg_architect.core import db
 from pg_architect.core.config import Config
 from pg_architect.core.errors import DatabaseError, DatabaseUnavailable, PgArchitectError, QueryTimeout, redact
-from pg_architect.exporter import collectors
+from pg_architect.exporter import collectors, compat
 from pg_architect.exporter.models import DatabaseRow, ServerRow
 from pg_architect.exporter.statements import StatementTracker
 
 log = logging.getLogger(__name__)
 
-COLLECTORS = ("server", "activity", "databases", "statements", "disk", "knowledge_base")
+COLLECTORS = (
+    "server",
+    "activity",
+    "locks",
+    "databases",
+    "settings",
+    "bgwriter",
+    "replication",
+    "statements",
+    "disk",
+    "knowledge_base",
+)
 APPLICATION_NAME = db.Role.EXPORTER.value
 
 
@@ -48,12 +65,39 @@ class _Job:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
-class Target:
-    """A database server to scrape, with everything it remembers between scrapes."""
+@dataclasses.dataclass
+class _Statements:
+    """The last pg_stat_statements collection: its families, when it was taken, and whether one runs now."""
 
-    def __init__(self, name: str, dsn: str, config: Config, *, kb_dsn: str | None = None) -> None:
+    families: list[Metric] = dataclasses.field(default_factory=list)
+    taken_at: float | None = None  # time.monotonic() when the collection started
+    running: bool = False
+    conn: db.Connection | None = None
+
+
+class Target:
+    """A database server to scrape, with everything it remembers between scrapes.
+
+    ``groups`` limits the collector groups run (``server`` always runs): ``/probe`` runs the cluster-wide
+    groups once per server and the per-database ones (``knowledge_base``) per database. ``fallback_dsns``
+    are other databases of the same server, tried in turn when ``dsn`` cannot be connected to.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        dsn: str,
+        config: Config,
+        *,
+        kb_dsn: str | None = None,
+        groups: Collection[str] = COLLECTORS,
+        fallback_dsns: Sequence[str] = (),
+    ) -> None:
         self.name = name
         self.dsn = dsn
+        self._dsns = [dsn, *(d for d in fallback_dsns if d != dsn)]
+        self.groups = tuple(g for g in COLLECTORS if g in groups or g == "server")
+        self.datname: str | None = None  # the connected database, once known
         self.kb_dsn = kb_dsn if kb_dsn and kb_dsn != dsn else None
         self.config = config
         self._conn: db.Connection | None = None
@@ -70,24 +114,48 @@ class Target:
         self._system_identifier: str | None = None
         self._warned: set[str] = set()
         self.collections = 0  # collections started, for tests and /healthz-style introspection
+        self._pgss = _Statements()
+        self._settings: tuple[tuple[str | None, float], list[Metric]] | None = None
+        self._pgss_lock = threading.Lock()
+        # The last successful collection and when it finished (time.monotonic()), for scrape(max_age_s=...).
+        self._last: tuple[float, list[Metric]] | None = None
 
     # -- scraping -------------------------------------------------------------------------------
     def scrape(self, budget_s: float | None = None) -> list[Metric]:
         """Collect every metric family, answering within ``budget_s`` seconds."""
+        return self.scrape_shared(budget_s)[0]
+
+    def scrape_shared(self, budget_s: float | None = None, max_age_s: float = 0.0) -> tuple[list[Metric], float]:
+        """Like :meth:`scrape`, but a successful collection that finished at most ``max_age_s`` ago is served
+        again instead of starting one; returns the families and their age in seconds."""
         budget = min(budget_s or self.config.exporter.scrape_budget_s, self.config.exporter.scrape_budget_s)
         started = time.monotonic()
         deadline = started + budget
-        with self._job_lock:
-            job = self._job
-            # Join a collection in progress unless it is already past its own deadline (abandoned).
-            if job is None or job.done.is_set() or job.abandoned or job.deadline <= started:
-                job = _Job(deadline=deadline)
-                self._job = job
-                threading.Thread(target=self._run, args=(job,), name=f"scrape-{self.name}", daemon=True).start()
+        last = self._last
+        if max_age_s > 0 and last is not None and started - last[0] <= max_age_s:
+            return last[1], started - last[0]
+        while True:
+            with self._job_lock:
+                job = self._job
+                if job is None or job.done.is_set():
+                    job = _Job(deadline=deadline)
+                    self._job = job
+                    threading.Thread(target=self._run, args=(job,), name=f"scrape-{self.name}", daemon=True).start()
+                    break
+                if not (job.abandoned or job.deadline <= started):
+                    break  # join the collection in progress
+            # A collection past its deadline still holds (or is still opening) this target's one connection:
+            # wait for it to end rather than open a second one, within this scrape's budget.
+            if not job.done.wait(timeout=max(deadline - time.monotonic(), 0.0)):
+                reason = "the previous collection of this target is still stuck"
+                return self._down(time.monotonic() - started, reason=reason), 0.0
         if job.done.wait(timeout=max(deadline - time.monotonic(), 0.0)) and job.result is not None:
-            return job.result
-        self._abandon(job)
-        return self._down(time.monotonic() - started, reason="the scrape budget ran out")
+            return job.result, 0.0
+        if time.monotonic() >= job.deadline:
+            # Only at the collection's own deadline: a scrape with a shorter budget that joined it gives up
+            # alone, and leaves the collection to the scrape still waiting for it.
+            self._abandon(job)
+        return self._down(time.monotonic() - started, reason="the scrape budget ran out"), 0.0
 
     def _abandon(self, job: _Job) -> None:
         with job.lock:
@@ -102,6 +170,8 @@ class Target:
         started = time.monotonic()
         try:
             job.result = self._collect(job, started)
+            if _is_up(job.result):
+                self._last = (time.monotonic(), job.result)
         except Exception as exc:  # a worker thread must report, never die silently
             if not job.abandoned:
                 self._warn("scrape", f"scrape of {self.name} failed: {redact(str(exc))}")
@@ -120,12 +190,17 @@ class Target:
             conn, self._conn = self._conn, None
         if conn is not None and not conn.closed:
             return conn
-        return self._connect(self.dsn, job)
+        try:
+            return self._connect(self.dsn, job)
+        except DatabaseUnavailable:
+            if len(self._dsns) > 1:  # another database of this server may still let us in next time
+                self.dsn = self._dsns[(self._dsns.index(self.dsn) + 1) % len(self._dsns)]
+            raise
 
     def _connect(self, dsn: str, job: _Job) -> db.Connection:
-        """A connection that gives up connecting when the scrape's budget does (at most 10 s)."""
+        """A connection that gives up connecting when the scrape's budget does (at most database.connect_timeout_s)."""
         timeouts = db.policy(self.config, db.Role.EXPORTER)
-        connect_s = min(job.deadline - time.monotonic(), 10)
+        connect_s = min(job.deadline - time.monotonic(), timeouts.connect_s)
         return db.connect(dsn, db.Role.EXPORTER, dataclasses.replace(timeouts, connect_s=connect_s))
 
     def _checkin(self, conn: db.Connection, job: _Job) -> None:
@@ -141,7 +216,7 @@ class Target:
         _close(conn)
 
     def _collect(self, job: _Job, started: float) -> list[Metric]:
-        success: dict[str, bool] = dict.fromkeys(COLLECTORS, False)
+        success: dict[str, bool] = dict.fromkeys(self.groups, False)
         families: list[Metric] = []
         try:
             conn = self._checkout(job)
@@ -159,6 +234,7 @@ class Target:
                 conn, statement_timeout_ms=self._remaining_ms(job), lock_timeout_ms=self.config.exporter.lock_timeout_ms
             )
             server = collectors.read_server(conn)
+            self.datname = server.current_datname
             success["server"] = True
             healthy = True
             self._warned.difference_update({"connect", "down", "server", "scrape"})
@@ -168,12 +244,8 @@ class Target:
                 self._blocks = None
                 self._sizes_at = None
                 self._system_identifier = server.system_identifier
-            families += self._guarded(
-                success,
-                "activity",
-                job,
-                lambda: collectors.server_metrics(server, collectors.read_activity(conn, server)),
-            )
+            families += self._guarded(success, "activity", job, lambda: self._activity_metrics(conn, server))
+            families += self._guarded(success, "locks", job, lambda: [compat.locks_family(collectors.read_locks(conn))])
             databases: list[DatabaseRow] = []
 
             def read_databases() -> list[Metric]:
@@ -187,6 +259,13 @@ class Target:
                 return metrics
 
             families += self._guarded(success, "databases", job, read_databases)
+            families += self._guarded(success, "settings", job, lambda: self._settings_metrics(conn, server))
+            families += self._guarded(
+                success, "bgwriter", job, lambda: compat.bgwriter_families(collectors.read_bgwriter(conn))
+            )
+            families += self._guarded(
+                success, "replication", job, lambda: compat.replication_families(collectors.read_replication(conn))
+            )
             families += self._guarded(
                 success, "statements", job, lambda: self._statement_metrics(conn, server, databases)
             )
@@ -215,6 +294,8 @@ class Target:
         self, success: dict[str, bool], name: str, job: _Job, read: Callable[[], list[Metric]]
     ) -> list[Metric]:
         """Run one collector group; its failure is recorded, not raised (unless the server is gone)."""
+        if name not in success:
+            return []  # not one of this target's groups
         self._remaining_ms(job)
         try:
             families = read()
@@ -234,14 +315,82 @@ class Target:
         self._warned.discard(name)
         return families
 
+    def _settings_metrics(self, conn: db.Connection, server: ServerRow) -> list[Metric]:
+        # Settings change only when the configuration is (re)loaded: read them again when that time moves (or
+        # another server answers), not at every scrape; they are never older than the server's configuration.
+        key = (server.system_identifier, server.conf_load_time)
+        if self._settings is None or self._settings[0] != key:
+            self._settings = (key, compat.settings_families(collectors.read_settings(conn)))
+        return self._settings[1]
+
+    def _activity_metrics(self, conn: db.Connection, server: ServerRow) -> list[Metric]:
+        activity = collectors.read_activity(conn, server)
+        return [*collectors.server_metrics(server, activity), compat.max_tx_family(activity)]
+
     def _statement_metrics(self, conn: db.Connection, server: ServerRow, databases: list[DatabaseRow]) -> list[Metric]:
         if not databases:
             # Without names the histograms would be relabelled or dropped; keep the baseline for next time.
             raise DatabaseError("statements need the database list, which failed in this scrape")
+        datnames = {d.dbid: d.datname for d in databases}
+        interval = self.config.exporter.statements_interval_s
+        with self._pgss_lock:
+            state = self._pgss
+            now = time.monotonic()
+            first = state.taken_at is None and not state.running
+            due = interval > 0 and not state.running and (state.taken_at is None or now - state.taken_at >= interval)
+            if due and not first:
+                state.running = True
+                threading.Thread(
+                    target=self._refresh_statements,
+                    args=(server, datnames),
+                    name=f"statements-{self.name}",
+                    daemon=True,
+                ).start()
+        if interval <= 0 or first:
+            # At scrape time, on the scrape's connection: always with interval 0, and for the very first
+            # collection so the histogram is there from the first scrape on.
+            with self._pgss_lock:
+                state.running = True
+            try:
+                state.families = self._read_statements(conn, server, datnames)
+                state.taken_at = now
+            finally:
+                with self._pgss_lock:
+                    state.running = False
+        taken_at = state.taken_at
+        if taken_at is None:
+            raise DatabaseError("pg_stat_statements has not been collected yet")
+        age = max(time.monotonic() - taken_at, 0.0)
+        max_age = 2 * interval + self.config.exporter.scrape_budget_s
+        if interval > 0 and age > max_age:
+            # Never serve an old collection as if it were recent: the refresh is failing or stuck.
+            raise DatabaseError(f"the last pg_stat_statements collection is {age:.0f} s old (refresh failing)")
+        return [*state.families, _statements_age(age, interval)]
+
+    def _read_statements(self, conn: db.Connection, server: ServerRow, datnames: dict[int, str]) -> list[Metric]:
         rows, info = collectors.read_statements(conn, server)
         window = self.statements.advance(rows, info, time.time())
-        datnames = {d.dbid: d.datname for d in databases}
         return collectors.statement_metrics(window, rows, datnames, self.histograms, self.config.exporter.top_queries)
+
+    def _refresh_statements(self, server: ServerRow, datnames: dict[int, str]) -> None:
+        """One pg_stat_statements collection on its own connection (exporter.statements_interval_s > 0)."""
+        state = self._pgss
+        started = time.monotonic()
+        try:
+            conn = state.conn
+            if conn is None or conn.closed:
+                conn = state.conn = db.connect(self.dsn, db.Role.EXPORTER, db.policy(self.config, db.Role.EXPORTER))
+            state.families = self._read_statements(conn, server, datnames)
+            state.taken_at = started
+            self._warned.discard("statements-refresh")
+        except Exception as exc:  # a worker thread reports, never dies silently
+            if state.conn is not None:
+                _close(state.conn)
+                state.conn = None
+            self._warn("statements-refresh", f"pg_stat_statements refresh of {self.name} failed: {redact(str(exc))}")
+        finally:
+            with self._pgss_lock:
+                state.running = False
 
     def _disk_metrics(self, server: ServerRow, databases: list[DatabaseRow]) -> list[Metric]:
         usage = collectors.read_disk(
@@ -256,7 +405,8 @@ class Target:
 
     def _kpi_metrics(self, conn: db.Connection, server: ServerRow, job: _Job) -> list[Metric]:
         if self.kb_dsn is None:
-            return collectors.kpi_metrics(collectors.read_kpis(conn, server.system_identifier, server.current_datname))
+            kpis = collectors.read_kpis(conn, server.system_identifier, server.current_datname, server.kb_present)
+            return collectors.kpi_metrics(kpis)
         kb = self._kb_conn
         if kb is None or kb.closed:
             kb = self._kb_conn = self._connect(self.kb_dsn, job)
@@ -275,7 +425,7 @@ class Target:
     def _down(self, seconds: float, *, reason: str, up: bool = False) -> list[Metric]:
         """What a failed scrape shows: pg_up and the exporter's own series, nothing stale."""
         log.debug("scrape of %s is down: %s", self.name, redact(reason))
-        return [_up(up), *self._self_metrics(seconds, dict.fromkeys(COLLECTORS, False))]
+        return [_up(up), *self._self_metrics(seconds, dict.fromkeys(self.groups, False))]
 
     def _self_metrics(self, seconds: float, success: dict[str, bool]) -> list[Metric]:
         duration = GaugeMetricFamily("pgarch_scrape_duration_seconds", "Time this scrape took.")
@@ -283,7 +433,7 @@ class Target:
         ok = GaugeMetricFamily(
             "pgarch_scrape_collector_success", "1 when the collector group succeeded.", labels=["collector"]
         )
-        for name in COLLECTORS:
+        for name in self.groups:
             ok.add_metric([name], 1.0 if success[name] else 0.0)
         return [duration, ok]
 
@@ -302,15 +452,35 @@ class Target:
     def close(self) -> None:
         with self._conn_lock:
             conn, self._conn = self._conn, None
-        for c in (conn, self._kb_conn):
+        for c in (conn, self._kb_conn, self._pgss.conn):
             if c is not None:
                 _close(c)
         self._kb_conn = None
+        self._pgss.conn = None
 
 
 def _up(value: bool) -> GaugeMetricFamily:
     family = GaugeMetricFamily("pg_up", "1 when the last scrape could connect and read the server.")
     family.add_metric([], 1.0 if value else 0.0)
+    return family
+
+
+def _is_up(families: list[Metric]) -> bool:
+    return any(f.name == "pg_up" and f.samples and f.samples[0].value == 1.0 for f in families)
+
+
+def _statements_age(age: float, interval: float) -> GaugeMetricFamily:
+    how = (
+        f"it runs on its own interval (exporter.statements_interval_s = {interval:g} s), off the scrape's path, "
+        "so pgarch_query_* and pgarch_statement_* are this old"
+        if interval > 0
+        else "read at scrape time (exporter.statements_interval_s = 0)"
+    )
+    family = GaugeMetricFamily(
+        "pgarch_statements_collection_age_seconds",
+        f"Seconds since the pg_stat_statements collection served in this scrape was taken: {how}.",
+    )
+    family.add_metric([], age)
     return family
 
 

@@ -95,10 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-mean-ms", type=_milliseconds, metavar="MS")
     p.add_argument("--limit", type=_whole(1), metavar="N")
     p.add_argument("--dry-run", action="store_true", help="store to the knowledge base; open no PR, send nothing")
+    p.add_argument("--target", metavar="NAME", help="only this database of targets (default: every target)")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("snapshot", help="take the daily pg_stat_statements and health snapshot now")
     _common(p)
+    p.add_argument("--target", metavar="NAME", help="only this database of targets (default: every target)")
     p.set_defaults(func=cmd_snapshot)
 
     p = sub.add_parser("report", help="print the last audit's report from the knowledge base")
@@ -174,8 +176,10 @@ def load(args: argparse.Namespace, **overrides: Any) -> Config:
 
 @contextlib.contextmanager
 def database(cfg: Config) -> Iterator[tuple[str, str]]:
-    """The audited DSN and the knowledge base's DSN, starting the embedded server when asked to."""
-    if cfg.database.dsn != EMBEDDED and cfg.database.kb_dsn != EMBEDDED:
+    """The audited DSN and the knowledge base's DSN, starting the embedded server when asked to (with targets
+    and an external knowledge base, the default ``database.dsn: embedded`` is not used, so not started)."""
+    targets_only = bool(cfg.targets) and cfg.database.dsn == EMBEDDED and cfg.database.kb_dsn not in (None, EMBEDDED)
+    if targets_only or (cfg.database.dsn != EMBEDDED and cfg.database.kb_dsn != EMBEDDED):
         yield cfg.database.dsn, cfg.kb_dsn
         return
     from pathlib import Path
@@ -207,18 +211,31 @@ def stop_event() -> threading.Event:
 
 
 def cmd_exporter(args: argparse.Namespace) -> int:
+    from pg_architect.exporter.fleet import Fleet
     from pg_architect.exporter.server import ExporterServer, serve
     from pg_architect.exporter.target import Target
 
     cfg = load(args, **{"exporter.listen": args.listen})
     host, port = parse_listen(cfg.exporter.listen)
-    with database(cfg) as (dsn, kb_dsn):
-        target = Target("default", dsn, cfg, kb_dsn=kb_dsn)
+    fleet = Fleet(cfg) if cfg.targets else None
+    # With targets and no database.dsn of its own, /metrics serves the exporter's process_* series only
+    # (and no embedded server is started).
+    default_database = not cfg.targets or cfg.database.dsn != EMBEDDED
+    with contextlib.ExitStack() as stack:
+        target = None
+        if default_database:
+            dsn, kb_dsn = stack.enter_context(database(cfg))
+            target = Target("default", dsn, cfg, kb_dsn=kb_dsn)
         try:
-            server = ExporterServer((host, port), target)
+            server = ExporterServer((host, port), target, fleet=fleet, config=cfg)
         except OSError as exc:
             raise PgArchitectError(f"cannot listen on {cfg.exporter.listen}: {exc.strerror or exc}") from exc
-        log.info("exporter listening on http://%s:%d/metrics", host, server.server_port)
+        log.info(
+            "exporter listening on http://%s:%d/metrics%s",
+            host,
+            server.server_port,
+            f" and /probe?target=NAME ({len(cfg.targets)} targets)" if cfg.targets else "",
+        )
         serve(server, stop_event())
     return 0
 
@@ -264,19 +281,35 @@ def _interrupt_on_sigterm() -> None:
 def cmd_audit(args: argparse.Namespace) -> int:
     from pg_architect.auditor.audit import AuditOptions, run_audit
     from pg_architect.auditor.report import render
+    from pg_architect.auditor.targets import DEFAULT as DEFAULT_TARGET
 
     _interrupt_on_sigterm()
     cfg = load(args)
     options = AuditOptions.from_config(
         cfg, min_calls=args.min_calls, min_mean_ms=args.min_mean_ms, limit=args.limit, dry_run=args.dry_run
     )
+    failed = 0
     with database(cfg) as (dsn, kb_dsn):
-        report = run_audit(cfg, dsn, kb_dsn, options, _progress(sys.stderr.isatty() or args.format == "text"))
-    print(render(report, args.format))
-    if report.status != "ok":
-        print(f"pg-architect: audit {report.run_id} failed: {redact(report.error or report.status)}", file=sys.stderr)
-        return 1
-    return 0
+        for target in _audited(cfg, args, dsn):
+            progress = _progress(sys.stderr.isatty() or args.format == "text")
+            if target.name != DEFAULT_TARGET:
+                progress(f"target {target.name}")
+            report = run_audit(cfg, target.dsn, kb_dsn, options, progress)
+            print(render(report, args.format))
+            if report.status != "ok":
+                failed += 1
+                error = redact(report.error or report.status)
+                print(f"pg-architect: audit {report.run_id} of {target.name} failed: {error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _audited(cfg: Config, args: argparse.Namespace, dsn: str) -> list[Any]:
+    """The databases a command works on: ``--dsn`` or ``database.dsn``, else the configured targets."""
+    from pg_architect.auditor.targets import audit_targets
+
+    only = getattr(args, "target", None)
+    single = args.dsn is not None or cfg.database.dsn != EMBEDDED or not cfg.targets
+    return audit_targets(cfg, dsn if single and only is None else None, only)
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -284,8 +317,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
     cfg = load(args)
     with database(cfg) as (dsn, kb_dsn):
-        summary = take_snapshot(cfg, dsn, kb_dsn)
-    print(summary)
+        for target in _audited(cfg, args, dsn):
+            print(take_snapshot(cfg, target.dsn, kb_dsn))
     return 0
 
 
@@ -347,7 +380,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = load(args)
     stop = stop_event()
     with database(cfg) as (dsn, kb_dsn):
-        daemon.run(cfg, dsn, kb_dsn, stop)
+        daemon.run(cfg, dsn, kb_dsn, stop, targets=_audited(cfg, args, dsn))
     return 0
 
 

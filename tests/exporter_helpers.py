@@ -30,6 +30,12 @@ class Scrape:
     def value(self, name: str, **labels: str) -> float | None:
         return self.registry.get_sample_value(name, labels)
 
+    def one(self, name: str, **labels: str) -> float | None:
+        """The value of the only ``name`` sample whose labels include ``labels`` (None when there is none)."""
+        found = [v for lbl, v in self.samples(name) if labels.items() <= lbl.items()]
+        assert len(found) <= 1, f"{len(found)} {name} samples match {labels}"
+        return found[0] if found else None
+
     def names(self) -> set[str]:
         return {s.name for f in self.families for s in f.samples}
 

@@ -200,14 +200,31 @@ def test_similar_pending_recommendation_is_skipped_and_applied_one_reports_regre
     assert rejected["status"] == "skipped" and "rejected" in rejected["skip_reason"], rejected
 
 
+def audit_lock_of(kb_dsn: str, audited_dsn: str) -> int:
+    """The advisory lock key an audit of ``audited_dsn`` takes in the knowledge base (one per target)."""
+    from pg_architect.auditor import window
+    from pg_architect.auditor.kb import KnowledgeBase, audit_lock_key
+    from pg_architect.core import db
+
+    kb = KnowledgeBase.open(kb_dsn)
+    conn = db.connect(audited_dsn, db.Role.AUDITOR, db.Timeouts())
+    try:
+        ident = window.identity(conn)
+        return audit_lock_key(kb.register_target(ident.system_identifier, ident.datname, ident.server_version_num))
+    finally:
+        conn.close()
+        kb.close()
+
+
 def test_second_audit_is_refused_while_one_runs(shop: str, embedded_pg: ServerInfo) -> None:
     kb = make_database(embedded_pg, "audit_kb_lock", ("vector",))
-    from pg_architect.auditor.kb import AUDIT_LOCK, KnowledgeBase
+    from pg_architect.auditor.kb import KnowledgeBase
 
+    key = audit_lock_of(kb, shop)
     holder = KnowledgeBase.open(kb)
     try:
         with psycopg.connect(kb, autocommit=True) as conn:
-            assert conn.execute("SELECT pg_try_advisory_lock(%s)", (AUDIT_LOCK,)).fetchone() == (True,)
+            assert conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() == (True,)
             proc = subprocess.run(
                 [sys.executable, "-m", "pg_architect", "audit", "--dsn", shop, "--config", "/dev/null"],
                 capture_output=True,
@@ -217,7 +234,7 @@ def test_second_audit_is_refused_while_one_runs(shop: str, embedded_pg: ServerIn
             )
     finally:
         holder.close()
-    assert proc.returncode == 1 and "another audit is running" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "another audit of this database is running" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -37,8 +37,8 @@ CONTRACT_METRICS = {
     "pg_settings_max_connections",
     "pg_settings_superuser_reserved_connections",
     "pg_database_size_bytes",
-    "pg_stat_database_blks_hit_total",
-    "pg_stat_database_blks_read_total",
+    "pg_stat_database_blks_hit",
+    "pg_stat_database_blks_read",
     "pgarch_connections_used_ratio",
     "pgarch_query_duration_seconds_bucket",
     "pgarch_query_duration_seconds_sum",
@@ -101,7 +101,9 @@ def test_every_contract_metric_is_served_with_sane_values(pg_dsn: str, workload_
     assert 0 < (second.value("pgarch_connections_used_ratio") or 0) < 1
     assert second.value("pgarch_audit_last_success_timestamp_seconds") == 0, "no audit ran yet: zero-valued"
     labels = {k for f in second.families for s in f.samples for k in s.labels}
-    assert labels <= {"datname", "state", "le", "source", "collector", "action", "queryid"}, labels
+    allowed = {"datname", "datid", "state", "mode", "le", "source", "collector", "action", "queryid"}
+    allowed |= {"version", "short_version", "slot_name", "database", "slot_type", "wal_status"}
+    assert labels <= allowed, labels
 
 
 def test_settings_and_connections_match_the_server(
@@ -153,10 +155,10 @@ def test_database_size_and_cache_counters_match_pg_stat_database(
         "SELECT blks_hit, blks_read, pg_database_size(datname) FROM pg_stat_database WHERE datname = current_database()"
     ).fetchone()
     assert truth is not None
-    hit2 = second.value("pg_stat_database_blks_hit_total", datname=datname)
-    read2 = second.value("pg_stat_database_blks_read_total", datname=datname)
-    hit1 = first.value("pg_stat_database_blks_hit_total", datname=datname)
-    read1 = first.value("pg_stat_database_blks_read_total", datname=datname)
+    hit2 = second.one("pg_stat_database_blks_hit", datname=datname)
+    read2 = second.one("pg_stat_database_blks_read", datname=datname)
+    hit1 = first.one("pg_stat_database_blks_hit", datname=datname)
+    read1 = first.one("pg_stat_database_blks_read", datname=datname)
     assert None not in (hit1, hit2, read1, read2)
     assert hit2 is not None and read2 is not None and hit1 is not None and read1 is not None
     # The exporter's own later reads add a few hits; the counters it published cannot exceed the truth.
@@ -399,6 +401,7 @@ def test_lock_on_knowledge_base_fails_one_collector_within_budget_and_leaves_no_
         locker.rollback()
         locker.close()
     t.close()
+
     # A closed connection's backend leaves pg_stat_activity a moment later: wait for that, bounded.
     def backends() -> int:
         row = postgresql.execute(
@@ -471,3 +474,265 @@ def test_a_bug_while_reading_the_server_is_not_reported_as_an_outage(
         assert s.value("pgarch_scrape_collector_success", collector="server") == 0
     finally:
         t.close()
+
+
+# -- postgres_exporter's core series ------------------------------------------------------------------
+
+POSTGRES_EXPORTER = Path("/usr/bin/prometheus-postgres-exporter")
+# Series both exporters emit by default on any supported server (bgwriter is compared where 0.11 can read it).
+CORE_SERIES = (
+    "pg_up",
+    "pg_static",
+    "pg_database_size_bytes",
+    "pg_locks_count",
+    "pg_stat_activity_count",
+    "pg_stat_activity_max_tx_duration",
+    "pg_settings_max_connections",
+    "pg_settings_shared_buffers_bytes",
+    "pg_settings_checkpoint_timeout_seconds",
+    "pg_settings_random_page_cost",
+    "pg_settings_autovacuum",
+    "pg_stat_archiver_archived_count",
+    "pg_stat_archiver_failed_count",
+    "pg_replication_slots_active",
+    "pg_stat_database_numbackends",
+    *(
+        f"pg_stat_database_{c}"
+        for c in (
+            "xact_commit",
+            "xact_rollback",
+            "blks_read",
+            "blks_hit",
+            "tup_returned",
+            "tup_fetched",
+            "tup_inserted",
+            "tup_updated",
+            "tup_deleted",
+            "conflicts",
+            "temp_files",
+            "temp_bytes",
+            "deadlocks",
+            "blk_read_time",
+            "blk_write_time",
+        )
+    ),
+    *(f"pg_stat_database_conflicts_confl_{c}" for c in ("tablespace", "lock", "snapshot", "bufferpin", "deadlock")),
+)
+BGWRITER_SERIES = tuple(
+    f"pg_stat_bgwriter_{c}_total"
+    for c in (
+        "checkpoints_timed",
+        "checkpoints_req",
+        "checkpoint_write_time",
+        "checkpoint_sync_time",
+        "buffers_checkpoint",
+        "buffers_clean",
+        "maxwritten_clean",
+        "buffers_backend",
+        "buffers_backend_fsync",
+        "buffers_alloc",
+    )
+)
+
+
+def exposition_types(body: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """Per series name: its TYPE and the label names of its samples (postgres_exporter 0.11's ``server`` left out)."""
+    types: dict[str, str] = {}
+    labels: dict[str, set[str]] = {}
+    for line in body.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            types[name] = kind
+        elif line and not line.startswith("#"):
+            name, _, rest = line.partition("{")
+            name = name.split(" ")[0]
+            keys = {part.split("=", 1)[0] for part in rest.rsplit("}", 1)[0].split('",') if "=" in part}
+            labels.setdefault(name, set()).update(keys - {"server"})
+    return {name: (types.get(name, "untyped"), frozenset(labels.get(name, set()))) for name in labels}
+
+
+def postgres_exporter_body(dsn: str) -> str:
+    """One scrape of Debian's postgres_exporter against ``dsn``."""
+    import subprocess
+    import urllib.request
+
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    listen = port.getsockname()[1]
+    port.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATA_SOURCE"))}
+    env["DATA_SOURCE_NAME"] = dsn + ("&" if "?" in dsn else "?") + "sslmode=disable"
+    proc = subprocess.Popen(
+        [str(POSTGRES_EXPORTER), f"--web.listen-address=127.0.0.1:{listen}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def fetch() -> str | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{listen}/metrics", timeout=30) as response:
+                    text = response.read().decode()
+                    return text if "\npg_up " in "\n" + text else None
+            except OSError:
+                return None
+
+        return wait_for(fetch, 60, "postgres_exporter to answer")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def compare_with_postgres_exporter(dsn: str, names: tuple[str, ...]) -> None:
+    from pg_architect.exporter import exposition
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_catalog.pg_create_physical_replication_slot('pgarch_compat_slot')")
+    try:
+        ours = exposition_types(exposition.encode(target(dsn).scrape()).decode())
+        theirs = exposition_types(postgres_exporter_body(dsn))
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_catalog.pg_drop_replication_slot('pgarch_compat_slot')")
+    differ = {n: (ours.get(n), theirs.get(n)) for n in names if ours.get(n) != theirs.get(n)}
+    assert not differ, "name -> (ours, postgres_exporter's) (type, label names):\n" + "\n".join(
+        f"  {n}: {o} vs {t}" for n, (o, t) in sorted(differ.items())
+    )
+
+
+@pytest.mark.skipif(not POSTGRES_EXPORTER.exists(), reason="apt-get install prometheus-postgres-exporter")
+def test_core_series_have_postgres_exporters_names_types_and_labels(pg_dsn: str) -> None:
+    # postgres_exporter 0.11 cannot read pg_stat_bgwriter on 17+ (its collector fails there): not compared here.
+    compare_with_postgres_exporter(pg_dsn, CORE_SERIES)
+
+
+@pytest.mark.skipif(not POSTGRES_EXPORTER.exists(), reason="apt-get install prometheus-postgres-exporter")
+def test_before_17_bgwriter_series_match_postgres_exporter_too(debian_pg: ServerInfo) -> None:
+    from tests.conftest import make_database
+
+    dsn = make_database(debian_pg, "pgarch_compat", ("pg_stat_statements",))
+    compare_with_postgres_exporter(dsn, CORE_SERIES + BGWRITER_SERIES)
+    s = scrape(target(dsn))
+    failed = [lbl["collector"] for lbl, v in s.samples("pgarch_scrape_collector_success") if v != 1]
+    assert not failed, f"collectors failed before 17: {failed}"
+    assert not any(n.startswith("pg_stat_checkpointer_") for n in s.names()), "pg_stat_checkpointer is 17+"
+
+
+def test_core_series_values_match_the_servers_views(pg_dsn: str, workload_table: psycopg.Connection) -> None:
+    conn = workload_table
+    datname = conn.info.dbname
+    holder = psycopg.connect(pg_dsn)
+    try:
+        holder.execute("LOCK TABLE items IN SHARE MODE")
+        holder.execute("SELECT pg_sleep(0.05)")  # the transaction is now at least 50 ms old
+        s = scrape(target(pg_dsn))
+        truth = conn.execute(
+            "SELECT xact_commit, tup_returned, deadlocks, temp_files FROM pg_stat_database WHERE datname = %s",
+            (datname,),
+        ).fetchone()
+        settings = conn.execute(
+            "SELECT pg_size_bytes(current_setting('shared_buffers')),"
+            " extract(epoch FROM current_setting('checkpoint_timeout')::interval),"
+            " current_setting('random_page_cost')::float8, current_setting('server_version_num')::int"
+        ).fetchone()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert truth is not None and settings is not None
+    commits = s.one("pg_stat_database_xact_commit", datname=datname)
+    assert commits is not None and 0 < commits <= truth[0]
+    returned = s.one("pg_stat_database_tup_returned", datname=datname)
+    assert returned is not None and 0 < returned <= truth[1]
+    assert s.one("pg_stat_database_deadlocks", datname=datname) == truth[2]
+    assert s.value("pg_locks_count", datname=datname, mode="sharelock") == 1
+    assert (s.value("pg_stat_activity_max_tx_duration", datname=datname, state="idle in transaction") or 0) >= 0.05
+    assert s.value("pg_settings_shared_buffers_bytes") == settings[0]
+    assert s.value("pg_settings_checkpoint_timeout_seconds") == settings[1]
+    assert s.value("pg_settings_random_page_cost") == settings[2]
+    (static,) = s.samples("pg_static")
+    version = settings[3]
+    assert static[0]["short_version"] == f"{version // 10000}.{version % 10000}.0", static
+    assert s.value("pg_replication_is_replica") == 0
+    if version >= 170000:
+        # 17 moved checkpoints to pg_stat_checkpointer: both upstream's new names and the old ones are there.
+        timed = s.value("pg_stat_checkpointer_num_timed_total")
+        assert timed is not None and s.value("pg_stat_bgwriter_checkpoints_timed_total") == timed
+        assert s.value("pg_stat_bgwriter_buffers_backend_total") is None, "gone from 17 (pg_stat_io)"
+
+
+def test_text_format_announces_each_counter_under_its_sample_name(pg_dsn: str) -> None:
+    from pg_architect.exporter import exposition
+
+    body = exposition.encode(target(pg_dsn).scrape()).decode()
+    assert "# TYPE pg_stat_database_blks_hit counter\npg_stat_database_blks_hit{" in body
+    assert "# TYPE pg_stat_bgwriter_buffers_alloc_total counter\npg_stat_bgwriter_buffers_alloc_total " in body
+    assert "# TYPE pgarch_query_duration_seconds histogram\n" in body
+    assert "# TYPE pg_static untyped\n" in body
+    for name, (kind, _) in exposition_types(body).items():
+        if kind == "counter":
+            assert f"# TYPE {name} counter\n" in body, name
+
+
+def test_statements_on_their_own_interval_serve_their_age_and_never_a_stale_collection(
+    pg_dsn: str, workload_table: psycopg.Connection
+) -> None:
+    conn = workload_table
+    datname = conn.info.dbname
+    t = target(pg_dsn, exporter_statements_interval_s="0.3", exporter_scrape_budget_s="1")
+    first = scrape(t)
+    assert first.value("pgarch_scrape_collector_success", collector="statements") == 1
+    help_text = next(f.documentation for f in first.families if f.name == "pgarch_statements_collection_age_seconds")
+    assert "own interval" in help_text
+    count0 = first.value("pgarch_query_duration_seconds_count", datname=datname) or 0.0
+    for _ in range(10):
+        conn.execute("SELECT count(*) FROM items WHERE body LIKE 'b%'")
+
+    def counted() -> Scrape | None:
+        s = scrape(t)
+        return s if (s.value("pgarch_query_duration_seconds_count", datname=datname) or 0) >= count0 + 10 else None
+
+    # The background read picks the calls up without a scrape reading pg_stat_statements itself.
+    later = wait_for(counted, 60, "the background pg_stat_statements read to count the calls")
+    assert (later.value("pgarch_statements_collection_age_seconds") or 0) >= 0
+    assert t._pgss.conn is not None, "the background read has its own connection"
+
+    conn.execute("DROP EXTENSION pg_stat_statements")  # every refresh fails from now on
+
+    def stale_refused() -> Scrape | None:
+        s = scrape(t)
+        return s if s.value("pgarch_scrape_collector_success", collector="statements") == 0 else None
+
+    refused = wait_for(stale_refused, 60, "an old collection to be refused")
+    assert refused.value("pg_up") == 1
+    assert not any(n.startswith(("pgarch_query_", "pgarch_statement")) for n in refused.names()), refused.names()
+    conn.execute("CREATE EXTENSION pg_stat_statements")
+    wait_for(
+        lambda: scrape(t).value("pgarch_scrape_collector_success", collector="statements") == 1,
+        60,
+        "the statements collector to recover",
+    )
+    t.close()
+
+
+def test_settings_are_the_servers_configuration_and_follow_a_reload(
+    pg_dsn: str, postgresql: psycopg.Connection
+) -> None:
+    postgresql.autocommit = True
+    t = target(pg_dsn, exporter_scrape_budget_s="7")
+    first = scrape(t)
+    # The exporter's session runs under its own timeouts (7 s here): it cannot report the server's, so it does not.
+    assert first.value("pg_settings_statement_timeout_seconds") is None
+    assert first.value("pg_settings_work_mem_bytes") is not None
+    before = first.value("pg_settings_random_page_cost")
+    postgresql.execute("ALTER SYSTEM SET random_page_cost = 1.7")
+    try:
+        postgresql.execute("SELECT pg_reload_conf()")
+        wait_for(
+            lambda: scrape(t).value("pg_settings_random_page_cost") == 1.7, 60, "the reloaded setting to be served"
+        )
+    finally:
+        postgresql.execute("ALTER SYSTEM RESET random_page_cost")
+        postgresql.execute("SELECT pg_reload_conf()")
+    wait_for(lambda: scrape(t).value("pg_settings_random_page_cost") == before, 60, "the reset to be served")
+    t.close()

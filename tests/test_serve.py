@@ -24,7 +24,6 @@ import pytest
 from openapi_spec_validator import validate
 
 from pg_architect.auditor.api import HttpError, audit_overrides, authorize, page
-from pg_architect.auditor.kb import AUDIT_LOCK
 from pg_architect.auditor.scheduler import (
     DAILY_SNAPSHOT,
     WEEKLY_AUDIT,
@@ -36,6 +35,7 @@ from pg_architect.auditor.scheduler import (
 from pg_architect.core.config import ScheduleConfig
 from pg_architect.core.embedded import free_port
 from tests.stack import wait_for
+from tests.test_audit import audit_lock_of
 
 TOKEN = "secret"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -273,7 +273,8 @@ def test_serve_runs_audits_over_the_admin_api_and_stops_cleanly_on_sigterm(
 
     # Another process (a CLI audit) holding the knowledge base's audit lock: 409 too, and nothing left busy here.
     with psycopg.connect(pg_dsn, autocommit=True) as other:
-        assert other.execute("SELECT pg_try_advisory_lock(%s)", (AUDIT_LOCK,)).fetchone() == (True,)
+        key = audit_lock_of(pg_dsn, pg_dsn)
+        assert other.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() == (True,)
         status, doc, _ = call(port, "POST", "/admin/database/run-audit")
         assert status == 409 and "another audit" in doc["error"], (status, doc)
 
@@ -383,9 +384,10 @@ def test_loop_runs_due_jobs_catches_up_a_missed_audit_and_survives_a_failing_job
     jobs = daemon_mod.Daemon(cfg, pg_dsn, pg_dsn, runner)
     jobs.weekly_report()
     assert "weekly report ready for run" in caplog.text
-    broken = daemon_mod.Daemon(cfg, "postgresql://nobody:hunter2@127.0.0.1:1/none", pg_dsn, runner)
+    unreachable = "postgresql://nobody:hunter2@127.0.0.1:1/none"
+    broken = daemon_mod.Daemon(cfg, unreachable, pg_dsn, daemon_mod.AuditRunner(cfg, unreachable, pg_dsn))
     broken.launch(DAILY_SNAPSHOT)
     for t in broken.running():
         t.join(15)
-    assert "daily_snapshot failed" in caplog.text
+    assert "daily snapshot of default failed" in caplog.text
     assert "hunter2" not in caplog.text

@@ -14,4 +14,13 @@ SELECT
         AS shared_preload_libraries,
     (SELECT c.system_identifier::text FROM pg_catalog.pg_control_system() c) AS system_identifier,
     (SELECT count(*) FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = 'client backend')::integer
-        AS client_backends
+        AS client_backends,
+    pg_catalog.version() AS version,
+    pg_catalog.current_setting('server_version') AS server_version,
+    extract(epoch FROM pg_catalog.pg_postmaster_start_time())::float8 AS postmaster_start_time,
+    -- Settings change only when the configuration is (re)loaded: the exporter re-reads them when this moves.
+    extract(epoch FROM pg_catalog.pg_conf_load_time())::float8 AS conf_load_time,
+    -- Whether the auditor's knowledge base is in this database (it creates it on its first run).
+    pg_catalog.to_regclass('pgarch.audit_runs') IS NOT NULL
+        AND pg_catalog.to_regclass('pgarch.recommendations') IS NOT NULL
+        AND pg_catalog.to_regclass('pgarch.targets') IS NOT NULL AS kb_present

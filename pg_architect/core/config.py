@@ -169,6 +169,28 @@ class ExporterConfig:
     top_queries: int = _field(20, _non_negative)
     database_size_interval_s: float = _field(60.0, _non_negative)
     lock_timeout_ms: int = _field(500, _positive)
+    # pg_stat_statements on its own interval (0: read at every scrape); see docs/fleet.md.
+    statements_interval_s: float = _field(0.0, _non_negative)
+    # /probe: how long one server's cluster-wide collection is shared by the probes of its databases.
+    probe_cache_s: float = _field(10.0, _non_negative)
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetConfig:
+    """One monitored database for ``/probe?target=NAME``: its name and how to reach it (never in a URL)."""
+
+    name: str = _field(
+        "", lambda v: None if not v or re.fullmatch(r"[A-Za-z0-9_.:-]+", v) else "letters, digits, _.:- only"
+    )
+    dsn: str | None = _field(None, _dsn)
+    dsn_file: str | None = None
+
+    def resolved_dsn(self) -> str:
+        """The DSN, from ``dsn`` or the file ``dsn_file`` names (read at every call: rotated secrets apply)."""
+        if self.dsn is not None:
+            return self.dsn
+        assert self.dsn_file is not None  # load_config guarantees one of them
+        return Path(self.dsn_file).expanduser().read_text(encoding="utf-8").strip()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +289,7 @@ class Config:
     slack: SlackConfig = dataclasses.field(default_factory=SlackConfig)
     grafana: GrafanaConfig = dataclasses.field(default_factory=GrafanaConfig)
     pushgateway: PushgatewayConfig = dataclasses.field(default_factory=PushgatewayConfig)
+    targets: list[TargetConfig] = dataclasses.field(default_factory=list)
     # Secrets read from the standard variables or *_FILE settings; never printed.
     secrets: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
@@ -291,6 +314,8 @@ def _describe(tp: Any) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
     if typing.get_origin(tp) in (types.UnionType, typing.Union):
         return " or ".join("null" if a is type(None) else _describe(a) for a in typing.get_args(tp))
+    if _is_dataclass_list(tp):
+        return "a list of mappings"
     if typing.get_origin(tp) is list:
         return "a list of strings"
     return names.get(tp, getattr(tp, "__name__", str(tp)))
@@ -336,6 +361,14 @@ def _build(cls: type[T], data: Mapping[str, Any], path: str, problems: list[str]
         if name not in data:
             continue
         value, tp = data[name], hints[name]
+        if _is_dataclass_list(tp):
+            if value is None:
+                continue
+            if not isinstance(value, list):
+                problems.append(f"{path}{name}: expected a list of mappings, got {value!r}")
+                continue
+            kwargs[name] = _build_list(typing.get_args(tp)[0], value, f"{path}{name}", problems)
+            continue
         if dataclasses.is_dataclass(tp):
             if value is None:
                 continue
@@ -357,6 +390,38 @@ def _build(cls: type[T], data: Mapping[str, Any], path: str, problems: list[str]
                 continue
         kwargs[name] = coerced
     return cls(**kwargs)
+
+
+def _is_dataclass_list(tp: Any) -> bool:
+    return typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0])
+
+
+def _build_list(cls: type[T], items: list[Any], path: str, problems: list[str]) -> list[T]:
+    out: list[T] = []
+    for i, item in enumerate(items):
+        where = f"{path}[{i}]."
+        if not isinstance(item, Mapping):
+            problems.append(f"{path}[{i}]: expected a mapping, got {item!r}")
+            continue
+        before = len(problems)
+        built = _build(cls, item, where, problems)
+        if cls is TargetConfig and len(problems) == before:
+            _check_target(built, where, problems)  # type: ignore[arg-type]
+        out.append(built)
+    if cls is TargetConfig:
+        names = [t.name for t in out]  # type: ignore[attr-defined]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"{path}: target name {dup!r} is used more than once")
+    return out
+
+
+def _check_target(t: TargetConfig, where: str, problems: list[str]) -> None:
+    if not t.name:
+        problems.append(f"{where}name: required")
+    if (t.dsn is None) == (t.dsn_file is None):
+        problems.append(f"{where}dsn: give exactly one of dsn and dsn_file")
+    elif t.dsn_file is not None and not Path(t.dsn_file).expanduser().is_file():
+        problems.append(f"{where}dsn_file: cannot read {t.dsn_file}")
 
 
 def _env_key(path: tuple[str, ...]) -> str:

@@ -250,9 +250,14 @@ def query(conn: Connection, library: SqlLibrary, name: str, **identifiers: str) 
 def set_timeouts(conn: Connection, *, statement_timeout_ms: int, lock_timeout_ms: int | None = None) -> None:
     """Change the session's timeouts (values are bound, never formatted into SQL)."""
     with translated():
-        conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)", (str(statement_timeout_ms),))
-        if lock_timeout_ms is not None:
-            conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, false)", (str(lock_timeout_ms),))
+        if lock_timeout_ms is None:
+            conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)", (str(statement_timeout_ms),))
+        else:  # one round trip for both: the exporter sets them before every scrape
+            conn.execute(
+                "SELECT pg_catalog.set_config('statement_timeout', %s, false),"
+                " pg_catalog.set_config('lock_timeout', %s, false)",
+                (str(statement_timeout_ms), str(lock_timeout_ms)),
+            )
 
 
 def server_version_num(conn: Connection) -> int:

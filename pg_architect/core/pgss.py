@@ -332,5 +332,3 @@ def diff(
         restarted_rows=restarted_rows,
         reset_detected=reset_detected,
     )
-
-
