@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pg_architect.core.pgss import PgssInfoRow, RowKey, StatementRow, StatementWindow, diff
-from pg_architect.exporter.latency import Interval, Mixture
+from pg_architect.exporter.durationlog import LogWindow
+from pg_architect.exporter.latency import Estimate, Interval, LoggedTail, Mixture, estimate
 
 
 def mixture(window: StatementWindow, dbid: int | None = None) -> Mixture:
@@ -24,6 +25,26 @@ def by_database(window: StatementWindow) -> dict[int, Mixture]:
     for key, iv in window.intervals.items():
         grouped.setdefault(key[1], []).append(iv)
     return {dbid: Mixture(ivs) for dbid, ivs in grouped.items()}
+
+
+def estimates(
+    window: StatementWindow, datnames: dict[int, str], log: LogWindow | None = None
+) -> dict[int, Estimate]:
+    """Each database's latency estimate for ``window``, backed by the duration log where it is complete."""
+    grouped: dict[int, dict[int, list[Interval]]] = {}
+    for key, iv in window.intervals.items():
+        grouped.setdefault(key[1], {}).setdefault(key[2], []).append(iv)
+    out: dict[int, Estimate] = {}
+    for dbid, statements in grouped.items():
+        tail = None
+        threshold = log.threshold_s(dbid) if log is not None else None
+        if log is not None and threshold is not None and dbid in datnames:
+            logged = log.by_database.get(datnames[dbid])
+            durations = [ms / 1000.0 for ms in logged.durations_ms] if logged is not None else []
+            query_ids = list(logged.query_ids) if logged is not None else []
+            tail = LoggedTail(threshold, durations, query_ids)
+        out[dbid] = estimate(statements, tail)
+    return out
 
 
 class StatementTracker:

@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from pg_architect.core import db
 from pg_architect.core.config import Config
 from pg_architect.core.errors import DatabaseError, DatabaseUnavailable, PgArchitectError, QueryTimeout, redact
-from pg_architect.exporter import collectors
+from pg_architect.exporter import collectors, durationlog
 from pg_architect.exporter.models import DatabaseRow, ServerRow
 from pg_architect.exporter.statements import StatementTracker
 
@@ -63,6 +63,14 @@ class Target:
         self._job_lock = threading.Lock()
         # State between scrapes, touched only by the collection in progress.
         self.statements = StatementTracker()
+        exporter = config.exporter
+        self.duration_log = durationlog.from_config(
+            exporter.duration_log,
+            exporter.duration_log_directory,
+            exporter.duration_log_format,
+            exporter.duration_log_max_bytes,
+            exporter.duration_log_max_records,
+        )
         self.histograms: dict[str, collectors.HistogramState] = {}
         self._blocks: dict[str, tuple[int, int]] | None = None
         self._sizes: dict[int, int] = {}  # database sizes, refreshed every database_size_interval_s
@@ -165,6 +173,8 @@ class Target:
             if server.system_identifier != self._system_identifier:
                 # Another server answers at this address now (failover, restore): start over.
                 self.statements.forget()
+                if self.duration_log is not None:
+                    self.duration_log.forget()
                 self._blocks = None
                 self._sizes_at = None
                 self._system_identifier = server.system_identifier
@@ -240,8 +250,28 @@ class Target:
             raise DatabaseError("statements need the database list, which failed in this scrape")
         rows, info = collectors.read_statements(conn, server)
         window = self.statements.advance(rows, info, time.time())
+        log_window, log_metrics = self._read_duration_log(conn)
         datnames = {d.dbid: d.datname for d in databases}
-        return collectors.statement_metrics(window, rows, datnames, self.histograms, self.config.exporter.top_queries)
+        families = collectors.statement_metrics(
+            window, rows, datnames, self.histograms, self.config.exporter.top_queries, log_window
+        )
+        return families + log_metrics
+
+    def _read_duration_log(self, conn: db.Connection) -> tuple[durationlog.LogWindow | None, list[Metric]]:
+        """The server's duration log for the window just closed; a failure degrades the p95, not the scrape."""
+        if self.duration_log is None:
+            return None, []
+        try:
+            log_window = self.duration_log.collect(conn)
+        except (DatabaseUnavailable, QueryTimeout):
+            raise
+        except PgArchitectError as exc:
+            self._warn("duration_log", f"duration log of {self.name} not used: {exc}")
+            return None, durationlog.metrics(None, self.duration_log)
+        self._warned.discard("duration_log")
+        if log_window.reason not in (None, "baseline"):
+            log.info("duration log of %s does not back this window: %s", self.name, log_window.reason)
+        return log_window, durationlog.metrics(log_window, self.duration_log)
 
     def _disk_metrics(self, server: ServerRow, databases: list[DatabaseRow]) -> list[Metric]:
         usage = collectors.read_disk(
