@@ -153,6 +153,7 @@ class Mixture:
         "_total_s",
         "_w",
         "suspect_bimodal",
+        "two_mode_rows",
     )
 
     def __init__(self, intervals: Iterable[Interval]) -> None:
@@ -165,6 +166,7 @@ class Mixture:
         mus: list[float] = []
         sigmas: list[float] = []
         exact: list[bool] = []
+        moments: list[tuple[float, float, int]] = []
         for iv in intervals:
             if iv.calls <= 0:
                 continue
@@ -191,6 +193,28 @@ class Mixture:
             sigmas.append(math.sqrt(s2))
             mus.append(math.log(mean) - 0.5 * s2)
             exact.append(iv.max_exact and iv.max_s is not None)
+            moments.append((mean, std, max(iv.history_calls, iv.calls)))
+
+        # Rows whose own min and max contradict one log-normal: flag the mixture, and where two modes with
+        # a common shape fit the row's moments and extremes, model the row as those two (docs/p95.md).
+        flags = _misfit(ws, mus, sigmas, los, his, exact)
+        share = _SUSPECT_MIN_SHARE * calls
+        self.suspect_bimodal: bool = any(flag and w >= share for flag, w in zip(flags, ws, strict=True))
+        self.two_mode_rows = 0
+        for i, flag in enumerate(flags):
+            # Only rows that can move the mixture's quantiles (at most 100 of them) are worth the fit.
+            split = _two_modes(ws[i], *moments[i], los[i], his[i]) if flag and ws[i] >= share else None
+            if split is None:
+                continue
+            p, mu1, mu2, sigma = split
+            self.two_mode_rows += 1
+            w = ws[i]
+            ws[i], mus[i], sigmas[i] = w * (1.0 - p), mu1, sigma
+            ws.append(w * p)
+            mus.append(mu2)
+            sigmas.append(sigma)
+            los.append(los[i])
+            his.append(his[i])
 
         self._calls = calls
         self._total_s = total
@@ -206,12 +230,6 @@ class Mixture:
         self._inv = [-_SQRT1_2 / s for s in sigmas]
         self._rows = list(zip(los, his, ws, mus, self._inv, sigmas, strict=True))
         self._steps = sorted(set(self._pt_x) | {v for v in los if v > 0} | {v for v in his if math.isfinite(v)})
-        self.suspect_bimodal: bool = self._suspect(exact)
-
-    def _suspect(self, exact: list[bool]) -> bool:
-        share = _SUSPECT_MIN_SHARE * self._calls
-        flags = _misfit(self._w, self._mu, self._sigma, self._lo, self._hi, exact)
-        return any(flag and w >= share for flag, w in zip(flags, self._w, strict=True))
 
     @property
     def calls(self) -> int:
@@ -378,6 +396,77 @@ def _misfit(
         too_much_above = wi * above > _SUSPECT_CALLS_ABOVE
         flags.append(wi >= _SUSPECT_MIN_CALLS and (too_much_below or too_much_above or max_improbable))
     return flags
+
+
+def _expected_min_z(n: float) -> float:
+    """The expected minimum of n standard normal draws (Blom's approximation)."""
+    return _NORMAL.inv_cdf(0.625 / (max(n, 1.0) + 0.25))
+
+
+_NORMAL = NormalDist()
+_TWO_MODE_SIGMAS = tuple(0.02 * 75.0 ** (k / 40) for k in range(41))  # 0.02 to 1.5, geometric
+
+
+def _two_modes(
+    w: float, mean: float, std: float, history: int, lo: float, hi: float
+) -> tuple[float, float, float, float] | None:
+    """A fast and a slow log-normal with a common sigma for one row: (slow share, mu fast, mu slow, sigma).
+
+    Four facts, four unknowns: the window's mean and second moment (exact), and the row's min and max, taken
+    as the expected extremes of ``history`` calls (the fast mode's minimum, the slow mode's maximum). For
+    each sigma the extremes place both modes and the mean gives the slow share; the second moment picks
+    sigma (the smallest root). None when no such pair fits (no second mode, or the bounds are not usable).
+    """
+    if not (0.0 < lo < mean < hi) or not math.isfinite(hi) or hi >= _FLOAT_MAX or w < _SUSPECT_MIN_CALLS:
+        return None
+    n = float(max(history, w))
+    e2 = mean * mean + std * std
+    log_lo, log_hi = math.log(lo), math.log(hi)
+
+    def solve(sigma: float) -> tuple[float, float, float, float] | None:
+        p = 0.05
+        mu1 = mu2 = 0.0
+        half = 0.5 * sigma * sigma
+        for _ in range(12):  # the extremes' z moves with log(p): a few rounds settle p to 1e-9
+            mu1 = log_lo - sigma * _expected_min_z(n * (1.0 - p))
+            mu2 = log_hi + sigma * _expected_min_z(n * p)
+            fast, slow = _exp(mu1 + half), _exp(mu2 + half)
+            if slow <= 1.5 * fast:
+                return None
+            nxt = (mean - fast) / (slow - fast)
+            if not 0.0 < nxt < 1.0:
+                return None
+            done = abs(nxt - p) < 1e-9 * nxt
+            p = nxt
+            if done:
+                break
+        residual = _exp(4.0 * half) * ((1.0 - p) * _exp(2.0 * mu1) + p * _exp(2.0 * mu2)) - e2
+        return residual, p, mu1, mu2
+
+    previous: tuple[float, tuple[float, float, float, float]] | None = None
+    for sigma in _TWO_MODE_SIGMAS:
+        found = solve(sigma)
+        if found is None:
+            previous = None
+            continue
+        if previous is not None and (previous[1][0] < 0.0) != (found[0] < 0.0):
+            a, b = previous[0], sigma
+            below = previous[1][0] < 0.0
+            for _ in range(30):
+                mid = 0.5 * (a + b)
+                at = solve(mid)
+                if at is None:
+                    return None
+                if (at[0] < 0.0) == below:
+                    a = mid
+                else:
+                    b = mid
+            at = solve(0.5 * (a + b))
+            if at is None or not 0.0 < at[1] < 0.5:
+                return None
+            return at[1], at[2], at[3], 0.5 * (a + b)
+        previous = (sigma, found)
+    return None
 
 
 def row_quantile(interval: Interval, q: float) -> float:

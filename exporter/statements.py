@@ -27,9 +27,7 @@ def by_database(window: StatementWindow) -> dict[int, Mixture]:
     return {dbid: Mixture(ivs) for dbid, ivs in grouped.items()}
 
 
-def estimates(
-    window: StatementWindow, datnames: dict[int, str], log: LogWindow | None = None
-) -> dict[int, Estimate]:
+def estimates(window: StatementWindow, datnames: dict[int, str], log: LogWindow | None = None) -> dict[int, Estimate]:
     """Each database's latency estimate for ``window``, backed by the duration log where it is complete."""
     grouped: dict[int, dict[int, list[Interval]]] = {}
     for key, iv in window.intervals.items():
