@@ -31,6 +31,8 @@ import json
 import logging
 import os
 import re
+import secrets
+import time
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,6 +117,16 @@ Record = tuple[str, str, int, float]
 """One logged call: (time 'YYYY-MM-DD HH:MM:SS.mmm' in log_timezone, database name, query id or 0, ms)."""
 
 
+MARK = "pg-architect duration log mark "
+"""The line the reader logs (RAISE LOG) at each scrape, and waits to see: proof the file is caught up."""
+
+
+def _mark_record(stamp: str, message: str) -> Record | None:
+    if message.startswith(MARK):
+        return stamp, message[len(MARK) :].strip(), 0, -1.0
+    return None
+
+
 def duration_of(message: str, bare_counts: bool) -> float | None:
     """The duration (ms) of a logged top-level statement, None for any other message.
 
@@ -166,6 +178,9 @@ def parse_csv(text: str, bare_counts: bool) -> Iterator[Record]:
             continue
         ms = duration_of(row[_CSV_MESSAGE], bare_counts)
         if ms is None:
+            mark = _mark_record(row[_CSV_TIME][:_TIME_KEY], row[_CSV_MESSAGE])
+            if mark is not None:
+                yield mark
             continue
         qid = row[_CSV_QUERY_ID] if len(row) > _CSV_QUERY_ID else ""
         yield row[_CSV_TIME][:_TIME_KEY], row[_CSV_DATABASE], _int(qid), ms
@@ -173,7 +188,7 @@ def parse_csv(text: str, bare_counts: bool) -> Iterator[Record]:
 
 def parse_json(text: str, bare_counts: bool) -> Iterator[Record]:
     for line in text.splitlines():
-        if '"duration: ' not in line:
+        if '"duration: ' not in line and MARK not in line:
             continue  # most lines, decided without decoding the JSON
         try:
             obj = json.loads(line)
@@ -181,8 +196,12 @@ def parse_json(text: str, bare_counts: bool) -> Iterator[Record]:
             continue
         if not isinstance(obj, dict) or obj.get("error_severity") != "LOG":
             continue
-        ms = duration_of(str(obj.get("message", "")), bare_counts)
+        message = str(obj.get("message", ""))
+        ms = duration_of(message, bare_counts)
         if ms is None:
+            mark = _mark_record(str(obj.get("timestamp", ""))[:_TIME_KEY], message)
+            if mark is not None:
+                yield mark
             continue
         yield str(obj.get("timestamp", ""))[:_TIME_KEY], str(obj.get("dbname", "")), _int(obj.get("query_id")), ms
 
@@ -253,13 +272,16 @@ def stderr_pattern(prefix: str) -> re.Pattern[str]:
 
 def parse_stderr(text: str, bare_counts: bool, pattern: re.Pattern[str]) -> Iterator[Record]:
     for line in text.splitlines():
-        if "duration: " not in line or line.startswith("\t"):
+        if ("duration: " not in line and MARK not in line) or line.startswith("\t"):
             continue  # continuation lines of a multi-line message start with a tab
         match = pattern.match(line)
         if match is None or match.group("severity") != "LOG":
             continue
         ms = duration_of(match.group("message"), bare_counts)
         if ms is None:
+            mark = _mark_record(match.group("m"), match.group("message"))
+            if mark is not None:
+                yield mark
             continue
         qid = match.groupdict().get("Q")
         yield match.group("m"), match.group("d"), _int(qid), ms
@@ -392,23 +414,36 @@ class LogWindow:
 
 
 class DurationLog:
-    """One target's reader of its server's duration log: files, offsets, and the records of the window."""
+    """One target's reader of its server's duration log: files, offsets, and the records of the window.
 
-    def __init__(self, files: LogFiles, fmt: str = "auto", max_bytes: int = 64 << 20, max_records: int = 500_000):
+    Each scrape logs a mark of its own (``RAISE LOG``) and reads until that line shows up: the logging
+    collector writes asynchronously, and the mark proves every call logged before it is in the file (and that
+    the files read are the ones this server writes). The window is every call stamped after the previous
+    mark and at or before this one.
+    """
+
+    def __init__(
+        self,
+        files: LogFiles,
+        fmt: str = "auto",
+        max_bytes: int = 64 << 20,
+        max_records: int = 500_000,
+        mark_wait_s: float = 1.0,
+    ) -> None:
         if fmt not in ("auto", *FORMATS):
             raise ValueError(f"unknown log format {fmt!r}")
         self.files = files
         self.format = fmt
         self.max_bytes = max_bytes
         self.max_records = max_records
+        self.mark_wait_s = mark_wait_s
         self._cursors: dict[str, _Cursor] | None = None  # None until the first scrape positions them
-        self._mark: str | None = None
+        self._mark: str | None = None  # the previous mark's time stamp
         self._signature: tuple[object, ...] | None = None
-        self._pending: list[Record] = []
-        self._window: list[Record] = []
+        self._records: list[Record] = []  # read but not yet given to a window (bounded by max_records)
         self._overflow = False
         self._gap: str | None = None
-        self.late_records = 0  # records that arrived after their window closed (the collector lagged)
+        self.late_records = 0  # records stamped before a mark they reached the file after
         self.bytes_read = 0
 
     def forget(self) -> None:
@@ -416,11 +451,12 @@ class DurationLog:
         self._cursors = None
         self._mark = None
         self._signature = None
-        self._pending.clear()
-        self._window.clear()
+        self._records = []
+        self._overflow = False
+        self._gap = None
 
     def collect(self, conn: db.Connection) -> LogWindow:
-        """Read what the log gained since the last scrape and close the window at the server's clock.
+        """Read what the log gained since the last scrape and close the window at this scrape's mark.
 
         Raises DurationLogError (or a DatabaseError) when the log cannot be read; the reader then starts
         over, so the next window it reports whole is whole.
@@ -442,19 +478,53 @@ class DurationLog:
         parse = self._parser(fmt, settings, bare_counts=not settings.log_duration)
         suffix = SUFFIXES[fmt]
         signature = (fmt, settings.threshold_ms, tuple(settings.overrides or ()), settings.log_line_prefix)
-        if self._cursors is None or self._mark is None:
-            # The first scrape only positions the reader at the end of what is there: history is no window.
+        baseline = self._cursors is None or self._mark is None
+        if self._cursors is None:
+            # The first scrape starts at the end of what is there: history is no window.
             self._cursors = {f.name: _Cursor(f, f.size) for f in self.files.list(conn, settings, suffix)}
-            settings = read_settings(conn)  # the mark after the positions, so no record falls between
-            self._mark, self._signature = settings.now_local, signature
-            self._pending.clear()
-            self._window.clear()
-            return LogWindow(False, "baseline", settings, {}, 0)
-        # Records stamped after the previous mark but read then wait here for the window they belong to.
-        pending, self._pending, self._window = self._pending, [], []
-        self._take(iter(pending), settings.now_local)
-        budget = self.max_bytes
+            self._records = []
+        token = secrets.token_hex(8)
+        text = db.query(conn, QUERIES, "duration_log_mark")
+        assert isinstance(text, str)  # no identifiers asked for: the file's text
+        db.execute(conn, db.SQL(text).format(mark=db.Literal(MARK + token)))
+        deadline = time.monotonic() + self.mark_wait_s
+        budget = [self.max_bytes]
+        stamp: str | None = None
         total = 0
+        while True:
+            read, stamp = self._read(conn, settings, suffix, fmt, parse, token, budget)
+            total += read
+            if stamp is not None or budget[0] <= 0 or time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)  # the logging collector has not written the mark yet
+        self.bytes_read += total
+        if stamp is None:
+            self._gap = self._gap or (
+                f"this scrape's mark did not reach the {fmt} files within {self.mark_wait_s:g} s "
+                "(are they this server's log, and log_min_messages at most LOG?)"
+            )
+            stamp = settings.now_local
+        if baseline:
+            self._records = [r for r in self._records if r[0] > stamp]
+            self._mark, self._signature = stamp, signature
+            self._overflow, self._gap = False, None
+            return LogWindow(False, "baseline", settings, {}, total)
+        return self._close(settings, signature, stamp, total)
+
+    def _read(
+        self,
+        conn: db.Connection,
+        settings: LogSettings,
+        suffix: str,
+        fmt: str,
+        parse: Callable[[str], Iterator[Record]],
+        token: str,
+        budget: list[int],
+    ) -> tuple[int, str | None]:
+        """Read every file to its end (within ``budget``); the time stamp of ``token``'s mark if it was read."""
+        assert self._cursors is not None
+        total = 0
+        found: str | None = None
         seen: set[str] = set()
         for listed in self.files.list(conn, settings, suffix):
             seen.add(listed.name)
@@ -465,13 +535,13 @@ class DurationLog:
                 cursor = self._cursors[listed.name] = _Cursor(listed, 0)  # new, rotated in, or truncated
             cursor.file = listed
             while cursor.offset < listed.size:
-                if budget <= 0:
+                if budget[0] <= 0:
                     self._gap = f"more than duration_log_max_bytes ({self.max_bytes}) were written in one window"
                     break
-                chunk = self.files.read(conn, settings, listed.name, cursor.offset, min(_CHUNK, budget))
+                chunk = self.files.read(conn, settings, listed.name, cursor.offset, min(_CHUNK, budget[0]))
                 if not chunk:
                     break
-                budget -= len(chunk)
+                budget[0] -= len(chunk)
                 total += len(chunk)
                 cursor.offset += len(chunk)
                 data = cursor.tail + chunk
@@ -481,11 +551,27 @@ class DurationLog:
                     cursor.tail = b""
                     self._gap = "a log record longer than 16 MiB was skipped"
                 if end:
-                    self._take(parse(data[:end].decode("utf-8", "replace")), settings.now_local)
+                    found = self._take(parse(data[:end].decode("utf-8", "replace")), token) or found
         for name in set(self._cursors) - seen:
             del self._cursors[name]  # rotated away (removed)
-        self.bytes_read += total
-        return self._close(settings, signature, total)
+        return total, found
+
+    def _take(self, records: Iterator[Record], token: str) -> str | None:
+        """Keep the calls stamped after the previous mark; the time stamp of ``token``'s mark if among them."""
+        previous = self._mark or ""
+        found = None
+        for record in records:
+            if record[3] < 0:  # a mark: ours, an earlier one of ours, or another exporter's
+                if record[1] == token:
+                    found = record[0]
+                continue
+            if record[0] <= previous:
+                self.late_records += 1
+            elif len(self._records) >= self.max_records:
+                self._overflow = True
+            else:
+                self._records.append(record)
+        return found
 
     def _format(self, settings: LogSettings) -> str:
         if self.format != "auto":
@@ -506,48 +592,34 @@ class DurationLog:
         pattern = stderr_pattern(settings.log_line_prefix)
         return lambda text: parse_stderr(text, bare_counts, pattern)
 
-    def _take(self, records: Iterator[Record], now: str) -> None:
-        mark = self._mark or ""
-        for record in records:
-            stamp = record[0]
-            if stamp <= mark:
-                self.late_records += 1
-            elif stamp <= now:
-                self._add(self._window, record)
-            else:
-                self._add(self._pending, record)
-
-    def _add(self, into: list[Record], record: Record) -> None:
-        if len(self._window) + len(self._pending) >= self.max_records:
-            self._overflow = True
-            return
-        into.append(record)
-
     def _skip(self, settings: LogSettings, reason: str) -> LogWindow:
         """A window the log cannot back; the next usable scrape is a baseline again."""
         self.forget()
         return LogWindow(False, reason, settings, {}, 0)
 
-    def _close(self, settings: LogSettings, signature: tuple[object, ...], total: int) -> LogWindow:
+    def _close(self, settings: LogSettings, signature: tuple[object, ...], stamp: str, total: int) -> LogWindow:
         reason = self._gap
         if self._overflow:
             reason = f"more than duration_log_max_records ({self.max_records}) calls were logged in one window"
         if self._signature != signature:
             reason = reason or "the log settings changed during the window"
         by_db: dict[str, DatabaseTail] = {}
-        if reason is None:
-            for _, datname, qid, ms in self._window:
-                tail = by_db.get(datname)
+        later: list[Record] = []
+        for record in self._records:
+            if record[0] > stamp:
+                later.append(record)  # logged after this mark: the next window's
+            elif reason is None:
+                tail = by_db.get(record[1])
                 if tail is None:
-                    tail = by_db[datname] = DatabaseTail()
-                tail.durations_ms.append(ms)
-                tail.query_ids.append(qid)
-        self._window = []
-        self._mark = settings.now_local
+                    tail = by_db[record[1]] = DatabaseTail()
+                tail.durations_ms.append(record[3])
+                tail.query_ids.append(record[2])
+        self._records = later
+        self._mark = stamp
         self._signature = signature
         self._overflow = False
         self._gap = None
-        return LogWindow(reason is None, reason, settings, by_db, total)
+        return LogWindow(reason is None, reason, settings, by_db if reason is None else {}, total)
 
 
 def from_config(source: str, directory: str | None, fmt: str, max_bytes: int, max_records: int) -> DurationLog | None:

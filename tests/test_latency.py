@@ -6,8 +6,8 @@ pg_stat_statements' own counters, and Prometheus' histogram_quantile re-implemen
 
 from __future__ import annotations
 
-import itertools
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Sequence
