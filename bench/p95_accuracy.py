@@ -125,10 +125,10 @@ BIMODAL = (
 # The lock-wait workload (--lock-wait): short updates of a few hot rows, and one client that now and then
 # locks some of them in a transaction and holds the locks for a while (a slow job, an idle transaction);
 # updates that hit a held row wait for it: a real row lock, not pg_sleep.
-LOCK_ROWS = 40
-LOCK_HOLD_S = (0.08, 0.25)  # each hold lasts uniformly this long
+LOCK_ROWS = 16
+LOCK_HOLD_S = (0.05, 0.2)  # each hold lasts uniformly this long
 LOCK_HELD_ROWS = 2
-LOCK_GAP_S = 0.25  # between holds
+LOCK_GAP_S = 0.1  # between holds
 LOCK_WAIT = (
     Statement("hot-update", "UPDATE hot SET v = v + 1 WHERE id = %s", LOCK_ROWS, 0.0, 0.8),
     Statement("hot-read", "SELECT v FROM hot WHERE id = %s", LOCK_ROWS, 0.0, 0.2),

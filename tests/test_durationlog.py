@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import shutil
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -184,11 +187,6 @@ def _run(dsn: str, seconds: list[float], threads: int = 2) -> None:
         raise errors[0]
 
 
-def _flush(conn: psycopg.Connection) -> None:
-    """Wait until the logging collector has written this point: log a marker and wait for it in the file."""
-    conn.execute("SELECT pg_sleep(0)")
-
-
 @pytest.fixture
 def log_db(logging_pg: ServerInfo, request: pytest.FixtureRequest) -> str:
     return make_database(logging_pg, f"log_{request.node.name[5:40]}")
@@ -284,3 +282,41 @@ def test_a_role_that_may_not_read_the_log_gets_the_fix_in_the_error(logging_pg: 
         reader = _reader(logging_pg, "pg_read_file")
         with pytest.raises(DurationLogError, match="pg_monitor"):
             reader.collect(conn)
+
+
+@pytest.fixture(scope="module")
+def json_and_stderr_pg() -> Iterator[ServerInfo]:
+    """A server writing both jsonlog and stderr files (PostgreSQL 15+), every statement of 100 ms or more."""
+    root = Path(tempfile.mkdtemp(prefix="pgarch-jsonlog-"))
+    server = EmbeddedPostgres(
+        root / "data",
+        settings={
+            "logging_collector": "on",
+            "log_destination": "'stderr,jsonlog'",
+            "log_directory": "'log'",
+            "log_line_prefix": "'%m [%p] %q%u@%d '",
+            "log_min_duration_statement": "100",
+        },
+    )
+    server.start()
+    try:
+        yield ServerInfo(host=server.host, port=server.port, user="postgres", server=server)
+    finally:
+        server.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("fmt", ["jsonlog", "stderr"])
+def test_jsonlog_and_stderr_files_of_a_real_server_give_the_same_calls(
+    json_and_stderr_pg: ServerInfo, fmt: str
+) -> None:
+    dbname = f"fmt_{fmt}"
+    dsn = make_database(json_and_stderr_pg, dbname)
+    with db.connect(json_and_stderr_pg.dsn(), db.Role.EXPORTER, db.Timeouts(5, 30000, 1000, 60000)) as conn:
+        reader = DurationLog(Directory(str(_log_dir(json_and_stderr_pg))), fmt)
+        assert reader.collect(conn).reason == "baseline"
+        _run(dsn, [0.12, 0.001, 0.15, 0.002, 0.11])
+        window = reader.collect(conn)
+    assert window.complete, window.reason
+    slow = _slow_calls(window.by_database.get(dbname))
+    assert len(slow) == 3 and slow[0] >= 100, slow
