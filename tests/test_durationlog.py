@@ -57,7 +57,7 @@ def test_a_csv_record_is_complete_only_at_a_newline_outside_quotes() -> None:
 def _csv_line(stamp: str, db: str, message: str, query_id: str = "42", severity: str = "LOG") -> str:
     row = [stamp, "alice", db, "7", "", "", "1", "", "", "", "0", severity, "00000", message]
     row += [""] * 8 + ["app", "client backend", "", query_id]
-    out = []
+    out: list[str] = []
     csv.writer(_Sink(out)).writerow(row)
     return "".join(out)
 
@@ -127,24 +127,15 @@ def test_time_settings_are_read_in_their_units() -> None:
 
 
 def test_the_highest_threshold_that_applies_to_a_database_is_the_complete_one() -> None:
-    base = dict(
-        now_local="",
-        now_epoch=0.0,
-        destination="csvlog",
-        logging_collector=True,
-        log_directory="log",
-        log_line_prefix="",
-        threshold_ms=250.0,
-        log_duration=False,
-        log_statement="none",
-        lc_messages="C",
-    )
-    assert LogSettings(**base, overrides=None).threshold_for(5) == 250.0
-    per_db = LogSettings(**base, overrides=["5=1s", "0=500", "6=-1"])
+    def settings(threshold_ms: float, overrides: list[str] | None) -> LogSettings:
+        return LogSettings("", 0.0, "csvlog", True, "log", "", threshold_ms, False, "none", "C", overrides)
+
+    assert settings(250.0, None).threshold_for(5) == 250.0
+    per_db = settings(250.0, ["5=1s", "0=500", "6=-1"])
     assert per_db.threshold_for(5) == 1000.0  # its own 1 s, above the role-wide 500 ms
     assert per_db.threshold_for(7) == 500.0  # a role-wide setting applies to every database
     assert per_db.threshold_for(6) is None  # switched off there: the log is complete nowhere in it
-    assert LogSettings(**{**base, "threshold_ms": -1.0}, overrides=None).threshold_for(5) is None
+    assert settings(-1.0, None).threshold_for(5) is None
 
 
 def test_config_needs_the_directory_for_the_directory_source() -> None:
