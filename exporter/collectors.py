@@ -12,17 +12,20 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from pg_architect.core import db, pgss
 from pg_architect.core.errors import DatabaseError
 from pg_architect.core.pgss import PgssInfoRow, StatementRow, StatementWindow
-from pg_architect.exporter.durationlog import LogWindow
 from pg_architect.exporter.latency import BUCKETS, Estimate, Interval, Mixture, row_quantile
 from pg_architect.exporter.models import ActivityRow, DatabaseRow, DatabaseSizeRow, KbPresentRow, KpiRow, ServerRow
 from pg_architect.exporter.queries import QUERIES
 from pg_architect.exporter.statements import estimates
+
+if TYPE_CHECKING:  # the duration log's module loads only when exporter.duration_log is on
+    from pg_architect.exporter.durationlog import LogWindow
 
 log = logging.getLogger(__name__)
 

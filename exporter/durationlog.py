@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import time
 from array import array
 from collections.abc import Callable, Iterator
@@ -483,7 +482,7 @@ class DurationLog:
             # The first scrape starts at the end of what is there: history is no window.
             self._cursors = {f.name: _Cursor(f, f.size) for f in self.files.list(conn, settings, suffix)}
             self._records = []
-        token = secrets.token_hex(8)
+        token = os.urandom(8).hex()
         text = db.query(conn, QUERIES, "duration_log_mark")
         assert isinstance(text, str)  # no identifiers asked for: the file's text
         db.execute(conn, db.SQL(text).format(mark=db.Literal(MARK + token)))

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pg_architect.core.pgss import PgssInfoRow, RowKey, StatementRow, StatementWindow, diff
-from pg_architect.exporter.durationlog import LogWindow
 from pg_architect.exporter.latency import Estimate, Interval, LoggedTail, Mixture, estimate
+
+if TYPE_CHECKING:  # the duration log's module loads only when exporter.duration_log is on
+    from pg_architect.exporter.durationlog import LogWindow
 
 
 def mixture(window: StatementWindow, dbid: int | None = None) -> Mixture:

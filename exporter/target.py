@@ -17,16 +17,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pg_architect.core import db
 from pg_architect.core.config import Config
 from pg_architect.core.errors import DatabaseError, DatabaseUnavailable, PgArchitectError, QueryTimeout, redact
-from pg_architect.exporter import collectors, durationlog
+from pg_architect.exporter import collectors
 from pg_architect.exporter.models import DatabaseRow, ServerRow
 from pg_architect.exporter.statements import StatementTracker
+
+if TYPE_CHECKING:
+    from pg_architect.exporter.durationlog import DurationLog, LogWindow
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +66,18 @@ class Target:
         self._job_lock = threading.Lock()
         # State between scrapes, touched only by the collection in progress.
         self.statements = StatementTracker()
+        self.duration_log: DurationLog | None = None
         exporter = config.exporter
-        self.duration_log = durationlog.from_config(
-            exporter.duration_log,
-            exporter.duration_log_directory,
-            exporter.duration_log_format,
-            exporter.duration_log_max_bytes,
-            exporter.duration_log_max_records,
-        )
+        if exporter.duration_log != "off":
+            from pg_architect.exporter import durationlog  # loaded only when asked for
+
+            self.duration_log = durationlog.from_config(
+                exporter.duration_log,
+                exporter.duration_log_directory,
+                exporter.duration_log_format,
+                exporter.duration_log_max_bytes,
+                exporter.duration_log_max_records,
+            )
         self.histograms: dict[str, collectors.HistogramState] = {}
         self._blocks: dict[str, tuple[int, int]] | None = None
         self._sizes: dict[int, int] = {}  # database sizes, refreshed every database_size_interval_s
@@ -257,10 +264,12 @@ class Target:
         )
         return families + log_metrics
 
-    def _read_duration_log(self, conn: db.Connection) -> tuple[durationlog.LogWindow | None, list[Metric]]:
+    def _read_duration_log(self, conn: db.Connection) -> tuple[LogWindow | None, list[Metric]]:
         """The server's duration log for the window just closed; a failure degrades the p95, not the scrape."""
         if self.duration_log is None:
             return None, []
+        from pg_architect.exporter import durationlog
+
         try:
             log_window = self.duration_log.collect(conn)
         except (DatabaseUnavailable, QueryTimeout):
