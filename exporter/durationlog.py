@@ -468,6 +468,8 @@ class DurationLog:
 
     def _collect(self, conn: db.Connection) -> LogWindow:
         settings = read_settings(conn)
+        if (settings.threshold_ms is None or settings.threshold_ms < 0) and not settings.overrides:
+            return self._skip(settings, "log_min_duration_statement is -1: the server logs no durations")
         if settings.log_duration and settings.log_statement != "none":
             # Bare "duration: X ms" lines then mix statements with parse and bind steps.
             return self._skip(settings, "log_duration and log_statement are both on: durations cannot be attributed")

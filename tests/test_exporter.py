@@ -513,3 +513,23 @@ def test_p95_above_the_duration_logs_threshold_is_the_logged_truth(logging_pg: S
     assert after.value("pgarch_duration_log_complete") == 1.0
     from_histogram = histogram_quantile(0.95, bucket_delta(before, after, dbname))
     assert abs(from_histogram - truth) / truth < 0.10, f"histogram p95 {from_histogram:.4f}s vs {truth:.4f}s"
+
+
+def test_an_unreadable_duration_log_degrades_the_p95_source_not_the_scrape(
+    logging_pg: ServerInfo, caplog: pytest.LogCaptureFixture
+) -> None:
+    dbname = "p95_log_denied"
+    dsn = make_database(logging_pg, dbname)
+    with psycopg.connect(logging_pg.dsn(), autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS exporter_no_log")
+        admin.execute("CREATE ROLE exporter_no_log LOGIN IN ROLE pg_read_all_stats")
+    # pg_read_file without the grants: every scrape still answers, from pg_stat_statements alone.
+    t = target(logging_pg.dsn(user="exporter_no_log"), exporter_duration_log="pg_read_file")
+    scrape(t)
+    run_concurrently(dsn, [("SELECT pg_sleep(%s)", (0.002,))] * 30, threads=2)
+    after = scrape(t)
+    assert after.value("pg_up") == 1.0
+    assert after.value("pgarch_scrape_collector_success", collector="statements") == 1.0
+    assert after.value("pgarch_duration_log_complete") == 0.0
+    assert after.value("pgarch_query_p95_source", datname=dbname, source="pg_stat_statements") == 1.0
+    assert any("pg_monitor" in r.getMessage() for r in caplog.records), "the log says which grant is missing"
