@@ -333,5 +333,3 @@ def diff(
         restarted_rows=restarted_rows,
         reset_detected=reset_detected,
     )
-
-
