@@ -39,6 +39,7 @@ from pathlib import Path
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from pg_architect.core import db
+from pg_architect.core.config import ExporterConfig
 from pg_architect.core.errors import PgArchitectError, PrivilegeError
 from pg_architect.exporter.queries import QUERIES
 
@@ -427,7 +428,7 @@ class DurationLog:
         fmt: str = "auto",
         max_bytes: int = 64 << 20,
         max_records: int = 500_000,
-        mark_wait_s: float = 1.0,
+        time_budget_s: float = 1.0,
     ) -> None:
         if fmt not in ("auto", *FORMATS):
             raise ValueError(f"unknown log format {fmt!r}")
@@ -435,7 +436,8 @@ class DurationLog:
         self.format = fmt
         self.max_bytes = max_bytes
         self.max_records = max_records
-        self.mark_wait_s = mark_wait_s
+        # Reading and waiting for the mark stop after this long (the scrape must answer in its own budget).
+        self.time_budget_s = time_budget_s
         self._cursors: dict[str, _Cursor] | None = None  # None until the first scrape positions them
         self._mark: str | None = None  # the previous mark's time stamp
         self._signature: tuple[object, ...] | None = None
@@ -488,12 +490,12 @@ class DurationLog:
         text = db.query(conn, QUERIES, "duration_log_mark")
         assert isinstance(text, str)  # no identifiers asked for: the file's text
         db.execute(conn, db.SQL(text).format(mark=db.Literal(MARK + token)))
-        deadline = time.monotonic() + self.mark_wait_s
+        deadline = time.monotonic() + self.time_budget_s
         budget = [self.max_bytes]
         stamp: str | None = None
         total = 0
         while True:
-            read, stamp = self._read(conn, settings, suffix, fmt, parse, token, budget)
+            read, stamp = self._read(conn, settings, suffix, fmt, parse, token, budget, deadline)
             total += read
             if stamp is not None or budget[0] <= 0 or time.monotonic() >= deadline:
                 break
@@ -501,7 +503,7 @@ class DurationLog:
         self.bytes_read += total
         if stamp is None:
             self._gap = self._gap or (
-                f"this scrape's mark did not reach the {fmt} files within {self.mark_wait_s:g} s "
+                f"this scrape's mark did not reach the {fmt} files within {self.time_budget_s:g} s "
                 "(are they this server's log, and log_min_messages at most LOG?)"
             )
             stamp = settings.now_local
@@ -521,6 +523,7 @@ class DurationLog:
         parse: Callable[[str], Iterator[Record]],
         token: str,
         budget: list[int],
+        deadline: float,
     ) -> tuple[int, str | None]:
         """Read every file to its end (within ``budget``); the time stamp of ``token``'s mark if it was read."""
         assert self._cursors is not None
@@ -538,6 +541,9 @@ class DurationLog:
             while cursor.offset < listed.size:
                 if budget[0] <= 0:
                     self._gap = f"more than duration_log_max_bytes ({self.max_bytes}) were written in one window"
+                    break
+                if time.monotonic() >= deadline:
+                    self._gap = f"the log grew faster than {self.time_budget_s:g} s of a scrape could read"
                     break
                 chunk = self.files.read(conn, settings, listed.name, cursor.offset, min(_CHUNK, budget[0]))
                 if not chunk:
@@ -623,12 +629,24 @@ class DurationLog:
         return LogWindow(reason is None, reason, settings, by_db if reason is None else {}, total)
 
 
-def from_config(source: str, directory: str | None, fmt: str, max_bytes: int, max_records: int) -> DurationLog | None:
-    """The reader ``exporter.duration_log`` asks for, or None when it is off."""
-    if source == "off":
+def from_config(exporter: ExporterConfig) -> DurationLog | None:
+    """The reader ``exporter.duration_log`` asks for, or None when it is off.
+
+    It may spend a quarter of the scrape budget (at most 2 s) reading and waiting for its mark.
+    """
+    if exporter.duration_log == "off":
         return None
-    files: LogFiles = Directory(directory or "") if source == "directory" else ServerFiles()
-    return DurationLog(files, fmt, max_bytes, max_records)
+    if exporter.duration_log == "directory":
+        files: LogFiles = Directory(exporter.duration_log_directory or "")
+    else:
+        files = ServerFiles()
+    return DurationLog(
+        files,
+        exporter.duration_log_format,
+        exporter.duration_log_max_bytes,
+        exporter.duration_log_max_records,
+        time_budget_s=min(exporter.scrape_budget_s / 4, 2.0),
+    )
 
 
 def metrics(window: LogWindow | None, reader: DurationLog) -> list[Metric]:

@@ -71,13 +71,7 @@ class Target:
         if exporter.duration_log != "off":
             from pg_architect.exporter import durationlog  # loaded only when asked for
 
-            self.duration_log = durationlog.from_config(
-                exporter.duration_log,
-                exporter.duration_log_directory,
-                exporter.duration_log_format,
-                exporter.duration_log_max_bytes,
-                exporter.duration_log_max_records,
-            )
+            self.duration_log = durationlog.from_config(exporter)
         self.histograms: dict[str, collectors.HistogramState] = {}
         self._blocks: dict[str, tuple[int, int]] | None = None
         self._sizes: dict[int, int] = {}  # database sizes, refreshed every database_size_interval_s

@@ -183,9 +183,9 @@ def log_db(logging_pg: ServerInfo, request: pytest.FixtureRequest) -> str:
     return make_database(logging_pg, f"log_{request.node.name[5:40]}")
 
 
-def _reader(logging_pg: ServerInfo, via: str = "directory", **kw: int) -> DurationLog:
+def _reader(logging_pg: ServerInfo, via: str = "directory", **kw: float) -> DurationLog:
     files = Directory(str(_log_dir(logging_pg))) if via == "directory" else ServerFiles()
-    return DurationLog(files, "auto", **kw)
+    return DurationLog(files, "auto", **kw)  # type: ignore[arg-type]
 
 
 def _slow_calls(window_db: object) -> list[float]:
@@ -236,13 +236,15 @@ def test_past_its_bounds_a_window_is_marked_incomplete_not_short(logging_pg: Ser
     with db.connect(logging_pg.dsn(), db.Role.EXPORTER, db.Timeouts(5, 30000, 1000, 60000)) as conn:
         few_records = _reader(logging_pg, max_records=2)
         few_bytes = _reader(logging_pg, max_bytes=200)
-        few_records.collect(conn)
-        few_bytes.collect(conn)
+        no_time = _reader(logging_pg, time_budget_s=0.0)  # a scrape that cannot wait: never a short window
+        for reader in (few_records, few_bytes, no_time):
+            reader.collect(conn)
         _run(log_db, [0.26, 0.26, 0.26])
-        records, size = few_records.collect(conn), few_bytes.collect(conn)
+        records, size, hurried = few_records.collect(conn), few_bytes.collect(conn), no_time.collect(conn)
         assert not records.complete and "duration_log_max_records" in (records.reason or "")
         assert not size.complete and "duration_log_max_bytes" in (size.reason or "")
-        assert records.by_database == {} and size.by_database == {}
+        assert not hurried.complete and "faster" in (hurried.reason or ""), hurried.reason
+        assert records.by_database == {} and size.by_database == {} and hurried.by_database == {}
 
 
 def test_a_changed_threshold_makes_the_window_incomplete(logging_pg: ServerInfo, log_db: str) -> None:
