@@ -44,10 +44,20 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 from pg_architect.core import db
 from pg_architect.core.embedded import EmbeddedPostgres
 from pg_architect.core.pgss import Cumulative, Interval, interval_of
-from pg_architect.exporter.latency import BUCKETS, Mixture, row_quantile, row_suspect_bimodal
+from pg_architect.exporter.durationlog import DatabaseTail, Directory, DurationLog
+from pg_architect.exporter.latency import (
+    BUCKETS,
+    SOURCE_LOG,
+    LoggedTail,
+    Mixture,
+    estimate,
+    row_quantile,
+    row_suspect_bimodal,
+)
 
 WORKLOAD_DB = "p95bench"
 WORKLOAD_APP = "p95bench-workload"
+LOCK_APP = "p95bench-lock-holder"
 SNAPSHOT_APP = "p95bench-snapshot"
 LOG_SETTINGS = {
     "log_min_duration_statement": "0",
@@ -59,7 +69,7 @@ LOG_SETTINGS = {
 }
 # csvlog columns (PostgreSQL 14+): the ones read here.
 CSV_MESSAGE, CSV_DATABASE, CSV_APPLICATION, CSV_QUERY_ID = 13, 2, 22, 25
-DURATION = re.compile(r"^duration: ([0-9.]+) ms  execute [^:]*: ")
+DURATION = re.compile(r"^duration: ([0-9.]+) ms  (?:execute [^:]*|statement): ")
 
 SNAPSHOT_SQL = """
 SELECT s.userid::bigint AS userid, s.dbid::bigint AS dbid, s.queryid AS queryid, s.toplevel AS toplevel,
@@ -87,6 +97,8 @@ class Statement:
     slow_factor: float = 1.0
 
     def parameter(self, rng: random.Random) -> float:
+        if self.sigma == 0.0:  # a row id: uniform over 1..median
+            return float(rng.randint(1, int(self.median)))
         value = self.median * math.exp(rng.gauss(0.0, self.sigma))
         return value * self.slow_factor if rng.random() < self.slow_share else value
 
@@ -102,8 +114,25 @@ WORKLOAD = (
     Statement("cpu-md5", "SELECT md5(string_agg(i::text, ',')) FROM generate_series(1, %s::int) i", 20_000, 0.5, 0.08),
 )
 
-# 90 % of calls near 5 ms, 10 % near 100 ms, all under one queryid.
-BIMODAL = Statement("bimodal", "SELECT pg_sleep(%s) IS NULL", 0.005, 0.2, 0.30, slow_share=0.10, slow_factor=20.0)
+# Three statements, each with a fast mode and a mode 30x slower under one queryid (a cache miss, a lock
+# wait, a cold path): 7 %, 10 % and 3 % of their calls slow. --bimodal runs these alone.
+BIMODAL = (
+    Statement("bimodal-93/7", "SELECT pg_sleep(%s) IS NULL", 0.004, 0.25, 1 / 3, slow_share=0.07, slow_factor=30.0),
+    Statement("bimodal-90/10", "SELECT pg_sleep(%s) IS NOT NULL", 0.003, 0.3, 1 / 3, slow_share=0.10, slow_factor=30.0),
+    Statement("bimodal-97/3", "SELECT 2 FROM pg_sleep(%s)", 0.008, 0.2, 1 / 3, slow_share=0.03, slow_factor=30.0),
+)
+
+# The lock-wait workload (--lock-wait): short updates of a few hot rows, and one client that now and then
+# locks some of them in a transaction and holds the locks for a while (a slow job, an idle transaction);
+# updates that hit a held row wait for it: a real row lock, not pg_sleep.
+LOCK_ROWS = 16
+LOCK_HOLD_S = (0.05, 0.2)  # each hold lasts uniformly this long
+LOCK_HELD_ROWS = 2
+LOCK_GAP_S = 0.1  # between holds
+LOCK_WAIT = (
+    Statement("hot-update", "UPDATE hot SET v = v + 1 WHERE id = %s", LOCK_ROWS, 0.0, 0.8),
+    Statement("hot-read", "SELECT v FROM hot WHERE id = %s", LOCK_ROWS, 0.0, 0.2),
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -128,15 +157,41 @@ Key = tuple[int, int, int, bool]
 class Workload:
     """Client threads that run the statements, and pause together at each window boundary."""
 
-    def __init__(self, dsn: str, statements: Sequence[Statement], threads: int, seed: int) -> None:
+    def __init__(
+        self, dsn: str, statements: Sequence[Statement], threads: int, seed: int, lock_holder: bool = False
+    ) -> None:
         self.dsn = dsn
         self.statements = tuple(statements)
         self.stop = threading.Event()
         self.pause = threading.Event()
-        self.arrived = threading.Barrier(threads + 1, timeout=60)
-        self.released = threading.Barrier(threads + 1, timeout=60)
+        clients = threads + (1 if lock_holder else 0)
+        self.arrived = threading.Barrier(clients + 1, timeout=60)
+        self.released = threading.Barrier(clients + 1, timeout=60)
         self.errors: list[BaseException] = []
         self.threads = [threading.Thread(target=self._run, args=(seed + i,), daemon=True) for i in range(threads)]
+        if lock_holder:
+            self.threads.append(threading.Thread(target=self._hold_locks, args=(seed + 1000,), daemon=True))
+
+    def _hold_locks(self, seed: int) -> None:
+        """Lock a few hot rows in a transaction, hold them, commit; pause between holds."""
+        rng = random.Random(seed)
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, application_name=LOCK_APP) as conn:
+                while not self.stop.is_set():
+                    if self.pause.is_set():
+                        self.arrived.wait()
+                        self.released.wait()
+                        continue
+                    with conn.transaction():
+                        ids = rng.sample(range(1, LOCK_ROWS + 1), LOCK_HELD_ROWS)
+                        conn.execute("SELECT v FROM hot WHERE id = ANY(%s) FOR UPDATE", (ids,))
+                        time.sleep(rng.uniform(*LOCK_HOLD_S))
+                    time.sleep(LOCK_GAP_S * rng.uniform(0.5, 1.5))
+        except threading.BrokenBarrierError:
+            pass
+        except BaseException as exc:  # reported by the main thread, which aborts the run
+            self.errors.append(exc)
+            self.arrived.abort()
 
     def start(self) -> None:
         for thread in self.threads:
@@ -205,7 +260,7 @@ def logged_windows(rows: list[list[str]], windows: int) -> list[list[tuple[float
             continue
         if row[CSV_APPLICATION] == SNAPSHOT_APP and "pg_stat_statements" in row[CSV_MESSAGE]:
             per_window.append([])
-        elif row[CSV_APPLICATION] == WORKLOAD_APP and row[CSV_DATABASE] == WORKLOAD_DB:
+        elif row[CSV_APPLICATION] in (WORKLOAD_APP, LOCK_APP) and row[CSV_DATABASE] == WORKLOAD_DB:
             query_id = int(row[CSV_QUERY_ID]) if row[CSV_QUERY_ID].lstrip("-").isdigit() else None
             per_window[-1].append((float(match.group(1)), query_id))
     # per_window[0] precedes the baseline snapshot; windows run between snapshots 0..windows.
@@ -246,15 +301,24 @@ class WindowResult:
     histogram_s: float
     means_only_s: float
     suspect: bool
+    # With the duration log at each threshold (ms): (gauge, histogram_quantile, source, suspect).
+    with_log: dict[float, tuple[float, float, str, bool]] = dataclasses.field(default_factory=dict)
 
     def error(self, estimate: float) -> float:
         return estimate / self.truth_s - 1
 
 
-def evaluate(intervals: dict[Key, Interval], durations: list[tuple[float, int | None]], index: int) -> WindowResult:
+def evaluate(
+    intervals: dict[Key, Interval],
+    durations: list[tuple[float, int | None]],
+    index: int,
+    tail: DatabaseTail | None = None,
+    thresholds_ms: Sequence[float] = (),
+) -> WindowResult:
+    """The window's estimates against its truth; with ``tail`` (the reader's records) at each threshold too."""
     mix = Mixture(intervals.values())
     means = Mixture(Interval(iv.calls, iv.mean_s, 0.0, None, False, None) for iv in intervals.values())
-    return WindowResult(
+    result = WindowResult(
         index=index,
         calls=mix.calls,
         logged=len(durations),
@@ -264,6 +328,21 @@ def evaluate(intervals: dict[Key, Interval], durations: list[tuple[float, int | 
         means_only_s=means.quantile(0.95),
         suspect=mix.suspect_bimodal,
     )
+    statements: dict[int, list[Interval]] = {}
+    for key, iv in intervals.items():
+        statements.setdefault(key[2], []).append(iv)
+    for t_ms in thresholds_ms if tail is not None else ():
+        assert tail is not None
+        # What a server logging at this threshold would have written: the reader's records at or above it.
+        kept = [(ms / 1000.0, qid) for ms, qid in zip(tail.durations_ms, tail.query_ids, strict=True) if ms >= t_ms]
+        est = estimate(statements, LoggedTail(t_ms / 1000.0, [d for d, _ in kept], [q for _, q in kept]))
+        result.with_log[t_ms] = (
+            est.quantile(0.95),
+            histogram_quantile(0.95, BUCKETS, est.bucket_counts(BUCKETS), est.calls),
+            est.source(0.95),
+            est.suspect_bimodal,
+        )
+    return result
 
 
 def summarise(name: str, errors: Sequence[float]) -> str:
@@ -388,23 +467,40 @@ def run(args: argparse.Namespace) -> int:
     server = EmbeddedPostgres(root / "data", settings=LOG_SETTINGS)
     print(f"starting embedded PostgreSQL in {root} ...", flush=True)
     server.start()
+    if args.lock_wait:
+        statements, name = LOCK_WAIT, "the lock-wait workload"
+    elif args.bimodal:
+        statements, name = BIMODAL, "three bimodal statements"
+    else:
+        statements, name = WORKLOAD, "the log-normal workload"
     try:
         with psycopg.connect(server.dsn(), autocommit=True, application_name="p95bench-setup") as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             conn.execute(f'DROP DATABASE IF EXISTS "{WORKLOAD_DB}"')
             conn.execute(f'CREATE DATABASE "{WORKLOAD_DB}"')
             version = db.fetch_value(conn, "SHOW server_version")
+        if args.lock_wait:
+            with psycopg.connect(server.dsn(WORKLOAD_DB), autocommit=True) as conn:
+                conn.execute("CREATE TABLE hot (id integer PRIMARY KEY, v bigint NOT NULL)")
+                conn.execute("INSERT INTO hot SELECT g, 0 FROM generate_series(1, %s) g", (LOCK_ROWS,))
+                conn.execute("VACUUM ANALYZE hot")
         snap_conn = psycopg.connect(server.dsn(), autocommit=True, application_name=SNAPSHOT_APP)
-        statements = (*WORKLOAD, BIMODAL) if args.bimodal else WORKLOAD
-        workload = Workload(server.dsn(WORKLOAD_DB), statements, args.threads, args.seed)
+        workload = Workload(server.dsn(WORKLOAD_DB), statements, args.threads, args.seed, lock_holder=args.lock_wait)
         snapshots: list[dict[Key, Cumulative]] = []
+        # The exporter's own reader of the server's csvlog, cutting windows by the server's clock.
+        reader = DurationLog(Directory(str(server.data_dir / "log")), "csvlog")
+        tails: list[DatabaseTail | None] = []
 
         def take() -> None:
             snapshots.append(snapshot(snap_conn))
+            window = reader.collect(snap_conn)
+            if window.reason not in (None, "baseline"):
+                print(f"  duration log does not back window {len(tails)}: {window.reason}", flush=True)
+            tails.append(window.by_database.get(WORKLOAD_DB, DatabaseTail()) if window.complete else None)
 
         print(
-            f"PostgreSQL {version}; {args.windows} windows of {args.window_seconds:g} s, {args.threads} client threads"
-            + (", with a bimodal statement" if args.bimodal else ""),
+            f"PostgreSQL {version}; {args.windows} windows of {args.window_seconds:g} s, {args.threads} client "
+            f"threads, {name}",
             flush=True,
         )
         workload.start()
@@ -425,30 +521,61 @@ def run(args: argparse.Namespace) -> int:
             server.destroy()
             shutil.rmtree(root, ignore_errors=True)
 
+    thresholds = sorted(args.log_threshold_ms)
     results, row_errors = [], []
     print(
         f"\n{'win':>3} {'calls':>6} {'logged':>6} {'true p95':>10} {'gauge':>10} {'err':>7} "
         f"{'histogram':>10} {'err':>7} {'means-only':>10} {'err':>7}  flag"
+        + "".join(f"  {f'log>={t:g}ms':>10} {'err':>7} {'hist':>7}" for t in thresholds)
     )
     for k in range(args.windows):
         intervals = deltas(snapshots[k], snapshots[k + 1])
-        result = evaluate(intervals, windows[k], k + 1)
+        result = evaluate(intervals, windows[k], k + 1, tails[k + 1], thresholds)
         results.append(result)
-        print(
+        line = (
             f"{result.index:>3} {result.calls:>6} {result.logged:>6} {result.truth_s * 1000:>8.2f}ms "
             f"{result.gauge_s * 1000:>8.2f}ms {result.error(result.gauge_s):>+7.1%} "
             f"{result.histogram_s * 1000:>8.2f}ms {result.error(result.histogram_s):>+7.1%} "
             f"{result.means_only_s * 1000:>8.2f}ms {result.error(result.means_only_s):>+7.1%}"
-            f"  {'bimodal?' if result.suspect else ''}"
+            f"  {'bimodal?' if result.suspect else '        '}"
         )
+        for t in thresholds:
+            if t in result.with_log:
+                gauge, hist, source, _ = result.with_log[t]
+                mark = "*" if source == SOURCE_LOG else " "
+                line += f"  {gauge * 1000:>8.2f}ms{mark} {result.error(gauge):>+7.1%} {result.error(hist):>+7.1%}"
+            else:
+                line += f"  {'(no log)':>10} {'':>7} {'':>7}"
+        print(line)
         row_errors.extend(per_row_errors(intervals, windows[k]))
     mismatched = [r.index for r in results if r.calls != r.logged]
     print(f"\nwindows whose pg_stat_statements calls differ from the logged count: {mismatched or 'none'}")
-    print(summarise("gauge", [r.error(r.gauge_s) for r in results]))
-    print(summarise("histogram", [r.error(r.histogram_s) for r in results]))
-    print(summarise("means-only", [r.error(r.means_only_s) for r in results]))
+    print(f"true p95 {min(r.truth_s for r in results) * 1000:.1f}-{max(r.truth_s for r in results) * 1000:.1f} ms")
+    print("without the duration log:")
+    print("  " + summarise("gauge", [r.error(r.gauge_s) for r in results]))
+    print("  " + summarise("histogram", [r.error(r.histogram_s) for r in results]))
+    print("  " + summarise("means-only", [r.error(r.means_only_s) for r in results]))
+    flagged = [r for r in results if r.suspect]
+    unflagged_bad = [r.index for r in results if not r.suspect and abs(r.error(r.gauge_s)) > 0.10]
+    print(
+        f"  flagged suspect: {len(flagged)} of {len(results)}; windows off by > 10 % and not flagged: "
+        f"{unflagged_bad or 'none'}"
+    )
     if row_errors:
-        print(summarise("per-row p95", row_errors) + f"   ({len(row_errors)} row-windows with >= 50 calls)")
+        print("  " + summarise("per-row p95", row_errors) + f"   ({len(row_errors)} row-windows with >= 50 calls)")
+    for t in thresholds:
+        backed = [r for r in results if t in r.with_log]
+        if not backed:
+            print(f"with the duration log at {t:g} ms: no window backed")
+            continue
+        print(f"with the duration log at {t:g} ms ({len(backed)} of {len(results)} windows backed):")
+        print("  " + summarise("gauge", [r.error(r.with_log[t][0]) for r in backed]))
+        print("  " + summarise("histogram", [r.error(r.with_log[t][1]) for r in backed]))
+        above = [r for r in backed if r.truth_s * 1000 >= t]
+        if above:
+            worst = max(abs(r.error(r.with_log[t][0])) for r in above)
+            print(f"  windows with true p95 >= {t:g} ms: {len(above)}, gauge worst error {worst:.2%}")
+        print(f"  still flagged suspect: {sum(r.with_log[t][3] for r in backed)}")
     median_ms, worst_ms = time_scrape_math()
     print(f"latency math for 5,000 rows x {len(BUCKETS)} buckets: median {median_ms:.1f} ms, worst {worst_ms:.1f} ms")
     return 0
@@ -475,7 +602,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the data directory (and its csvlog)")
-    parser.add_argument("--bimodal", action="store_true", help="add a statement with a fast and a slow mode")
+    parser.add_argument(
+        "--bimodal", action="store_true", help="three statements with a fast and a 30x slower mode (93/7, 90/10, 97/3)"
+    )
+    parser.add_argument("--lock-wait", action="store_true", help="hot-row updates that wait on real row locks")
+    parser.add_argument(
+        "--log-threshold-ms",
+        type=float,
+        action="append",
+        default=[],
+        help="also estimate with the duration log at this log_min_duration_statement (repeatable)",
+    )
     parser.add_argument(
         "--synthetic", action="store_true", help="no server: synthetic accuracy, the bimodality flag's rates, speed"
     )

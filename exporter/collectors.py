@@ -12,6 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
@@ -19,7 +20,7 @@ from pg_architect.core import db, pgss
 from pg_architect.core.errors import DatabaseError
 from pg_architect.core.pgss import PgssInfoRow, StatementRow, StatementWindow
 from pg_architect.exporter import compat
-from pg_architect.exporter.latency import BUCKETS, Interval, Mixture, row_quantile
+from pg_architect.exporter.latency import BUCKETS, Estimate, Interval, Mixture, row_quantile
 from pg_architect.exporter.models import (
     ActivityRow,
     BgwriterRow,
@@ -33,7 +34,10 @@ from pg_architect.exporter.models import (
     SettingRow,
 )
 from pg_architect.exporter.queries import QUERIES
-from pg_architect.exporter.statements import by_database
+from pg_architect.exporter.statements import estimates
+
+if TYPE_CHECKING:  # the duration log's module loads only when exporter.duration_log is on
+    from pg_architect.exporter.durationlog import LogWindow
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +157,7 @@ class HistogramState:
     count: float = 0.0
     sum_s: float = 0.0
 
-    def add(self, mixture: Mixture) -> None:
+    def add(self, mixture: Estimate) -> None:
         for i, value in enumerate(mixture.bucket_counts(BUCKETS)):
             self.buckets[i] += value
         self.count += mixture.calls
@@ -200,8 +204,12 @@ def statement_metrics(
     datnames: dict[int, str],
     histograms: dict[str, HistogramState],
     top_n: int,
+    log: LogWindow | None = None,
 ) -> list[Metric]:
-    """Histogram and p95 per database, plus bounded per-queryid series for the top statements."""
+    """Histogram and p95 per database, plus bounded per-queryid series for the top statements.
+
+    ``log`` is the server's duration log for the same window, when the exporter reads it (docs/p95.md).
+    """
     p95 = GaugeMetricFamily(
         "pgarch_query_p95_seconds",
         "p95 statement latency between the last two scrapes (log-normal mixture of pg_stat_statements "
@@ -214,8 +222,15 @@ def statement_metrics(
         "in one statement): the p95 may be underestimated; see docs/p95.md.",
         labels=["datname"],
     )
+    source = GaugeMetricFamily(
+        "pgarch_query_p95_source",
+        "1 for the evidence pgarch_query_p95_seconds rests on: pg_stat_statements (the model alone), "
+        "duration_log (a logged call, exact), or pg_stat_statements+duration_log (the model below the log's "
+        "threshold, holding the calls the log left there).",
+        labels=["datname", "source"],
+    )
     if window is not None:
-        for dbid, mixture in by_database(window).items():
+        for dbid, mixture in estimates(window, datnames, log).items():
             datname = datnames.get(dbid)
             if datname is None or mixture.calls <= 0:
                 continue
@@ -224,6 +239,7 @@ def statement_metrics(
             if not math.isnan(value):
                 p95.add_metric([datname], value)
                 suspect.add_metric([datname], 1.0 if mixture.suspect_bimodal else 0.0)
+                source.add_metric([datname, mixture.source(0.95)], 1.0)
     for datname in datnames.values():
         # Zero-valued from the first scrape on, so rate() and absent() work before the first window closes.
         histograms.setdefault(datname, HistogramState())
@@ -269,7 +285,7 @@ def statement_metrics(
             value = _statement_p95(intervals)
             if not math.isnan(value):
                 stmt_p95.add_metric(labels, value)
-    return [p95, suspect, hist, calls, seconds, stmt_p95]
+    return [p95, suspect, source, hist, calls, seconds, stmt_p95]
 
 
 def _statement_p95(intervals: list[Interval]) -> float:

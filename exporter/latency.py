@@ -14,22 +14,38 @@ Units: seconds.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import math
 import sys
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from statistics import NormalDist
+from typing import Protocol
 
 from pg_architect.core.pgss import Interval
 
 __all__ = [
     "BUCKETS",
+    "SOURCE_LOG",
+    "SOURCE_LOG_TAIL",
+    "SOURCE_PGSS",
+    "Estimate",
     "Interval",
+    "LogBacked",
+    "LoggedTail",
     "Mixture",
+    "estimate",
     "row_quantile",
     "row_suspect_bimodal",
 ]
+
+SOURCE_PGSS = "pg_stat_statements"
+"""The p95 rests on pg_stat_statements' moments and bounds alone (the mixture model)."""
+SOURCE_LOG = "duration_log"
+"""The p95 lies above the log's threshold: it is a logged call's duration, exact."""
+SOURCE_LOG_TAIL = "pg_stat_statements+duration_log"
+"""The p95 lies below the log's threshold: the model, holding exactly as many calls as the log left below it."""
 
 
 def _buckets(first: float = 0.001, last: float = 60.0, per_doubling: int = 4) -> tuple[float, ...]:
@@ -137,6 +153,7 @@ class Mixture:
         "_total_s",
         "_w",
         "suspect_bimodal",
+        "two_mode_rows",
     )
 
     def __init__(self, intervals: Iterable[Interval]) -> None:
@@ -149,6 +166,7 @@ class Mixture:
         mus: list[float] = []
         sigmas: list[float] = []
         exact: list[bool] = []
+        moments: list[tuple[float, float, int]] = []
         for iv in intervals:
             if iv.calls <= 0:
                 continue
@@ -175,6 +193,28 @@ class Mixture:
             sigmas.append(math.sqrt(s2))
             mus.append(math.log(mean) - 0.5 * s2)
             exact.append(iv.max_exact and iv.max_s is not None)
+            moments.append((mean, std, max(iv.history_calls, iv.calls)))
+
+        # Rows whose own min and max contradict one log-normal: flag the mixture, and where two modes with
+        # a common shape fit the row's moments and extremes, model the row as those two (docs/p95.md).
+        flags = _misfit(ws, mus, sigmas, los, his, exact)
+        share = _SUSPECT_MIN_SHARE * calls
+        self.suspect_bimodal: bool = any(flag and w >= share for flag, w in zip(flags, ws, strict=True))
+        self.two_mode_rows = 0
+        for i, flag in enumerate(flags):
+            # Only rows that can move the mixture's quantiles (at most 100 of them) are worth the fit.
+            split = _two_modes(ws[i], *moments[i], los[i], his[i]) if flag and ws[i] >= share else None
+            if split is None:
+                continue
+            p, mu1, mu2, sigma = split
+            self.two_mode_rows += 1
+            w = ws[i]
+            ws[i], mus[i], sigmas[i] = w * (1.0 - p), mu1, sigma
+            ws.append(w * p)
+            mus.append(mu2)
+            sigmas.append(sigma)
+            los.append(los[i])
+            his.append(his[i])
 
         self._calls = calls
         self._total_s = total
@@ -190,12 +230,6 @@ class Mixture:
         self._inv = [-_SQRT1_2 / s for s in sigmas]
         self._rows = list(zip(los, his, ws, mus, self._inv, sigmas, strict=True))
         self._steps = sorted(set(self._pt_x) | {v for v in los if v > 0} | {v for v in his if math.isfinite(v)})
-        self.suspect_bimodal: bool = self._suspect(exact)
-
-    def _suspect(self, exact: list[bool]) -> bool:
-        share = _SUSPECT_MIN_SHARE * self._calls
-        flags = _misfit(self._w, self._mu, self._sigma, self._lo, self._hi, exact)
-        return any(flag and w >= share for flag, w in zip(flags, self._w, strict=True))
 
     @property
     def calls(self) -> int:
@@ -206,6 +240,10 @@ class Mixture:
     def total_s(self) -> float:
         """Time spent in the window's calls (sum of calls * mean)."""
         return self._total_s
+
+    def source(self, q: float = 0.95) -> str:
+        """Which evidence the quantile ``q`` rests on: pg_stat_statements alone."""
+        return SOURCE_PGSS
 
     def cdf(self, x_s: float) -> float:
         """Share of the window's calls that took at most ``x_s`` seconds; NaN for an empty mixture."""
@@ -360,6 +398,77 @@ def _misfit(
     return flags
 
 
+def _expected_min_z(n: float) -> float:
+    """The expected minimum of n standard normal draws (Blom's approximation)."""
+    return _NORMAL.inv_cdf(0.625 / (max(n, 1.0) + 0.25))
+
+
+_NORMAL = NormalDist()
+_TWO_MODE_SIGMAS = tuple(0.02 * 75.0 ** (k / 40) for k in range(41))  # 0.02 to 1.5, geometric
+
+
+def _two_modes(
+    w: float, mean: float, std: float, history: int, lo: float, hi: float
+) -> tuple[float, float, float, float] | None:
+    """A fast and a slow log-normal with a common sigma for one row: (slow share, mu fast, mu slow, sigma).
+
+    Four facts, four unknowns: the window's mean and second moment (exact), and the row's min and max, taken
+    as the expected extremes of ``history`` calls (the fast mode's minimum, the slow mode's maximum). For
+    each sigma the extremes place both modes and the mean gives the slow share; the second moment picks
+    sigma (the smallest root). None when no such pair fits (no second mode, or the bounds are not usable).
+    """
+    if not (0.0 < lo < mean < hi) or not math.isfinite(hi) or hi >= _FLOAT_MAX or w < _SUSPECT_MIN_CALLS:
+        return None
+    n = float(max(history, w))
+    e2 = mean * mean + std * std
+    log_lo, log_hi = math.log(lo), math.log(hi)
+
+    def solve(sigma: float) -> tuple[float, float, float, float] | None:
+        p = 0.05
+        mu1 = mu2 = 0.0
+        half = 0.5 * sigma * sigma
+        for _ in range(12):  # the extremes' z moves with log(p): a few rounds settle p to 1e-9
+            mu1 = log_lo - sigma * _expected_min_z(n * (1.0 - p))
+            mu2 = log_hi + sigma * _expected_min_z(n * p)
+            fast, slow = _exp(mu1 + half), _exp(mu2 + half)
+            if slow <= 1.5 * fast:
+                return None
+            nxt = (mean - fast) / (slow - fast)
+            if not 0.0 < nxt < 1.0:
+                return None
+            done = abs(nxt - p) < 1e-9 * nxt
+            p = nxt
+            if done:
+                break
+        residual = _exp(4.0 * half) * ((1.0 - p) * _exp(2.0 * mu1) + p * _exp(2.0 * mu2)) - e2
+        return residual, p, mu1, mu2
+
+    previous: tuple[float, tuple[float, float, float, float]] | None = None
+    for sigma in _TWO_MODE_SIGMAS:
+        found = solve(sigma)
+        if found is None:
+            previous = None
+            continue
+        if previous is not None and (previous[1][0] < 0.0) != (found[0] < 0.0):
+            a, b = previous[0], sigma
+            below = previous[1][0] < 0.0
+            for _ in range(30):
+                mid = 0.5 * (a + b)
+                at = solve(mid)
+                if at is None:
+                    return None
+                if (at[0] < 0.0) == below:
+                    a = mid
+                else:
+                    b = mid
+            at = solve(0.5 * (a + b))
+            if at is None or not 0.0 < at[1] < 0.5:
+                return None
+            return at[1], at[2], at[3], 0.5 * (a + b)
+        previous = (sigma, found)
+    return None
+
+
 def row_quantile(interval: Interval, q: float) -> float:
     """A single row's fitted quantile (for a per-queryid p95); same model as :class:`Mixture`."""
     return Mixture((interval,)).quantile(q)
@@ -368,3 +477,176 @@ def row_quantile(interval: Interval, q: float) -> float:
 def row_suspect_bimodal(interval: Interval) -> bool:
     """True when the row's min or exact max contradicts its fitted log-normal (see :class:`Mixture`)."""
     return Mixture((interval,)).suspect_bimodal
+
+
+# -- the server's duration log ---------------------------------------------------------------------------
+
+
+class Estimate(Protocol):
+    """What the exporter publishes for one database's window: the p95 gauge, the histogram, the flag."""
+
+    @property
+    def calls(self) -> int: ...
+
+    @property
+    def total_s(self) -> float: ...
+
+    @property
+    def suspect_bimodal(self) -> bool: ...
+
+    def quantile(self, q: float) -> float: ...
+
+    def bucket_counts(self, bounds: Sequence[float] = BUCKETS) -> list[float]: ...
+
+    def source(self, q: float = 0.95) -> str: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoggedTail:
+    """Every call of one database's window at or above ``threshold_s``, from the server's duration log.
+
+    ``query_ids`` runs parallel to ``durations_s`` (0 where the log did not say); empty when unknown.
+    """
+
+    threshold_s: float
+    durations_s: Sequence[float]
+    query_ids: Sequence[int] = ()
+
+
+class LogBacked:
+    """A window whose calls at or above the log's threshold T are known one by one.
+
+    Above T the CDF is exact: ``calls - k`` calls below T, plus every logged duration at or below x. Below
+    T it is the model, scaled to hold exactly the ``calls - k`` calls the log left there. Where the log
+    carries query ids, each statement's logged calls are taken out of its pg_stat_statements moments first
+    (count, sum and sum of squares are exact), so the model below T describes only the calls below T: a
+    slow mode above T no longer distorts the fast one.
+    """
+
+    __slots__ = ("_below", "_calls", "_durations", "_model", "_scale", "_threshold", "_total_s", "refined")
+
+    def __init__(self, statements: Mapping[int, Sequence[Interval]], tail: LoggedTail) -> None:
+        threshold = tail.threshold_s
+        # Sampled lines (log_min_duration_sample, log_transaction_sample_rate) below T are not the tail.
+        durations = sorted(d for d in tail.durations_s if d >= threshold)
+        logged: dict[int, list[float]] = {}
+        for qid, d in zip(tail.query_ids, tail.durations_s, strict=False):
+            if qid and d >= threshold:
+                logged.setdefault(qid, []).append(d)
+        rows: list[Interval] = []
+        refined = 0
+        calls = 0
+        total = 0.0
+        for qid, intervals in statements.items():
+            n = sum(iv.calls for iv in intervals if iv.calls > 0)
+            calls += n
+            total += sum(iv.calls * iv.mean_s for iv in intervals if iv.calls > 0)
+            below = _below(intervals, logged.get(qid, ()), threshold) if qid in logged else None
+            if below is not None:
+                refined += 1
+                if below.calls > 0:
+                    rows.append(below)
+            else:
+                rows.extend(intervals)
+        self._calls = calls
+        self._total_s = total
+        self._threshold = threshold
+        self._durations = durations
+        self._below = max(calls - len(durations), 0)
+        self._model = Mixture(rows)
+        mass = self._model._cdf_scalar(threshold)
+        # The model's calls below T, scaled to the count the log leaves there.
+        self._scale = self._below / mass if mass > 0 else 0.0
+        self.refined = refined
+
+    @property
+    def calls(self) -> int:
+        return self._calls
+
+    @property
+    def total_s(self) -> float:
+        return self._total_s
+
+    @property
+    def suspect_bimodal(self) -> bool:
+        """Only the model below T can hide a second mode, and only when the p95 rests on it."""
+        return self.source(0.95) != SOURCE_LOG and self._model.suspect_bimodal
+
+    def source(self, q: float = 0.95) -> str:
+        return SOURCE_LOG if q * self._calls > self._below else SOURCE_LOG_TAIL
+
+    def quantile(self, q: float) -> float:
+        """The smallest x with F(x) >= q: a logged duration above T, the scaled model below it."""
+        if math.isnan(q):
+            return math.nan
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must be within [0, 1], got {q}")
+        if self._calls == 0:
+            return math.nan
+        rank = q * self._calls
+        if rank > self._below:
+            j = max(math.ceil(rank - self._below - 1e-9), 1)
+            return self._durations[min(j, len(self._durations)) - 1]
+        if self._scale <= 0.0 or self._model.calls == 0:
+            return self._threshold  # calls below T the model cannot place: at most T
+        inner = min(rank / (self._scale * self._model.calls), 1.0)
+        return min(self._model.quantile(inner), self._threshold)
+
+    def bucket_counts(self, bounds: Sequence[float] = BUCKETS) -> list[float]:
+        """Cumulative calls at or below each bound: exact from T on, the scaled model below."""
+        model = self._model.bucket_counts(bounds)
+        out: list[float] = []
+        running = 0.0
+        for bound, modelled in zip(bounds, model, strict=True):
+            if bound >= self._threshold:
+                value = float(self._below + bisect.bisect_right(self._durations, bound))
+            else:
+                value = min(modelled * self._scale, float(self._below))
+            running = max(running, value)
+            out.append(running)
+        return out
+
+
+def _below(intervals: Sequence[Interval], logged: Sequence[float], threshold: float) -> Interval | None:
+    """One statement's calls below T: its window moments minus its logged calls; None if inconsistent.
+
+    Count, sum and sum of squares of a statement's calls are exact from pg_stat_statements; the log gives
+    those of its calls at or above T, so the difference is exact too. It is refused (None: keep the whole
+    statement) when it contradicts itself, e.g. because the log timed a little more than the executor.
+    """
+    live = [iv for iv in intervals if iv.calls > 0]
+    n = sum(iv.calls for iv in live)
+    k = len(logged)
+    if k > n:
+        return None
+    if k == n:
+        return Interval(0, 0.0, 0.0, None, False, None)
+    s1 = sum(iv.calls * iv.mean_s for iv in live) - math.fsum(logged)
+    s2 = sum(iv.calls * (iv.stddev_s**2 + iv.mean_s**2) for iv in live) - math.fsum(x * x for x in logged)
+    m = n - k
+    mean = s1 / m
+    if not 0.0 < mean < threshold:
+        return None
+    var = s2 / m - mean * mean
+    if var < -1e-9 * mean * mean:
+        return None
+    mins = [iv.min_s for iv in live]
+    lo = min(v for v in mins if v is not None) if all(v is not None for v in mins) else None
+    maxes = [iv.max_s for iv in live]
+    hi = min([threshold, *(v for v in maxes if v is not None)]) if all(v is not None for v in maxes) else threshold
+    if lo is not None and (lo > mean or lo >= hi):
+        lo = None
+    return Interval(m, mean, math.sqrt(max(var, 0.0)), hi, False, lo)
+
+
+def estimate(statements: Mapping[int, Sequence[Interval]], tail: LoggedTail | None) -> Estimate:
+    """One database's window: the mixture of its statements, backed by the duration log when there is one.
+
+    ``statements`` maps a queryid to its rows' intervals. The log is not used when it holds more calls than
+    pg_stat_statements counted (the two disagree about the window).
+    """
+    if tail is not None:
+        calls = sum(iv.calls for ivs in statements.values() for iv in ivs if iv.calls > 0)
+        if sum(d >= tail.threshold_s for d in tail.durations_s) <= calls:
+            return LogBacked(statements, tail)
+    return Mixture(iv for ivs in statements.values() for iv in ivs)

@@ -11,9 +11,13 @@ import math
 from array import array
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pg_architect.core.pgss import PgssInfoRow, RowKey, StatementRow, StatementWindow, diff
-from pg_architect.exporter.latency import Interval, Mixture
+from pg_architect.exporter.latency import Estimate, Interval, LoggedTail, Mixture, estimate
+
+if TYPE_CHECKING:  # the duration log's module loads only when exporter.duration_log is on
+    from pg_architect.exporter.durationlog import LogWindow
 
 
 def mixture(window: StatementWindow, dbid: int | None = None) -> Mixture:
@@ -79,6 +83,24 @@ class _Snapshot:
             return False
         since = self.stats_since[i]
         return (row.stats_since is None) if math.isnan(since) else row.stats_since == since
+
+
+def estimates(window: StatementWindow, datnames: dict[int, str], log: LogWindow | None = None) -> dict[int, Estimate]:
+    """Each database's latency estimate for ``window``, backed by the duration log where it is complete."""
+    grouped: dict[int, dict[int, list[Interval]]] = {}
+    for key, iv in window.intervals.items():
+        grouped.setdefault(key[1], {}).setdefault(key[2], []).append(iv)
+    out: dict[int, Estimate] = {}
+    for dbid, statements in grouped.items():
+        tail = None
+        threshold = log.threshold_s(dbid) if log is not None else None
+        if log is not None and threshold is not None and dbid in datnames:
+            logged = log.by_database.get(datnames[dbid])
+            durations = [ms / 1000.0 for ms in logged.durations_ms] if logged is not None else []
+            query_ids = list(logged.query_ids) if logged is not None else []
+            tail = LoggedTail(threshold, durations, query_ids)
+        out[dbid] = estimate(statements, tail)
+    return out
 
 
 class StatementTracker:

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -33,6 +33,9 @@ from pg_architect.core.errors import DatabaseError, DatabaseUnavailable, PgArchi
 from pg_architect.exporter import collectors, compat
 from pg_architect.exporter.models import DatabaseRow, ServerRow
 from pg_architect.exporter.statements import StatementTracker
+
+if TYPE_CHECKING:
+    from pg_architect.exporter.durationlog import DurationLog, LogWindow
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,12 @@ class Target:
         self._job_lock = threading.Lock()
         # State between scrapes, touched only by the collection in progress.
         self.statements = StatementTracker()
+        self.duration_log: DurationLog | None = None
+        exporter = config.exporter
+        if exporter.duration_log != "off":
+            from pg_architect.exporter import durationlog  # loaded only when asked for
+
+            self.duration_log = durationlog.from_config(exporter)
         self.histograms: dict[str, collectors.HistogramState] = {}
         self._blocks: dict[str, tuple[int, int]] | None = None
         self._sizes: dict[int, int] = {}  # database sizes, refreshed every database_size_interval_s
@@ -241,6 +250,8 @@ class Target:
             if server.system_identifier != self._system_identifier:
                 # Another server answers at this address now (failover, restore): start over.
                 self.statements.forget()
+                if self.duration_log is not None:
+                    self.duration_log.forget()
                 self._blocks = None
                 self._sizes_at = None
                 self._system_identifier = server.system_identifier
@@ -370,7 +381,29 @@ class Target:
     def _read_statements(self, conn: db.Connection, server: ServerRow, datnames: dict[int, str]) -> list[Metric]:
         rows, info = collectors.read_statements(conn, server)
         window = self.statements.advance(rows, info, time.time())
-        return collectors.statement_metrics(window, rows, datnames, self.histograms, self.config.exporter.top_queries)
+        log_window, log_metrics = self._read_duration_log(conn)
+        families = collectors.statement_metrics(
+            window, rows, datnames, self.histograms, self.config.exporter.top_queries, log_window
+        )
+        return families + log_metrics
+
+    def _read_duration_log(self, conn: db.Connection) -> tuple[LogWindow | None, list[Metric]]:
+        """The server's duration log for the window just closed; a failure degrades the p95, not the scrape."""
+        if self.duration_log is None:
+            return None, []
+        from pg_architect.exporter import durationlog
+
+        try:
+            log_window = self.duration_log.collect(conn)
+        except (DatabaseUnavailable, QueryTimeout):
+            raise
+        except PgArchitectError as exc:
+            self._warn("duration_log", f"duration log of {self.name} not used: {exc}")
+            return None, durationlog.metrics(None, self.duration_log)
+        self._warned.discard("duration_log")
+        if log_window.reason not in (None, "baseline"):
+            log.info("duration log of %s does not back this window: %s", self.name, log_window.reason)
+        return log_window, durationlog.metrics(log_window, self.duration_log)
 
     def _refresh_statements(self, server: ServerRow, datnames: dict[int, str]) -> None:
         """One pg_stat_statements collection on its own connection (exporter.statements_interval_s > 0)."""

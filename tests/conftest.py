@@ -197,3 +197,36 @@ def _server_version_gate(request: pytest.FixtureRequest) -> None:
     if have < needed:
         reason = marker.args[1] if len(marker.args) > 1 else "a newer server"
         pytest.skip(f"needs PostgreSQL {needed // 10000}+ ({reason}); the embedded server is {have}")
+
+
+# -- a server that writes the duration log the exporter reads --------------------------------------------
+
+LOG_THRESHOLD_MS = 250
+
+
+@pytest.fixture(scope="session")
+def logging_pg() -> Iterator[ServerInfo]:
+    """An embedded server logging to csvlog every statement of at least LOG_THRESHOLD_MS (a production-like
+    threshold), and with ``log_duration`` the bare duration of every other one: the tests' truth."""
+    root = Path(tempfile.mkdtemp(prefix="pgarch-logtest-"))
+    server = EmbeddedPostgres(
+        root / "data",
+        settings={
+            "logging_collector": "on",
+            "log_destination": "'csvlog'",
+            "log_directory": "'log'",
+            "log_rotation_size": "0",
+            "log_rotation_age": "0",
+            "log_min_duration_statement": str(LOG_THRESHOLD_MS),
+            "log_duration": "on",
+        },
+    )
+    server.start()
+    try:
+        for dbname in ("template1", "postgres"):
+            with psycopg.connect(server.dsn(dbname), autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        yield ServerInfo(host=server.host, port=server.port, user="postgres", server=server)
+    finally:
+        server.destroy()
+        shutil.rmtree(root, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 import threading
@@ -81,15 +82,23 @@ def bucket_delta(before: Scrape, after: Scrape, datname: str) -> list[tuple[floa
 
 
 def run_concurrently(
-    dsn: str, statements: list[tuple[str, tuple[object, ...]]], threads: int = 2, session_sql: str | None = None
+    dsn: str,
+    statements: list[tuple[str, tuple[object, ...]]],
+    threads: int = 2,
+    session_sql: str | None = None,
+    application_name: str = "",
+    simple: bool = False,
 ) -> None:
-    """Run ``statements`` split over ``threads`` connections."""
+    """Run ``statements`` split over ``threads`` connections (``simple``: the simple query protocol)."""
     chunks = [statements[i::threads] for i in range(threads)]
     errors: list[BaseException] = []
 
     def work(chunk: list[tuple[str, tuple[object, ...]]]) -> None:
         try:
-            with psycopg.connect(dsn, autocommit=True) as conn:
+            factory = psycopg.ClientCursor if simple else psycopg.Cursor
+            with psycopg.connect(
+                dsn, autocommit=True, application_name=application_name, cursor_factory=factory
+            ) as conn:
                 if session_sql:
                     conn.execute(session_sql)
                 for sql, params in chunk:
@@ -119,4 +128,18 @@ def logged_durations(log_file: Path, marker: str, offset: int) -> list[float]:
         m = _DURATION.search(line)
         if m and marker in m.group(2):
             out.append(float(m.group(1)) / 1000.0)
+    return out
+
+
+def logged_csv_durations(log_dir: Path, datname: str, application_name: str) -> list[float]:
+    """Every duration (seconds) the server's csvlog holds for this database and application: with
+    log_duration on and the simple protocol, one line per statement (bare below the threshold)."""
+    out = []
+    for path in sorted(log_dir.glob("*.csv")):
+        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+            for row in csv.reader(fh):
+                if len(row) > 22 and row[2] == datname and row[22] == application_name:
+                    m = re.match(r"duration: ([0-9.]+) ms", row[13])
+                    if m:
+                        out.append(float(m.group(1)) / 1000.0)
     return out

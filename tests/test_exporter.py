@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import random
 import socket
@@ -19,12 +20,13 @@ from pg_architect.core.embedded import EmbeddedPostgres
 from pg_architect.exporter import collectors
 from pg_architect.exporter.latency import BUCKETS
 from pg_architect.exporter.target import APPLICATION_NAME, Target
-from tests.conftest import ServerInfo
+from tests.conftest import LOG_THRESHOLD_MS, ServerInfo, make_database
 from tests.exporter_helpers import (
     Scrape,
     bucket_delta,
     config,
     histogram_quantile,
+    logged_csv_durations,
     logged_durations,
     run_concurrently,
     target,
@@ -736,3 +738,62 @@ def test_settings_are_the_servers_configuration_and_follow_a_reload(
         postgresql.execute("SELECT pg_reload_conf()")
     wait_for(lambda: scrape(t).value("pg_settings_random_page_cost") == before, 60, "the reset to be served")
     t.close()
+
+
+def test_p95_above_the_duration_logs_threshold_is_the_logged_truth(logging_pg: ServerInfo) -> None:
+    """With the server's duration log readable at a production-like threshold (250 ms), a window whose p95
+    lies above it is exported within 5 % of the truth: here a statement whose slow mode sits above T."""
+    dbname = "p95_log_backed"
+    dsn = make_database(logging_pg, dbname)
+    assert isinstance(logging_pg.server, EmbeddedPostgres)
+    log_dir = logging_pg.server.data_dir / "log"
+    # The exporter watches from the postgres database: the workload's database holds the workload alone.
+    t = target(logging_pg.dsn(), exporter_duration_log="directory", exporter_duration_log_directory=str(log_dir))
+    rng = random.Random(21)
+    # One statement, two modes: 85 % near 3 ms, 15 % between 0.3 and 0.6 s (a lock wait, a cold read).
+    sleeps = [
+        rng.uniform(0.3, 0.6) if rng.random() < 0.15 else rng.lognormvariate(math.log(0.003), 0.3) for _ in range(200)
+    ]
+    scrape(t)  # the log reader's baseline
+    before = scrape(t)
+    run_concurrently(
+        dsn,
+        [("SELECT pg_sleep(%s) /* two-modes */", (s,)) for s in sleeps],
+        threads=4,
+        application_name="p95-log-test",
+        simple=True,
+    )
+    after = scrape(t)
+    truth_samples = sorted(logged_csv_durations(log_dir, dbname, "p95-log-test"))
+    assert len(truth_samples) == 200, f"logged {len(truth_samples)} statements"
+    truth = truth_samples[math.ceil(0.95 * len(truth_samples)) - 1]
+    assert truth >= LOG_THRESHOLD_MS / 1000, f"the workload's p95 {truth:.3f}s should lie above the threshold"
+    gauge = after.value("pgarch_query_p95_seconds", datname=dbname)
+    assert gauge is not None
+    print(f"p95: gauge {gauge:.5f}s truth {truth:.5f}s")
+    assert abs(gauge - truth) / truth <= 0.05, f"gauge p95 {gauge:.4f}s vs logged {truth:.4f}s"
+    assert after.value("pgarch_query_p95_source", datname=dbname, source="duration_log") == 1.0
+    assert after.value("pgarch_query_p95_suspect", datname=dbname) == 0.0
+    assert after.value("pgarch_duration_log_complete") == 1.0
+    from_histogram = histogram_quantile(0.95, bucket_delta(before, after, dbname))
+    assert abs(from_histogram - truth) / truth < 0.10, f"histogram p95 {from_histogram:.4f}s vs {truth:.4f}s"
+
+
+def test_an_unreadable_duration_log_degrades_the_p95_source_not_the_scrape(
+    logging_pg: ServerInfo, caplog: pytest.LogCaptureFixture
+) -> None:
+    dbname = "p95_log_denied"
+    dsn = make_database(logging_pg, dbname)
+    with psycopg.connect(logging_pg.dsn(), autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS exporter_no_log")
+        admin.execute("CREATE ROLE exporter_no_log LOGIN IN ROLE pg_read_all_stats")
+    # pg_read_file without the grants: every scrape still answers, from pg_stat_statements alone.
+    t = target(logging_pg.dsn(user="exporter_no_log"), exporter_duration_log="pg_read_file")
+    scrape(t)
+    run_concurrently(dsn, [("SELECT pg_sleep(%s)", (0.002,))] * 30, threads=2)
+    after = scrape(t)
+    assert after.value("pg_up") == 1.0
+    assert after.value("pgarch_scrape_collector_success", collector="statements") == 1.0
+    assert after.value("pgarch_duration_log_complete") == 0.0
+    assert after.value("pgarch_query_p95_source", datname=dbname, source="pg_stat_statements") == 1.0
+    assert any("pg_monitor" in r.getMessage() for r in caplog.records), "the log says which grant is missing"

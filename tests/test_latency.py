@@ -6,6 +6,7 @@ pg_stat_statements' own counters, and Prometheus' histogram_quantile re-implemen
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -18,7 +19,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pg_architect.core.pgss import CANCELLATION_RATIO, Cumulative, Interval, interval_of
-from pg_architect.exporter.latency import BUCKETS, Mixture, _phi, row_quantile, row_suspect_bimodal
+from pg_architect.exporter.latency import (
+    BUCKETS,
+    SOURCE_LOG,
+    SOURCE_LOG_TAIL,
+    SOURCE_PGSS,
+    LogBacked,
+    LoggedTail,
+    Mixture,
+    _phi,
+    estimate,
+    row_quantile,
+    row_suspect_bimodal,
+)
 
 # -- independent truth -----------------------------------------------------------------------------------
 
@@ -545,15 +558,21 @@ def test_single_row_p95_is_close_to_its_sample_p95() -> None:
 # -- the mixture: bimodality flag ------------------------------------------------------------------------
 
 
-def test_fast_and_slow_mode_in_one_row_is_flagged() -> None:
-    # 10 % of the calls ten times slower: the fit's p95 is about a third too low, and the flag says so.
+def test_fast_and_slow_mode_in_one_row_is_flagged_and_split_in_two() -> None:
+    # 10 % of the calls ten times slower: one log-normal's p95 is about a third too low; the flag says so,
+    # and the two-mode fit (moments plus min and max) finds the slow mode.
     rng = np.random.default_rng(8)
     fast = np.exp(rng.normal(math.log(0.002), 0.2, 900))
     slow = np.exp(rng.normal(math.log(0.02), 0.2, 100))
     samples = np.concatenate((fast, slow))
     row = interval_from_samples(samples)
-    error = row_quantile(row, 0.95) / true_quantile(samples, 0.95) - 1
-    assert error < -0.2, f"the two-moment fit should miss this p95 (error {error:+.1%}), or the flag is moot"
+    one_mode = dataclasses.replace(row, min_s=None, max_s=None)
+    error = row_quantile(one_mode, 0.95) / true_quantile(samples, 0.95) - 1
+    assert error < -0.2, f"one log-normal should miss this p95 (error {error:+.1%}), or the test is moot"
+    mixture = Mixture([row])
+    assert mixture.two_mode_rows == 1
+    error = mixture.quantile(0.95) / true_quantile(samples, 0.95) - 1
+    assert abs(error) < 0.05, f"two-mode p95 off by {error:+.1%}"
     assert row_suspect_bimodal(row)
     other = interval_from_samples(np.exp(rng.normal(math.log(0.01), 0.5, 5000)))
     assert Mixture([row, other]).suspect_bimodal
@@ -630,3 +649,76 @@ def test_quantile_outside_0_1_is_refused_and_nan_passes_through() -> None:
     with pytest.raises(ValueError):
         mix.quantile(1.5)
     assert math.isnan(mix.quantile(math.nan))
+
+
+# -- backed by the server's duration log ------------------------------------------------------------------
+
+
+def _two_mode_statements(seed: int, n: int, slow_share: float) -> dict[int, np.ndarray]:
+    """Two statements (query ids 1 and 2): one log-normal, one with a fast mode and a 30x slower one."""
+    rng = np.random.default_rng(seed)
+    plain = np.exp(rng.normal(math.log(0.004), 0.4, n))
+    k = int(rng.binomial(n, slow_share))
+    mixed = np.concatenate(
+        (np.exp(rng.normal(math.log(0.01), 0.25, n - k)), np.exp(rng.normal(math.log(0.3), 0.25, k)))
+    )
+    return {1: plain, 2: mixed}
+
+
+def _tail(statements: dict[int, np.ndarray], threshold: float, with_ids: bool = True) -> LoggedTail:
+    pairs = [(float(x), qid) for qid, xs in statements.items() for x in xs if x >= threshold]
+    return LoggedTail(threshold, [d for d, _ in pairs], [q for _, q in pairs] if with_ids else [])
+
+
+def test_with_the_log_a_p95_above_its_threshold_is_a_logged_call_exactly() -> None:
+    statements = _two_mode_statements(1, 2000, 0.20)
+    every = np.concatenate(list(statements.values()))
+    threshold = 0.15
+    est = estimate({q: [interval_from_samples(x)] for q, x in statements.items()}, _tail(statements, threshold))
+    truth = true_quantile(every, 0.95)
+    assert truth >= threshold
+    assert est.quantile(0.95) == truth
+    assert est.source(0.95) == SOURCE_LOG
+    assert not est.suspect_bimodal  # the log backs it: nothing left to suspect
+    counts = est.bucket_counts(BUCKETS)
+    for bound, count in zip(BUCKETS, counts, strict=True):
+        if bound >= threshold:
+            assert count == int((every <= bound).sum()), f"bucket {bound}"
+    assert counts[-1] <= every.size
+
+
+def test_below_its_threshold_the_log_fixes_the_tail_count_and_the_fast_modes_moments() -> None:
+    # 3 % of one statement's calls 30x slower, above T; the p95 lies in the fast modes, below T.
+    statements = _two_mode_statements(2, 3000, 0.03)
+    every = np.concatenate(list(statements.values()))
+    threshold = 0.1
+    intervals = {q: [interval_from_samples(x)] for q, x in statements.items()}
+    truth = true_quantile(every, 0.95)
+    assert truth < threshold
+    est = estimate(intervals, _tail(statements, threshold))
+    assert isinstance(est, LogBacked) and est.refined == 1
+    assert est.source(0.95) == SOURCE_LOG_TAIL
+    error = est.quantile(0.95) / truth - 1
+    assert abs(error) < 0.05, f"p95 off by {error:+.1%} with the log's tail taken out of the moments"
+    first_above = next(i for i, b in enumerate(BUCKETS) if b >= threshold)
+    logged = sum(1 for x in every if x >= threshold)
+    below_bound = int((every <= BUCKETS[first_above]).sum())
+    assert est.bucket_counts(BUCKETS)[first_above] == pytest.approx(below_bound, abs=1e-9)
+    assert est.bucket_counts(BUCKETS)[first_above - 1] <= every.size - logged + 1e-9
+
+
+def test_the_log_is_not_used_when_it_counts_more_calls_than_pg_stat_statements() -> None:
+    statements = _two_mode_statements(3, 100, 0.10)
+    intervals = {q: [interval_from_samples(x)] for q, x in statements.items()}
+    too_many = LoggedTail(0.0, [0.5] * 500)
+    est = estimate(intervals, too_many)
+    assert isinstance(est, Mixture) and est.source(0.95) == SOURCE_PGSS
+
+
+def test_a_log_without_query_ids_still_bounds_the_tail() -> None:
+    statements = _two_mode_statements(4, 3000, 0.20)
+    every = np.concatenate(list(statements.values()))
+    threshold = 0.15
+    est = estimate({q: [interval_from_samples(x)] for q, x in statements.items()}, _tail(statements, threshold, False))
+    assert isinstance(est, LogBacked) and est.refined == 0
+    assert est.quantile(0.95) == true_quantile(every, 0.95)

@@ -173,6 +173,12 @@ class ExporterConfig:
     statements_interval_s: float = _field(0.0, _non_negative)
     # /probe: how long one server's cluster-wide collection is shared by the probes of its databases.
     probe_cache_s: float = _field(10.0, _non_negative)
+    # The server's own duration log (docs/p95.md): off, a mounted log directory, or pg_read_binary_file.
+    duration_log: str = _field("off", _one_of("off", "directory", "pg_read_file"))
+    duration_log_directory: str | None = None
+    duration_log_format: str = _field("auto", _one_of("auto", "csvlog", "jsonlog", "stderr"))
+    duration_log_max_bytes: int = _field(64 * 1024 * 1024, _positive)
+    duration_log_max_records: int = _field(500_000, _positive)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +197,17 @@ class TargetConfig:
             return self.dsn
         assert self.dsn_file is not None  # load_config guarantees one of them
         return Path(self.dsn_file).expanduser().read_text(encoding="utf-8").strip()
+
+
+def _cross_checks(cfg: Config, problems: list[str]) -> None:
+    """Rules that tie keys together (each key's own rules are in its field)."""
+    exporter = cfg.exporter
+    if exporter.duration_log == "directory" and not exporter.duration_log_directory:
+        problems.append(
+            "exporter.duration_log: 'directory' needs exporter.duration_log_directory (the mounted log directory)"
+        )
+    if exporter.duration_log_directory and exporter.duration_log != "directory":
+        problems.append("exporter.duration_log_directory: set, but exporter.duration_log is not 'directory'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -572,6 +589,7 @@ def load_config(
         else:
             node[leaf] = value
     cfg = _build(Config, data, "", problems)
+    _cross_checks(cfg, problems)
     secrets = _resolve_secrets(cfg, env, problems)
     if problems:
         raise ConfigError(problems)

@@ -144,7 +144,8 @@ class Interval:
     ``max_s`` is an upper bound on every call of the interval, and the interval's exact maximum when
     ``max_exact``; ``min_s`` is a lower bound (exact when the row's minimum fell). None when unknown.
     ``variance_fallback`` says ``stddev_s`` comes from the narrower model used when the interval's M2 was
-    lost to cancellation, not from the exact formula.
+    lost to cancellation, not from the exact formula. ``history_calls`` is how many calls the min and max
+    were taken over (the row's cumulative calls; 0 when unknown): the extremes of that many calls.
     """
 
     calls: int
@@ -154,6 +155,7 @@ class Interval:
     max_exact: bool
     min_s: float | None
     variance_fallback: bool = False
+    history_calls: int = dataclasses.field(default=0, compare=False)
 
 
 def _whole(cur: Cumulative) -> Interval:
@@ -169,6 +171,7 @@ def _whole(cur: Cumulative) -> Interval:
         max_s=max_ms * _MS if max_ms is not None else None,
         max_exact=max_ms is not None,
         min_s=min_ms * _MS if min_ms is not None else None,
+        history_calls=cur.calls,
     )
 
 
@@ -244,6 +247,7 @@ def interval_of(prev: Cumulative | None, cur: Cumulative) -> Interval | None:
         max_exact=max_exact,
         min_s=min_ms * _MS if min_ms is not None else None,
         variance_fallback=fallback,
+        history_calls=cur.calls,
     )
 
 
