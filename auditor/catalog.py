@@ -141,7 +141,8 @@ class Snapshot:
         return self._relations[key]
 
     def columns(self, table: TableRef) -> dict[str, str]:
-        """Column name -> type (format_type without typmod) of ``table``; empty when it does not exist."""
+        """Column name -> full type (format_type with its modifier: ``character(10)``) of ``table``; empty when
+        it does not exist. A value bound as plain ``character`` would be ``char(1)``, and match nothing."""
         found = self.relation(table)
         if found is None:
             return {}
@@ -163,7 +164,8 @@ class Snapshot:
         """The catalog's spelling of a type name (``int4`` -> ``integer``); the input when unknown."""
         if name not in self._type_names:
             value = db.fetch_value(self.conn, db.query(self.conn, QUERIES, "type_name"), {"name": name})
-            self._type_names[name] = str(value) if value else name
+            # A written modifier (``$1::char(10)``) is part of the type: the canonical name without it is not.
+            self._type_names[name] = str(value) if value and "(" not in name else name
         return self._type_names[name]
 
     def role(self) -> str:
