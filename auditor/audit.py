@@ -24,7 +24,14 @@ from pg_architect.auditor.catalog import Snapshot
 from pg_architect.auditor.decision import decide
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL, embed
 from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
-from pg_architect.auditor.measure import CannotMeasure, Measurer, Outcome, representative
+from pg_architect.auditor.measure import (
+    CannotMeasure,
+    Measurer,
+    NoRepresentativeSample,
+    Outcome,
+    Recorded,
+    representative,
+)
 from pg_architect.auditor.models import (
     AuditReport,
     Explanation,
@@ -44,8 +51,9 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 N_SAMPLES = 2
-# Drawn, then the N_SAMPLES closest to the rows pg_stat_statements recorded per call are measured.
-N_DRAWN = 5
+# Drawn, ordered by how close their planned rows are to the rows pg_stat_statements recorded per call; the
+# first N_SAMPLES that also resemble the recorded rows and time are measured (auditor.measure.Recorded).
+N_DRAWN = 6
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -264,7 +272,7 @@ class Auditor:
             return dataclasses.replace(base, skip_reason=f"no candidate index: {reason}", rejected=tuple(notes))
         try:
             facts = analysis.analyse(self.catalog, resolved, tables, N_DRAWN)
-            samples = representative(self.conn, facts.samples, rows_per_call, N_SAMPLES)
+            samples = representative(self.conn, facts.samples, rows_per_call, len(facts.samples))
         except UnsafeSQLError as exc:
             return dataclasses.replace(base, status="error", skip_reason=str(exc), rejected=tuple(notes))
         except PgArchitectError as exc:
@@ -275,7 +283,16 @@ class Auditor:
                 rejected=tuple(notes),
             )
         try:
-            method, outcomes = measurer.measure(facts.kind, samples, found.candidates, list(tables.values()))
+            method, outcomes = measurer.measure(
+                facts.kind,
+                samples,
+                found.candidates,
+                list(tables.values()),
+                Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call),
+                keep=N_SAMPLES,
+            )
+        except NoRepresentativeSample as exc:
+            return dataclasses.replace(base, skip_reason=str(exc), rejected=tuple(notes))
         except CannotMeasure as exc:
             return dataclasses.replace(base, skip_reason=f"cannot measure safely: {exc}", rejected=tuple(notes))
         verdict = decide(

@@ -31,7 +31,7 @@ from pg_architect.auditor.catalog import TableInfo
 from pg_architect.auditor.models import Measurement, MeasurementMethod
 from pg_architect.core import db
 from pg_architect.core.config import MeasurementConfig
-from pg_architect.core.errors import DatabaseError, PgArchitectError, UnsafeSQLError
+from pg_architect.core.errors import DatabaseError, PgArchitectError, QueryTimeout, UnsafeSQLError
 from pg_architect.core.sqlfiles import mark
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,11 @@ MAX_BUILDS = 3
 class Plan:
     cost: float
     ms: float | None
-    rows: float
+    rows: float  # planned rows of the statement's output (a DML statement's: the rows it would touch)
     nodes: tuple[str, ...]
     index_names: frozenset[str]
     text: str
+    actual_rows: float | None = None  # EXPLAIN ANALYZE only
 
     @classmethod
     def from_json(cls, doc: Any) -> Plan:
@@ -76,6 +77,9 @@ class Plan:
             nodes=tuple(nodes),
             index_names=frozenset(names),
             text=" -> ".join(nodes),
+            actual_rows=float(output["Actual Rows"]) * float(output.get("Actual Loops", 1) or 1)
+            if "Actual Rows" in output
+            else None,
         )
 
     def shape(self) -> tuple[str, ...]:
@@ -98,6 +102,10 @@ class CannotMeasure(PgArchitectError):
     """No safe measurement method applies to this statement here."""
 
 
+class NoRepresentativeSample(CannotMeasure):
+    """Every drawn sample was far from what pg_stat_statements recorded for the statement."""
+
+
 def explain(conn: db.Connection, sql: str, *, analyze: bool) -> Plan:
     """The plan of ``sql`` (an allow-listed workload statement), always inside a READ ONLY (sub)transaction
     that is rolled back: whatever planning or execution would try to write fails instead."""
@@ -109,20 +117,64 @@ def explain(conn: db.Connection, sql: str, *, analyze: bool) -> Plan:
 
 
 def representative(conn: db.Connection, samples: Sequence[str], rows_per_call: float | None, keep: int) -> list[str]:
-    """The ``keep`` samples whose planned rows are closest to what each call really returned.
+    """The samples ordered by how close their planned rows are to what each call really returned, at most
+    ``keep`` of them.
 
     Parameter values come from statistics, not from the application: a range sampled to be selective makes
     an index look good for a statement whose real calls read most of the table. pg_stat_statements records
     the rows each call returns (or touches), comparable to the plan's row estimate; samples far from it are
-    not what the workload runs.
+    not what the workload runs. The measurement then keeps only samples it can trust (see ``Recorded``).
     """
-    if rows_per_call is None or rows_per_call <= 0 or len(samples) <= keep:
+    if rows_per_call is None or rows_per_call <= 0 or len(samples) <= 1:
         return list(samples[:keep])
     planned = [
         (abs(math.log((explain(conn, s, analyze=False).rows + 1) / (rows_per_call + 1))), i)
         for i, s in enumerate(samples)
     ]
     return [samples[i] for _, i in sorted(planned)[:keep]]
+
+
+#: A sample may run at most this multiple of the statement's recorded mean (then it is cancelled) ...
+SAMPLE_TIMEOUT_FACTOR = 5.0
+#: ... but never less than this, so that a 1 ms statement is not cancelled by a scheduling hiccup.
+SAMPLE_TIMEOUT_FLOOR_MS = 250.0
+#: A sample this many times faster than the recorded mean does not run what the workload runs
+#: (``char(10)`` bound as ``char(1)`` matched nothing: 0.9 ms against a 120 ms mean). Wide, because the
+#: recorded mean includes cold reads and lock waits a warm measurement does not have.
+TOO_FAST_FACTOR = 20.0
+#: Rows off by more than this factor either way (with 10 rows of slack, so 0 against 20 is not "far").
+ROWS_FACTOR = 10.0
+ROWS_SLACK = 10.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Recorded:
+    """What pg_stat_statements recorded for the statement: what a representative sample must resemble."""
+
+    mean_ms: float | None = None
+    rows_per_call: float | None = None
+
+    def budget_ms(self) -> float | None:
+        """How long one run of a sample may take before it is cancelled."""
+        if self.mean_ms is None or self.mean_ms <= 0:
+            return None
+        return max(SAMPLE_TIMEOUT_FACTOR * self.mean_ms, SAMPLE_TIMEOUT_FLOOR_MS)
+
+    def distrust(self, plan: Plan) -> str | None:
+        """Why ``plan`` (a sample's, before any new index) is not what the workload runs; None when it is."""
+        rows = plan.actual_rows if plan.actual_rows is not None else plan.rows
+        if self.rows_per_call is not None and self.rows_per_call >= 0:
+            ratio = (rows + ROWS_SLACK) / (self.rows_per_call + ROWS_SLACK)
+            if ratio > ROWS_FACTOR or ratio < 1.0 / ROWS_FACTOR:
+                measured = "returned" if plan.actual_rows is not None else "is planned to return"
+                return f"{measured} {rows:.0f} rows against {self.rows_per_call:.1f} per call recorded"
+        if plan.ms is not None and self.mean_ms is not None and plan.ms * TOO_FAST_FACTOR < self.mean_ms:
+            return f"ran in {plan.ms:.1f} ms against a recorded mean of {self.mean_ms:.1f} ms"
+        return None
+
+
+class SampleTooSlow(PgArchitectError):
+    """A sample ran over its budget (a small multiple of the recorded mean) and was cancelled."""
 
 
 # How fast a plain CREATE INDEX reads its table, for the expected lock time of a rolled-back build: measured
@@ -213,8 +265,16 @@ class Measurer:
         return self.hypopg_installed or self.hypopg_available
 
     def measure(
-        self, kind: str, samples: Sequence[str], candidates: Sequence[Candidate], tables: Sequence[TableInfo]
+        self,
+        kind: str,
+        samples: Sequence[str],
+        candidates: Sequence[Candidate],
+        tables: Sequence[TableInfo],
+        recorded: Recorded | None = None,
+        keep: int | None = None,
     ) -> tuple[MeasurementMethod, list[Outcome]]:
+        """Measure ``candidates`` with the first ``keep`` of ``samples`` (best first) that resemble what was
+        ``recorded``; NoRepresentativeSample when none does, CannotMeasure when no method is safe."""
         if not samples:
             raise CannotMeasure("no executable form of the statement (parameters could not be sampled)")
         method = choose_method(self.cfg, kind=kind, tables=tables, hypopg=self.hypopg, staging=self.staging is not None)
@@ -224,13 +284,55 @@ class Measurer:
                 safety.check_readonly_select(sql, self.conn)
             else:
                 safety.check_explain_only_dml(sql, self.conn)
+        recorded = recorded or Recorded()
         if method == "hypothetical":
-            return method, self._hypothetical(samples, candidates, timed=kind == "select")
+            return method, self._hypothetical(samples, candidates, recorded, keep, timed=kind == "select")
         conn = self.staging if method == "staging" and self.staging is not None else self.conn
-        return method, self._build(conn, method, samples, candidates, analyze=executes)
+        return method, self._build(conn, method, samples, candidates, recorded, keep, analyze=executes)
+
+    def _baseline(
+        self, conn: db.Connection, samples: Sequence[str], recorded: Recorded, keep: int | None, *, analyze: bool
+    ) -> tuple[list[str], list[Plan]]:
+        """The first ``keep`` samples that resemble the workload, with their plans before any new index.
+
+        A sample is cancelled once it runs over its budget, and dropped when its rows or its time are far
+        from what pg_stat_statements recorded: the next one is tried instead.
+        """
+        kept: list[str] = []
+        plans: list[Plan] = []
+        why: list[str] = []
+        for sql in samples:
+            if keep is not None and len(kept) >= keep:
+                break
+            try:
+                plan = self._timed(conn, sql, analyze, recorded.budget_ms())
+            except SampleTooSlow as exc:
+                why.append(str(exc))
+                continue
+            reason = recorded.distrust(plan)
+            if reason is not None:
+                log.info("sample not representative: %s", reason)
+                why.append(reason)
+                continue
+            kept.append(sql)
+            plans.append(plan)
+        if not kept:
+            raise NoRepresentativeSample(
+                f"no representative sample: each of the {len(samples)} drawn parameter set(s) "
+                + "; ".join(dict.fromkeys(why))
+            )
+        return kept, plans
 
     # -- hypothetical -----------------------------------------------------------------------------------
-    def _hypothetical(self, samples: Sequence[str], candidates: Sequence[Candidate], *, timed: bool) -> list[Outcome]:
+    def _hypothetical(
+        self,
+        samples: Sequence[str],
+        candidates: Sequence[Candidate],
+        recorded: Recorded,
+        keep: int | None,
+        *,
+        timed: bool,
+    ) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self._transaction(self.conn):
             if not self.hypopg_installed:
@@ -239,7 +341,7 @@ class Measurer:
                 with db.transaction(self.conn):  # a savepoint: if the statement cannot be planned, say why
                     # What can be measured for real without a lock: the statement's time now (SELECTs,
                     # read-only); the hypothetical index itself only has planner costs.
-                    before = [self._timed(self.conn, s, timed) for s in samples]
+                    samples, before = self._baseline(self.conn, samples, recorded, keep, analyze=timed)
                 for cand in candidates:
                     try:
                         with rolled_back(self.conn):  # one candidate's error must not abort the others
@@ -267,16 +369,18 @@ class Measurer:
         method: MeasurementMethod,
         samples: Sequence[str],
         candidates: Sequence[Candidate],
+        recorded: Recorded,
+        keep: int | None,
         *,
         analyze: bool,
     ) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self._transaction(conn):
-            before = [self._timed(conn, s, analyze) for s in samples]
+            samples, before = self._baseline(conn, samples, recorded, keep, analyze=analyze)
             for cand in candidates[:MAX_BUILDS] if analyze else candidates:
                 try:
                     with rolled_back(conn):  # a savepoint: the index and its locks go at its end
-                        outcomes.append(self._build_one(conn, method, cand, samples, before, analyze))
+                        outcomes.append(self._build_one(conn, method, cand, samples, before, analyze, recorded))
                 except (UnsafeSQLError, DatabaseError) as exc:
                     outcomes.append(Outcome(cand, None, error=str(exc)))
         return outcomes
@@ -289,6 +393,7 @@ class Measurer:
         samples: Sequence[str],
         before: list[Plan],
         analyze: bool,
+        recorded: Recorded,
     ) -> Outcome:
         ddl = cand.ddl(conn, concurrently=False)
         safety.check_index_target(conn, safety.check_index_ddl(ddl))
@@ -310,7 +415,10 @@ class Measurer:
             planned = [explain(conn, s, analyze=False) for s in samples]
             if not any(cand.name() in p.index_names for p in planned):
                 return self._outcome(cand, method, [_untimed(p) for p in before], planned)
-        after = [self._timed(conn, s, analyze) for s in samples]
+        try:
+            after = [self._timed(conn, s, analyze, recorded.budget_ms()) for s in samples]
+        except SampleTooSlow as exc:
+            return Outcome(cand, None, error=f"with this index a sample {exc}")
         return self._outcome(cand, method, before, after)
 
     def _needs_xmin_wait(self, conn: db.Connection, cand: Candidate) -> bool:
@@ -326,12 +434,29 @@ class Measurer:
             )
         )
 
-    def _timed(self, conn: db.Connection, sql: str, analyze: bool) -> Plan:
+    def _timed(self, conn: db.Connection, sql: str, analyze: bool, budget_ms: float | None = None) -> Plan:
         if not analyze:
             return explain(conn, sql, analyze=False)
         # Executed statements run read-only too (explain() sees to it): a second guard behind the allow-list.
-        plans = [explain(conn, sql, analyze=True) for _ in range(REPEATS)]
+        plans = [self._run(conn, sql, budget_ms) for _ in range(REPEATS)]
         return min(plans, key=lambda p: p.ms if p.ms is not None else float("inf"))
+
+    def _run(self, conn: db.Connection, sql: str, budget_ms: float | None) -> Plan:
+        """One EXPLAIN ANALYZE, cancelled after ``budget_ms`` (SampleTooSlow) when given."""
+        if budget_ms is None:
+            return explain(conn, sql, analyze=True)
+        budget = int(min(budget_ms, self.cfg.statement_timeout_ms))
+        try:
+            with rolled_back(conn):  # the timeout is local to this savepoint
+                db.execute(conn, "SELECT pg_catalog.set_config('statement_timeout', %s, true)", (str(budget),))
+                return explain(conn, sql, analyze=True)
+        except QueryTimeout as exc:
+            if "statement timeout" not in str(exc):
+                raise  # a lock timeout: the table is busy, which says nothing about the sample
+            raise SampleTooSlow(
+                f"ran over {budget} ms ({SAMPLE_TIMEOUT_FACTOR:g}x the recorded mean, at least "
+                f"{SAMPLE_TIMEOUT_FLOOR_MS:.0f} ms) and was cancelled"
+            ) from exc
 
     @contextmanager
     def _transaction(self, conn: db.Connection) -> Iterator[None]:

@@ -1,0 +1,48 @@
+"""Advisor depth on real servers (issue 20): samples that run what the workload runs, confidence that matches
+what hypothetical measurements are worth, and one index per audit however many statements want it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from tests.conftest import ServerInfo, make_database
+from tests.test_measurement import audit
+
+# -- samples -------------------------------------------------------------------------------------------
+
+
+def _query(report: dict[str, Any], fragment: str) -> dict[str, Any]:
+    found = [q for q in report["slow_queries"] if fragment in q["query"]]
+    assert len(found) == 1, [q["query"] for q in report["slow_queries"]]
+    return found[0]
+
+
+def test_no_sample_runs_longer_than_a_small_multiple_of_the_recorded_mean(embedded_pg: ServerInfo) -> None:
+    """The application filters on rare values (a few ms); the most common value joins 10 M rows. That sample
+    is cancelled at 5x the recorded mean instead of being timed, twice, before and after each index."""
+    dsn = make_database(embedded_pg, "depth_budget", ("pg_stat_statements",))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE a (id int PRIMARY KEY, g text NOT NULL, k int NOT NULL)")
+        conn.execute("INSERT INTO a SELECT i, CASE WHEN i % 2 = 0 THEN 'common' ELSE 'r' || i END, i % 2000 "
+                     "FROM generate_series(1, 200000) i")
+        conn.execute("CREATE TABLE b (id int PRIMARY KEY, k int NOT NULL, pad text)")
+        conn.execute("INSERT INTO b SELECT i, i % 2000, 'x' FROM generate_series(1, 200000) i")
+        conn.execute("ANALYZE a")
+        conn.execute("ANALYZE b")
+        for n in range(6):
+            conn.execute("SELECT count(*) FROM a JOIN b ON b.k = a.k WHERE a.g = %s", (f"r{2 * n + 1}",))
+    kb = make_database(embedded_pg, "depth_budget_kb", ("vector",))
+    report = audit(dsn, kb, min_mean_ms="0.5")
+    q = _query(report, "JOIN b")
+    budget = max(5 * q["mean_ms"], 250.0)
+    rec = q.get("recommendation")
+    if rec is None or rec.get("measurement") is None:
+        assert "no representative sample" in (q.get("skip_reason") or ""), q
+        return
+    m = rec["measurement"]
+    per_sample = m["before_ms"] / m["samples"]
+    assert per_sample <= budget, (
+        f"a sample ran {per_sample:.0f} ms against a recorded mean of {q['mean_ms']:.1f} ms (budget {budget:.0f})"
+    )
