@@ -292,7 +292,8 @@ class Auditor:
                 keep=N_SAMPLES,
             )
         except NoRepresentativeSample as exc:
-            return dataclasses.replace(base, skip_reason=str(exc), rejected=tuple(notes))
+            # The advisor's notes lead: a sample far faster than the record is often an index made since.
+            return dataclasses.replace(base, skip_reason="; ".join([*notes, str(exc)]), rejected=tuple(notes))
         except CannotMeasure as exc:
             return dataclasses.replace(base, skip_reason=f"cannot measure safely: {exc}", rejected=tuple(notes))
         verdict = decide(

@@ -96,6 +96,8 @@ class Outcome:
     consistent: bool = False
     error: str | None = None
     expression_estimate_only: bool = False
+    returned_rows: float | None = None  # mean rows the samples really returned (executed before-plans only)
+    seq_scanned: bool = False  # the before-plans scan the candidate's table sequentially
 
 
 class CannotMeasure(PgArchitectError):
@@ -502,6 +504,12 @@ class Measurer:
             used_index=used,
             consistent=all(per_sample),
             expression_estimate_only=method == "hypothetical" and any(k.column is None for k in cand.keys),
+            returned_rows=(
+                sum(p.actual_rows or 0.0 for p in before) / len(before)
+                if before and all(p.actual_rows is not None for p in before)
+                else None
+            ),
+            seq_scanned=all(f"Seq Scan on {cand.table.name}" in p.nodes for p in before),
         )
 
 

@@ -46,3 +46,38 @@ def test_no_sample_runs_longer_than_a_small_multiple_of_the_recorded_mean(embedd
     assert per_sample <= budget, (
         f"a sample ran {per_sample:.0f} ms against a recorded mean of {q['mean_ms']:.1f} ms (budget {budget:.0f})"
     )
+
+
+# -- confidence ----------------------------------------------------------------------------------------
+
+
+def test_hypothetical_strong_expression_and_partial_indexes_reach_the_pr_threshold(
+    debian_pg: ServerInfo, embedded_pg: ServerInfo
+) -> None:
+    """hypopg has no statistics for an expression or a partial index, so its cost estimate understates them;
+    the calibrated confidence still takes a 100x+ ``lower(email)`` index and a work queue's partial index to a
+    pull request, and keeps hypothetical evidence below an automatic merge."""
+    dsn = make_database(debian_pg, "depth_confidence", ("pg_stat_statements", "hypopg"))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL, country text NOT NULL)")
+        conn.execute("INSERT INTO customers SELECT i, 'User' || i || '@Example.org', 'c' || (i % 20) "
+                     "FROM generate_series(1, 300000) i")
+        conn.execute("CREATE TABLE jobs (id int PRIMARY KEY, queue text NOT NULL, run_at timestamptz NOT NULL, "
+                     "processed_at timestamptz)")
+        conn.execute("INSERT INTO jobs SELECT i, 'q' || (i % 5), timestamptz '2026-01-01' + i * interval '1 s', "
+                     "CASE WHEN i % 1000 = 0 THEN NULL ELSE timestamptz '2026-06-01' END "
+                     "FROM generate_series(1, 300000) i")
+        conn.execute("ANALYZE customers")
+        conn.execute("ANALYZE jobs")
+        conn.execute("SELECT pg_stat_statements_reset()")
+        for n in range(6):
+            conn.execute("SELECT id FROM customers WHERE lower(email) = %s", (f"user{n * 977}@example.org",))
+            conn.execute("SELECT id FROM jobs WHERE processed_at IS NULL ORDER BY run_at LIMIT 10")
+    kb = make_database(embedded_pg, "depth_confidence_kb", ("vector",))
+    report = audit(dsn, kb, min_mean_ms="0.5", measurement_mode="hypothetical")
+    for fragment in ("lower(email)", "processed_at IS NULL"):
+        q = _query(report, fragment)
+        assert q["status"] == "recommended", q
+        rec = q["recommendation"]
+        assert rec["measurement"]["method"] == "hypothetical", rec["measurement"]
+        assert rec["action"] == "pr_review", (rec["confidence"], rec["reasoning"])
