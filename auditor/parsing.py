@@ -334,17 +334,69 @@ def _role_for(op: str, negated: bool) -> tuple[Role, str]:
 @dataclass(slots=True)
 class _Rel:
     table: TableRef | None  # None: a derived relation (subquery, CTE, function, VALUES)
+    # A derived relation the planner flattens into its one base table (an inlinable CTE, a subquery in FROM
+    # that only projects columns): its column names -> the base table's; None when it is the table itself
+    # (or ``SELECT *`` of it). Filters on it are filters on the base table, which an index serves.
+    columns: dict[str, str] | None = None
+
+    def base_column(self, column: str) -> str | None:
+        if self.columns is None:
+            return column
+        return self.columns.get(column)
+
+
+def _projection(node: Any) -> tuple[TableRef, dict[str, str] | None] | None:
+    """(base table, column map) when ``node`` is a SELECT the planner pulls up into its one table: a plain
+    projection of columns (or ``*``) with at most a WHERE, no grouping, DISTINCT, LIMIT, window or set
+    operation, reading one table; None otherwise."""
+    if not isinstance(node, ast.SelectStmt) or node.op != enums.SetOperation.SETOP_NONE:
+        return None
+    if any(
+        getattr(node, name, None)
+        for name in ("withClause", "groupClause", "havingClause", "distinctClause", "limitCount", "limitOffset",
+                     "windowClause", "lockingClause", "valuesLists", "intoClause")
+    ):
+        return None
+    if not node.fromClause or len(node.fromClause) != 1 or not isinstance(node.fromClause[0], ast.RangeVar):
+        return None
+    rangevar = node.fromClause[0]
+    table = TableRef(str(rangevar.schemaname) if rangevar.schemaname else None, str(rangevar.relname), None)
+    mapping: dict[str, str] = {}
+    star = False
+    for target in node.targetList or ():
+        value = target.val
+        if not isinstance(value, ast.ColumnRef):
+            return None  # an expression or aggregate: not a plain projection (the column is derived)
+        fields = value.fields or ()
+        if any(isinstance(f, ast.A_Star) for f in fields):
+            star = True
+            continue
+        names = _names(fields)
+        if not names:
+            return None
+        mapping[str(target.name) if target.name else names[-1]] = names[-1]
+    if star and mapping:
+        return None  # ``*`` next to renamed columns: keep it simple, treat as derived
+    return table, (None if star else mapping)
+
+
+def _references(node: Any, name: str) -> int:
+    """How many times ``name`` is used as a relation in ``node`` (a CTE referenced twice is not inlined)."""
+    return sum(
+        1 for n in _walk(node) if isinstance(n, ast.RangeVar) and not n.schemaname and str(n.relname) == name
+    )
 
 
 class _Scope:
     """The relations one query level can see; lookups fall through to the enclosing levels."""
 
-    __slots__ = ("ctes", "parent", "rels")
+    __slots__ = ("ctes", "inlined", "parent", "rels")
 
     def __init__(self, parent: _Scope | None) -> None:
         self.parent = parent
         self.rels: dict[str, _Rel] = {}
         self.ctes: set[str] = set()
+        self.inlined: dict[str, _Rel] = {}  # CTEs the planner inlines into their one base table
 
     def add(self, key: str, rel: _Rel) -> None:
         self.rels.setdefault(key, rel)
@@ -354,6 +406,14 @@ class _Scope:
         while scope is not None:
             if key in scope.rels:
                 return scope.rels[key]
+            scope = scope.parent
+        return None
+
+    def inlined_cte(self, name: str) -> _Rel | None:
+        scope: _Scope | None = self
+        while scope is not None:
+            if name in scope.ctes:
+                return scope.inlined.get(name)
             scope = scope.parent
         return None
 
@@ -429,18 +489,30 @@ class _Analyzer:
         elif node is not None:
             self.expr(node, parent or _Scope(None))
 
-    def _with(self, clause: Any, scope: _Scope) -> None:
+    def _with(self, clause: Any, scope: _Scope, body: Any = None) -> None:
         if clause is None:
             return
         for cte in clause.ctes or ():
             scope.ctes.add(str(cte.ctename))
+            # PostgreSQL inlines a non-recursive CTE used once unless it is MATERIALIZED (or NOT MATERIALIZED).
+            inlinable = not clause.recursive and (
+                cte.ctematerialized == enums.CTEMaterialize.CTEMaterializeNever
+                or (
+                    cte.ctematerialized == enums.CTEMaterialize.CTEMaterializeDefault
+                    and body is not None
+                    and _references(body, str(cte.ctename)) == 1
+                )
+            )
+            flat = _projection(cte.ctequery) if inlinable else None
+            if flat is not None and not scope.is_cte(flat[0].name):
+                scope.inlined[str(cte.ctename)] = _Rel(flat[0], flat[1])
         for cte in clause.ctes or ():
             self.ctes += 1
             self.statement(cte.ctequery, scope, False)
 
     def _select(self, node: Any, parent: _Scope | None, main: bool) -> None:
         scope = _Scope(parent)
-        self._with(node.withClause, scope)
+        self._with(node.withClause, scope, node)
         if node.op != enums.SetOperation.SETOP_NONE:
             self._select(node.larg, scope, main)
             self._select(node.rarg, scope, main)
@@ -578,7 +650,7 @@ class _Analyzer:
         name = str(rangevar.relname)
         alias = str(rangevar.alias.aliasname) if rangevar.alias is not None else None
         if not rangevar.schemaname and scope.is_cte(name):
-            scope.add(alias or name, _Rel(None))
+            scope.add(alias or name, scope.inlined_cte(name) or _Rel(None))
             return None
         table = TableRef(str(rangevar.schemaname) if rangevar.schemaname else None, name, alias)
         if table not in self.tables:
@@ -608,7 +680,9 @@ class _Analyzer:
             self.subqueries += 1
             self.statement(item.subquery, scope, False)
             if item.alias is not None:
-                scope.add(str(item.alias.aliasname), _Rel(None))
+                flat = None if item.lateral else _projection(item.subquery)
+                rel = _Rel(flat[0], flat[1]) if flat is not None and not scope.is_cte(flat[0].name) else _Rel(None)
+                scope.add(str(item.alias.aliasname), rel)
         elif isinstance(item, ast.RangeTableSample):
             self._from_item(item.relation, scope, main)
             self.expr(item.args, scope)
@@ -643,10 +717,12 @@ class _Analyzer:
                 rel = next((r for r in _all_rels(scope) if r.table and r.table.name == qualifier), None)
             if rel is None:
                 return (None, column, scope.candidates())
-            return _DERIVED if rel.table is None else (rel.table, column, ())
+            base = rel.base_column(column) if rel.table is not None else None
+            return _DERIVED if rel.table is None or base is None else (rel.table, base, ())
         if len(scope.rels) == 1:
             only = next(iter(scope.rels.values()))
-            return _DERIVED if only.table is None else (only.table, column, ())
+            base = only.base_column(column) if only.table is not None else None
+            return _DERIVED if only.table is None or base is None else (only.table, base, ())
         if scope.rels and all(rel.table is None for rel in scope.rels.values()):
             return _DERIVED
         return (None, column, scope.candidates())

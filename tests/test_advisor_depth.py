@@ -81,3 +81,32 @@ def test_hypothetical_strong_expression_and_partial_indexes_reach_the_pr_thresho
         rec = q["recommendation"]
         assert rec["measurement"]["method"] == "hypothetical", rec["measurement"]
         assert rec["action"] == "pr_review", (rec["confidence"], rec["reasoning"])
+
+
+# -- shapes --------------------------------------------------------------------------------------------
+
+
+def test_filters_outside_an_inlinable_cte_or_a_subquery_in_from_are_traced_to_the_base_table(
+    embedded_pg: ServerInfo,
+) -> None:
+    """PostgreSQL flattens a CTE used once and a projecting subquery into their table: a filter written outside
+    them is a filter on the table, which an index serves. A MATERIALIZED CTE is not flattened: no index."""
+    dsn = make_database(embedded_pg, "depth_shapes", ("pg_stat_statements",))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE posts (id int PRIMARY KEY, user_id int NOT NULL, blog_id int NOT NULL, "
+                     "title text)")
+        conn.execute("INSERT INTO posts SELECT i, i % 20000, i % 300, 'title ' || i "
+                     "FROM generate_series(1, 400000) i")
+        conn.execute("ANALYZE posts")
+        for n in range(6):
+            conn.execute("WITH t AS (SELECT * FROM posts) SELECT * FROM t WHERE user_id = %s", (n * 13,))
+            conn.execute("SELECT * FROM (SELECT id, blog_id AS b FROM posts) s WHERE b = %s", (n * 7,))
+            conn.execute("WITH m AS MATERIALIZED (SELECT * FROM posts) SELECT count(*) FROM m WHERE id > %s",
+                         (n,))
+    kb = make_database(embedded_pg, "depth_shapes_kb", ("vector",))
+    report = audit(dsn, kb, min_mean_ms="0.5")
+    for fragment, column in (("WITH t AS", '"user_id"'), ("AS b FROM", '"blog_id"')):
+        q = _query(report, fragment)
+        assert q["status"] == "recommended", q
+        assert column in q["recommendation"]["sql"], q["recommendation"]["sql"]
+    assert _query(report, "MATERIALIZED")["status"] != "recommended"
