@@ -6,7 +6,7 @@ import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 
-from pg_architect.auditor.parsing import TableRef
+from pg_architect.auditor.parsing import TableRef, view_projection
 from pg_architect.auditor.queries import QUERIES
 from pg_architect.core import db
 
@@ -108,6 +108,7 @@ class Snapshot:
         self._relations: dict[tuple[str | None, str], Relation | None] = {}
         self._columns: dict[int, dict[str, str]] = {}
         self._type_names: dict[str, str] = {}
+        self._views: dict[tuple[str, int], tuple[TableRef, dict[str, str] | None] | None] = {}
 
     def tables(self, refs: Iterable[TableRef]) -> dict[tuple[str | None, str], TableInfo]:
         """Tables by the (schema, name) the statement used; missing ones (CTEs, views) are left out."""
@@ -158,6 +159,25 @@ class Snapshot:
             rel = self.relation(table)
             if rel is not None:
                 found[(rel.schema_name, rel.table_name)] = set(self.columns(table))
+        return found
+
+    def views(self, refs: Iterable[TableRef]) -> dict[tuple[str | None, str], tuple[TableRef, dict[str, str] | None]]:
+        """The refs that are views the planner flattens into one base table: (schema, name) -> (base table,
+        column map, None when the columns keep their names)."""
+        found: dict[tuple[str | None, str], tuple[TableRef, dict[str, str] | None]] = {}
+        for ref in refs:
+            rel = self.relation(ref)
+            if rel is None or rel.relkind != "v":
+                continue
+            key = ("view", rel.relid)
+            if key not in self._views:
+                definition = db.fetch_value(self.conn, db.query(self.conn, QUERIES, "view_definition"),
+                                            {"relid": rel.relid})
+                self._views[key] = view_projection(str(definition)) if definition else None
+            flat = self._views[key]
+            if flat is not None:
+                base, mapping = flat
+                found[(ref.schema, ref.name)] = (base, mapping)
         return found
 
     def type_name(self, name: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -96,6 +96,9 @@ class ColumnUse:
     nulls_first: bool | None = None
     columns: tuple[str, ...] = ()
     candidates: tuple[TableRef, ...] = ()
+    # ``ORDER BY 1`` over ``SELECT *``: the table's column at this position, which only the catalog knows
+    # (see :func:`resolve_ordinals`); ``column`` is None until then.
+    ordinal: int | None = None
 
     @property
     def parameterised(self) -> bool:
@@ -345,7 +348,7 @@ class _Rel:
         return self.columns.get(column)
 
 
-def _projection(node: Any) -> tuple[TableRef, dict[str, str] | None] | None:
+def projection(node: Any) -> tuple[TableRef, dict[str, str] | None] | None:
     """(base table, column map) when ``node`` is a SELECT the planner pulls up into its one table: a plain
     projection of columns (or ``*``) with at most a WHERE, no grouping, DISTINCT, LIMIT, window or set
     operation, reading one table; None otherwise."""
@@ -503,7 +506,7 @@ class _Analyzer:
                     and _references(body, str(cte.ctename)) == 1
                 )
             )
-            flat = _projection(cte.ctequery) if inlinable else None
+            flat = projection(cte.ctequery) if inlinable else None
             if flat is not None and not scope.is_cte(flat[0].name):
                 scope.inlined[str(cte.ctename)] = _Rel(flat[0], flat[1])
         for cte in clause.ctes or ():
@@ -680,7 +683,7 @@ class _Analyzer:
             self.subqueries += 1
             self.statement(item.subquery, scope, False)
             if item.alias is not None:
-                flat = None if item.lateral else _projection(item.subquery)
+                flat = None if item.lateral else projection(item.subquery)
                 rel = _Rel(flat[0], flat[1]) if flat is not None and not scope.is_cte(flat[0].name) else _Rel(None)
                 scope.add(str(item.alias.aliasname), rel)
         elif isinstance(item, ast.RangeTableSample):
@@ -989,6 +992,19 @@ class _Analyzer:
 
     def _sort(self, sort: Any, scope: _Scope, targets: Sequence[Any]) -> None:
         node = self._output_expression(sort.node, targets)
+        constant = _const_text(sort.node)
+        star = (
+            len(targets) == 1
+            and isinstance(node, ast.ColumnRef)
+            and any(isinstance(f, ast.A_Star) for f in node.fields or ())
+        )
+        if star and constant is not None and constant.isdigit() and len(scope.rels) == 1:
+            only = next(iter(scope.rels.values()))
+            if only.table is not None and only.columns is None:
+                self.uses.append(ColumnUse(only.table, None, None, "order_by",
+                                           descending=sort.sortby_dir == enums.SortByDir.SORTBY_DESC,
+                                           ordinal=int(constant)))
+                return
         side = self.side(node, scope)
         if side is not None:
             nulls = {enums.SortByNulls.SORTBY_NULLS_FIRST: True, enums.SortByNulls.SORTBY_NULLS_LAST: False}
@@ -1304,6 +1320,77 @@ def resolve_columns(shape: QueryShape, columns_by_table: Mapping[tuple[str, str]
                 use.column, use.expression):
             parameters[use.param] = dataclasses.replace(current, table=use.table)
     return dataclasses.replace(shape, columns=columns, parameters=parameters)
+
+
+def view_projection(definition: str) -> tuple[TableRef, dict[str, str] | None] | None:
+    """The base table and column map of a view whose definition (``pg_get_viewdef``) only projects one table's
+    columns: the planner flattens it, so an index on the table serves filters on the view."""
+    try:
+        statements = parser.parse_sql(definition)
+    except ParseError:
+        return None
+    if len(statements) != 1:
+        return None
+    return projection(statements[0].stmt)
+
+
+def resolve_ordinals(shape: QueryShape, ordered_columns: Callable[[TableRef], Sequence[str]]) -> QueryShape:
+    """``ORDER BY n`` over ``SELECT *`` resolved to the table's n-th column (``ordered_columns``: the catalog's
+    columns in attribute order); dropped when the table has no such column."""
+    if not any(use.ordinal is not None for use in shape.columns):
+        return shape
+    columns = []
+    for use in shape.columns:
+        if use.ordinal is not None and use.table is not None:
+            names = list(ordered_columns(use.table))
+            if not 0 < use.ordinal <= len(names):
+                continue
+            name = names[use.ordinal - 1]
+            use = dataclasses.replace(use, column=name, columns=(name,), ordinal=None)
+        columns.append(use)
+    return dataclasses.replace(shape, columns=tuple(columns))
+
+
+def through_views(
+    shape: QueryShape, views: Mapping[tuple[str | None, str], tuple[TableRef, dict[str, str] | None]]
+) -> QueryShape:
+    """``shape`` with every use of a flattenable view (``views``: the statement's (schema, name) -> base table
+    and column map) moved onto the base table, so candidates are proposed where an index can be built."""
+
+    def moved(table: TableRef | None, column: str | None, expression: str | None) -> tuple[
+        TableRef | None, str | None, bool
+    ]:
+        if table is None or (table.schema, table.name) not in views:
+            return table, column, True
+        base, mapping = views[(table.schema, table.name)]
+        if column is not None:
+            target = column if mapping is None else mapping.get(column)
+            return (base, target, True) if target is not None else (None, None, False)
+        # An expression keeps its column names: only when the view does not rename them.
+        return (base, None, True) if mapping is None and expression is not None else (None, None, False)
+
+    columns = []
+    for use in shape.columns:
+        table, column, ok = moved(use.table, use.column, use.expression)
+        if not ok:
+            continue
+        columns.append(dataclasses.replace(
+            use, table=table, column=column, columns=(column,) if column is not None else use.columns,
+            candidates=tuple(views[(c.schema, c.name)][0] if (c.schema, c.name) in views else c
+                             for c in use.candidates),
+        ))
+    parameters = {}
+    for number, param in shape.parameters.items():
+        table, column, ok = moved(param.table, param.column, param.expression)
+        parameters[number] = (
+            dataclasses.replace(param, table=table, column=column)
+            if ok
+            else dataclasses.replace(param, table=None, column=None, expression=None)
+        )
+    tables = tuple(dict.fromkeys(
+        views[(t.schema, t.name)][0] if (t.schema, t.name) in views else t for t in shape.tables
+    ))
+    return dataclasses.replace(shape, tables=tables, columns=tuple(columns), parameters=parameters)
 
 
 def _is_internal_table(table: TableRef) -> bool:

@@ -7,6 +7,9 @@ from typing import Any
 
 import psycopg
 
+from pg_architect.auditor import analysis
+from pg_architect.auditor.catalog import Snapshot
+from pg_architect.auditor.parsing import parse_query
 from tests.conftest import ServerInfo, make_database
 from tests.test_measurement import audit
 
@@ -98,15 +101,45 @@ def test_filters_outside_an_inlinable_cte_or_a_subquery_in_from_are_traced_to_th
         conn.execute("INSERT INTO posts SELECT i, i % 20000, i % 300, 'title ' || i "
                      "FROM generate_series(1, 400000) i")
         conn.execute("ANALYZE posts")
+        conn.execute("CREATE VIEW recent_posts AS SELECT id, user_id AS author, title FROM posts WHERE id > 10")
+        conn.execute("CREATE MATERIALIZED VIEW post_titles AS SELECT id, title FROM posts")
+        conn.execute("ANALYZE post_titles")
+        conn.execute("CREATE TABLE events (id int NOT NULL, account_id int NOT NULL, at date NOT NULL) "
+                     "PARTITION BY RANGE (at)")
+        conn.execute("CREATE TABLE events_h1 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2026-07-01')")
+        conn.execute("CREATE TABLE events_h2 PARTITION OF events FOR VALUES FROM ('2026-07-01') TO ('2027-01-01')")
+        conn.execute("INSERT INTO events SELECT i, i % 5000, date '2026-01-01' + (i % 360) "
+                     "FROM generate_series(1, 400000) i")
+        conn.execute("ANALYZE events")
         for n in range(6):
+            conn.execute("SELECT * FROM recent_posts WHERE author = %s", (n * 17,))
+            conn.execute("SELECT id FROM post_titles WHERE title = %s", (f"title {n * 1001}",))
+            conn.execute("SELECT count(*) FROM events WHERE account_id = %s", (n * 11,))
             conn.execute("WITH t AS (SELECT * FROM posts) SELECT * FROM t WHERE user_id = %s", (n * 13,))
             conn.execute("SELECT * FROM (SELECT id, blog_id AS b FROM posts) s WHERE b = %s", (n * 7,))
             conn.execute("WITH m AS MATERIALIZED (SELECT * FROM posts) SELECT count(*) FROM m WHERE id > %s",
                          (n,))
     kb = make_database(embedded_pg, "depth_shapes_kb", ("vector",))
     report = audit(dsn, kb, min_mean_ms="0.5")
-    for fragment, column in (("WITH t AS", '"user_id"'), ("AS b FROM", '"blog_id"')):
+    for fragment, index in (
+        ("WITH t AS", '"public"."posts" ("user_id")'),
+        ("AS b FROM", '"public"."posts" ("blog_id")'),
+        ("FROM recent_posts", '"public"."posts" ("user_id")'),  # the view's base table, its column's real name
+        ("FROM post_titles", '"public"."post_titles" ("title")'),  # a materialized view is indexable
+        ("FROM events", '"public"."events" ("account_id")'),  # on the partitioned parent
+    ):
         q = _query(report, fragment)
         assert q["status"] == "recommended", q
-        assert column in q["recommendation"]["sql"], q["recommendation"]["sql"]
+        assert index in q["recommendation"]["sql"], q["recommendation"]["sql"]
     assert _query(report, "MATERIALIZED")["status"] != "recommended"
+
+
+def test_order_by_an_ordinal_over_select_star_is_the_tables_column_at_that_position(
+    postgresql: psycopg.Connection,
+) -> None:
+    postgresql.execute("CREATE TABLE posts (dropped int, id int PRIMARY KEY, blog_id int)")
+    postgresql.execute("ALTER TABLE posts DROP COLUMN dropped")
+    postgresql.commit()
+    snapshot = Snapshot(postgresql)
+    resolved, _ = analysis.resolve(snapshot, parse_query("SELECT * FROM posts WHERE blog_id = $1 ORDER BY 1 LIMIT 5"))
+    assert [(u.column, u.role) for u in resolved.uses("order_by")] == [("id", "order_by")], resolved.columns
