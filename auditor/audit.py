@@ -16,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from pg_architect.auditor import advisor, analysis, confidence, health, window
-from pg_architect.auditor.catalog import Snapshot
+from pg_architect.auditor.catalog import IndexInfo, Snapshot
 from pg_architect.auditor.decision import decide
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL, embed
 from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
@@ -30,6 +30,7 @@ from pg_architect.auditor.measure import (
     NoRepresentativeSample,
     Outcome,
     Recorded,
+    Writes,
     representative,
 )
 from pg_architect.auditor.models import (
@@ -290,6 +291,7 @@ class Auditor:
                 list(tables.values()),
                 Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call),
                 keep=N_SAMPLES,
+                writes=_writes(resolved, tables, found.indexes),
             )
         except NoRepresentativeSample as exc:
             # The advisor's notes lead: a sample far faster than the record is often an index made since.
@@ -339,7 +341,9 @@ class Auditor:
         )
         reasoning = (
             f"Index {cand.describe()}: {cand.reason}. Measured ({m.method}, {m.samples} parameter "
-            f"sample(s)): {timing}, {m.gain_percent:.0f} % faster. Plan before: {m.plan_before}. "
+            f"sample(s)): {timing}, {m.gain_percent:.0f} % faster"
+            + (f" (counting the index's upkeep: {outcome.write_note})" if outcome.write_note else "")
+            + f". Plan before: {m.plan_before}. "
             f"Plan after: {m.plan_after}. Confidence: " + "; ".join(evidence.terms) + "."
         )
         return Recommendation(
@@ -352,6 +356,25 @@ class Auditor:
             measurement=m,
             action=action_for(evidence.score),
         )
+
+
+def _writes(shape: QueryShape, tables: analysis.Tables, indexes: Sequence[IndexInfo]) -> Writes | None:
+    """What a DML statement writes, for the index maintenance it is charged (auditor.measure.Writes)."""
+    if shape.kind == "select" or shape.target is None:
+        return None
+    table = tables.get((shape.target.schema, shape.target.name))
+    if table is None:
+        return None
+    own = [i for i in indexes if i.table_oid == table.oid]
+    indexed = {c for i in own for c in i.key_columns if c is not None}
+    indexed |= {d for i in own for d in i.key_definitions if "(" in d}  # expressions: matched by text
+    return Writes(
+        kind="update" if shape.kind in ("update", "merge") else shape.kind,
+        table_oid=table.oid,
+        updated=frozenset(shape.updated_columns),
+        indexed=frozenset(indexed),
+        indexes=len(own),
+    )
 
 
 def _skip_for(similar: list[SimilarRecommendation]) -> str | None:

@@ -98,6 +98,7 @@ class Outcome:
     expression_estimate_only: bool = False
     returned_rows: float | None = None  # mean rows the samples really returned (executed before-plans only)
     seq_scanned: bool = False  # the before-plans scan the candidate's table sequentially
+    write_note: str | None = None  # DML: the maintenance the index adds to every row the statement writes
 
 
 class CannotMeasure(PgArchitectError):
@@ -177,6 +178,56 @@ class Recorded:
             assert plan.ms is not None and self.mean_ms is not None
             return f"ran in {plan.ms:.1f} ms against a recorded mean of {self.mean_ms:.1f} ms"
         return None
+
+
+#: Planner cost units per row a DML statement writes (heap tuple and WAL), and per index entry it adds:
+#: a write costs about one page's worth, like a sequential page read (seq_page_cost = 1). EXPLAIN leaves
+#: both out (ModifyTable costs nothing), so a plan-cost comparison of DML sees only the search for rows.
+WRITE_ROW_COST = 1.0
+INDEX_ENTRY_COST = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Writes:
+    """What one DML statement writes per row it touches, for the maintenance a new index adds to it."""
+
+    kind: str  # insert, update, delete (merge counts as update)
+    table_oid: int
+    updated: frozenset[str]  # the columns an UPDATE sets
+    indexed: frozenset[str]  # columns (or expression texts) already in an index of the table
+    indexes: int  # indexes the table has now
+
+    def hot_lost(self) -> bool:
+        """An UPDATE that already changes an indexed column is never HOT: every index gets a new entry."""
+        return any(self._touches(text) for text in self.indexed)
+
+    def _touches(self, text: str) -> bool:
+        return any(column == text or column in text for column in self.updated)
+
+    def per_row(self, cand: Candidate | None) -> tuple[float, str | None]:
+        """Cost per written row, without (``cand`` None) or with the candidate index, and why it grew."""
+        existing = 0.0
+        if self.kind == "insert" or (self.kind == "update" and self.hot_lost()):
+            existing = self.indexes * INDEX_ENTRY_COST
+        base = WRITE_ROW_COST + existing
+        if cand is None or cand.table.oid != self.table_oid:
+            return base, None
+        texts = [k.column or k.expression or "" for k in cand.keys] + ([cand.predicate] if cand.predicate else [])
+        if self.kind == "insert":
+            return base + INDEX_ENTRY_COST, "every inserted row adds an entry to the new index"
+        if self.kind != "update":
+            return base, None  # a DELETE leaves index entries to VACUUM
+        if any(self._touches(t) for t in texts):
+            if self.hot_lost():
+                return base + INDEX_ENTRY_COST, "every updated row adds an entry to the new index"
+            return (
+                base + (self.indexes + 1) * INDEX_ENTRY_COST,
+                f"the statement updates {', '.join(sorted(self.updated))}, which the index contains: its updates "
+                f"are no longer HOT, so every updated row adds entries to all {self.indexes + 1} indexes",
+            )
+        if self.hot_lost():
+            return base + INDEX_ENTRY_COST, "every updated row adds an entry to the new index (not HOT already)"
+        return base, None
 
 
 class SampleTooSlow(PgArchitectError):
@@ -265,6 +316,7 @@ class Measurer:
         self.hypopg_available = hypopg_available
         self.staging = staging
         self.min_gain_percent = min_gain_percent
+        self._writes: Writes | None = None  # of the statement being measured
 
     @property
     def hypopg(self) -> bool:
@@ -278,6 +330,7 @@ class Measurer:
         tables: Sequence[TableInfo],
         recorded: Recorded | None = None,
         keep: int | None = None,
+        writes: Writes | None = None,
     ) -> tuple[MeasurementMethod, list[Outcome]]:
         """Measure ``candidates`` with the first ``keep`` of ``samples`` (best first) that resemble what was
         ``recorded``; NoRepresentativeSample when none does, CannotMeasure when no method is safe."""
@@ -291,6 +344,7 @@ class Measurer:
             else:
                 safety.check_explain_only_dml(sql, self.conn)
         recorded = recorded or Recorded()
+        self._writes = writes if kind != "select" else None
         if method == "hypothetical":
             return method, self._hypothetical(samples, candidates, recorded, keep, timed=kind == "select")
         conn = self.staging if method == "staging" and self.staging is not None else self.conn
@@ -480,6 +534,15 @@ class Measurer:
     def _outcome(self, cand: Candidate, method: MeasurementMethod, before: list[Plan], after: list[Plan]) -> Outcome:
         before_cost = sum(p.cost for p in before)
         after_cost = sum(p.cost for p in after)
+        write_note = None
+        if self._writes is not None:
+            # DML is compared by cost: add what it writes, the same before and after, and what the new index
+            # must maintain for every row it touches, so an index that finds rows faster but costs more to
+            # keep up is judged by the whole statement.
+            without, _ = self._writes.per_row(None)
+            with_index, write_note = self._writes.per_row(cand)
+            before_cost += sum(p.rows for p in before) * without
+            after_cost += sum(p.rows for p in after) * with_index
         before_ms = sum(p.ms or 0.0 for p in before) if all(p.ms is not None for p in before) else None
         after_ms = sum(p.ms or 0.0 for p in after) if all(p.ms is not None for p in after) else None
         if before_ms is not None and after_ms is not None and before_ms > 0:
@@ -515,6 +578,7 @@ class Measurer:
                 else None
             ),
             seq_scanned=all(f"Seq Scan on {cand.table.name}" in p.nodes for p in before),
+            write_note=write_note,
         )
 
 

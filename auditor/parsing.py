@@ -148,6 +148,9 @@ class QueryShape:
     intent: str = ""
     complexity: Complexity = "low"
     utility_command: str | None = None
+    # DML: the table it writes, and the columns an UPDATE sets (what a new index must maintain).
+    target: TableRef | None = None
+    updated_columns: tuple[str, ...] = ()
 
     @property
     def is_utility(self) -> bool:
@@ -475,6 +478,8 @@ class _Analyzer:
         self.limit_param: int | None = None
         self.offset: int | None = None
         self.offset_param: int | None = None
+        self.target: TableRef | None = None
+        self.updated: list[str] = []
 
     # statements
 
@@ -551,6 +556,8 @@ class _Analyzer:
         scope = _Scope(parent)
         self._with(node.withClause, scope)
         target = self._add_table(node.relation, scope, main)
+        if main and self.target is None:
+            self.target = target
         columns = [str(col.name) for col in node.cols or ()]
         source = node.selectStmt
         if isinstance(source, ast.SelectStmt) and source.valuesLists:
@@ -573,6 +580,9 @@ class _Analyzer:
         scope = _Scope(parent)
         self._with(node.withClause, scope)
         target = self._add_table(node.relation, scope, main)
+        if main and self.target is None:
+            self.target = target
+            self.updated = [str(a.name) for a in node.targetList or () if a.name]
         for item in node.fromClause or ():
             self._from_item(item, scope, main)
         self.joins += len(node.fromClause or ())
@@ -585,7 +595,9 @@ class _Analyzer:
     def _delete(self, node: Any, parent: _Scope | None, main: bool) -> None:
         scope = _Scope(parent)
         self._with(node.withClause, scope)
-        self._add_table(node.relation, scope, main)
+        target = self._add_table(node.relation, scope, main)
+        if main and self.target is None:
+            self.target = target
         for item in node.usingClause or ():
             self._from_item(item, scope, main)
         self.joins += len(node.usingClause or ())
@@ -1279,6 +1291,8 @@ def parse_query(text: str) -> QueryShape:
         subqueries=analyzer.subqueries,
         ctes=analyzer.ctes,
         or_predicates=analyzer.or_predicates,
+        target=analyzer.target,
+        updated_columns=tuple(analyzer.updated),
     )
     return dataclasses.replace(shape, intent=_describe(shape, analyzer.main_tables),
                                complexity=_complexity(shape))

@@ -143,3 +143,30 @@ def test_order_by_an_ordinal_over_select_star_is_the_tables_column_at_that_posit
     snapshot = Snapshot(postgresql)
     resolved, _ = analysis.resolve(snapshot, parse_query("SELECT * FROM posts WHERE blog_id = $1 ORDER BY 1 LIMIT 5"))
     assert [(u.column, u.role) for u in resolved.uses("order_by")] == [("id", "order_by")], resolved.columns
+
+
+# -- DML -----------------------------------------------------------------------------------------------
+
+
+def test_dml_is_charged_the_index_upkeep_it_adds_and_hot_updates_lost(embedded_pg: ServerInfo) -> None:
+    """An UPDATE that sets the very column it filters on, for 10 % of the table: an index finds the rows faster,
+    but every updated row then adds entries to every index (no HOT update). A selective UPDATE of another
+    column still gets its index."""
+    dsn = make_database(embedded_pg, "depth_dml", ("pg_stat_statements",))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE posts (id int PRIMARY KEY, blog_id int NOT NULL, user_id int NOT NULL, "
+                     "title text NOT NULL)")
+        conn.execute("INSERT INTO posts SELECT i, i % 10, i, 'title ' || i FROM generate_series(1, 300000) i")
+        conn.execute("ANALYZE posts")
+        for n in range(6):
+            with conn.transaction(force_rollback=True):
+                conn.execute("UPDATE posts SET blog_id = %s WHERE blog_id = %s", (10 + n, n))
+            with conn.transaction(force_rollback=True):
+                conn.execute("UPDATE posts SET title = %s WHERE user_id = %s", ("new", n * 1000 + 7))
+    kb = make_database(embedded_pg, "depth_dml_kb", ("vector",))
+    report = audit(dsn, kb, min_mean_ms="0.5")
+    broad = _query(report, "SET blog_id")
+    assert broad["status"] != "recommended", broad["recommendation"]
+    selective = _query(report, "SET title")
+    assert selective["status"] == "recommended", selective
+    assert '("user_id")' in selective["recommendation"]["sql"], selective["recommendation"]["sql"]
