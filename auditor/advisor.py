@@ -166,8 +166,25 @@ def generate(
             continue
         unique[cand.signature()] = cand
     return Candidates(
-        tuple(list(unique.values())[:MAX_CANDIDATES]), tuple(dict.fromkeys(notes)), tables, tuple(indexes)
+        tuple(_interleaved(list(unique.values()))[:MAX_CANDIDATES]), tuple(dict.fromkeys(notes)), tables,
+        tuple(indexes),
     )
+
+
+def _interleaved(candidates: list[Candidate]) -> list[Candidate]:
+    """Each table's best candidate first, largest table first, then each table's second, and so on.
+
+    Only the first few candidates are built and measured (measure.MAX_BUILDS): listed table by table, a join's
+    first table would take them all, and a larger gain on another table would never be seen.
+    """
+    by_table: dict[int, list[Candidate]] = {}
+    for cand in candidates:
+        by_table.setdefault(cand.table.oid, []).append(cand)
+    order = sorted(by_table.values(), key=lambda group: (-group[0].table.reltuples, group[0].table.qualified))
+    out: list[Candidate] = []
+    for rank in range(max((len(g) for g in order), default=0)):
+        out.extend(group[rank] for group in order if rank < len(group))
+    return out
 
 
 def _for_table(snapshot: Snapshot, shape: QueryShape, table: TableInfo, uses: list[ColumnUse]) -> list[Candidate]:

@@ -35,6 +35,22 @@ def rank(outcome: Outcome) -> tuple[bool, float]:
     return (outcome.used_index, m.gain_percent if m is not None else float("-inf"))
 
 
+#: Two measurements this close are the same to us: timings within 10 % (and 0.05 ms), costs within 2 %.
+TIME_NOISE = 0.10
+TIME_NOISE_MS = 0.05
+COST_NOISE = 0.02
+
+
+def as_good(outcome: Outcome, best: Outcome) -> bool:
+    """``outcome`` measured as well as ``best`` up to the noise of one measurement."""
+    m, b = outcome.measurement, best.measurement
+    if m is None or b is None:
+        return False
+    if m.after_ms is not None and b.after_ms is not None:
+        return m.after_ms <= b.after_ms * (1 + TIME_NOISE) + TIME_NOISE_MS
+    return m.after_cost <= b.after_cost * (1 + COST_NOISE)
+
+
 def decide(
     outcomes: Sequence[Outcome], *, method: str, notes: Sequence[str] = (), min_gain_percent: float
 ) -> Decision:
@@ -51,6 +67,9 @@ def decide(
     for o in measured[1:]:
         if rank(o) > rank(best):
             best = o
+    # Timing noise must not pick the index: among candidates as good as the best within noise, the advisor's
+    # first wins, so the same data gives the same recommendation run after run.
+    best = next((o for o in measured if o.used_index == best.used_index and as_good(o, best)), best)
     rejected += [
         f"{o.candidate.describe()}: gain {o.measurement.gain_percent:.0f} %"
         for o in measured

@@ -194,3 +194,16 @@ def test_a_table_that_doubles_within_the_horizon_gets_a_partitioning_note() -> N
 def test_a_forecast_needs_two_points_a_day_apart() -> None:
     point = HealthPoint(datetime(2026, 11, 1, tzinfo=UTC), {"tables": [{"table": "public.t", "size_bytes": 10}]})
     assert health.forecasts([point, point], [health.TableSize("public", "t", 10, 1.0)]) == []
+
+
+def test_candidates_as_good_within_timing_noise_give_the_advisors_first_every_run() -> None:
+    """The same query got (customer_id) in one run and (customer_id, created_at) in the next: within 10 % of
+    each other they are the same measurement, and the advisor's order decides."""
+    first, second = cand("customer_id", "created_at"), cand("customer_id")
+    for gains in ((97.0, 97.5), (97.5, 97.0), (97.2, 97.2)):
+        verdict = decide([outcome(first, gains[0]), outcome(second, gains[1])], method="rollback_build",
+                         min_gain_percent=20)
+        assert verdict.best is not None and verdict.best.candidate is first, gains
+    clearly_better = decide([outcome(first, 60.0), outcome(second, 97.0)], method="rollback_build",
+                            min_gain_percent=20)
+    assert clearly_better.best is not None and clearly_better.best.candidate is second
