@@ -457,9 +457,18 @@ class Measurer:
     ) -> Outcome:
         ddl = cand.ddl(conn, concurrently=False)
         safety.check_index_target(conn, safety.check_index_ddl(ddl))
+        existing = self._relation_named(conn, cand)
+        if existing is not None:
+            # CREATE INDEX IF NOT EXISTS would skip it and the plan would not change: say so, measure nothing.
+            return Outcome(
+                cand, None, error=f"a relation named {cand.name()} already exists ({existing}): nothing was built"
+            )
         started = time.monotonic()
         db.execute(conn, mark(ddl))
         log.debug("built %s in %.2fs", cand.describe(), time.monotonic() - started)
+        built = self._relation_named(conn, cand)
+        if built is None or not built.startswith("CREATE INDEX"):
+            return Outcome(cand, None, error=f"the index {cand.name()} was not built: {built or 'no such relation'}")
         if any(k.column is None for k in cand.keys):
             # An expression index has no statistics until ANALYZE; without them the plan guesses.
             db.execute(conn, db.SQL(mark("ANALYZE {}")).format(db.Identifier(cand.table.schema, cand.table.name)))
@@ -481,6 +490,20 @@ class Measurer:
         except SampleTooSlow as exc:
             return Outcome(cand, None, error=f"with this index a sample {exc}")
         return self._outcome(cand, method, before, after)
+
+    def _relation_named(self, conn: db.Connection, cand: Candidate) -> str | None:
+        """The definition of the relation (an index's ``pg_get_indexdef``, else its kind) that has the
+        candidate's name in the table's schema, or None when there is none."""
+        row = db.fetch_value(
+            conn,
+            mark(
+                "SELECT CASE WHEN c.relkind IN ('i', 'I') THEN pg_catalog.pg_get_indexdef(c.oid) "
+                "ELSE 'a relation of kind ' || c.relkind::text END FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
+            ),
+            (cand.table.schema, cand.name()),
+        )
+        return str(row) if row is not None else None
 
     def _needs_xmin_wait(self, conn: db.Connection, cand: Candidate) -> bool:
         return bool(

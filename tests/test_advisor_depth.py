@@ -170,3 +170,31 @@ def test_dml_is_charged_the_index_upkeep_it_adds_and_hot_updates_lost(embedded_p
     selective = _query(report, "SET title")
     assert selective["status"] == "recommended", selective
     assert '("user_id")' in selective["recommendation"]["sql"], selective["recommendation"]["sql"]
+
+
+# -- DDL identity --------------------------------------------------------------------------------------
+
+
+def test_a_candidate_whose_name_is_taken_is_never_measured_as_a_silent_no_op(embedded_pg: ServerInfo) -> None:
+    """``users_name_idx`` already exists on ``lower(name)``: CREATE INDEX IF NOT EXISTS for ``users(name)`` built
+    nothing, and the audit said "the plan does not use it" of an index worth 51-92x. Either the candidate gets
+    a free name and is recommended, or the report says the name is taken; never a measurement of nothing."""
+    dsn = make_database(embedded_pg, "depth_names", ("pg_stat_statements",))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL, team int NOT NULL)")
+        conn.execute("INSERT INTO users SELECT i, 'user ' || i, i % 3000 FROM generate_series(1, 300000) i")
+        conn.execute("CREATE INDEX users_name_idx ON users (lower(name))")
+        conn.execute("ANALYZE users")
+        for n in range(6):
+            conn.execute("SELECT id FROM users WHERE name = %s", (f"user {n * 911}",))
+            conn.execute("SELECT count(*) FROM users WHERE team = %s", (n * 7,))  # an ordinary statement too
+    kb = make_database(embedded_pg, "depth_names_kb", ("vector",))
+    report = audit(dsn, kb, min_mean_ms="0.5")
+    q = _query(report, "WHERE name =")
+    text = " ".join([q.get("skip_reason") or "", *q.get("rejected", [])])
+    assert "the plan does not use it" not in text, q
+    if q["status"] == "recommended":
+        sql = q["recommendation"]["sql"]
+        assert '("name")' in sql and '"users_name_idx"' not in sql, sql
+    else:
+        assert "users_name_idx already exists" in text, q
