@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 
 from pg_architect.auditor.catalog import IndexInfo, Snapshot, TableInfo, normalise_expression
-from pg_architect.auditor.parsing import ColumnUse, QueryShape, TableRef
+from pg_architect.auditor.parsing import ColumnUse, QueryShape, TableRef, carried_equalities
 from pg_architect.core import db
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,9 @@ def generate(
     """Candidate indexes for ``shape`` (already resolved against ``snapshot``, the audit's catalog)."""
     indexes = snapshot.indexes([t.oid for t in tables.values()])
     proposals: list[Candidate] = []
+    all_uses = [*shape.columns, *carried_equalities(shape)]
     for table in {t.oid: t for t in tables.values()}.values():
-        uses = [u for u in shape.columns if (t := _table_of(u, tables)) is not None and t.oid == table.oid]
+        uses = [u for u in all_uses if (t := _table_of(u, tables)) is not None and t.oid == table.oid]
         proposals.extend(_for_table(snapshot, shape, table, uses))
     unique: dict[tuple[int, tuple[str, ...], str | None], Candidate] = {}
     notes: list[str] = [

@@ -151,6 +151,9 @@ class QueryShape:
     # DML: the table it writes, and the columns an UPDATE sets (what a new index must maintain).
     target: TableRef | None = None
     updated_columns: tuple[str, ...] = ()
+    # ``a.x = b.y`` join equalities, as positions in ``columns`` (kept 1:1 by every resolution step): what
+    # the planner's equivalence classes carry across (``b.y = $1`` filters ``a.x`` too).
+    join_pairs: tuple[tuple[int, int], ...] = ()
 
     @property
     def is_utility(self) -> bool:
@@ -480,6 +483,7 @@ class _Analyzer:
         self.offset_param: int | None = None
         self.target: TableRef | None = None
         self.updated: list[str] = []
+        self.join_pairs: list[tuple[int, int]] = []
 
     # statements
 
@@ -912,6 +916,8 @@ class _Analyzer:
             operator = label or op
             self._use(left_side, "join", operator)
             self._use(right_side, "join", _COMMUTE.get(operator, operator))
+            if operator == "=" and not negated and left_side.column is not None and right_side.column is not None:
+                self.join_pairs.append((len(self.uses) - 2, len(self.uses) - 1))
         elif left_side is not None or right_side is not None:
             if left_side is not None:
                 side, value_node, oriented = left_side, right, op
@@ -1293,6 +1299,7 @@ def parse_query(text: str) -> QueryShape:
         or_predicates=analyzer.or_predicates,
         target=analyzer.target,
         updated_columns=tuple(analyzer.updated),
+        join_pairs=tuple(analyzer.join_pairs),
     )
     return dataclasses.replace(shape, intent=_describe(shape, analyzer.main_tables),
                                complexity=_complexity(shape))
@@ -1348,6 +1355,28 @@ def view_projection(definition: str) -> tuple[TableRef, dict[str, str] | None] |
     return projection(statements[0].stmt)
 
 
+def carried_equalities(shape: QueryShape) -> tuple[ColumnUse, ...]:
+    """Equality filters the join equalities carry to the other side: with ``b.y = a.x`` and ``a.x = $1`` the
+    planner also filters ``b.y = $1``, and an index on ``b.y`` serves it (the peers' ``author.id = $1``
+    joined to ``book.author_id``)."""
+    carried: list[ColumnUse] = []
+    eq = [u for u in shape.columns if u.role == "eq" and u.operator == "=" and u.column and u.table is not None]
+    for i, j in shape.join_pairs:
+        if max(i, j) >= len(shape.columns):
+            continue
+        for here, there in ((shape.columns[i], shape.columns[j]), (shape.columns[j], shape.columns[i])):
+            if here.table is None or there.table is None or there.column is None:
+                continue
+            for use in eq:
+                if (use.table, use.column) == (here.table, here.column) and (there.table, there.column) != (
+                    use.table, use.column
+                ):
+                    carried.append(ColumnUse(there.table, there.column, None, "eq", "=", use.param, use.constant,
+                                             columns=(there.column,)))
+    known = {(u.table, u.column) for u in eq}
+    return tuple(u for u in dict.fromkeys(carried) if (u.table, u.column) not in known)
+
+
 def resolve_ordinals(shape: QueryShape, ordered_columns: Callable[[TableRef], Sequence[str]]) -> QueryShape:
     """``ORDER BY n`` over ``SELECT *`` resolved to the table's n-th column (``ordered_columns``: the catalog's
     columns in attribute order); dropped when the table has no such column."""
@@ -1358,6 +1387,7 @@ def resolve_ordinals(shape: QueryShape, ordered_columns: Callable[[TableRef], Se
         if use.ordinal is not None and use.table is not None:
             names = list(ordered_columns(use.table))
             if not 0 < use.ordinal <= len(names):
+                columns.append(dataclasses.replace(use, table=None))  # kept in place: join_pairs are positions
                 continue
             name = names[use.ordinal - 1]
             use = dataclasses.replace(use, column=name, columns=(name,), ordinal=None)
@@ -1386,7 +1416,8 @@ def through_views(
     columns = []
     for use in shape.columns:
         table, column, ok = moved(use.table, use.column, use.expression)
-        if not ok:
+        if not ok:  # kept in place (join_pairs are positions), attributed to nothing
+            columns.append(dataclasses.replace(use, table=None, column=None, expression=None, candidates=()))
             continue
         columns.append(dataclasses.replace(
             use, table=table, column=column, columns=(column,) if column is not None else use.columns,

@@ -198,3 +198,33 @@ def test_a_candidate_whose_name_is_taken_is_never_measured_as_a_silent_no_op(emb
         assert '("name")' in sql and '"users_name_idx"' not in sql, sql
     else:
         assert "users_name_idx already exists" in text, q
+
+
+def test_an_equality_on_a_joined_key_is_carried_to_the_other_table(embedded_pg: ServerInfo) -> None:
+    """supabase's multi_index test: ``author.id = $1 AND publisher.id = $2`` over book joins; the planner carries
+    both to ``book.author_id`` and ``book.publisher_id``, where the index belongs (primary keys cover the rest)."""
+    dsn = make_database(embedded_pg, "depth_carried", ("pg_stat_statements",))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE publisher (id int PRIMARY KEY, name text)")
+        conn.execute("CREATE TABLE author (id int PRIMARY KEY, name text)")
+        conn.execute("CREATE TABLE book (id int PRIMARY KEY, title text, author_id int, publisher_id int)")
+        conn.execute("CREATE TABLE review (id int PRIMARY KEY, book_id int, body text)")
+        conn.execute("INSERT INTO publisher SELECT i, 'p' || i FROM generate_series(1, 500) i")
+        conn.execute("INSERT INTO author SELECT i, 'a' || i FROM generate_series(1, 20000) i")
+        conn.execute("INSERT INTO book SELECT i, 't' || i, 1 + i % 20000, 1 + i % 500 "
+                     "FROM generate_series(1, 300000) i")
+        conn.execute("INSERT INTO review SELECT i, 1 + i % 300000, 'r' FROM generate_series(1, 300000) i")
+        for table in ("publisher", "author", "book", "review"):
+            conn.execute(f"ANALYZE {table}")
+        for n in range(6):
+            conn.execute("SELECT book.id, book.title, publisher.name, author.name, review.body FROM book "
+                         "JOIN publisher ON book.publisher_id = publisher.id JOIN author ON book.author_id = author.id "
+                         "JOIN review ON book.id = review.book_id WHERE author.id = %s AND publisher.id = %s",
+                         (1 + n * 500, 1 + (n * 500) % 500))
+    kb = make_database(embedded_pg, "depth_carried_kb", ("vector",))
+    report = audit(dsn, kb, min_mean_ms="0.5")
+    q = _query(report, "JOIN review")
+    assert q["status"] == "recommended", q
+    sql = q["recommendation"]["sql"]
+    # Both carried filters in one index (a join column alone is what the text shows without carrying them).
+    assert '"book" ("author_id", "publisher_id")' in sql or '"book" ("publisher_id", "author_id")' in sql, sql
