@@ -17,7 +17,7 @@ import dataclasses
 
 from pg_architect.auditor import params, safety
 from pg_architect.auditor.catalog import Snapshot, TableInfo
-from pg_architect.auditor.parsing import QueryShape, resolve_columns
+from pg_architect.auditor.parsing import QueryShape, resolve_columns, resolve_ordinals, through_views
 from pg_architect.core.errors import PgArchitectError
 
 Tables = dict[tuple[str | None, str], TableInfo]
@@ -50,8 +50,15 @@ def check_allowed(catalog: Snapshot, sql: str, kind: str) -> None:
 
 
 def resolve(catalog: Snapshot, shape: QueryShape) -> tuple[QueryShape, Tables]:
-    """Step 2: the shape with every column attributed, and the tables it reads."""
+    """Step 2: the shape with every column attributed, and the tables it reads (a view the planner flattens
+    into one table counts as that table: an index is built on the table, never on a view)."""
+    for _ in range(3):  # views over views, a few levels deep
+        views = catalog.views(shape.tables)
+        if not views:
+            break
+        shape = through_views(resolve_columns(shape, catalog.columns_by_table(shape.tables)), views)
     resolved = resolve_columns(shape, catalog.columns_by_table(shape.tables))
+    resolved = resolve_ordinals(resolved, lambda table: list(catalog.columns(table)))
     return resolved, catalog.tables(resolved.tables)
 
 

@@ -16,15 +16,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from pg_architect.auditor import advisor, analysis, confidence, health, settings, window
-from pg_architect.auditor.catalog import Snapshot
+from pg_architect.auditor.catalog import IndexInfo, Snapshot
 from pg_architect.auditor.decision import decide
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL, embed
 from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
-from pg_architect.auditor.measure import CannotMeasure, Measurer, Outcome, representative
+from pg_architect.auditor.measure import (
+    CannotMeasure,
+    Measurer,
+    NoRepresentativeSample,
+    Outcome,
+    Recorded,
+    Writes,
+    representative,
+)
 from pg_architect.auditor.models import (
     AuditReport,
     Explanation,
@@ -44,8 +52,9 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 N_SAMPLES = 2
-# Drawn, then the N_SAMPLES closest to the rows pg_stat_statements recorded per call are measured.
-N_DRAWN = 5
+# Drawn, ordered by how close their planned rows are to the rows pg_stat_statements recorded per call; the
+# first N_SAMPLES that also resemble the recorded rows and time are measured (auditor.measure.Recorded).
+N_DRAWN = 6
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -267,7 +276,7 @@ class Auditor:
             return dataclasses.replace(base, skip_reason=f"no candidate index: {reason}", rejected=tuple(notes))
         try:
             facts = analysis.analyse(self.catalog, resolved, tables, N_DRAWN)
-            samples = representative(self.conn, facts.samples, rows_per_call, N_SAMPLES)
+            samples = representative(self.conn, facts.samples, rows_per_call, len(facts.samples))
         except UnsafeSQLError as exc:
             return dataclasses.replace(base, status="error", skip_reason=str(exc), rejected=tuple(notes))
         except PgArchitectError as exc:
@@ -278,7 +287,18 @@ class Auditor:
                 rejected=tuple(notes),
             )
         try:
-            method, outcomes = measurer.measure(facts.kind, samples, found.candidates, list(tables.values()))
+            method, outcomes = measurer.measure(
+                facts.kind,
+                samples,
+                found.candidates,
+                list(tables.values()),
+                Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call),
+                keep=N_SAMPLES,
+                writes=_writes(resolved, tables, found.indexes),
+            )
+        except NoRepresentativeSample as exc:
+            # The advisor's notes lead: a sample far faster than the record is often an index made since.
+            return dataclasses.replace(base, skip_reason="; ".join([*notes, str(exc)]), rejected=tuple(notes))
         except CannotMeasure as exc:
             return dataclasses.replace(base, skip_reason=f"cannot measure safely: {exc}", rejected=tuple(notes))
         verdict = decide(
@@ -324,7 +344,9 @@ class Auditor:
         )
         reasoning = (
             f"Index {cand.describe()}: {cand.reason}. Measured ({m.method}, {m.samples} parameter "
-            f"sample(s)): {timing}, {m.gain_percent:.0f} % faster. Plan before: {m.plan_before}. "
+            f"sample(s)): {timing}, {m.gain_percent:.0f} % faster"
+            + (f" (counting the index's upkeep: {outcome.write_note})" if outcome.write_note else "")
+            + f". Plan before: {m.plan_before}. "
             f"Plan after: {m.plan_after}. Confidence: " + "; ".join(evidence.terms) + "."
         )
         return Recommendation(
@@ -337,6 +359,25 @@ class Auditor:
             measurement=m,
             action=action_for(evidence.score),
         )
+
+
+def _writes(shape: QueryShape, tables: analysis.Tables, indexes: Sequence[IndexInfo]) -> Writes | None:
+    """What a DML statement writes, for the index maintenance it is charged (auditor.measure.Writes)."""
+    if shape.kind == "select" or shape.target is None:
+        return None
+    table = tables.get((shape.target.schema, shape.target.name))
+    if table is None:
+        return None
+    own = [i for i in indexes if i.table_oid == table.oid]
+    indexed = {c for i in own for c in i.key_columns if c is not None}
+    indexed |= {d for i in own for d in i.key_definitions if "(" in d}  # expressions: matched by text
+    return Writes(
+        kind="update" if shape.kind in ("update", "merge") else shape.kind,
+        table_oid=table.oid,
+        updated=frozenset(shape.updated_columns),
+        indexed=frozenset(indexed),
+        indexes=len(own),
+    )
 
 
 def _skip_for(similar: list[SimilarRecommendation]) -> str | None:

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 
-from pg_architect.auditor.parsing import TableRef
+from pg_architect.auditor.parsing import TableRef, view_projection
 from pg_architect.auditor.queries import QUERIES
 from pg_architect.core import db
 
@@ -102,6 +102,7 @@ class Snapshot:
         self._relations: dict[tuple[str | None, str], Relation | None] = {}
         self._columns: dict[int, dict[str, str]] = {}
         self._type_names: dict[str, str] = {}
+        self._views: dict[tuple[str, int], tuple[TableRef, dict[str, str] | None] | None] = {}
 
     def tables(self, refs: Iterable[TableRef]) -> dict[tuple[str | None, str], TableInfo]:
         """Tables by the (schema, name) the statement used; missing ones (CTEs, views) are left out."""
@@ -135,7 +136,8 @@ class Snapshot:
         return self._relations[key]
 
     def columns(self, table: TableRef) -> dict[str, str]:
-        """Column name -> type (format_type without typmod) of ``table``; empty when it does not exist."""
+        """Column name -> full type (format_type with its modifier: ``character(10)``) of ``table``; empty when
+        it does not exist. A value bound as plain ``character`` would be ``char(1)``, and match nothing."""
         found = self.relation(table)
         if found is None:
             return {}
@@ -153,11 +155,31 @@ class Snapshot:
                 found[(rel.schema_name, rel.table_name)] = set(self.columns(table))
         return found
 
+    def views(self, refs: Iterable[TableRef]) -> dict[tuple[str | None, str], tuple[TableRef, dict[str, str] | None]]:
+        """The refs that are views the planner flattens into one base table: (schema, name) -> (base table,
+        column map, None when the columns keep their names)."""
+        found: dict[tuple[str | None, str], tuple[TableRef, dict[str, str] | None]] = {}
+        for ref in refs:
+            rel = self.relation(ref)
+            if rel is None or rel.relkind != "v":
+                continue
+            key = ("view", rel.relid)
+            if key not in self._views:
+                definition = db.fetch_value(self.conn, db.query(self.conn, QUERIES, "view_definition"),
+                                            {"relid": rel.relid})
+                self._views[key] = view_projection(str(definition)) if definition else None
+            flat = self._views[key]
+            if flat is not None:
+                base, mapping = flat
+                found[(ref.schema, ref.name)] = (base, mapping)
+        return found
+
     def type_name(self, name: str) -> str:
         """The catalog's spelling of a type name (``int4`` -> ``integer``); the input when unknown."""
         if name not in self._type_names:
             value = db.fetch_value(self.conn, db.query(self.conn, QUERIES, "type_name"), {"name": name})
-            self._type_names[name] = str(value) if value else name
+            # A written modifier (``$1::char(10)``) is part of the type: the canonical name without it is not.
+            self._type_names[name] = str(value) if value and "(" not in name else name
         return self._type_names[name]
 
     def role(self) -> str:

@@ -1,17 +1,17 @@
 """How sure we are of a recommendation, from the evidence behind it, never a constant.
 
-The score starts from how it was measured (real timings beat planner estimates), grows with the measured
-gain and with a plan that visibly changed to use the index, and moves with the knowledge base's past
-outcomes for similar statements. Every term is reported, so a reviewer sees why.
+The score starts from how it was measured and what kind of index it is, and grows with the estimated
+speed-up, both from the calibration table (auditor.calibration, docs/confidence.md); then with a plan that
+visibly changed to use the index, and it moves with the knowledge base's past outcomes for similar
+statements. Every term is reported, so a reviewer sees why.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from pg_architect.auditor import calibration
 from pg_architect.auditor.measure import Outcome
-
-BASE = {"rollback_build": 0.55, "staging": 0.55, "hypothetical": 0.42}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -26,12 +26,8 @@ def score(
     m = outcome.measurement
     if m is None:
         return Evidence(0.0, ("not measured",))
-    terms: list[str] = []
-    value = BASE[m.method]
-    terms.append(f"{m.method} measurement: base {value:.2f}")
-    gain = max(min(m.gain_percent, 100.0), 0.0) / 100.0
-    value += 0.30 * gain
-    terms.append(f"gain {m.gain_percent:.0f} %: +{0.30 * gain:.2f}")
+    # The measurement's own worth, per method and index kind, from the calibration table.
+    value, terms = calibration.evidence(outcome)
     if outcome.used_index and m.plan_changed:
         value += 0.08
         terms.append("plan changed to use the index: +0.08")
@@ -41,9 +37,6 @@ def score(
     elif not outcome.consistent:
         value -= 0.10
         terms.append("slower for some parameter samples: -0.10")
-    if outcome.expression_estimate_only:
-        value -= 0.10
-        terms.append("expression index costed without statistics (hypopg): -0.10")
     if dml and write_share > 0.5:
         value -= 0.05
         terms.append(f"write-heavy table ({write_share:.0%} of its activity is writes): -0.05")

@@ -29,22 +29,27 @@ def worth_applying(outcome: Outcome, min_gain_percent: float) -> bool:
     return m is not None and outcome.used_index and m.gain_percent > min_gain_percent
 
 
-# Timings within this factor of the fastest are the same to the measurement (a shared machine varies more).
-TIMING_NOISE = 1.25
-
-
 def rank(outcome: Outcome) -> tuple[bool, float]:
     """Candidates the plan uses first, then by measured gain; ties keep the advisor's order."""
     m = outcome.measurement
     return (outcome.used_index, m.gain_percent if m is not None else float("-inf"))
 
 
-def _within_noise(a: Outcome, b: Outcome) -> bool:
-    """Both timed, and ``a`` is at most TIMING_NOISE times slower than ``b``."""
-    ma, mb = a.measurement, b.measurement
-    if ma is None or mb is None or ma.after_ms is None or mb.after_ms is None:
+#: Two measurements this close are the same to us: timings within 25 % (and 0.05 ms; a shared, loaded machine
+#: varies that much between two runs of one statement), costs within 2 %.
+TIME_NOISE = 0.25
+TIME_NOISE_MS = 0.05
+COST_NOISE = 0.02
+
+
+def as_good(outcome: Outcome, best: Outcome) -> bool:
+    """``outcome`` measured as well as ``best`` up to the noise of one measurement."""
+    m, b = outcome.measurement, best.measurement
+    if m is None or b is None:
         return False
-    return ma.after_ms <= mb.after_ms * TIMING_NOISE
+    if m.after_ms is not None and b.after_ms is not None:
+        return m.after_ms <= b.after_ms * (1 + TIME_NOISE) + TIME_NOISE_MS
+    return m.after_cost <= b.after_cost * (1 + COST_NOISE)
 
 
 def decide(
@@ -63,12 +68,9 @@ def decide(
     for o in measured[1:]:
         if rank(o) > rank(best):
             best = o
-    # Timings that differ by less than their noise do not decide: the plan's estimated cost does (the index
-    # that serves the whole filter beats one that serves part of it when both are "fast"); ties keep the
-    # advisor's order. Deterministic whatever the machine's load.
-    close = [o for o in measured if o.used_index == best.used_index and _within_noise(o, best)]
-    if len(close) > 1:
-        best = min(close, key=lambda o: o.measurement.after_cost if o.measurement is not None else float("inf"))
+    # Timing noise must not pick the index: among candidates as good as the best within noise, the advisor's
+    # first wins, so the same data gives the same recommendation run after run.
+    best = next((o for o in measured if o.used_index == best.used_index and as_good(o, best)), best)
     rejected += [
         f"{o.candidate.describe()}: gain {o.measurement.gain_percent:.0f} %"
         for o in measured

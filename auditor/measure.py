@@ -31,7 +31,7 @@ from pg_architect.auditor.catalog import TableInfo
 from pg_architect.auditor.models import Measurement, MeasurementMethod
 from pg_architect.core import db
 from pg_architect.core.config import MeasurementConfig
-from pg_architect.core.errors import DatabaseError, PgArchitectError, UnsafeSQLError
+from pg_architect.core.errors import DatabaseError, PgArchitectError, QueryTimeout, UnsafeSQLError
 from pg_architect.core.sqlfiles import mark
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,11 @@ MAX_BUILDS = 3
 class Plan:
     cost: float
     ms: float | None
-    rows: float
+    rows: float  # planned rows of the statement's output (a DML statement's: the rows it would touch)
     nodes: tuple[str, ...]
     index_names: frozenset[str]
     text: str
+    actual_rows: float | None = None  # EXPLAIN ANALYZE only
 
     @classmethod
     def from_json(cls, doc: Any) -> Plan:
@@ -76,6 +77,9 @@ class Plan:
             nodes=tuple(nodes),
             index_names=frozenset(names),
             text=" -> ".join(nodes),
+            actual_rows=float(output["Actual Rows"]) * float(output.get("Actual Loops", 1) or 1)
+            if "Actual Rows" in output
+            else None,
         )
 
     def shape(self) -> tuple[str, ...]:
@@ -92,10 +96,17 @@ class Outcome:
     consistent: bool = False
     error: str | None = None
     expression_estimate_only: bool = False
+    returned_rows: float | None = None  # mean rows the samples really returned (executed before-plans only)
+    seq_scanned: bool = False  # the before-plans scan the candidate's table sequentially
+    write_note: str | None = None  # DML: the maintenance the index adds to every row the statement writes
 
 
 class CannotMeasure(PgArchitectError):
     """No safe measurement method applies to this statement here."""
+
+
+class NoRepresentativeSample(CannotMeasure):
+    """Every drawn sample was far from what pg_stat_statements recorded for the statement."""
 
 
 def explain(conn: db.Connection, sql: str, *, analyze: bool) -> Plan:
@@ -109,20 +120,118 @@ def explain(conn: db.Connection, sql: str, *, analyze: bool) -> Plan:
 
 
 def representative(conn: db.Connection, samples: Sequence[str], rows_per_call: float | None, keep: int) -> list[str]:
-    """The ``keep`` samples whose planned rows are closest to what each call really returned.
+    """The samples ordered by how close their planned rows are to what each call really returned, at most
+    ``keep`` of them.
 
     Parameter values come from statistics, not from the application: a range sampled to be selective makes
     an index look good for a statement whose real calls read most of the table. pg_stat_statements records
     the rows each call returns (or touches), comparable to the plan's row estimate; samples far from it are
-    not what the workload runs.
+    not what the workload runs. The measurement then keeps only samples it can trust (see ``Recorded``).
     """
-    if rows_per_call is None or rows_per_call <= 0 or len(samples) <= keep:
+    if rows_per_call is None or rows_per_call <= 0 or len(samples) <= 1:
         return list(samples[:keep])
     planned = [
         (abs(math.log((explain(conn, s, analyze=False).rows + 1) / (rows_per_call + 1))), i)
         for i, s in enumerate(samples)
     ]
     return [samples[i] for _, i in sorted(planned)[:keep]]
+
+
+#: A sample may run at most this multiple of the statement's recorded mean (then it is cancelled) ...
+SAMPLE_TIMEOUT_FACTOR = 5.0
+#: ... but never less than this, so that a 1 ms statement is not cancelled by a scheduling hiccup.
+SAMPLE_TIMEOUT_FLOOR_MS = 250.0
+#: A sample this many times faster than the recorded mean does not run what the workload runs
+#: (``char(10)`` bound as ``char(1)`` matched nothing: 0.9 ms against a 120 ms mean). Wide, because the
+#: recorded mean includes cold reads and lock waits a warm measurement does not have.
+TOO_FAST_FACTOR = 20.0
+#: Rows off by more than this factor either way (with 10 rows of slack, so 0 against 20 is not "far").
+ROWS_FACTOR = 10.0
+ROWS_SLACK = 10.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Recorded:
+    """What pg_stat_statements recorded for the statement: what a representative sample must resemble."""
+
+    mean_ms: float | None = None
+    rows_per_call: float | None = None
+
+    def budget_ms(self) -> float | None:
+        """How long one run of a sample may take before it is cancelled."""
+        if self.mean_ms is None or self.mean_ms <= 0:
+            return None
+        return max(SAMPLE_TIMEOUT_FACTOR * self.mean_ms, SAMPLE_TIMEOUT_FLOOR_MS)
+
+    def distrust(self, plan: Plan) -> str | None:
+        """Why ``plan`` (a sample's, before any new index) is not what the workload runs; None when it is."""
+        rows = plan.actual_rows if plan.actual_rows is not None else plan.rows
+        if self.rows_per_call is not None and self.rows_per_call >= 0:
+            ratio = (rows + ROWS_SLACK) / (self.rows_per_call + ROWS_SLACK)
+            if ratio > ROWS_FACTOR or ratio < 1.0 / ROWS_FACTOR:
+                measured = "returned" if plan.actual_rows is not None else "is planned to return"
+                return f"{measured} {rows:.0f} rows against {self.rows_per_call:.1f} per call recorded"
+        # Far faster with an index in its plan is what an index made since the statistics does: trusted, and
+        # the candidates then show no gain. Far faster without one reads less than the workload does.
+        too_fast = plan.ms is not None and self.mean_ms is not None and plan.ms * TOO_FAST_FACTOR < self.mean_ms
+        if too_fast and not plan.index_names:
+            assert plan.ms is not None and self.mean_ms is not None
+            return f"ran in {plan.ms:.1f} ms against a recorded mean of {self.mean_ms:.1f} ms"
+        return None
+
+
+#: Planner cost units per row a DML statement writes (heap tuple and WAL), and per index entry it adds:
+#: a write costs about one page's worth, like a sequential page read (seq_page_cost = 1). EXPLAIN leaves
+#: both out (ModifyTable costs nothing), so a plan-cost comparison of DML sees only the search for rows.
+WRITE_ROW_COST = 1.0
+INDEX_ENTRY_COST = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Writes:
+    """What one DML statement writes per row it touches, for the maintenance a new index adds to it."""
+
+    kind: str  # insert, update, delete (merge counts as update)
+    table_oid: int
+    updated: frozenset[str]  # the columns an UPDATE sets
+    indexed: frozenset[str]  # columns (or expression texts) already in an index of the table
+    indexes: int  # indexes the table has now
+
+    def hot_lost(self) -> bool:
+        """An UPDATE that already changes an indexed column is never HOT: every index gets a new entry."""
+        return any(self._touches(text) for text in self.indexed)
+
+    def _touches(self, text: str) -> bool:
+        return any(column == text or column in text for column in self.updated)
+
+    def per_row(self, cand: Candidate | None) -> tuple[float, str | None]:
+        """Cost per written row, without (``cand`` None) or with the candidate index, and why it grew."""
+        existing = 0.0
+        if self.kind == "insert" or (self.kind == "update" and self.hot_lost()):
+            existing = self.indexes * INDEX_ENTRY_COST
+        base = WRITE_ROW_COST + existing
+        if cand is None or cand.table.oid != self.table_oid:
+            return base, None
+        texts = [k.column or k.expression or "" for k in cand.keys] + ([cand.predicate] if cand.predicate else [])
+        if self.kind == "insert":
+            return base + INDEX_ENTRY_COST, "every inserted row adds an entry to the new index"
+        if self.kind != "update":
+            return base, None  # a DELETE leaves index entries to VACUUM
+        if any(self._touches(t) for t in texts):
+            if self.hot_lost():
+                return base + INDEX_ENTRY_COST, "every updated row adds an entry to the new index"
+            return (
+                base + (self.indexes + 1) * INDEX_ENTRY_COST,
+                f"the statement updates {', '.join(sorted(self.updated))}, which the index contains: its updates "
+                f"are no longer HOT, so every updated row adds entries to all {self.indexes + 1} indexes",
+            )
+        if self.hot_lost():
+            return base + INDEX_ENTRY_COST, "every updated row adds an entry to the new index (not HOT already)"
+        return base, None
+
+
+class SampleTooSlow(PgArchitectError):
+    """A sample ran over its budget (a small multiple of the recorded mean) and was cancelled."""
 
 
 # How fast a plain CREATE INDEX reads its table, for the expected lock time of a rolled-back build: measured
@@ -214,14 +323,24 @@ class Measurer:
         self.hypopg_available = hypopg_available
         self.staging = staging
         self.min_gain_percent = min_gain_percent
+        self._writes: Writes | None = None  # of the statement being measured
 
     @property
     def hypopg(self) -> bool:
         return self.hypopg_installed or self.hypopg_available
 
     def measure(
-        self, kind: str, samples: Sequence[str], candidates: Sequence[Candidate], tables: Sequence[TableInfo]
+        self,
+        kind: str,
+        samples: Sequence[str],
+        candidates: Sequence[Candidate],
+        tables: Sequence[TableInfo],
+        recorded: Recorded | None = None,
+        keep: int | None = None,
+        writes: Writes | None = None,
     ) -> tuple[MeasurementMethod, list[Outcome]]:
+        """Measure ``candidates`` with the first ``keep`` of ``samples`` (best first) that resemble what was
+        ``recorded``; NoRepresentativeSample when none does, CannotMeasure when no method is safe."""
         if not samples:
             raise CannotMeasure("no executable form of the statement (parameters could not be sampled)")
         method = choose_method(
@@ -238,13 +357,56 @@ class Measurer:
                 safety.check_readonly_select(sql, self.conn)
             else:
                 safety.check_explain_only_dml(sql, self.conn)
+        recorded = recorded or Recorded()
+        self._writes = writes if kind != "select" else None
         if method == "hypothetical":
-            return method, self._hypothetical(samples, candidates, timed=kind == "select")
+            return method, self._hypothetical(samples, candidates, recorded, keep, timed=kind == "select")
         conn = self.staging if method == "staging" and self.staging is not None else self.conn
-        return method, self._build(conn, method, samples, candidates, analyze=executes)
+        return method, self._build(conn, method, samples, candidates, recorded, keep, analyze=executes)
+
+    def _baseline(
+        self, conn: db.Connection, samples: Sequence[str], recorded: Recorded, keep: int | None, *, analyze: bool
+    ) -> tuple[list[str], list[Plan]]:
+        """The first ``keep`` samples that resemble the workload, with their plans before any new index.
+
+        A sample is cancelled once it runs over its budget, and dropped when its rows or its time are far
+        from what pg_stat_statements recorded: the next one is tried instead.
+        """
+        kept: list[str] = []
+        plans: list[Plan] = []
+        why: list[str] = []
+        for sql in samples:
+            if keep is not None and len(kept) >= keep:
+                break
+            try:
+                plan = self._timed(conn, sql, analyze, recorded.budget_ms())
+            except SampleTooSlow as exc:
+                why.append(str(exc))
+                continue
+            reason = recorded.distrust(plan)
+            if reason is not None:
+                log.info("sample not representative: %s", reason)
+                why.append(reason)
+                continue
+            kept.append(sql)
+            plans.append(plan)
+        if not kept:
+            raise NoRepresentativeSample(
+                f"no representative sample: each of the {len(samples)} drawn parameter set(s) "
+                + "; ".join(dict.fromkeys(why))
+            )
+        return kept, plans
 
     # -- hypothetical -----------------------------------------------------------------------------------
-    def _hypothetical(self, samples: Sequence[str], candidates: Sequence[Candidate], *, timed: bool) -> list[Outcome]:
+    def _hypothetical(
+        self,
+        samples: Sequence[str],
+        candidates: Sequence[Candidate],
+        recorded: Recorded,
+        keep: int | None,
+        *,
+        timed: bool,
+    ) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self._transaction(self.conn):
             if not self.hypopg_installed:
@@ -253,7 +415,7 @@ class Measurer:
                 with db.transaction(self.conn):  # a savepoint: if the statement cannot be planned, say why
                     # What can be measured for real without a lock: the statement's time now (SELECTs,
                     # read-only); the hypothetical index itself only has planner costs.
-                    before = [self._timed(self.conn, s, timed) for s in samples]
+                    samples, before = self._baseline(self.conn, samples, recorded, keep, analyze=timed)
                 for cand in candidates:
                     try:
                         with rolled_back(self.conn):  # one candidate's error must not abort the others
@@ -281,16 +443,18 @@ class Measurer:
         method: MeasurementMethod,
         samples: Sequence[str],
         candidates: Sequence[Candidate],
+        recorded: Recorded,
+        keep: int | None,
         *,
         analyze: bool,
     ) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self._transaction(conn):
-            before = [self._timed(conn, s, analyze) for s in samples]
+            samples, before = self._baseline(conn, samples, recorded, keep, analyze=analyze)
             for cand in candidates[:MAX_BUILDS] if analyze else candidates:
                 try:
                     with rolled_back(conn):  # a savepoint: the index and its locks go at its end
-                        outcomes.append(self._build_one(conn, method, cand, samples, before, analyze))
+                        outcomes.append(self._build_one(conn, method, cand, samples, before, analyze, recorded))
                 except (UnsafeSQLError, DatabaseError) as exc:
                     outcomes.append(Outcome(cand, None, error=str(exc)))
         return outcomes
@@ -303,12 +467,22 @@ class Measurer:
         samples: Sequence[str],
         before: list[Plan],
         analyze: bool,
+        recorded: Recorded,
     ) -> Outcome:
         ddl = cand.ddl(conn, concurrently=False)
         safety.check_index_target(conn, safety.check_index_ddl(ddl))
+        existing = self._relation_named(conn, cand)
+        if existing is not None:
+            # CREATE INDEX IF NOT EXISTS would skip it and the plan would not change: say so, measure nothing.
+            return Outcome(
+                cand, None, error=f"a relation named {cand.name()} already exists ({existing}): nothing was built"
+            )
         started = time.monotonic()
         db.execute(conn, mark(ddl))
         log.debug("built %s in %.2fs", cand.describe(), time.monotonic() - started)
+        built = self._relation_named(conn, cand)
+        if built is None or not built.startswith("CREATE INDEX"):
+            return Outcome(cand, None, error=f"the index {cand.name()} was not built: {built or 'no such relation'}")
         if any(k.column is None for k in cand.keys):
             # An expression index has no statistics until ANALYZE; without them the plan guesses.
             db.execute(conn, db.SQL(mark("ANALYZE {}")).format(db.Identifier(cand.table.schema, cand.table.name)))
@@ -322,10 +496,28 @@ class Measurer:
         if analyze:
             # Timing costs seconds on a large table: only when some sample's plan uses the new index at all.
             planned = [explain(conn, s, analyze=False) for s in samples]
-            if not any(cand.name() in p.index_names for p in planned):
+            # New index names in the plan: the candidate's, or on a partitioned table its partitions' indexes.
+            if not any(p.index_names - b.index_names for b, p in zip(before, planned, strict=True)):
                 return self._outcome(cand, method, [_untimed(p) for p in before], planned)
-        after = [self._timed(conn, s, analyze) for s in samples]
+        try:
+            after = [self._timed(conn, s, analyze, recorded.budget_ms()) for s in samples]
+        except SampleTooSlow as exc:
+            return Outcome(cand, None, error=f"with this index a sample {exc}")
         return self._outcome(cand, method, before, after)
+
+    def _relation_named(self, conn: db.Connection, cand: Candidate) -> str | None:
+        """The definition of the relation (an index's ``pg_get_indexdef``, else its kind) that has the
+        candidate's name in the table's schema, or None when there is none."""
+        row = db.fetch_value(
+            conn,
+            mark(
+                "SELECT CASE WHEN c.relkind IN ('i', 'I') THEN pg_catalog.pg_get_indexdef(c.oid) "
+                "ELSE 'a relation of kind ' || c.relkind::text END FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
+            ),
+            (cand.table.schema, cand.name()),
+        )
+        return str(row) if row is not None else None
 
     def _needs_xmin_wait(self, conn: db.Connection, cand: Candidate) -> bool:
         return bool(
@@ -340,12 +532,29 @@ class Measurer:
             )
         )
 
-    def _timed(self, conn: db.Connection, sql: str, analyze: bool) -> Plan:
+    def _timed(self, conn: db.Connection, sql: str, analyze: bool, budget_ms: float | None = None) -> Plan:
         if not analyze:
             return explain(conn, sql, analyze=False)
         # Executed statements run read-only too (explain() sees to it): a second guard behind the allow-list.
-        plans = [explain(conn, sql, analyze=True) for _ in range(REPEATS)]
+        plans = [self._run(conn, sql, budget_ms) for _ in range(REPEATS)]
         return min(plans, key=lambda p: p.ms if p.ms is not None else float("inf"))
+
+    def _run(self, conn: db.Connection, sql: str, budget_ms: float | None) -> Plan:
+        """One EXPLAIN ANALYZE, cancelled after ``budget_ms`` (SampleTooSlow) when given."""
+        if budget_ms is None:
+            return explain(conn, sql, analyze=True)
+        budget = int(min(budget_ms, self.cfg.statement_timeout_ms))
+        try:
+            with rolled_back(conn):  # the timeout is local to this savepoint
+                db.execute(conn, "SELECT pg_catalog.set_config('statement_timeout', %s, true)", (str(budget),))
+                return explain(conn, sql, analyze=True)
+        except QueryTimeout as exc:
+            if "statement timeout" not in str(exc):
+                raise  # a lock timeout: the table is busy, which says nothing about the sample
+            raise SampleTooSlow(
+                f"ran over {budget} ms ({SAMPLE_TIMEOUT_FACTOR:g}x the recorded mean, at least "
+                f"{SAMPLE_TIMEOUT_FLOOR_MS:.0f} ms) and was cancelled"
+            ) from exc
 
     @contextmanager
     def _transaction(self, conn: db.Connection) -> Iterator[None]:
@@ -362,6 +571,15 @@ class Measurer:
     def _outcome(self, cand: Candidate, method: MeasurementMethod, before: list[Plan], after: list[Plan]) -> Outcome:
         before_cost = sum(p.cost for p in before)
         after_cost = sum(p.cost for p in after)
+        write_note = None
+        if self._writes is not None:
+            # DML is compared by cost: add what it writes, the same before and after, and what the new index
+            # must maintain for every row it touches, so an index that finds rows faster but costs more to
+            # keep up is judged by the whole statement.
+            without, _ = self._writes.per_row(None)
+            with_index, write_note = self._writes.per_row(cand)
+            before_cost += sum(p.rows for p in before) * without
+            after_cost += sum(p.rows for p in after) * with_index
         before_ms = sum(p.ms or 0.0 for p in before) if all(p.ms is not None for p in before) else None
         after_ms = sum(p.ms or 0.0 for p in after) if all(p.ms is not None for p in after) else None
         if before_ms is not None and after_ms is not None and before_ms > 0:
@@ -391,6 +609,13 @@ class Measurer:
             used_index=used,
             consistent=all(per_sample),
             expression_estimate_only=method == "hypothetical" and any(k.column is None for k in cand.keys),
+            returned_rows=(
+                sum(p.actual_rows or 0.0 for p in before) / len(before)
+                if before and all(p.actual_rows is not None for p in before)
+                else None
+            ),
+            seq_scanned=all(f"Seq Scan on {cand.table.name}" in p.nodes for p in before),
+            write_note=write_note,
         )
 
 

@@ -175,14 +175,15 @@ def _sampled_values(conn: db.Connection, relation: Relation, value: db.SQL | db.
     """A few distinct non-NULL values of a column or expression, read from the table itself.
 
     Used when pg_stats has nothing (no ANALYZE yet, or an expression): TABLESAMPLE SYSTEM reads about
-    1 % of the pages; for tables too small for that to return rows, the first rows found.
+    1 % of the pages, the same pages on every run (a fixed seed: the same recommendations run after run);
+    for tables too small for that to return rows, the first rows found.
     """
     table = db.Identifier(relation.schema_name, relation.table_name)
     queries = []
     if relation.relkind in ("r", "m", "p"):
         queries.append(
             db.SQL(
-                "SELECT DISTINCT ({value})::text AS v FROM {table} TABLESAMPLE SYSTEM (1) "
+                "SELECT DISTINCT ({value})::text AS v FROM {table} TABLESAMPLE SYSTEM (1) REPEATABLE (20) "
                 "WHERE ({value}) IS NOT NULL LIMIT {limit}"
             )
         )
@@ -371,16 +372,69 @@ def sample_parameters(
         if use.context == "compare" and use.operator in (">", ">=", "<", "<="):
             bounded.setdefault(key, set()).add(use.operator[0])
 
+    # Equality on several columns of one table: values drawn together from real rows, so the combination
+    # exists (a common region with a rare city of another region matches nothing, and measures nothing).
+    together: dict[TableRef, dict[str, list[int]]] = {}
+    for number, use in shape.parameters.items():
+        if use.table is not None and use.column is not None and use.context == "compare" and use.operator == "=":
+            together.setdefault(use.table, {}).setdefault(use.column, []).append(number)
+    combos: dict[int, list[str]] = {}  # placeholder -> its value in each combination
+    for table, by_column in together.items():
+        if len(by_column) < 2:
+            continue
+        columns = sorted(by_column)
+        rows = _combinations(catalog, table, columns)
+        for position, column in enumerate(columns):
+            for number in by_column[column]:
+                combos[number] = [row[position] for row in rows]
+
     samples: list[dict[int, str]] = []
     for k in range(max(0, n_samples)):
         values: dict[int, str] = {}
         for number, type_name in types.items():
             param = shape.parameters.get(number)
+            if combos.get(number):
+                values[number] = combos[number][k % len(combos[number])]
+                continue
             values[number] = _sample_value(
                 number, param, type_name, k, pool_for(param) if param else None, in_lists, bounded
             )
         samples.append(values)
     return samples
+
+
+def _combinations(catalog: Snapshot, table: TableRef, columns: Sequence[str], limit: int = 6) -> list[tuple[str, ...]]:
+    """Value combinations of ``columns`` that real rows of ``table`` have: the most common first, then the
+    rarest seen, alternating. A fixed ``REPEATABLE`` seed: the same data gives the same samples."""
+    relation = catalog.relation(table)
+    if relation is None or any(c not in catalog.columns(table) for c in columns):
+        return []
+    idents = [db.Identifier(c) for c in columns]
+    values = db.SQL(", ").join(db.SQL("({})::text").format(i) for i in idents)
+    not_null = db.SQL(" AND ").join(db.SQL("{} IS NOT NULL").format(i) for i in idents)
+    positions = db.SQL(", ").join(db.SQL(str(n + 1)) for n in range(len(columns)))
+    name = db.Identifier(relation.schema_name, relation.table_name)
+    sources = []
+    if relation.relkind in ("r", "m", "p"):
+        sources.append(db.SQL("{table} TABLESAMPLE SYSTEM (1) REPEATABLE (20)").format(table=name))
+    sources.append(db.SQL("(SELECT * FROM {table} LIMIT 5000) AS s").format(table=name))
+    for source in sources:
+        text = db.SQL(
+            "SELECT {values}, count(*) AS n FROM {source} WHERE {not_null} GROUP BY {positions} "
+            "ORDER BY n DESC, {positions} LIMIT 200"
+        ).format(values=values, source=source, not_null=not_null, positions=positions).as_string(catalog.conn)
+        check_readonly_select(text, catalog.conn)
+        rows = [tuple(str(v) for v in row[: len(columns)]) for row in db.fetch_tuples(catalog.conn, text)]
+        if rows:
+            ordered: list[tuple[str, ...]] = []
+            low, high = 0, len(rows) - 1
+            while low <= high and len(ordered) < limit:
+                ordered.append(rows[low])
+                if high != low and len(ordered) < limit:
+                    ordered.append(rows[high])
+                low, high = low + 1, high - 1
+            return ordered
+    return []
 
 
 def _sample_value(

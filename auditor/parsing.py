@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -96,6 +96,9 @@ class ColumnUse:
     nulls_first: bool | None = None
     columns: tuple[str, ...] = ()
     candidates: tuple[TableRef, ...] = ()
+    # ``ORDER BY 1`` over ``SELECT *``: the table's column at this position, which only the catalog knows
+    # (see :func:`resolve_ordinals`); ``column`` is None until then.
+    ordinal: int | None = None
 
     @property
     def parameterised(self) -> bool:
@@ -145,6 +148,12 @@ class QueryShape:
     intent: str = ""
     complexity: Complexity = "low"
     utility_command: str | None = None
+    # DML: the table it writes, and the columns an UPDATE sets (what a new index must maintain).
+    target: TableRef | None = None
+    updated_columns: tuple[str, ...] = ()
+    # ``a.x = b.y`` join equalities, as positions in ``columns`` (kept 1:1 by every resolution step): what
+    # the planner's equivalence classes carry across (``b.y = $1`` filters ``a.x`` too).
+    join_pairs: tuple[tuple[int, int], ...] = ()
 
     @property
     def is_utility(self) -> bool:
@@ -334,17 +343,69 @@ def _role_for(op: str, negated: bool) -> tuple[Role, str]:
 @dataclass(slots=True)
 class _Rel:
     table: TableRef | None  # None: a derived relation (subquery, CTE, function, VALUES)
+    # A derived relation the planner flattens into its one base table (an inlinable CTE, a subquery in FROM
+    # that only projects columns): its column names -> the base table's; None when it is the table itself
+    # (or ``SELECT *`` of it). Filters on it are filters on the base table, which an index serves.
+    columns: dict[str, str] | None = None
+
+    def base_column(self, column: str) -> str | None:
+        if self.columns is None:
+            return column
+        return self.columns.get(column)
+
+
+def projection(node: Any) -> tuple[TableRef, dict[str, str] | None] | None:
+    """(base table, column map) when ``node`` is a SELECT the planner pulls up into its one table: a plain
+    projection of columns (or ``*``) with at most a WHERE, no grouping, DISTINCT, LIMIT, window or set
+    operation, reading one table; None otherwise."""
+    if not isinstance(node, ast.SelectStmt) or node.op != enums.SetOperation.SETOP_NONE:
+        return None
+    if any(
+        getattr(node, name, None)
+        for name in ("withClause", "groupClause", "havingClause", "distinctClause", "limitCount", "limitOffset",
+                     "windowClause", "lockingClause", "valuesLists", "intoClause")
+    ):
+        return None
+    if not node.fromClause or len(node.fromClause) != 1 or not isinstance(node.fromClause[0], ast.RangeVar):
+        return None
+    rangevar = node.fromClause[0]
+    table = TableRef(str(rangevar.schemaname) if rangevar.schemaname else None, str(rangevar.relname), None)
+    mapping: dict[str, str] = {}
+    star = False
+    for target in node.targetList or ():
+        value = target.val
+        if not isinstance(value, ast.ColumnRef):
+            return None  # an expression or aggregate: not a plain projection (the column is derived)
+        fields = value.fields or ()
+        if any(isinstance(f, ast.A_Star) for f in fields):
+            star = True
+            continue
+        names = _names(fields)
+        if not names:
+            return None
+        mapping[str(target.name) if target.name else names[-1]] = names[-1]
+    if star and mapping:
+        return None  # ``*`` next to renamed columns: keep it simple, treat as derived
+    return table, (None if star else mapping)
+
+
+def _references(node: Any, name: str) -> int:
+    """How many times ``name`` is used as a relation in ``node`` (a CTE referenced twice is not inlined)."""
+    return sum(
+        1 for n in _walk(node) if isinstance(n, ast.RangeVar) and not n.schemaname and str(n.relname) == name
+    )
 
 
 class _Scope:
     """The relations one query level can see; lookups fall through to the enclosing levels."""
 
-    __slots__ = ("ctes", "parent", "rels")
+    __slots__ = ("ctes", "inlined", "parent", "rels")
 
     def __init__(self, parent: _Scope | None) -> None:
         self.parent = parent
         self.rels: dict[str, _Rel] = {}
         self.ctes: set[str] = set()
+        self.inlined: dict[str, _Rel] = {}  # CTEs the planner inlines into their one base table
 
     def add(self, key: str, rel: _Rel) -> None:
         self.rels.setdefault(key, rel)
@@ -354,6 +415,14 @@ class _Scope:
         while scope is not None:
             if key in scope.rels:
                 return scope.rels[key]
+            scope = scope.parent
+        return None
+
+    def inlined_cte(self, name: str) -> _Rel | None:
+        scope: _Scope | None = self
+        while scope is not None:
+            if name in scope.ctes:
+                return scope.inlined.get(name)
             scope = scope.parent
         return None
 
@@ -412,6 +481,9 @@ class _Analyzer:
         self.limit_param: int | None = None
         self.offset: int | None = None
         self.offset_param: int | None = None
+        self.target: TableRef | None = None
+        self.updated: list[str] = []
+        self.join_pairs: list[tuple[int, int]] = []
 
     # statements
 
@@ -429,18 +501,30 @@ class _Analyzer:
         elif node is not None:
             self.expr(node, parent or _Scope(None))
 
-    def _with(self, clause: Any, scope: _Scope) -> None:
+    def _with(self, clause: Any, scope: _Scope, body: Any = None) -> None:
         if clause is None:
             return
         for cte in clause.ctes or ():
             scope.ctes.add(str(cte.ctename))
+            # PostgreSQL inlines a non-recursive CTE used once unless it is MATERIALIZED (or NOT MATERIALIZED).
+            inlinable = not clause.recursive and (
+                cte.ctematerialized == enums.CTEMaterialize.CTEMaterializeNever
+                or (
+                    cte.ctematerialized == enums.CTEMaterialize.CTEMaterializeDefault
+                    and body is not None
+                    and _references(body, str(cte.ctename)) == 1
+                )
+            )
+            flat = projection(cte.ctequery) if inlinable else None
+            if flat is not None and not scope.is_cte(flat[0].name):
+                scope.inlined[str(cte.ctename)] = _Rel(flat[0], flat[1])
         for cte in clause.ctes or ():
             self.ctes += 1
             self.statement(cte.ctequery, scope, False)
 
     def _select(self, node: Any, parent: _Scope | None, main: bool) -> None:
         scope = _Scope(parent)
-        self._with(node.withClause, scope)
+        self._with(node.withClause, scope, node)
         if node.op != enums.SetOperation.SETOP_NONE:
             self._select(node.larg, scope, main)
             self._select(node.rarg, scope, main)
@@ -476,6 +560,8 @@ class _Analyzer:
         scope = _Scope(parent)
         self._with(node.withClause, scope)
         target = self._add_table(node.relation, scope, main)
+        if main and self.target is None:
+            self.target = target
         columns = [str(col.name) for col in node.cols or ()]
         source = node.selectStmt
         if isinstance(source, ast.SelectStmt) and source.valuesLists:
@@ -498,6 +584,9 @@ class _Analyzer:
         scope = _Scope(parent)
         self._with(node.withClause, scope)
         target = self._add_table(node.relation, scope, main)
+        if main and self.target is None:
+            self.target = target
+            self.updated = [str(a.name) for a in node.targetList or () if a.name]
         for item in node.fromClause or ():
             self._from_item(item, scope, main)
         self.joins += len(node.fromClause or ())
@@ -510,7 +599,9 @@ class _Analyzer:
     def _delete(self, node: Any, parent: _Scope | None, main: bool) -> None:
         scope = _Scope(parent)
         self._with(node.withClause, scope)
-        self._add_table(node.relation, scope, main)
+        target = self._add_table(node.relation, scope, main)
+        if main and self.target is None:
+            self.target = target
         for item in node.usingClause or ():
             self._from_item(item, scope, main)
         self.joins += len(node.usingClause or ())
@@ -578,7 +669,7 @@ class _Analyzer:
         name = str(rangevar.relname)
         alias = str(rangevar.alias.aliasname) if rangevar.alias is not None else None
         if not rangevar.schemaname and scope.is_cte(name):
-            scope.add(alias or name, _Rel(None))
+            scope.add(alias or name, scope.inlined_cte(name) or _Rel(None))
             return None
         table = TableRef(str(rangevar.schemaname) if rangevar.schemaname else None, name, alias)
         if table not in self.tables:
@@ -608,7 +699,9 @@ class _Analyzer:
             self.subqueries += 1
             self.statement(item.subquery, scope, False)
             if item.alias is not None:
-                scope.add(str(item.alias.aliasname), _Rel(None))
+                flat = None if item.lateral else projection(item.subquery)
+                rel = _Rel(flat[0], flat[1]) if flat is not None and not scope.is_cte(flat[0].name) else _Rel(None)
+                scope.add(str(item.alias.aliasname), rel)
         elif isinstance(item, ast.RangeTableSample):
             self._from_item(item.relation, scope, main)
             self.expr(item.args, scope)
@@ -643,10 +736,12 @@ class _Analyzer:
                 rel = next((r for r in _all_rels(scope) if r.table and r.table.name == qualifier), None)
             if rel is None:
                 return (None, column, scope.candidates())
-            return _DERIVED if rel.table is None else (rel.table, column, ())
+            base = rel.base_column(column) if rel.table is not None else None
+            return _DERIVED if rel.table is None or base is None else (rel.table, base, ())
         if len(scope.rels) == 1:
             only = next(iter(scope.rels.values()))
-            return _DERIVED if only.table is None else (only.table, column, ())
+            base = only.base_column(column) if only.table is not None else None
+            return _DERIVED if only.table is None or base is None else (only.table, base, ())
         if scope.rels and all(rel.table is None for rel in scope.rels.values()):
             return _DERIVED
         return (None, column, scope.candidates())
@@ -821,6 +916,8 @@ class _Analyzer:
             operator = label or op
             self._use(left_side, "join", operator)
             self._use(right_side, "join", _COMMUTE.get(operator, operator))
+            if operator == "=" and not negated and left_side.column is not None and right_side.column is not None:
+                self.join_pairs.append((len(self.uses) - 2, len(self.uses) - 1))
         elif left_side is not None or right_side is not None:
             if left_side is not None:
                 side, value_node, oriented = left_side, right, op
@@ -913,6 +1010,19 @@ class _Analyzer:
 
     def _sort(self, sort: Any, scope: _Scope, targets: Sequence[Any]) -> None:
         node = self._output_expression(sort.node, targets)
+        constant = _const_text(sort.node)
+        star = (
+            len(targets) == 1
+            and isinstance(node, ast.ColumnRef)
+            and any(isinstance(f, ast.A_Star) for f in node.fields or ())
+        )
+        if star and constant is not None and constant.isdigit() and len(scope.rels) == 1:
+            only = next(iter(scope.rels.values()))
+            if only.table is not None and only.columns is None:
+                self.uses.append(ColumnUse(only.table, None, None, "order_by",
+                                           descending=sort.sortby_dir == enums.SortByDir.SORTBY_DESC,
+                                           ordinal=int(constant)))
+                return
         side = self.side(node, scope)
         if side is not None:
             nulls = {enums.SortByNulls.SORTBY_NULLS_FIRST: True, enums.SortByNulls.SORTBY_NULLS_LAST: False}
@@ -1187,6 +1297,9 @@ def parse_query(text: str) -> QueryShape:
         subqueries=analyzer.subqueries,
         ctes=analyzer.ctes,
         or_predicates=analyzer.or_predicates,
+        target=analyzer.target,
+        updated_columns=tuple(analyzer.updated),
+        join_pairs=tuple(analyzer.join_pairs),
     )
     return dataclasses.replace(shape, intent=_describe(shape, analyzer.main_tables),
                                complexity=_complexity(shape))
@@ -1228,6 +1341,101 @@ def resolve_columns(shape: QueryShape, columns_by_table: Mapping[tuple[str, str]
                 use.column, use.expression):
             parameters[use.param] = dataclasses.replace(current, table=use.table)
     return dataclasses.replace(shape, columns=columns, parameters=parameters)
+
+
+def view_projection(definition: str) -> tuple[TableRef, dict[str, str] | None] | None:
+    """The base table and column map of a view whose definition (``pg_get_viewdef``) only projects one table's
+    columns: the planner flattens it, so an index on the table serves filters on the view."""
+    try:
+        statements = parser.parse_sql(definition)
+    except ParseError:
+        return None
+    if len(statements) != 1:
+        return None
+    return projection(statements[0].stmt)
+
+
+def carried_equalities(shape: QueryShape) -> tuple[ColumnUse, ...]:
+    """Equality filters the join equalities carry to the other side: with ``b.y = a.x`` and ``a.x = $1`` the
+    planner also filters ``b.y = $1``, and an index on ``b.y`` serves it (the peers' ``author.id = $1``
+    joined to ``book.author_id``)."""
+    carried: list[ColumnUse] = []
+    eq = [u for u in shape.columns if u.role == "eq" and u.operator == "=" and u.column and u.table is not None]
+    for i, j in shape.join_pairs:
+        if max(i, j) >= len(shape.columns):
+            continue
+        for here, there in ((shape.columns[i], shape.columns[j]), (shape.columns[j], shape.columns[i])):
+            if here.table is None or there.table is None or there.column is None:
+                continue
+            for use in eq:
+                if (use.table, use.column) == (here.table, here.column) and (there.table, there.column) != (
+                    use.table, use.column
+                ):
+                    carried.append(ColumnUse(there.table, there.column, None, "eq", "=", use.param, use.constant,
+                                             columns=(there.column,)))
+    known = {(u.table, u.column) for u in eq}
+    return tuple(u for u in dict.fromkeys(carried) if (u.table, u.column) not in known)
+
+
+def resolve_ordinals(shape: QueryShape, ordered_columns: Callable[[TableRef], Sequence[str]]) -> QueryShape:
+    """``ORDER BY n`` over ``SELECT *`` resolved to the table's n-th column (``ordered_columns``: the catalog's
+    columns in attribute order); dropped when the table has no such column."""
+    if not any(use.ordinal is not None for use in shape.columns):
+        return shape
+    columns = []
+    for use in shape.columns:
+        if use.ordinal is not None and use.table is not None:
+            names = list(ordered_columns(use.table))
+            if not 0 < use.ordinal <= len(names):
+                columns.append(dataclasses.replace(use, table=None))  # kept in place: join_pairs are positions
+                continue
+            name = names[use.ordinal - 1]
+            use = dataclasses.replace(use, column=name, columns=(name,), ordinal=None)
+        columns.append(use)
+    return dataclasses.replace(shape, columns=tuple(columns))
+
+
+def through_views(
+    shape: QueryShape, views: Mapping[tuple[str | None, str], tuple[TableRef, dict[str, str] | None]]
+) -> QueryShape:
+    """``shape`` with every use of a flattenable view (``views``: the statement's (schema, name) -> base table
+    and column map) moved onto the base table, so candidates are proposed where an index can be built."""
+
+    def moved(table: TableRef | None, column: str | None, expression: str | None) -> tuple[
+        TableRef | None, str | None, bool
+    ]:
+        if table is None or (table.schema, table.name) not in views:
+            return table, column, True
+        base, mapping = views[(table.schema, table.name)]
+        if column is not None:
+            target = column if mapping is None else mapping.get(column)
+            return (base, target, True) if target is not None else (None, None, False)
+        # An expression keeps its column names: only when the view does not rename them.
+        return (base, None, True) if mapping is None and expression is not None else (None, None, False)
+
+    columns = []
+    for use in shape.columns:
+        table, column, ok = moved(use.table, use.column, use.expression)
+        if not ok:  # kept in place (join_pairs are positions), attributed to nothing
+            columns.append(dataclasses.replace(use, table=None, column=None, expression=None, candidates=()))
+            continue
+        columns.append(dataclasses.replace(
+            use, table=table, column=column, columns=(column,) if column is not None else use.columns,
+            candidates=tuple(views[(c.schema, c.name)][0] if (c.schema, c.name) in views else c
+                             for c in use.candidates),
+        ))
+    parameters = {}
+    for number, param in shape.parameters.items():
+        table, column, ok = moved(param.table, param.column, param.expression)
+        parameters[number] = (
+            dataclasses.replace(param, table=table, column=column)
+            if ok
+            else dataclasses.replace(param, table=None, column=None, expression=None)
+        )
+    tables = tuple(dict.fromkeys(
+        views[(t.schema, t.name)][0] if (t.schema, t.name) in views else t for t in shape.tables
+    ))
+    return dataclasses.replace(shape, tables=tables, columns=tuple(columns), parameters=parameters)
 
 
 def _is_internal_table(table: TableRef) -> bool:

@@ -681,9 +681,10 @@ def _check_immutable(conn: db.Connection, node: Any, types: _Types, where: str) 
 def check_index_target(conn: db.Connection, ddl: IndexDDL) -> IndexDDL:
     """Check ``ddl`` against the audited database; return it with the resolved schema.
 
-    The table must exist and be a regular or partitioned table outside the catalogs and our ``pgarch``
-    schema; every column must exist; every function, operator and cast in expressions and the predicate
-    must be IMMUTABLE (PostgreSQL re-checks this when it builds the index).
+    The table must exist and be a regular or partitioned table or a materialized view (indexable, and
+    refreshed with its indexes) outside the catalogs and our ``pgarch`` schema; every column must exist;
+    every function, operator and cast in expressions and the predicate must be IMMUTABLE (PostgreSQL
+    re-checks this when it builds the index).
     """
     relation = catalog.relation(conn, ddl.schema, ddl.table)
     target = f"{ddl.schema}.{ddl.table}" if ddl.schema else ddl.table
@@ -691,7 +692,7 @@ def check_index_target(conn: db.Connection, ddl: IndexDDL) -> IndexDDL:
         raise UnsafeSQLError(f"refused: table {target} does not exist in this database")
     if relation.schema_name in _PROTECTED_SCHEMAS or relation.schema_name.startswith(("pg_toast", "pg_temp")):
         raise UnsafeSQLError(f"refused: {relation.schema_name}.{relation.table_name} is a system or pg-architect table")
-    if relation.relkind not in ("r", "p"):
+    if relation.relkind not in ("r", "p", "m"):
         kinds = {
             "v": "a view",
             "m": "a materialized view",
