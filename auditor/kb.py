@@ -232,12 +232,23 @@ class HealthRecord:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class LatencyPoint:
+    """Every statement's calls and mean time between one pg_stat_statements snapshot and the one before."""
+
+    taken_at: datetime
+    calls: list[float]
+    mean_ms: list[float]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class AppliedGain:
     recommendation_id: int
     sql: str
     gain_percent: float | None
     applied_at: datetime
     query: str
+    calls: int | None
+    mean_ms: float | None
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -621,6 +632,9 @@ class KnowledgeBase:
 
     def all_health(self, days: int = 90) -> list[HealthRecord]:
         return db.fetch(self.conn, self._sql("kb_all_health"), {"days": days}, HealthRecord)
+
+    def latency_history(self, days: int = 90) -> list[LatencyPoint]:
+        return db.fetch(self.conn, self._sql("kb_latency_history"), {"days": days}, LatencyPoint)
 
     def applied_gains(self, days: int = 31) -> list[AppliedGain]:
         return db.fetch(self.conn, self._sql("kb_applied_gains"), {"days": days}, AppliedGain)
