@@ -26,6 +26,7 @@ from pg_architect.exporter.statements import by_database
 log = logging.getLogger(__name__)
 
 ACTIONS = ("pr_merge", "pr_review", "log", "flag")
+INTEGRATIONS = ("github", "slack", "grafana", "pushgateway", "llm")
 
 
 # -- server -------------------------------------------------------------------------------------
@@ -317,6 +318,13 @@ def kpi_metrics(k: KpiRow) -> list[Metric]:
     )
     for action, value in zip(ACTIONS, (k.pr_merge, k.pr_review, k.log, k.flag), strict=True):
         recs.add_metric([action], value)
+    failures = CounterMetricFamily(
+        "pgarch_integration_failures",
+        "Failed deliveries (github, git, slack, grafana, pushgateway, llm); never fails an audit.",
+        labels=["integration"],
+    )
+    for integration in sorted({*INTEGRATIONS, *k.integration_failures}):
+        failures.add_metric([integration], k.integration_failures.get(integration, 0))
     return [
         gauge("pgarch_audit_last_run_timestamp_seconds", "Start of the last audit (0: never).", k.last_run_ts),
         gauge(
@@ -345,4 +353,5 @@ def kpi_metrics(k: KpiRow) -> list[Metric]:
         counter("pgarch_audit_prs_created", "Pull requests opened since the knowledge base began.", k.prs_created),
         counter("pgarch_optimizations_applied", "Recommendations applied since the knowledge base began.", k.applied),
         gauge("pgarch_knowledge_base_records", "Recommendations stored in the knowledge base.", k.records),
+        failures,
     ]

@@ -73,3 +73,5 @@ class KpiRow:
     prs_created: int
     applied: int
     records: int
+    # integration -> failed deliveries since the knowledge base began (github, git, slack, grafana, ...)
+    integration_failures: dict[str, int] = dataclasses.field(default_factory=dict)
