@@ -299,7 +299,11 @@ def read_kpis(conn: db.Connection, system_identifier: str | None, datname: str) 
     if present is None or not present.present or system_identifier is None:
         return EMPTY_KPIS
     params = {"system_identifier": system_identifier, "datname": datname}
-    return db.fetch_one(conn, db.query(conn, QUERIES, "kb_kpis"), params, KpiRow) or EMPTY_KPIS
+    kpis = db.fetch_one(conn, db.query(conn, QUERIES, "kb_kpis"), params, KpiRow) or EMPTY_KPIS
+    if present.failures_present:  # knowledge base version 2 and later
+        rows = db.fetch_tuples(conn, db.query(conn, QUERIES, "kb_integration_failures"), params)
+        kpis = dataclasses.replace(kpis, integration_failures={str(r[0]): int(r[1]) for r in rows})
+    return kpis
 
 
 def kpi_metrics(k: KpiRow) -> list[Metric]:

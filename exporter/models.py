@@ -55,6 +55,7 @@ class DatabaseSizeRow:
 @dataclasses.dataclass(frozen=True, slots=True)
 class KbPresentRow:
     present: bool
+    failures_present: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

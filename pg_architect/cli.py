@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="exit after the report instead of serving until Ctrl-C")
     p.add_argument("--listen", metavar="HOST:PORT", help="exporter listen address (default 127.0.0.1:9188)")
     p.add_argument("--scale", type=float, default=1.0, help="data size factor (1.0: 1M orders)")
+    p.add_argument("--reset", action="store_true", help="start over: reload the data, forget the knowledge base")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("serve", help="the auditor daemon: schedules + admin API")
@@ -336,7 +337,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pg_architect.demo import run_demo
 
     cfg = load(args, **{"exporter.listen": args.listen or "127.0.0.1:9188"})
-    return run_demo(cfg, once=args.once, scale=args.scale, stop=stop_event())
+    return run_demo(cfg, once=args.once, scale=args.scale, stop=stop_event(), reset=args.reset)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

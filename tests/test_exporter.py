@@ -101,7 +101,7 @@ def test_every_contract_metric_is_served_with_sane_values(pg_dsn: str, workload_
     assert 0 < (second.value("pgarch_connections_used_ratio") or 0) < 1
     assert second.value("pgarch_audit_last_success_timestamp_seconds") == 0, "no audit ran yet: zero-valued"
     labels = {k for f in second.families for s in f.samples for k in s.labels}
-    assert labels <= {"datname", "state", "le", "source", "collector", "action", "queryid"}, labels
+    assert labels <= {"datname", "state", "le", "source", "collector", "action", "queryid", "integration"}, labels
 
 
 def test_settings_and_connections_match_the_server(

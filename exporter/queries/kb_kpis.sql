@@ -26,8 +26,4 @@ SELECT
     COALESCE((SELECT count(*) FILTER (WHERE action = 'flag') FROM recs WHERE worth_applying AND run_id IN (SELECT run_id FROM last_ok)), 0)::integer AS flag,
     (SELECT count(*) FROM recs WHERE pr_url IS NOT NULL)::integer AS prs_created,
     (SELECT count(*) FROM recs WHERE status = 'applied')::integer AS applied,
-    (SELECT count(*) FROM recs)::integer AS records,
-    (SELECT COALESCE(jsonb_object_agg(f.integration, f.n), '{}'::jsonb) FROM (
-        SELECT integration, count(*) AS n FROM pgarch.integration_failures
-        WHERE target_id IN (SELECT target_id FROM target) OR target_id IS NULL GROUP BY integration) f
-    ) AS integration_failures
+    (SELECT count(*) FROM recs)::integer AS records
