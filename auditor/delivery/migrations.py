@@ -144,8 +144,12 @@ def measurement_summary(measurement: dict[str, Any] | str | None) -> tuple[str, 
     method = str(m.get("method") or "unknown")
     before, after = m.get("before_ms"), m.get("after_ms")
     if before is not None and after is not None:
-        return method, f"{before:.1f} ms -> {after:.1f} ms per call"
+        return method, f"{_ms(before)} -> {_ms(after)} per call"
     return method, f"planner cost {m.get('before_cost', 0):.0f} -> {m.get('after_cost', 0):.0f}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.1f} ms" if value >= 10 else f"{value:.3g} ms"
 
 
 def verdict(action: str) -> str:

@@ -16,7 +16,9 @@ def title(rec: PrRecommendation, ddl: IndexDdl) -> str:
 
 
 def _ms(value: Any) -> str:
-    return f"{value:,.1f} ms" if isinstance(value, int | float) else "not timed"
+    if not isinstance(value, int | float):
+        return "not timed"
+    return f"{value:,.1f} ms" if value >= 10 else f"{value:.3g} ms"
 
 
 def body(rec: PrRecommendation, ddl: IndexDdl, migration: Migration, run_url: str | None) -> str:
