@@ -31,7 +31,7 @@ from tests.fakes.webhooks import GrafanaApi
 
 SCALE = {"customers": 20_000, "orders": 100_000, "jobs": 30_000}
 OPTIONS = AuditOptions(min_calls=4, min_mean_ms=1.0, limit=20)
-JOB = "pg-architect-audit"
+JOB = "pg-architect-auditor"
 
 
 @pytest.fixture(scope="module")

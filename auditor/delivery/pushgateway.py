@@ -1,6 +1,6 @@
 """The audit's metrics pushed to a Prometheus Pushgateway, by the batch-job conventions.
 
-Group: ``job="pg-architect-audit"`` and ``target=<database>``. A successful run replaces the group (PUT) with
+Group: ``job="pg-architect-auditor"`` and ``target=<database>``. A successful run replaces the group (PUT) with
 its duration, counts and ``pgarch_audit_last_success_timestamp_seconds``; a failed run only adds (POST) its
 duration, ``pgarch_audit_last_run_timestamp_seconds`` and ``pgarch_audit_failed 1``, so the last success
 pushed before stays and an alert on its age fires as it should.
@@ -13,7 +13,7 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, pushadd_to_gateway
 
-JOB = "pg-architect-audit"
+JOB = "pg-architect-auditor"
 TIMEOUT_S = 10.0
 ACTIONS = ("pr_merge", "pr_review", "log", "flag")
 

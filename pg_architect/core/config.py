@@ -412,6 +412,15 @@ _STANDARD_SECRETS = {
 }
 
 
+# A secret whose integration is configured without it is useless; one of an unconfigured integration may be
+# missing (docker compose passes every secret file's path, configured or not).
+_NEEDED_BY: dict[str, Callable[[Config], bool]] = {
+    "github_token": lambda cfg: cfg.github.repo is not None,
+    "grafana_token": lambda cfg: cfg.grafana.url is not None,
+    "openai_api_key": lambda cfg: cfg.llm.base_url is not None or cfg.llm.model is not None,
+}
+
+
 def _resolve_secrets(cfg: Config, env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
     secrets: dict[str, str] = {}
     for name, (variable, file_path) in _STANDARD_SECRETS.items():
@@ -419,6 +428,8 @@ def _resolve_secrets(cfg: Config, env: Mapping[str, str], problems: list[str]) -
         for part in file_path:
             node = getattr(node, part)
         value: str | None = None
+        if node and name in _NEEDED_BY and not _NEEDED_BY[name](cfg) and not Path(node).expanduser().exists():
+            continue  # the secret of an integration that is not configured is optional, its file too
         if node:
             value = _read_secret_file(node, ".".join(file_path), problems)
         elif env.get(variable):
