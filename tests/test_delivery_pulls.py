@@ -317,3 +317,15 @@ def test_dry_run_writes_nothing_and_says_so(shop: str, embedded_pg: ServerInfo, 
     assert not (tmp_path / "repo").exists()
     assert len(report.delivery_notes) == 1 and report.delivery_notes[0].startswith("dry run: ")
     assert "nothing written" in report.delivery_notes[0]
+
+
+def test_local_repository_failure_is_counted_not_fatal(
+    shop: str, stored_run: tuple[str, str, int], tmp_path: Path
+) -> None:
+    kb_dsn, run_id, _ = stored_run
+    _reset_deliveries(kb_dsn)
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    result = _deliver_again(config(PG_ARCHITECT_GITHUB_LOCAL_REPO=str(not_a_dir / "repo")), shop, kb_dsn, run_id)
+    assert not result.records and [i for i, _ in result.failures] == ["git"], result.notes
+    assert "git failed" in result.notes[0]

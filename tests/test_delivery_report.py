@@ -300,3 +300,14 @@ def test_report_page_from_the_admin_api_renders_in_chromium_with_data_and_no_ext
     if keep:
         shutil.copy(tmp_path / "report.png", keep)
         shutil.copy(tmp_path / "run.png", Path(keep).with_name("run-" + Path(keep).name))
+
+
+def test_daemon_monday_job_sends_the_weekly_report(reported: tuple[str, str]) -> None:
+    from pg_architect.auditor.daemon import AuditRunner, Daemon
+
+    dsn, kb_dsn = reported
+    with SlackWebhook() as hook:
+        cfg = load_config(None, env={"SLACK_WEBHOOK_URL": hook.webhook_url})
+        Daemon(cfg, dsn, kb_dsn, AuditRunner(cfg, dsn, kb_dsn)).weekly_report()
+        assert len(hook.messages) == 1
+    assert hook.messages[0]["blocks"][0]["type"] == "header"
