@@ -16,9 +16,8 @@ import logging
 import re
 from collections.abc import Sequence
 
-from pg_architect.auditor import catalog
-from pg_architect.auditor.catalog import IndexInfo, TableInfo, normalise_expression
-from pg_architect.auditor.parsing import ColumnUse, QueryShape, TableRef, resolve_columns
+from pg_architect.auditor.catalog import IndexInfo, Snapshot, TableInfo, normalise_expression
+from pg_architect.auditor.parsing import ColumnUse, QueryShape
 from pg_architect.auditor.queries import QUERIES
 from pg_architect.core import db
 
@@ -196,27 +195,25 @@ def _key(use: ColumnUse, descending: bool = False) -> Key | None:
     return None
 
 
-def _distinct(conn: db.Connection, table: TableInfo, key: Key) -> float:
+def _distinct(snapshot: Snapshot, table: TableInfo, key: Key) -> float:
     """Estimated distinct values of a key (higher first in a composite); expressions count as selective."""
     if key.column is None:
         return float("inf")
-    stats = catalog.column_stats(conn, table.schema, table.name, key.column)
+    stats = snapshot.column_stats(table.schema, table.name, key.column)
     if stats is None:
         return 0.0
     return stats.n_distinct if stats.n_distinct >= 0 else -stats.n_distinct * max(table.reltuples, 1.0)
 
 
 def generate(
-    conn: db.Connection,
-    shape: QueryShape,
-    tables: dict[tuple[str | None, str], TableInfo],
-    indexes: Sequence[IndexInfo],
+    snapshot: Snapshot, shape: QueryShape, tables: dict[tuple[str | None, str], TableInfo]
 ) -> Candidates:
-    """Candidate indexes for ``shape`` (already resolved against the catalog)."""
+    """Candidate indexes for ``shape`` (already resolved against ``snapshot``, the audit's catalog)."""
+    indexes = snapshot.indexes([t.oid for t in tables.values()])
     proposals: list[Candidate] = []
     for table in {t.oid: t for t in tables.values()}.values():
         uses = [u for u in shape.columns if (t := _table_of(u, tables)) is not None and t.oid == table.oid]
-        proposals.extend(_for_table(conn, shape, table, uses))
+        proposals.extend(_for_table(snapshot, shape, table, uses))
     unique: dict[tuple[int, tuple[str, ...], str | None], Candidate] = {}
     notes: list[str] = [
         f"{use.expression}: pg_stat_statements replaced a constant inside this expression, so no index on it can "
@@ -232,11 +229,11 @@ def generate(
             notes.append(f"{cand.describe()} is already covered by index {index.qualified}")
             continue
         unique[cand.signature()] = cand
-    named = name_candidates(conn, list(unique.values())[:MAX_CANDIDATES])
+    named = name_candidates(snapshot.conn, list(unique.values())[:MAX_CANDIDATES])
     return Candidates(tuple(named), tuple(dict.fromkeys(notes)), tables, tuple(indexes))
 
 
-def _for_table(conn: db.Connection, shape: QueryShape, table: TableInfo, uses: list[ColumnUse]) -> list[Candidate]:
+def _for_table(snapshot: Snapshot, shape: QueryShape, table: TableInfo, uses: list[ColumnUse]) -> list[Candidate]:
     eq_uses = [u for u in uses if u.role in _EQUALITY and u.role != "is_null"]
     null_uses = [u for u in uses if u.role == "is_null" and u.operator in (None, "IS NULL")]
     range_uses = [u for u in uses if u.role == "range"]
@@ -249,7 +246,7 @@ def _for_table(conn: db.Connection, shape: QueryShape, table: TableInfo, uses: l
         for u in order_uses
     )
     eq_keys = _dedupe([k for u in eq_uses if (k := _key(u)) is not None])
-    eq_keys.sort(key=lambda k: -_distinct(conn, table, k))
+    eq_keys.sort(key=lambda k: -_distinct(snapshot, table, k))
     range_keys = _dedupe([k for u in range_uses if (k := _key(u)) is not None])
     join_keys = _dedupe([k for u in join_uses if (k := _key(u)) is not None])
     mixed = sorts_here and len({u.descending for u in order_uses}) > 1
@@ -290,7 +287,7 @@ def _for_table(conn: db.Connection, shape: QueryShape, table: TableInfo, uses: l
     for null_use in null_uses:
         if null_use.column is None:
             continue
-        predicate = f"{db.Identifier(null_use.column).as_string(conn)} IS NULL"
+        predicate = f"{snapshot.quote(null_use.column)} IS NULL"
         rest = eq_keys + order_keys or range_keys[:1] or [Key(column=null_use.column)]
         add(
             rest,
@@ -315,14 +312,3 @@ def _dedupe(keys: list[Key]) -> list[Key]:
             seen.add(k.normalised())
             out.append(k)
     return out
-
-
-def resolve(conn: db.Connection, shape: QueryShape) -> tuple[QueryShape, dict[tuple[str | None, str], TableInfo]]:
-    """Attribute every column of ``shape`` to a table, using the catalog."""
-    tables = catalog.tables(conn, shape.tables)
-    by_name = {(info.schema, info.name): set(info.columns) for info in tables.values()}
-    return resolve_columns(shape, by_name), tables
-
-
-def table_for(ref: TableRef, tables: dict[tuple[str | None, str], TableInfo]) -> TableInfo | None:
-    return tables.get((ref.schema, ref.name))

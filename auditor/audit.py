@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from pg_architect.auditor import advisor, catalog, confidence, health, params, window
+from pg_architect.auditor import advisor, analysis, confidence, health, window
+from pg_architect.auditor.catalog import Snapshot
+from pg_architect.auditor.decision import decide
 from pg_architect.auditor.delivery import after_audit
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL, embed
 from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
@@ -27,6 +29,8 @@ from pg_architect.auditor.measure import CannotMeasure, Measurer, Outcome, repre
 from pg_architect.auditor.models import (
     AuditReport,
     Explanation,
+    Forecast,
+    IndexHealth,
     Kpis,
     Recommendation,
     SlowQuery,
@@ -35,7 +39,7 @@ from pg_architect.auditor.models import (
 from pg_architect.auditor.parsing import QueryShape, UnparseableQuery, parse_query
 from pg_architect.core import db
 from pg_architect.core.config import Config
-from pg_architect.core.errors import AuditError, PgArchitectError
+from pg_architect.core.errors import AuditError, PgArchitectError, QueryTimeout, UnsafeSQLError
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,7 @@ class Auditor:
         self.options = options
         self.progress = progress
         self.staging = staging
+        self.catalog = Snapshot(conn)  # the one catalog view of this audit
 
     def run(self) -> AuditReport:
         ident = window.identity(self.conn)
@@ -145,6 +150,10 @@ class Auditor:
                 result, vector = self._statement(statement, measurer, target_id)
             except (UnparseableQuery, AuditError) as exc:
                 result, vector = _error(statement, str(exc)), None
+            except QueryTimeout as exc:
+                # A lock (or a slow catalog) on one of its tables: this statement fails, the audit goes on.
+                log.warning("statement %s: %s", statement.queryids, exc)
+                result, vector = _error(statement, f"{exc} (on {_tables_of(statement.query)})"), None
             except PgArchitectError as exc:
                 log.warning("statement %s: %s", statement.queryids, exc)
                 result, vector = _error(statement, str(exc)), None
@@ -155,14 +164,35 @@ class Auditor:
                 f"[{i}/{len(slow)}] {result.status:<17} {statement.mean_ms:9.1f} ms x {statement.calls} "
                 f"calls  {_short(statement.query)}  ({time.monotonic() - started:.1f}s)"
             )
-        index_health = health.index_health(self.conn)
-        forecasts = health.forecasts(self.kb.health_history(target_id), health.table_sizes(self.conn))
+        notes = list(win.notes)
+        index_health: list[IndexHealth] = []
+        forecasts: list[Forecast] = []
+        locked = health.locked_tables(self.conn)
+        if locked:
+            notes.append(
+                "index health and growth skipped for " + ", ".join(locked) + ": another session holds an "
+                "ACCESS EXCLUSIVE lock on it"
+            )
+        try:
+            index_health = health.index_health(self.conn)
+        except PgArchitectError as exc:
+            notes.append(f"index health skipped: {exc}")
+        try:
+            forecasts = health.forecasts(self.kb.health_history(target_id), health.table_sizes(self.conn))
+        except PgArchitectError as exc:
+            notes.append(f"growth forecasts skipped: {exc}")
         finished = datetime.now(UTC)
+        failed = bool(results) and all(r.status == "error" for r in results)
         report = AuditReport(
             run_id=run_id,
             started_at=started_at,
             finished_at=finished,
-            status="ok",
+            status="failed" if failed else "ok",
+            error=(
+                f"every one of the {len(results)} slow statement(s) failed: {results[0].skip_reason}"
+                if failed
+                else None
+            ),
             window=win.window,
             slow_queries=tuple(results),
             index_health=tuple(index_health),
@@ -170,7 +200,7 @@ class Auditor:
             kpis=Kpis.of(results),
             database=ident.datname,
             dry_run=self.options.dry_run,
-            notes=win.notes,
+            notes=tuple(notes),
         )
         return report, embeddings
 
@@ -221,73 +251,59 @@ class Auditor:
         applied: SimilarRecommendation | None,
         rows_per_call: float | None,
     ) -> SlowQuery:
-        resolved, tables = advisor.resolve(self.conn, shape)
+        resolved, tables = analysis.resolve(self.catalog, shape)
         if not tables:
             return dataclasses.replace(
                 base, skip_reason="reads no table of this database (views, functions or CTEs only): no index to propose"
             )
-        found = advisor.generate(
-            self.conn, resolved, tables, catalog.indexes(self.conn, [t.oid for t in tables.values()])
-        )
-        rejected = list(found.notes)
+        unreadable = sorted({t.qualified for t in tables.values() if not t.readable})
+        if unreadable:
+            role = self.catalog.role()
+            return dataclasses.replace(
+                base,
+                status="error",
+                skip_reason=f"role {role} may not read {', '.join(unreadable)}: GRANT SELECT ON "
+                f"{', '.join(unreadable)} TO {role} (or GRANT pg_read_all_data TO {role})",
+            )
+        found = advisor.generate(self.catalog, resolved, tables)
+        notes = list(found.notes)
         if not found.candidates:
             reason = (
                 "; ".join(found.notes)
                 if found.notes
                 else ("no filter, join or sort column an index could serve: the statement reads whole tables")
             )
-            return dataclasses.replace(base, skip_reason=f"no candidate index: {reason}", rejected=tuple(rejected))
+            return dataclasses.replace(base, skip_reason=f"no candidate index: {reason}", rejected=tuple(notes))
         try:
-            samples = representative(
-                self.conn, executable_samples(self.conn, resolved, N_DRAWN), rows_per_call, N_SAMPLES
-            )
+            facts = analysis.analyse(self.catalog, resolved, tables, N_DRAWN)
+            samples = representative(self.conn, facts.samples, rows_per_call, N_SAMPLES)
+        except UnsafeSQLError as exc:
+            return dataclasses.replace(base, status="error", skip_reason=str(exc), rejected=tuple(notes))
         except PgArchitectError as exc:
             return dataclasses.replace(
                 base,
                 status="error",
                 skip_reason=f"cannot plan the statement with sampled values: {exc}",
-                rejected=tuple(rejected),
+                rejected=tuple(notes),
             )
         try:
-            method, outcomes = measurer.measure(resolved.kind, samples, found.candidates, list(tables.values()))
+            method, outcomes = measurer.measure(facts.kind, samples, found.candidates, list(tables.values()))
         except CannotMeasure as exc:
-            return dataclasses.replace(base, skip_reason=f"cannot measure safely: {exc}", rejected=tuple(rejected))
-        rejected += [f"{o.candidate.describe()}: {o.error}" for o in outcomes if o.error]
-        measured = [o for o in outcomes if o.measurement is not None]
-        if not measured:
+            return dataclasses.replace(base, skip_reason=f"cannot measure safely: {exc}", rejected=tuple(notes))
+        verdict = decide(
+            outcomes, method=method, notes=found.notes, min_gain_percent=self.cfg.auditor.thresholds.min_gain_percent
+        )
+        rejected = tuple([*notes, *verdict.rejected])
+        if verdict.best is None:
+            return dataclasses.replace(base, status=verdict.status, skip_reason=verdict.reason, rejected=rejected)
+        recommendation = self._recommendation(verdict.best, resolved, base.fingerprint)
+        if verdict.status != "recommended":
             return dataclasses.replace(
                 base,
-                status="error",
-                skip_reason="no candidate could be measured: " + "; ".join(rejected),
-                rejected=tuple(rejected),
-            )
-        best = max(measured, key=lambda o: (o.used_index, o.measurement.gain_percent if o.measurement else 0.0))
-        rejected += [
-            f"{o.candidate.describe()}: gain {o.measurement.gain_percent:.0f} %"
-            for o in measured
-            if o is not best and o.measurement is not None
-        ]
-        recommendation = self._recommendation(best, resolved, base.fingerprint)
-        m = best.measurement
-        assert m is not None
-        if not m.worth_applying:
-            why = (
-                "the plan does not use it"
-                if not best.used_index
-                else f"gain {m.gain_percent:.0f} % is not above {self.cfg.auditor.thresholds.min_gain_percent:.0f} %"
-            )
-            return dataclasses.replace(
-                base,
-                status="no_recommendation",
+                status=verdict.status,
                 recommendation=recommendation,
-                # What already serves the statement comes first: it is what a reviewing DBA checks.
-                skip_reason="; ".join(
-                    [
-                        *found.notes,
-                        f"no new index helps enough: best candidate {best.candidate.describe()} ({method}): {why}",
-                    ]
-                ),
-                rejected=tuple(rejected),
+                skip_reason=verdict.reason,
+                rejected=rejected,
             )
         note = (
             f" Regression: recommendation #{applied.recommendation_id} was applied for a similar statement "
@@ -296,7 +312,7 @@ class Auditor:
             else ""
         )
         recommendation = dataclasses.replace(recommendation, reasoning=recommendation.reasoning + note)
-        return dataclasses.replace(base, status="recommended", recommendation=recommendation, rejected=tuple(rejected))
+        return dataclasses.replace(base, status="recommended", recommendation=recommendation, rejected=rejected)
 
     def _recommendation(self, outcome: Outcome, shape: QueryShape, fingerprint: str) -> Recommendation:
         m = outcome.measurement
@@ -332,16 +348,6 @@ class Auditor:
         )
 
 
-def executable_samples(conn: db.Connection, shape: QueryShape, n: int) -> list[str]:
-    """The statement with real values bound for its placeholders, ``n`` ways (once when it has none)."""
-    types = params.infer_parameter_types(conn, shape.text)
-    # Where the text alone could not tell (a placeholder inside arithmetic), the server's own inference wins.
-    server = params.server_parameter_types(conn, shape.text, types)
-    types.update({k: v for k, v in server.items() if types.get(k, "text") == "text"})
-    values = params.sample_parameters(conn, shape, n, types) if types else [{}]
-    return list(dict.fromkeys(params.bind_parameters(shape.text, v, types) for v in values))
-
-
 def _skip_for(similar: list[SimilarRecommendation]) -> str | None:
     for s in similar:
         if s.status == "pending" and s.worth_applying:
@@ -355,6 +361,15 @@ def _skip_for(similar: list[SimilarRecommendation]) -> str | None:
                 f"rejected on {s.created_at:%Y-%m-%d}"
             )
     return None
+
+
+def _tables_of(text: str) -> str:
+    """The tables a statement names, for an error message; its text when it cannot be parsed."""
+    try:
+        names = [t.qualified for t in parse_query(text).tables]
+    except UnparseableQuery:
+        return "its tables"
+    return ", ".join(dict.fromkeys(names)) or "its tables"
 
 
 def _error(statement: window.Statement, message: str) -> SlowQuery:

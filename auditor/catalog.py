@@ -26,16 +26,11 @@ class TableInfo:
     idx_scan: int
     columns: list[str]
     column_types: list[str]
+    readable: bool = True  # the auditor's role may SELECT from it
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
-
-    def column_type(self, column: str) -> str | None:
-        try:
-            return self.column_types[self.columns.index(column)]
-        except ValueError:
-            return None
 
     @property
     def write_share(self) -> float:
@@ -84,6 +79,94 @@ class Relation:
     schema_name: str
     table_name: str
     relkind: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _ColumnType:
+    column_name: str
+    type_name: str
+
+
+class Snapshot:
+    """The audited database's catalog as one audit sees it: each fact read once, then remembered.
+
+    One per audit (the advisor, parameter inference and sampling all read through it), so a statement is
+    resolved against one consistent view and no table, column or statistic is looked up twice.
+    """
+
+    def __init__(self, conn: db.Connection) -> None:
+        self.conn = conn
+        self._tables: dict[tuple[str | None, str], TableInfo | None] = {}
+        self._indexes: dict[int, list[IndexInfo]] = {}
+        self._stats: dict[tuple[str, str, str], ColumnStats | None] = {}
+        self._relations: dict[tuple[str | None, str], Relation | None] = {}
+        self._columns: dict[int, dict[str, str]] = {}
+        self._type_names: dict[str, str] = {}
+
+    def tables(self, refs: Iterable[TableRef]) -> dict[tuple[str | None, str], TableInfo]:
+        """Tables by the (schema, name) the statement used; missing ones (CTEs, views) are left out."""
+        wanted = [r for r in {(r.schema, r.name): r for r in refs}.values() if (r.schema, r.name) not in self._tables]
+        if wanted:
+            found = tables(self.conn, wanted)
+            for r in wanted:
+                self._tables[(r.schema, r.name)] = found.get((r.schema, r.name))
+        return {
+            key: info for r in refs if (info := self._tables.get(key := (r.schema, r.name))) is not None
+        }
+
+    def indexes(self, table_oids: Sequence[int]) -> list[IndexInfo]:
+        missing = [oid for oid in dict.fromkeys(table_oids) if oid not in self._indexes]
+        if missing:
+            rows = indexes(self.conn, missing)
+            for oid in missing:
+                self._indexes[oid] = [i for i in rows if i.table_oid == oid]
+        return [i for oid in dict.fromkeys(table_oids) for i in self._indexes[oid]]
+
+    def column_stats(self, schema: str, table: str, column: str) -> ColumnStats | None:
+        key = (schema, table, column)
+        if key not in self._stats:
+            self._stats[key] = column_stats(self.conn, schema, table, column)
+        return self._stats[key]
+
+    def relation(self, table: TableRef) -> Relation | None:
+        key = (table.schema, table.name)
+        if key not in self._relations:
+            self._relations[key] = relation(self.conn, table.schema, table.name)
+        return self._relations[key]
+
+    def columns(self, table: TableRef) -> dict[str, str]:
+        """Column name -> type (format_type without typmod) of ``table``; empty when it does not exist."""
+        found = self.relation(table)
+        if found is None:
+            return {}
+        if found.relid not in self._columns:
+            sql = db.query(self.conn, QUERIES, "params_columns")
+            rows = db.fetch(self.conn, sql, {"relid": found.relid}, _ColumnType)
+            self._columns[found.relid] = {row.column_name: row.type_name for row in rows}
+        return self._columns[found.relid]
+
+    def columns_by_table(self, tables: Sequence[TableRef]) -> dict[tuple[str, str], set[str]]:
+        found: dict[tuple[str, str], set[str]] = {}
+        for table in tables:
+            rel = self.relation(table)
+            if rel is not None:
+                found[(rel.schema_name, rel.table_name)] = set(self.columns(table))
+        return found
+
+    def type_name(self, name: str) -> str:
+        """The catalog's spelling of a type name (``int4`` -> ``integer``); the input when unknown."""
+        if name not in self._type_names:
+            value = db.fetch_value(self.conn, db.query(self.conn, QUERIES, "type_name"), {"name": name})
+            self._type_names[name] = str(value) if value else name
+        return self._type_names[name]
+
+    def role(self) -> str:
+        """The role the audit connects as, quoted."""
+        return self.quote(str(db.fetch_value(self.conn, "SELECT current_user /* pg-architect */")))
+
+    def quote(self, identifier: str) -> str:
+        """``identifier`` quoted as this server would need it."""
+        return db.Identifier(identifier).as_string(self.conn)
 
 
 def tables(conn: db.Connection, refs: Iterable[TableRef]) -> dict[tuple[str | None, str], TableInfo]:

@@ -127,3 +127,13 @@ def health_metrics(conn: db.Connection) -> dict[str, Any]:
             {"table": f"{t.schema}.{t.name}", "size_bytes": t.size_bytes, "rows": t.rows} for t in table_sizes(conn)
         ],
     }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Locked:
+    qualified: str
+
+
+def locked_tables(conn: db.Connection) -> list[str]:
+    """Tables another session holds an ACCESS EXCLUSIVE lock on: the health queries leave them out."""
+    return [row.qualified for row in db.fetch(conn, db.query(conn, QUERIES, "locked_tables"), None, _Locked)]

@@ -404,6 +404,8 @@ class KnowledgeBase:
                 self._sql("kb_finish_run"),
                 {
                     "run_id": report.run_id,
+                    "status": report.status,
+                    "error": report.error,
                     "finished_at": report.finished_at,
                     "window_from": report.window.start if report.window else None,
                     "window_to": report.window.end if report.window else None,

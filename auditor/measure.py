@@ -99,8 +99,12 @@ class CannotMeasure(PgArchitectError):
 
 
 def explain(conn: db.Connection, sql: str, *, analyze: bool) -> Plan:
+    """The plan of ``sql`` (an allow-listed workload statement), always inside a READ ONLY (sub)transaction
+    that is rolled back: whatever planning or execution would try to write fails instead."""
     options = "ANALYZE, TIMING OFF, FORMAT JSON" if analyze else "FORMAT JSON"
-    doc = db.fetch_value(conn, mark(f"EXPLAIN ({options}) {sql}"))
+    with rolled_back(conn):
+        db.execute(conn, "SET LOCAL transaction_read_only = on")
+        doc = db.fetch_value(conn, mark(f"EXPLAIN ({options}) {sql}"))
     return Plan.from_json(doc if not isinstance(doc, str) else json.loads(doc))
 
 
@@ -114,21 +118,48 @@ def representative(conn: db.Connection, samples: Sequence[str], rows_per_call: f
     """
     if rows_per_call is None or rows_per_call <= 0 or len(samples) <= keep:
         return list(samples[:keep])
-    with rolled_back(conn):  # planning only; read-only all the same
-        db.execute(conn, "SET LOCAL transaction_read_only = on")
-        planned = [
-            (abs(math.log((explain(conn, s, analyze=False).rows + 1) / (rows_per_call + 1))), i)
-            for i, s in enumerate(samples)
-        ]
+    planned = [
+        (abs(math.log((explain(conn, s, analyze=False).rows + 1) / (rows_per_call + 1))), i)
+        for i, s in enumerate(samples)
+    ]
     return [samples[i] for _, i in sorted(planned)[:keep]]
 
 
+# How fast a plain CREATE INDEX reads its table, for the expected lock time of a rolled-back build: measured
+# on the reference machine (2 vCPU, a 354 MB table held INSERTs for 3.7 s, about 96 MB/s), halved for margin.
+BUILD_BYTES_PER_S = 48 * 1024 * 1024
+
+
+def expected_lock_ms(table: TableInfo) -> float:
+    """How long a plain CREATE INDEX on ``table`` is expected to block its writers (SHARE lock)."""
+    return table.heap_bytes / BUILD_BYTES_PER_S * 1000.0
+
+
+def _without_locks_fix(tables: Sequence[TableInfo], major: int | None) -> str:
+    return (
+        f"install hypopg on this server (Debian: apt-get install postgresql-{major or '<major>'}-hypopg, then "
+        "CREATE EXTENSION hypopg) or set measurement.staging_dsn; to build on this server anyway, which blocks "
+        "writes to "
+        + ", ".join(t.qualified for t in tables)
+        + " while each index builds, set measurement.allow_blocking_builds: true"
+    )
+
+
 def choose_method(
-    cfg: MeasurementConfig, *, kind: str, tables: Sequence[TableInfo], hypopg: bool, staging: bool
+    cfg: MeasurementConfig,
+    *,
+    kind: str,
+    tables: Sequence[TableInfo],
+    hypopg: bool,
+    staging: bool,
+    server_major: int | None = None,
 ) -> MeasurementMethod:
-    """The method for one statement; raise CannotMeasure with the reason when none is safe."""
-    largest = max(tables, key=lambda t: t.total_bytes, default=None)
-    small = largest is None or largest.total_bytes <= cfg.max_table_bytes
+    """The method for one statement; raise CannotMeasure with the reason (and the fix) when none is safe.
+
+    ``auto`` never blocks writes unless the user opted in: a staging server first (real timings, production
+    untouched), then hypothetical indexes (hypopg: planner costs, no lock), then, with
+    ``allow_blocking_builds``, a real build in a rolled-back transaction when its expected lock is short.
+    """
     if cfg.mode == "hypothetical":
         if not hypopg:
             raise CannotMeasure("measurement.mode is hypothetical but hypopg is not available on this server")
@@ -137,26 +168,31 @@ def choose_method(
         if not staging:
             raise CannotMeasure("measurement.mode is staging but measurement.staging_dsn is not set")
         return "staging"
-    if cfg.mode == "rollback_build":
-        if not small and largest is not None:
+    if cfg.mode == "auto":
+        if staging:
+            return "staging"
+        if hypopg:
+            return "hypothetical"
+        if not cfg.allow_blocking_builds:
             raise CannotMeasure(
-                f"table {largest.qualified} is {largest.total_bytes} bytes, over "
-                f"measurement.max_table_bytes; use hypopg or a staging server"
+                f"cannot measure safely without hypopg or a staging server: {_without_locks_fix(tables, server_major)}"
             )
-        return "rollback_build"
-    # auto: a staging server first (real timings, production untouched), then lock-free hypothetical
-    # costs, then a rolled-back build where the tables are small enough for its lock to be brief.
-    if staging:
-        return "staging"
-    if hypopg:
-        return "hypothetical"
-    if small:
-        return "rollback_build"
-    assert largest is not None
-    raise CannotMeasure(
-        f"table {largest.qualified} is {largest.total_bytes} bytes, over measurement.max_table_bytes,"
-        " and neither hypopg nor measurement.staging_dsn is available"
-    )
+    # A rolled-back build here: opted in, or mode rollback_build chosen explicitly.
+    largest = max(tables, key=lambda t: t.heap_bytes, default=None)
+    if largest is not None:
+        expected = expected_lock_ms(largest)
+        if expected > cfg.max_blocking_ms:
+            raise CannotMeasure(
+                f"building an index on {largest.qualified} ({largest.heap_bytes / 1e6:.0f} MB) is expected to block "
+                f"its writes for about {expected / 1000:.1f} s, over measurement.max_blocking_ms "
+                f"({cfg.max_blocking_ms} ms); use hypopg or a staging server"
+            )
+        if largest.total_bytes > cfg.max_table_bytes:
+            raise CannotMeasure(
+                f"table {largest.qualified} is {largest.total_bytes} bytes, over measurement.max_table_bytes; "
+                "use hypopg or a staging server"
+            )
+    return "rollback_build"
 
 
 class Measurer:
@@ -188,27 +224,36 @@ class Measurer:
     ) -> tuple[MeasurementMethod, list[Outcome]]:
         if not samples:
             raise CannotMeasure("no executable form of the statement (parameters could not be sampled)")
-        method = choose_method(self.cfg, kind=kind, tables=tables, hypopg=self.hypopg, staging=self.staging is not None)
+        method = choose_method(
+            self.cfg,
+            kind=kind,
+            tables=tables,
+            hypopg=self.hypopg,
+            staging=self.staging is not None,
+            server_major=db.server_facts(self.conn).version_num // 10000,
+        )
         executes = kind == "select" and method != "hypothetical"
         for sql in samples:
             if kind == "select":
                 safety.check_readonly_select(sql, self.conn)
             else:
-                safety.check_explain_only_dml(sql)
+                safety.check_explain_only_dml(sql, self.conn)
         if method == "hypothetical":
-            return method, self._hypothetical(samples, candidates)
+            return method, self._hypothetical(samples, candidates, timed=kind == "select")
         conn = self.staging if method == "staging" and self.staging is not None else self.conn
         return method, self._build(conn, method, samples, candidates, analyze=executes)
 
     # -- hypothetical -----------------------------------------------------------------------------------
-    def _hypothetical(self, samples: Sequence[str], candidates: Sequence[Candidate]) -> list[Outcome]:
+    def _hypothetical(self, samples: Sequence[str], candidates: Sequence[Candidate], *, timed: bool) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self._transaction(self.conn):
             if not self.hypopg_installed:
                 db.execute(self.conn, mark("CREATE EXTENSION IF NOT EXISTS hypopg"))
             try:
                 with db.transaction(self.conn):  # a savepoint: if the statement cannot be planned, say why
-                    before = [explain(self.conn, s, analyze=False) for s in samples]
+                    # What can be measured for real without a lock: the statement's time now (SELECTs,
+                    # read-only); the hypothetical index itself only has planner costs.
+                    before = [self._timed(self.conn, s, timed) for s in samples]
                 for cand in candidates:
                     try:
                         with rolled_back(self.conn):  # one candidate's error must not abort the others
@@ -303,11 +348,8 @@ class Measurer:
     def _timed(self, conn: db.Connection, sql: str, analyze: bool) -> Plan:
         if not analyze:
             return explain(conn, sql, analyze=False)
-        # Executed statements run read-only too: a second guard behind the allow-list (a STABLE function
-        # could still call a VOLATILE one).
-        with rolled_back(conn):
-            db.execute(conn, "SET LOCAL transaction_read_only = on")
-            plans = [explain(conn, sql, analyze=True) for _ in range(REPEATS)]
+        # Executed statements run read-only too (explain() sees to it): a second guard behind the allow-list.
+        plans = [explain(conn, sql, analyze=True) for _ in range(REPEATS)]
         return min(plans, key=lambda p: p.ms if p.ms is not None else float("inf"))
 
     @contextmanager
@@ -325,9 +367,8 @@ class Measurer:
     def _outcome(self, cand: Candidate, method: MeasurementMethod, before: list[Plan], after: list[Plan]) -> Outcome:
         before_cost = sum(p.cost for p in before)
         after_cost = sum(p.cost for p in after)
-        timed = all(p.ms is not None for p in before + after)
-        before_ms = sum(p.ms or 0.0 for p in before) if timed else None
-        after_ms = sum(p.ms or 0.0 for p in after) if timed else None
+        before_ms = sum(p.ms or 0.0 for p in before) if all(p.ms is not None for p in before) else None
+        after_ms = sum(p.ms or 0.0 for p in after) if all(p.ms is not None for p in after) else None
         if before_ms is not None and after_ms is not None and before_ms > 0:
             gain = (before_ms - after_ms) / before_ms * 100.0
             per_sample = [(b.ms or 0) > (a.ms or 0) for b, a in zip(before, after, strict=True)]

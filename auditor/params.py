@@ -17,17 +17,14 @@ from dataclasses import dataclass
 from pglast import ast, parser
 from pglast.parser import ParseError
 
-from pg_architect.auditor import catalog
-from pg_architect.auditor.catalog import ColumnStats, Relation
+from pg_architect.auditor.catalog import ColumnStats, Relation, Snapshot
 from pg_architect.auditor.parsing import (
     ParamUse,
     QueryShape,
     TableRef,
     UnparseableQuery,
     deparse,
-    parse_query,
     repair_placeholders,
-    resolve_columns,
 )
 from pg_architect.auditor.queries import QUERIES
 from pg_architect.auditor.safety import check_readonly_select
@@ -41,11 +38,9 @@ __all__ = [
     "ColumnStats",
     "ParameterError",
     "bind_parameters",
-    "column_stats",
-    "executable_samples",
-    "generic_plan_sql",
     "infer_parameter_types",
     "sample_parameters",
+    "server_parameter_types",
 ]
 
 DEFAULT_LIMIT = "20"
@@ -60,54 +55,6 @@ _FUNCTION_ARGUMENTS = {"date_trunc": "day", "date_part": "day", "to_char": "YYYY
 
 class ParameterError(PgArchitectError):
     """Placeholders could not be bound (a value or type is missing, or a type name is not a type)."""
-
-
-# -- catalog rows --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _ColumnType:
-    column_name: str
-    type_name: str
-
-
-class _Catalog:
-    """Per-call cache of the catalog facts parameter inference needs."""
-
-    def __init__(self, conn: db.Connection) -> None:
-        self.conn = conn
-        self._relations: dict[tuple[str | None, str], Relation | None] = {}
-        self._columns: dict[int, dict[str, str]] = {}
-
-    def relation(self, table: TableRef) -> Relation | None:
-        key = (table.schema, table.name)
-        if key not in self._relations:
-            self._relations[key] = catalog.relation(self.conn, table.schema, table.name)
-        return self._relations[key]
-
-    def columns(self, table: TableRef) -> dict[str, str]:
-        """Column name -> type (format_type without typmod) of ``table``; empty when it does not exist."""
-        relation = self.relation(table)
-        if relation is None:
-            return {}
-        if relation.relid not in self._columns:
-            sql = db.query(self.conn, QUERIES, "params_columns")
-            rows = db.fetch(self.conn, sql, {"relid": relation.relid}, _ColumnType)
-            self._columns[relation.relid] = {row.column_name: row.type_name for row in rows}
-        return self._columns[relation.relid]
-
-    def columns_by_table(self, tables: Sequence[TableRef]) -> dict[tuple[str, str], set[str]]:
-        found: dict[tuple[str, str], set[str]] = {}
-        for table in tables:
-            relation = self.relation(table)
-            if relation is not None:
-                found[(relation.schema_name, relation.table_name)] = set(self.columns(table))
-        return found
-
-    def type_name(self, name: str) -> str:
-        """The catalog's spelling of a type name (``int4`` -> ``integer``); the input when unknown."""
-        value = db.fetch_value(self.conn, db.query(self.conn, QUERIES, "type_name"), {"name": name})
-        return str(value) if value else name
 
 
 # -- type inference ----------------------------------------------------------------------------------
@@ -140,7 +87,7 @@ def _replace_placeholders(text: str, replacement: Callable[[int], str]) -> str:
     return "".join(pieces)
 
 
-def _expression_type(catalog: _Catalog, table: TableRef, expression: str) -> str | None:
+def _expression_type(catalog: Snapshot, table: TableRef, expression: str) -> str | None:
     """Type of ``expression`` over ``table``, asked of the server without reading a single row.
 
     A LEFT JOIN LATERAL on ``LIMIT 0`` yields one NULL of the expression's type, so pg_typeof names the
@@ -169,7 +116,7 @@ def _expression_type(catalog: _Catalog, table: TableRef, expression: str) -> str
     return str(value) if value else None
 
 
-def _param_type(catalog: _Catalog, use: ParamUse | None) -> str:
+def _param_type(catalog: Snapshot, use: ParamUse | None) -> str:
     if use is None:
         return "text"
     if use.cast_type:
@@ -190,31 +137,18 @@ def _param_type(catalog: _Catalog, use: ParamUse | None) -> str:
     return found
 
 
-def _resolved(catalog: _Catalog, shape: QueryShape) -> QueryShape:
-    return resolve_columns(shape, catalog.columns_by_table(shape.tables))
-
-
-def _infer(catalog: _Catalog, shape: QueryShape) -> dict[int, str]:
-    numbers = sorted(set(_placeholders(shape.text)) | set(shape.parameters))
-    return {n: _param_type(catalog, shape.parameters.get(n)) for n in numbers}
-
-
-def infer_parameter_types(conn: db.Connection, text: str) -> dict[int, str]:
-    """The type of every ``$n`` in ``text``, from the column or expression it meets (no PREPARE).
+def infer_parameter_types(catalog: Snapshot, shape: QueryShape) -> dict[int, str]:
+    """The type of every ``$n`` of ``shape`` (resolved against ``catalog``), from the column or expression
+    it meets (no PREPARE).
 
     Casts win (``$2::interval``), LIMIT/OFFSET are ``bigint``, LIKE patterns ``text``, ``col = ANY($n)``
     an array of the column's type; a placeholder meeting nothing known is ``text``.
     """
-    catalog = _Catalog(conn)
-    return _infer(catalog, _resolved(catalog, parse_query(text)))
+    numbers = sorted(set(_placeholders(shape.text)) | set(shape.parameters))
+    return {n: _param_type(catalog, shape.parameters.get(n)) for n in numbers}
 
 
 # -- value sampling ------------------------------------------------------------------------------------
-
-
-def column_stats(conn: db.Connection, schema: str, table: str, column: str) -> ColumnStats | None:
-    """One column's planner statistics (see auditor.catalog)."""
-    return catalog.column_stats(conn, schema, table, column)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,29 +204,27 @@ def _sampled_values(conn: db.Connection, relation: Relation, value: db.SQL | db.
     return []
 
 
-def _expression_pool(
-    conn: db.Connection, catalog: _Catalog, table: TableRef, expression: str, arguments: Mapping[int, str]
-) -> _Pool:
+def _expression_pool(catalog: Snapshot, table: TableRef, expression: str, arguments: Mapping[int, str]) -> _Pool:
     """Real values of an expression (``lower(email)``, ``created_at::date``) sampled from its table."""
     relation = catalog.relation(table)
     if relation is None:
         return _Pool((), (), ())
     # A placeholder inside the expression is a normalised constant: its known value, else NULL.
     bound = _replace_placeholders(
-        expression, lambda n: db.Literal(arguments[n]).as_string(conn) if n in arguments else "NULL"
+        expression, lambda n: db.Literal(arguments[n]).as_string(catalog.conn) if n in arguments else "NULL"
     )
     try:
-        sampled = _sampled_values(conn, relation, db.SQL(bound), 5)
+        sampled = _sampled_values(catalog.conn, relation, db.SQL(bound), 5)
     except UnsafeSQLError:
         return _Pool((), (), ())
     return _Pool(tuple(sampled[:1]), tuple(sampled[1:]), ())
 
 
-def _pool(conn: db.Connection, catalog: _Catalog, table: TableRef, column: str) -> _Pool:
+def _pool(catalog: Snapshot, table: TableRef, column: str) -> _Pool:
     relation = catalog.relation(table)
     if relation is None or column not in catalog.columns(table):
         return _Pool((), (), ())
-    stats = column_stats(conn, relation.schema_name, relation.table_name, column)
+    stats = catalog.column_stats(relation.schema_name, relation.table_name, column)
     common: list[str] = []
     rare: list[str] = []
     histogram = tuple(stats.histogram_bounds or ()) if stats else ()
@@ -307,7 +239,7 @@ def _pool(conn: db.Connection, catalog: _Catalog, table: TableRef, column: str) 
         middle = len(histogram) // 2
         rare = [histogram[middle], *rare, *histogram[1:middle], *histogram[middle + 1 :]]
     if not common and not rare:
-        sampled = _sampled_values(conn, relation, db.Identifier(column), 5)
+        sampled = _sampled_values(catalog.conn, relation, db.Identifier(column), 5)
         common, rare = sampled[:1], sampled[1:]
     return _Pool(tuple(common), tuple(rare), histogram)
 
@@ -399,19 +331,16 @@ def _prepared_types(conn: db.Connection, text: str, types: Sequence[str]) -> lis
 
 
 def sample_parameters(
-    conn: db.Connection, shape: QueryShape, n_samples: int = 3, types: Mapping[int, str] | None = None
+    catalog: Snapshot, shape: QueryShape, types: Mapping[int, str], n_samples: int = 3
 ) -> list[dict[int, str]]:
     """``n_samples`` sets of real values for the statement's placeholders.
 
     Per placeholder: equality and IN take a common value first, then a rare one (pg_stats MCVs and
     histogram); ranges take histogram bounds for realistic selectivities; LIKE a real value's prefix plus
     ``%``; ``= ANY($n)`` an array of real values; LIMIT 20, OFFSET 0. A column without statistics is
-    sampled with ``TABLESAMPLE SYSTEM (1)``. Read-only: nothing is analysed or written. ``types`` overrides
-    the inferred type of a placeholder (from :func:`server_parameter_types`).
+    sampled with ``TABLESAMPLE SYSTEM (1)``. Read-only: nothing is analysed or written. ``shape`` is resolved
+    against ``catalog``; ``types`` are its placeholders' types (inferred, and the server's where it knew better).
     """
-    catalog = _Catalog(conn)
-    shape = _resolved(catalog, shape)
-    types = {**_infer(catalog, shape), **(types or {})}
     pools: dict[tuple[TableRef, str], _Pool] = {}
 
     arguments = {
@@ -426,9 +355,9 @@ def sample_parameters(
         key = (use.table, use.column or use.expression or "")
         if key not in pools:
             pools[key] = (
-                _pool(conn, catalog, use.table, use.column)
+                _pool(catalog, use.table, use.column)
                 if use.column is not None
-                else _expression_pool(conn, catalog, use.table, use.expression or "", arguments)
+                else _expression_pool(catalog, use.table, use.expression or "", arguments)
             )
         return pools[key]
 
@@ -546,40 +475,3 @@ def bind_parameters(text: str, values: Mapping[int, str | None], types: Mapping[
         return f"({quoted}::{_checked_type(types[number])})"
 
     return _replace_placeholders(repaired, literal)
-
-
-def generic_plan_sql(text: str, types: Mapping[int, str] | None = None) -> str:
-    """``EXPLAIN (GENERIC_PLAN) <repaired statement>`` for cost-only plans on PostgreSQL 16+.
-
-    With ``types``, each placeholder gets an explicit cast, for statements where the server could not
-    infer a parameter's type on its own. Only SELECT / INSERT / UPDATE / DELETE / MERGE are planned.
-    """
-    shape = parse_query(text)
-    if shape.is_utility:
-        raise UnsafeSQLError(
-            f"only SELECT, INSERT, UPDATE, DELETE or MERGE can be planned, not {shape.utility_command}"
-        )
-    body = shape.text
-    if types:
-        known = dict(types)
-        body = _replace_placeholders(body, lambda n: f"(${n}::{_checked_type(known[n])})" if n in known else f"${n}")
-    return f"EXPLAIN (GENERIC_PLAN) {body}"
-
-
-def executable_samples(conn: db.Connection, shape: QueryShape, n_samples: int = 3) -> list[str]:
-    """Up to ``n_samples`` distinct executable forms of the statement, bound with sampled values.
-
-    Samples that cannot be bound (a type name the checks refuse) are left out; an empty list means the
-    statement cannot be measured with real values.
-    """
-    catalog = _Catalog(conn)
-    types = _infer(catalog, _resolved(catalog, shape))
-    statements: list[str] = []
-    for values in sample_parameters(conn, shape, n_samples):
-        try:
-            bound = bind_parameters(shape.text, values, types)
-        except ParameterError:
-            continue
-        if bound not in statements:
-            statements.append(bound)
-    return statements

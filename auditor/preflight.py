@@ -7,13 +7,19 @@ import dataclasses
 
 from pg_architect.auditor.queries import QUERIES
 from pg_architect.core import db
-from pg_architect.core.preflight import Finding
+from pg_architect.core.config import MeasurementConfig
+from pg_architect.core.preflight import Check, Finding
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AuditorPreflightRow:
     hypopg_available: bool
     hypopg_version: str | None
+    reads_all_data: bool
+    tables: int
+    unreadable: list[str] | None
+    read_only: bool
+    role_name: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -27,25 +33,74 @@ class KbPreflightRow:
     role_name: str
 
 
-def check_server(conn: db.Connection) -> list[Finding]:
-    """Findings for the audited server: how candidates can be measured."""
+def server_checks(cfg: MeasurementConfig) -> Check:
+    """The audited server's findings for this measurement configuration."""
+
+    def check(conn: db.Connection) -> list[Finding]:
+        return check_server(conn, cfg)
+
+    return check
+
+
+def check_server(conn: db.Connection, cfg: MeasurementConfig) -> list[Finding]:
+    """Findings for the audited server: read access, and how candidates will be measured (and whether safely)."""
     row = db.fetch_one(conn, db.query(conn, QUERIES, "preflight_auditor"), None, AuditorPreflightRow)
     assert row is not None
-    out: list[Finding] = []
-    if row.hypopg_version:
-        hypopg = f"installed {row.hypopg_version}"
-    elif row.hypopg_available:
-        hypopg = "available"
+    role = db.Identifier(row.role_name).as_string(conn)
+    major = db.server_facts(conn).version_num // 10000
+    unreadable = row.unreadable or []
+    out = [
+        Finding(
+            "read access to the audited tables",
+            not unreadable,
+            "pg_read_all_data"
+            if row.reads_all_data
+            else f"SELECT on all {row.tables} table(s)"
+            if not unreadable
+            else f"{len(unreadable)} of {row.tables} table(s) not readable: {', '.join(unreadable[:5])}"
+            + (" ..." if len(unreadable) > 5 else ""),
+            None if not unreadable else f"GRANT pg_read_all_data TO {role};  -- or GRANT SELECT on those tables",
+        )
+    ]
+    hypopg = bool(row.hypopg_version) or (row.hypopg_available and not row.read_only)
+    staging = cfg.staging_dsn is not None
+    if cfg.mode == "staging" or (cfg.mode == "auto" and staging):
+        mode, ok, detail = "staging", staging, "real builds and timings on the staging server; production untouched"
+    elif cfg.mode == "hypothetical" or (cfg.mode == "auto" and hypopg):
+        mode, ok = "hypothetical", hypopg
+        detail = "hypopg: planner costs of hypothetical indexes, no lock, nothing built"
+    elif cfg.mode == "rollback_build" or cfg.allow_blocking_builds:
+        mode, ok = "rollback_build", not row.read_only
+        detail = (
+            f"real builds in rolled-back transactions, BLOCKING WRITES to each table while its index builds "
+            f"(only when expected under {cfg.max_blocking_ms} ms)"
+            if ok
+            else "the server is read-only: an index cannot be built here"
+        )
     else:
-        hypopg = "not available: measurements build real indexes in a rolled-back transaction instead"
+        mode, ok = "none", False
+        detail = "no safe method: no hypopg, no staging server, and blocking builds are not allowed"
+    fix = None
+    if not ok:
+        fix = (
+            f"install hypopg (Debian: apt-get install postgresql-{major}-hypopg; then CREATE EXTENSION hypopg) or set "
+            "measurement.staging_dsn; or allow builds that block writes: measurement.allow_blocking_builds: true"
+        )
+    out.append(Finding(f"measurement method ({cfg.mode})", ok, f"{mode}: {detail}", fix))
+    if row.hypopg_version:
+        hypopg_detail = f"installed {row.hypopg_version}"
+    elif row.hypopg_available:
+        hypopg_detail = (
+            "available (created on first use)" if not row.read_only else "available, but the server is read-only"
+        )
+    else:
+        hypopg_detail = "not installed on this server"
     out.append(
         Finding(
             "hypopg (hypothetical indexes)",
-            row.hypopg_available,
             hypopg,
-            None
-            if row.hypopg_available
-            else "install hypopg (Debian: postgresql-<major>-hypopg) for lock-free measurement",
+            hypopg_detail,
+            None if hypopg else f"apt-get install postgresql-{major}-hypopg (Debian) for lock-free measurement",
             required=False,
         )
     )

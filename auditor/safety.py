@@ -9,6 +9,9 @@ every node of its tree is on an allow-list; anything else is refused with a one-
 - :func:`check_readonly_select`: one ``SELECT``/``VALUES`` that reads and calls only non-volatile
   functions, for ``EXPLAIN ANALYZE``;
 - :func:`check_explain_only_dml`: one ``INSERT``/``UPDATE``/``DELETE`` that will only be planned.
+- both refuse user-defined functions declared IMMUTABLE or STABLE whose body cannot be checked: the planner
+  runs such functions while planning (constant folding), so a function that lies about its volatility
+  would have side effects even under a plain EXPLAIN.
 
 Defence in depth, not the only guard: callers still run measurements in a transaction they roll back,
 under statement and lock timeouts.
@@ -516,6 +519,24 @@ class _Routine:
     variadic: bool
     argtypes: list[int]
     kind: str
+    builtin: bool
+    language: str
+    extension: str | None
+    body: str | None
+    name: str
+
+
+# Extensions whose non-volatile functions, operators and types compute from their arguments only. A
+# function of any other extension (or of none) is trusted only when its body can be read and checked.
+TRUSTED_EXTENSIONS = frozenset(
+    {
+        "vector", "pg_trgm", "citext", "hstore", "ltree", "cube", "earthdistance", "fuzzystrmatch", "unaccent",
+        "intarray", "btree_gin", "btree_gist", "isn", "seg", "tablefunc", "pg_stat_statements", "postgis",
+        "uuid-ossp", "pgcrypto", "hypopg",
+    }
+)
+# Extensions that reach other servers: nothing of theirs is planned, whatever its declared volatility.
+DENIED_EXTENSIONS = frozenset({"dblink", "postgres_fdw"})
 
 
 # Functions a value of the type may run when cast: its input function and any cast function into it.
@@ -714,8 +735,57 @@ def check_index_target(conn: db.Connection, ddl: IndexDDL) -> IndexDDL:
 # -- read-only SELECT --------------------------------------------------------------------------------
 
 
-def _check_volatility(conn: db.Connection, tree: Any, depth: int) -> None:
-    """Refuse volatile functions, operators, casts, foreign tables, and views that would run any of them."""
+def _require_trusted(conn: db.Connection, routine: _Routine, what: str, depth: int) -> None:
+    """Refuse a non-volatile routine that planning might run with side effects.
+
+    The planner folds IMMUTABLE calls with constant arguments, and may evaluate STABLE ones to estimate
+    selectivity, even for a plain EXPLAIN: a function that lies about its volatility then runs. Trusted:
+    built-ins, the functions of well-known computational extensions, and SQL functions whose body is one
+    read-only SELECT (checked like the statement itself). Everything else is refused before planning.
+    """
+    if routine.extension in DENIED_EXTENSIONS:
+        raise UnsafeSQLError(
+            f"refused: {what} belongs to extension {routine.extension}, which connects to other servers"
+        )
+    if routine.builtin or routine.extension in TRUSTED_EXTENSIONS:
+        return
+    declared = _VOLATILITY.get(routine.volatility, routine.volatility)
+    if routine.language == "sql" and routine.body and routine.body.strip():
+        if depth >= 4:
+            raise UnsafeSQLError(f"refused: {what} nests SQL functions too deeply to check")
+        try:
+            check_readonly_select(routine.body.strip().rstrip(";"), conn, _depth=depth + 1)
+        except UnsafeSQLError as exc:
+            raise UnsafeSQLError(
+                f"refused: {what} is declared {declared} but its SQL body is not a read-only SELECT ({exc})"
+            ) from exc
+        return
+    raise UnsafeSQLError(
+        f"refused: {what} is a user-defined {routine.language} function declared {declared}; planning may run "
+        "it (constant folding), and its body cannot be checked for side effects"
+    )
+
+
+def _check_routines(
+    conn: db.Connection, routines: Sequence[_Routine], what: str, depth: int, *, volatile_runs: bool
+) -> None:
+    """Every routine the statement may call: no VOLATILE one where it would run, none untrusted at all."""
+    for routine in routines:
+        if routine.volatility == "v":
+            if volatile_runs:
+                raise UnsafeSQLError(f"refused: {what} is VOLATILE (it may change data or have side effects)")
+            if routine.extension in DENIED_EXTENSIONS:
+                raise UnsafeSQLError(
+                    f"refused: {what} belongs to extension {routine.extension}, which connects to other servers"
+                )
+            continue
+        _require_trusted(conn, routine, what, depth)
+
+
+def _check_volatility(conn: db.Connection, tree: Any, depth: int, *, volatile_runs: bool = True) -> None:
+    """Refuse what running or planning the statement could do beyond reading: volatile routines (when the
+    statement executes), untrusted routines of any volatility (planning may run them), foreign tables, and
+    views that would do any of it."""
     ctes = {str(node.ctename) for node in _walk(tree) if isinstance(node, ast.CommonTableExpr)}
     for node in _walk(tree):
         if isinstance(node, ast.FuncCall):
@@ -730,10 +800,7 @@ def _check_volatility(conn: db.Connection, tree: Any, depth: int) -> None:
                 raise UnsafeSQLError(f"refused: function {name}() does not exist")
             if any(r.kind == "p" for r in candidates):
                 raise UnsafeSQLError(f"refused: {name} is a procedure")
-            if any(r.volatility == "v" for r in candidates):
-                raise UnsafeSQLError(
-                    f"refused: function {name}() is VOLATILE (it may change data or have side effects)"
-                )
+            _check_routines(conn, candidates, f"function {name}()", depth, volatile_runs=volatile_runs)
         elif isinstance(node, ast.A_Expr):
             names = _names(node.name)
             if names and node.kind not in (
@@ -743,19 +810,22 @@ def _check_volatility(conn: db.Connection, tree: Any, depth: int) -> None:
                 enums.A_Expr_Kind.AEXPR_NOT_BETWEEN_SYM,
             ):
                 schema = names[-2] if len(names) > 1 else None
-                volatile = [
-                    r
-                    for r in _routines(conn, db.query(conn, QUERIES, "safety_operators"), schema, names[-1])
-                    if r.volatility == "v"
-                ]
-                if volatile:
-                    raise UnsafeSQLError(f"refused: operator {names[-1]} runs a VOLATILE function")
+                operators = _routines(conn, db.query(conn, QUERIES, "safety_operators"), schema, names[-1])
+                what = f"operator {names[-1]}"
+                if any(r.volatility == "v" for r in operators) and volatile_runs:
+                    raise UnsafeSQLError(f"refused: {what} runs a VOLATILE function")
+                _check_routines(conn, operators, what, depth, volatile_runs=volatile_runs)
         elif isinstance(node, ast.TypeCast):
             type_oid = _type_oid(conn, node.typeName)
             sql = db.query(conn, QUERIES, "safety_type_routines")
-            for row in db.fetch_dicts(conn, sql, {"type": type_oid}) if type_oid else ():
-                if row["volatility"] == "v":
-                    raise UnsafeSQLError(f"refused: casting to {_deparse(node.typeName)} runs VOLATILE {row['name']}()")
+            routines = db.fetch(conn, sql, {"type": type_oid}, _Routine) if type_oid else []
+            for routine in routines:
+                what = f"casting to {_deparse(node.typeName)} runs {routine.name}()"
+                if routine.volatility == "v" and volatile_runs:
+                    raise UnsafeSQLError(
+                        f"refused: casting to {_deparse(node.typeName)} runs VOLATILE {routine.name}()"
+                    )
+                _check_routines(conn, [routine], what, depth, volatile_runs=volatile_runs)
         elif isinstance(node, ast.RangeVar):
             if not node.schemaname and node.relname in ctes:
                 continue
@@ -790,13 +860,15 @@ def check_readonly_select(sql: str, conn: db.Connection, *, _depth: int = 0) -> 
     _check_volatility(conn, stmt, _depth)
 
 
-def check_explain_only_dml(sql: str) -> None:
+def check_explain_only_dml(sql: str, conn: db.Connection) -> None:
     """Accept one INSERT, UPDATE or DELETE that will only be planned (plain EXPLAIN, never executed).
 
-    Planning runs no volatile code, so no catalog check is needed; still refused: several statements,
-    other statement kinds, SELECT ... INTO, locking clauses and deny-listed functions anywhere.
+    Planning runs no volatile code, but it does fold IMMUTABLE calls and may evaluate STABLE ones: every
+    non-volatile routine must be trusted (see _require_trusted). Also refused: several statements, other
+    statement kinds, SELECT ... INTO, locking clauses, deny-listed functions anywhere, foreign tables.
     """
     stmt = _one_statement(sql)
     if not isinstance(stmt, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt):
         raise UnsafeSQLError(f"refused: expected INSERT, UPDATE or DELETE, got {_statement_name(stmt)}")
     _check_nodes(stmt, _DML_NODES, "DML")
+    _check_volatility(conn, stmt, 0, volatile_runs=False)

@@ -201,7 +201,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     timeouts = db.policy(cfg, db.Role.CHECK)
     with database(cfg) as (dsn, kb_dsn):
         findings = preflight.on_server(
-            dsn, "audited database", [exporter_checks.check_server, auditor_checks.check_server], timeouts
+            dsn,
+            "audited database",
+            [exporter_checks.check_server, auditor_checks.server_checks(cfg.measurement)],
+            timeouts,
         )
         if kb_dsn != dsn or findings[0].ok:
             findings += preflight.on_server(kb_dsn, "knowledge base", [auditor_checks.check_knowledge_base], timeouts)
@@ -239,6 +242,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with database(cfg) as (dsn, kb_dsn):
         report = run_audit(cfg, dsn, kb_dsn, options, _progress(sys.stderr.isatty() or args.format == "text"))
     print(render(report, args.format))
+    if report.status != "ok":
+        print(f"pg-architect: audit {report.run_id} failed: {redact(report.error or report.status)}", file=sys.stderr)
+        return 1
     return 0
 
 

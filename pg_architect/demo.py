@@ -208,6 +208,15 @@ def run_demo(cfg: Config, *, once: bool, scale: float, stop: threading.Event, re
             database=_dc.replace(cfg.database, dsn=dsn, kb_dsn=dsn),
             github=_dc.replace(cfg.github, repo=None, local_repo=str(repo)),
         )
+        if not cfg.measurement.staging_dsn:
+            # The demo owns its database and the embedded server has no hypopg: it may block its own writes.
+            cfg = _dc.replace(
+                cfg, measurement=_dc.replace(cfg.measurement, allow_blocking_builds=True, max_blocking_ms=120_000)
+            )
+            say(
+                "measurement: real index builds in rolled-back transactions (the demo owns its database; on yours, "
+                "pg-architect uses hypopg or a staging server and never blocks writes unless you opt in)"
+            )
         host, port = parse_listen(cfg.exporter.listen)
         exporter = ExporterServer((host, port), Target("demo", dsn, cfg))
         thread = threading.Thread(target=serve, args=(exporter, stop), daemon=True)

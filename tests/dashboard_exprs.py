@@ -19,9 +19,11 @@ from typing import Any, Literal
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "grafana" / "dashboards" / "pg-architect.json"
 
-# What Grafana would put in place of its variables: every database, and windows that hold enough scrapes
-# for rate() at the test's scrape interval. Override per call when scraping less often.
+# What Grafana would put in place of its variables: every job, instance and database ("All"), and windows that
+# hold enough scrapes for rate() at the test's scrape interval. Override per call (one instance, a slower scrape).
 DEFAULT_VARIABLES: Mapping[str, str] = {
+    "job": ".*",
+    "instance": ".*",
     "datname": ".*",
     "__rate_interval": "1m",
     "__interval": "15s",
@@ -63,6 +65,12 @@ def iter_panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     for panel in dashboard.get("panels", []):
         yield panel
         yield from panel.get("panels", [])
+
+
+def regex_value(value: str) -> str:
+    """A value picked in a multi-value variable, as Grafana's Prometheus datasource writes it into a regex
+    matcher: regex metacharacters escaped, and the backslashes doubled for the PromQL string."""
+    return re.escape(value).replace("\\", "\\\\")
 
 
 def substitute(expr: str, variables: Mapping[str, str] = DEFAULT_VARIABLES) -> str:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
@@ -162,14 +162,17 @@ class Prometheus:
         self.process = process
         self.base = base
 
-    def query(self, expr: str) -> dict[str, Any]:
-        """The whole /api/v1/query answer (status, data or error)."""
-        response = requests.get(f"{self.base}/api/v1/query", params={"query": expr}, timeout=10)
+    def query(self, expr: str, at: float | None = None) -> dict[str, Any]:
+        """The whole /api/v1/query answer (status, data or error), evaluated now or at Unix time ``at``."""
+        params: dict[str, str] = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        response = requests.get(f"{self.base}/api/v1/query", params=params, timeout=10)
         body: dict[str, Any] = response.json()
         return body
 
-    def vector(self, expr: str) -> list[dict[str, Any]]:
-        body = self.query(expr)
+    def vector(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        body = self.query(expr, at)
         assert body.get("status") == "success", f"{expr}\n-> {body}"
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
@@ -221,12 +224,25 @@ def fast_rules(tmp: Path, factor: float, rule_files: Iterable[Path] = RULE_FILES
 
 
 def prometheus_config(
-    exporter: str,
+    exporter: str | Sequence[str],
     rule_files: Iterable[Path] = RULE_FILES,
     alertmanager: str | None = None,
     interval: str = "1s",
+    target_labels: Sequence[Mapping[str, str]] = (),
+    external_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A Prometheus configuration scraping one exporter under the shipped job name."""
+    """A Prometheus configuration scraping one exporter (or several) under the shipped job name.
+
+    ``target_labels[i]`` are static labels of exporter ``i`` (as users set env, cluster, team on their targets);
+    ``external_labels`` go to ``global.external_labels`` (e.g. ``runbook_base_url``).
+    """
+    exporters = [exporter] if isinstance(exporter, str) else list(exporter)
+    static_configs: list[dict[str, Any]] = []
+    for i, address in enumerate(exporters):
+        static: dict[str, Any] = {"targets": [address]}
+        if i < len(target_labels):
+            static["labels"] = dict(target_labels[i])
+        static_configs.append(static)
     config: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(p) for p in rule_files],
@@ -235,10 +251,12 @@ def prometheus_config(
                 # PgArchitectExporterDown matches this job name.
                 "job_name": "pg-architect-exporter",
                 "scrape_timeout": interval,
-                "static_configs": [{"targets": [exporter]}],
+                "static_configs": static_configs,
             }
         ],
     }
+    if external_labels:
+        config["global"]["external_labels"] = dict(external_labels)
     if alertmanager:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     return config

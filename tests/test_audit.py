@@ -64,6 +64,9 @@ def shop(embedded_pg: ServerInfo) -> Iterator[str]:
     yield dsn
 
 
+BLOCKING_BUILDS = {"PG_ARCHITECT_MEASUREMENT_ALLOW_BLOCKING_BUILDS": "true"}
+
+
 def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pg_architect", *args],
@@ -96,7 +99,8 @@ def audit_json(dsn: str, kb_dsn: str, *extra: str) -> dict[str, Any]:
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PG_ARCHITECT_DATABASE_KB_DSN": kb_dsn},
+        # The test owns this database and the embedded server has no hypopg: real builds, opted in.
+        env={**os.environ, "PG_ARCHITECT_DATABASE_KB_DSN": kb_dsn, **BLOCKING_BUILDS},
     )
     assert proc.returncode == 0, f"audit failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     return json.loads(proc.stdout)

@@ -8,11 +8,8 @@ against the real exporter reuses tests/dashboard_exprs.py.
 
 from __future__ import annotations
 
+import contextlib
 import re
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,21 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 
 from tests.dashboard_exprs import DashboardQuery, dashboard_queries, iter_panels, load_dashboard
+from tests.stack import PROMETHEUS, RULE_FILES, Prometheus, start_prometheus, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 GRAFANA = REPO / "grafana"
-RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))
-PROMETHEUS = shutil.which("prometheus")
 TITLE = "AI Database Architect Metrics"
 
 # Metrics that carry a `datname` label: panels must filter them by the $datname variable.
 DATNAME_METRICS = (
     "pg_stat_activity_count",
     "pg_database_size_bytes",
+    "pg_stat_database_blks_hit",
+    "pg_stat_database_blks_read",
     "pg_stat_database_blks_hit_total",
     "pg_stat_database_blks_read_total",
     "pgarch_query_duration_seconds_bucket",
@@ -53,12 +50,24 @@ def _panels() -> list[dict[str, Any]]:
     return [p for p in iter_panels(load_dashboard()) if p.get("type") != "row"]
 
 
-def _provisioned_datasource_uids() -> set[str]:
-    uids: set[str] = set()
+def _provisioned_datasources() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for path in (GRAFANA / "provisioning" / "datasources").glob("*.yml"):
         with path.open(encoding="utf-8") as fh:
-            uids |= {ds["uid"] for ds in yaml.safe_load(fh).get("datasources", [])}
-    return uids
+            out += yaml.safe_load(fh).get("datasources", [])
+    return out
+
+
+def _strings(node: Any) -> Iterator[str]:
+    """Every string value in a JSON document."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
 
 
 def _panel_exprs(title_part: str) -> list[str]:
@@ -74,17 +83,87 @@ def test_dashboard_is_titled_as_the_contract_says_with_a_fixed_uid() -> None:
     assert "id" not in dashboard or dashboard["id"] is None, "a provisioned dashboard must not pin a database id"
 
 
-def test_every_panel_and_target_uses_a_provisioned_datasource() -> None:
-    uids = _provisioned_datasource_uids()
-    assert "prometheus" in uids, uids
-    bad = []
-    for panel in _panels():
-        refs = [panel.get("datasource")] + [t.get("datasource") for t in panel.get("targets", [])]
-        for ref in refs:
-            uid = ref.get("uid") if isinstance(ref, dict) else ref
-            if uid not in uids:
-                bad.append((panel["title"], ref))
-    assert not bad, f"datasource not provisioned (provisioned: {sorted(uids)}): {bad}"
+def test_every_query_uses_the_datasource_variable() -> None:
+    """One Prometheus chosen at the top (or at import) serves every panel, annotation and variable."""
+    dashboard = load_dashboard()
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    datasource = variables.get("datasource")
+    assert datasource and datasource["type"] == "datasource" and datasource["query"] == "prometheus", datasource
+    expected = {"type": "prometheus", "uid": "${datasource}"}
+    refs = [(f"panel {p['title']!r}", p.get("datasource")) for p in _panels()]
+    refs += [
+        (f"panel {p['title']!r} target {t['refId']}", t.get("datasource")) for p in _panels() for t in p["targets"]
+    ]
+    refs += [(f"annotation {a['name']!r}", a["datasource"]) for a in dashboard["annotations"]["list"] if "expr" in a]
+    refs += [(f"variable ${v['name']}", v["datasource"]) for v in variables.values() if v["type"] == "query"]
+    wrong = [(where, ref) for where, ref in refs if ref != expected]
+    assert not wrong, f"not using {expected}: {wrong}"
+
+
+def test_provisioned_grafana_resolves_the_datasource_variable_to_the_provisioned_prometheus() -> None:
+    """Provisioning skips __inputs, so the variable's "${DS_PROMETHEUS}" matches nothing and Grafana falls back to
+    the default Prometheus datasource: the provisioned one must be that default."""
+    prometheus = [ds for ds in _provisioned_datasources() if ds["type"] == "prometheus"]
+    assert [ds.get("isDefault") for ds in prometheus] == [True], prometheus
+
+
+def _grafana_import(dashboard: dict[str, Any], inputs: dict[str, str]) -> Any:
+    """What Grafana's dashboard import does with an exported dashboard (pkg/services/dashboardimport,
+    DashTemplateEvaluator): every input declared in __inputs must be given a value; "${NAME}" in any string is
+    replaced where NAME is an input, other "${...}" (dashboard variables) are left alone; __inputs is dropped."""
+    declared = {i["name"] for i in dashboard.get("__inputs", [])}
+    missing = declared - set(inputs)
+    assert not missing, f"the import would fail: no value for inputs {missing}"
+
+    def evaluate(node: Any) -> Any:
+        if isinstance(node, str):
+            return re.sub(r"\$\{(.+?)\}", lambda m: inputs.get(m.group(1), m.group(0)), node)
+        if isinstance(node, dict):
+            return {k: evaluate(v) for k, v in node.items() if k != "__inputs"}
+        if isinstance(node, list):
+            return [evaluate(v) for v in node]
+        return node
+
+    return evaluate(dashboard)
+
+
+def test_dashboard_imports_into_grafana_asking_for_its_prometheus() -> None:
+    """Grafana's "Import dashboard" asks for the __inputs; the chosen datasource becomes the variable's default."""
+    dashboard = load_dashboard()
+    inputs = dashboard.get("__inputs", [])
+    assert [(i["name"], i["type"], i["pluginId"]) for i in inputs] == [("DS_PROMETHEUS", "datasource", "prometheus")]
+    required = {(r["type"], r["id"]) for r in dashboard.get("__requires", [])}
+    panel_types = {("panel", p["type"]) for p in _panels()}
+    assert {("grafana", "grafana"), ("datasource", "prometheus")} | panel_types <= required, required
+
+    imported = _grafana_import(dashboard, {"DS_PROMETHEUS": "uid-of-their-prometheus"})
+    variables = {v["name"]: v for v in imported["templating"]["list"]}
+    assert variables["datasource"]["current"]["value"] == "uid-of-their-prometheus", variables["datasource"]
+    # Every "${...}" left is a dashboard variable or one of Grafana's own, resolved when the dashboard renders.
+    known = set(variables) | {"__rate_interval", "__interval", "__range"}
+    left = {m for text in _strings(imported) for m in re.findall(r"\$\{(\w+)", text)}
+    assert left <= known, f"unresolved after import: {left - known}"
+    assert imported["title"] == TITLE
+
+
+def test_job_and_instance_variables_scope_every_query() -> None:
+    """Several servers in one Prometheus: every selector of every panel, annotation and variable query is
+    filtered by $job and $instance, so a panel never mixes servers the user did not pick."""
+    variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
+    for name in ("job", "instance"):
+        assert variables.get(name, {}).get("type") == "query", f"no ${name} query variable: {list(variables)}"
+        assert variables[name]["includeAll"] and variables[name]["multi"], variables[name]
+    assert 'job=~"$job"' in variables["instance"]["definition"], variables["instance"]
+    unscoped = []
+    for query in dashboard_queries():
+        if query.where in ("variable $job", "variable $instance"):  # they offer the values (checked above)
+            continue
+        for match in re.finditer(r"\b([a-zA-Z_:][\w:]*)\s*(\{[^}]*\})?", query.raw):
+            name, matchers = match.group(1), match.group(2) or ""
+            metric = name.startswith(("pg_", "pgarch_", "ALERTS")) or ":" in name
+            if metric and not ('job=~"$job"' in matchers and 'instance=~"$instance"' in matchers):
+                unscoped.append((query.where, name))
+    assert not unscoped, f'selectors not filtered by job=~"$job", instance=~"$instance": {unscoped}'
 
 
 def test_panel_ids_are_unique_and_panels_do_not_overlap() -> None:
@@ -115,13 +194,14 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
     assert 2 in [step["value"] for step in defaults["thresholds"]["steps"]], "no 2 s SLA threshold line"
     assert defaults["unit"] == "s"
 
-    assert any("pg_stat_database_blks_hit_total" in e for e in _panel_exprs("cache hit ratio"))
+    cache = " ".join(_panel_exprs("cache hit ratio"))
+    assert "pg_stat_database_blks_hit{" in cache and "pg_stat_database_blks_hit_total{" in cache, cache
     disk = " ".join(_panel_exprs("disk usage and 7-day forecast"))
     assert "pgarch_disk_used_bytes" in disk and "pgarch_disk_size_bytes" in disk, disk
     assert "instance:pgarch_disk_used_bytes:predict_linear_7d" in disk, disk
     assert any("pg_database_size_bytes" in e for e in _panel_exprs("database sizes"))
     top = _panel_exprs("top queries by total time")
-    assert any(re.search(r"topk\(.*rate\(pgarch_statement_exec_seconds_total", e, re.DOTALL) for e in top), top
+    assert any(re.search(r"topk\b.*rate\(pgarch_statement_exec_seconds_total", e, re.DOTALL) for e in top), top
 
     everything = " ".join(q.raw for q in dashboard_queries())
     kpis = [
@@ -131,7 +211,7 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         "pgarch_audit_confidence_avg_ratio",
         "pgarch_audit_gain_avg_ratio",
         "pgarch_knowledge_base_records",
-        "time() - max(pgarch_audit_last_success_timestamp_seconds",
+        "time() - (pgarch_audit_last_success_timestamp_seconds",
     ]
     missing = [kpi for kpi in kpis if kpi not in everything]
     assert not missing, f"auditor KPIs missing from the dashboard: {missing}"
@@ -186,7 +266,8 @@ def test_dashboard_provider_loads_json_from_a_directory() -> None:
 
 # -- Every expression against a real Prometheus ---------------------------------------------------------------
 
-# A stand-in exporter: every contract metric, with counters that grow on each scrape. `n` counts scrapes.
+# A stand-in exporter: every contract metric the dashboard reads, with counters that grow on each scrape.
+# `n` counts scrapes.
 _GAUGES = """\
 pg_up 1
 pg_stat_activity_count{datname="shop",state="active"} 3
@@ -222,10 +303,11 @@ pgarch_statement_p95_seconds{datname="shop",queryid="-4242"} 0.3
 def _exposition(n: int, now: float) -> str:
     buckets = [("0.1", 10), ("0.5", 11), ("1", 12), ("+Inf", 12)]
     lines = [
-        "# TYPE pg_stat_database_blks_hit_total counter",
-        f'pg_stat_database_blks_hit_total{{datname="shop"}} {1000 + 95 * n}',
-        "# TYPE pg_stat_database_blks_read_total counter",
-        f'pg_stat_database_blks_read_total{{datname="shop"}} {100 + 5 * n}',
+        # postgres_exporter's names and types (the real exporter's are checked by the live test).
+        "# TYPE pg_stat_database_blks_hit counter",
+        f'pg_stat_database_blks_hit{{datname="shop"}} {1000 + 95 * n}',
+        "# TYPE pg_stat_database_blks_read counter",
+        f'pg_stat_database_blks_read{{datname="shop"}} {100 + 5 * n}',
         "# TYPE pgarch_query_duration_seconds histogram",
         *(f'pgarch_query_duration_seconds_bucket{{datname="shop",le="{le}"}} {c * n}' for le, c in buckets),
         f'pgarch_query_duration_seconds_sum{{datname="shop"}} {3 * n}',
@@ -257,28 +339,14 @@ class _StandInExporter(BaseHTTPRequestHandler):
         pass
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _query(base: str, expr: str) -> dict[str, Any]:
-    response = requests.get(f"{base}/api/v1/query", params={"query": expr}, timeout=10)
-    result: dict[str, Any] = response.json()
-    return result
-
-
 @pytest.fixture(scope="module")
-def prometheus() -> Iterator[str]:
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """A real Prometheus on loopback with the shipped rules, scraping the stand-in exporter every second."""
     if PROMETHEUS is None:
         pytest.skip("prometheus is not installed (Debian: prometheus)")
     handler = type("Handler", (_StandInExporter,), {"scrapes": 0})
     exporter = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=exporter.serve_forever, daemon=True).start()
-    tmp = Path(tempfile.mkdtemp(prefix="pgarch-prom-"))
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in RULE_FILES],
@@ -289,52 +357,22 @@ def prometheus() -> Iterator[str]:
             }
         ],
     }
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    port = _free_port()
-    log_path = tmp / "prometheus.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with contextlib.ExitStack() as stack:
+        server = start_prometheus(stack, config, tmp_path_factory.mktemp("prometheus"))
         # Ready once rate() and the recording rules have data: a few scrapes and rule evaluations.
         probes = [
             "rate(pgarch_statement_exec_seconds_total[1m])",
             "instance:pgarch_disk_used_bytes:predict_linear_7d",
             "datname:pgarch_query_duration_seconds:p95_5m",
         ]
-        deadline = time.monotonic() + 25
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"Prometheus exited {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if all(_query(base, probe).get("data", {}).get("result") for probe in probes):
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"Prometheus never had data for {probes}:\n{log_path.read_text()}")
-            time.sleep(0.25)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        wait_for(
+            lambda: all(server.vector(probe) for probe in probes),
+            120,
+            f"Prometheus to have data for {probes}",
+            server.process.log,
+        )
+        yield server
         exporter.shutdown()
-        exporter.server_close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 QUERIES = dashboard_queries()
@@ -349,8 +387,8 @@ def test_dashboard_has_queries_to_check() -> None:
 
 
 @pytest.mark.parametrize("query", QUERIES, ids=[q.id for q in QUERIES])
-def test_dashboard_expression_evaluates_on_prometheus(prometheus: str, query: DashboardQuery) -> None:
-    body = _query(prometheus, query.expr)
+def test_dashboard_expression_evaluates_on_prometheus(prometheus: Prometheus, query: DashboardQuery) -> None:
+    body = prometheus.query(query.expr)
     assert body.get("status") == "success", f"{query.where}\n{query.expr}\n-> {body}"
     # Firing alerts are legitimately absent here; every panel and the variable must show something.
     if query.kind != "annotation" and query.where not in NO_DATA_EXPECTED:

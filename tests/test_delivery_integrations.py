@@ -98,6 +98,7 @@ def test_audit_annotates_grafana_and_pushes_to_the_pushgateway(
         cfg = load_config(
             None,
             env={
+                "PG_ARCHITECT_MEASUREMENT_ALLOW_BLOCKING_BUILDS": "true",
                 "PG_ARCHITECT_GRAFANA_URL": grafana.url,
                 "GRAFANA_TOKEN": "glsa_ok",
                 "PG_ARCHITECT_GRAFANA_DASHBOARD_UID": "pg-architect",
@@ -160,6 +161,7 @@ def test_failing_integrations_are_logged_recorded_and_counted_and_the_audit_stay
         cfg = load_config(
             None,
             env={
+                "PG_ARCHITECT_MEASUREMENT_ALLOW_BLOCKING_BUILDS": "true",
                 "PG_ARCHITECT_GRAFANA_URL": grafana.url,
                 "GRAFANA_TOKEN": "glsa_wrong",
                 "PG_ARCHITECT_PUSHGATEWAY_URL": closed,

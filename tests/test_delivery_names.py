@@ -8,7 +8,8 @@ import dataclasses
 import psycopg
 import pytest
 
-from pg_architect.auditor import advisor, catalog
+from pg_architect.auditor import advisor, analysis
+from pg_architect.auditor.catalog import Snapshot
 from pg_architect.auditor.measure import Measurer
 from pg_architect.auditor.parsing import parse_query
 from pg_architect.core import db
@@ -31,8 +32,9 @@ def orders(pg_dsn: str) -> str:
 
 
 def candidates(conn: db.Connection) -> list[advisor.Candidate]:
-    shape, tables = advisor.resolve(conn, parse_query(QUERY))
-    found = advisor.generate(conn, shape, tables, catalog.indexes(conn, [t.oid for t in tables.values()]))
+    snapshot = Snapshot(conn)
+    shape, tables = analysis.resolve(snapshot, parse_query(QUERY))
+    found = advisor.generate(snapshot, shape, tables)
     return list(found.candidates)
 
 
@@ -62,8 +64,9 @@ def test_long_and_multibyte_names_fit_63_bytes_and_differ(pg_dsn: str) -> None:
     conn = db.connect(pg_dsn, db.Role.AUDITOR, db.Timeouts())
     try:
         a, b = (f'"khách_hàng_id_rất_dài_{c * 20}"' for c in "yz")
-        shape, tables = advisor.resolve(conn, parse_query(f'SELECT id FROM "{table}" WHERE {a} = $1 AND {b} = $2'))
-        found = advisor.generate(conn, shape, tables, [])
+        snapshot = Snapshot(conn)
+        shape, tables = analysis.resolve(snapshot, parse_query(f'SELECT id FROM "{table}" WHERE {a} = $1 AND {b} = $2'))
+        found = advisor.generate(snapshot, shape, tables)
         names = [c.name() for c in found.candidates]
         assert len(names) >= 2 and len(set(names)) == len(names), names
         for name in names:
@@ -81,7 +84,7 @@ def test_a_build_that_met_another_definition_is_not_measured(orders: str) -> Non
     conn = db.connect(orders, db.Role.AUDITOR, db.Timeouts())
     try:
         (cand,) = [c for c in candidates(conn) if [k.column for k in c.keys] == ["customer_id"]]
-        _, tables = advisor.resolve(conn, parse_query(QUERY))
+        _, tables = analysis.resolve(Snapshot(conn), parse_query(QUERY))
         measurer = Measurer(
             conn, MeasurementConfig(mode="rollback_build"), hypopg_installed=False, hypopg_available=False
         )

@@ -47,7 +47,14 @@ def reported(embedded_pg: ServerInfo, tmp_path_factory: pytest.TempPathFactory) 
     )
     kb_dsn = make_database(embedded_pg, "report_kb", ("vector",))
     repo = tmp_path_factory.mktemp("repo")
-    cfg = load_config(None, env={"PG_ARCHITECT_GITHUB_LOCAL_REPO": str(repo / "migrations")})
+    cfg = load_config(
+        None,
+        env={
+            "PG_ARCHITECT_GITHUB_LOCAL_REPO": str(repo / "migrations"),
+            # No hypopg on the embedded server: real builds in rolled-back transactions, on the test's own data.
+            "PG_ARCHITECT_MEASUREMENT_ALLOW_BLOCKING_BUILDS": "true",
+        },
+    )
     take_snapshot(cfg, dsn, kb_dsn)
     demo.run_workload(dsn, demo.workload(SCALE["customers"], calls=8))
     take_snapshot(cfg, dsn, kb_dsn)

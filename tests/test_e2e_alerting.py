@@ -2,8 +2,9 @@
 
 Everything is real and on loopback: an embedded PostgreSQL with a small ``max_connections``, the exporter as a
 subprocess, Prometheus with the shipped rules, Alertmanager with the shipped routing and Slack templates, and a
-local HTTP server speaking Slack's incoming-webhook API. Only the timings differ from production, and all by the
-same factor: a minute of the shipped configuration (``for``, ``group_wait``, ``group_interval``,
+local HTTP server speaking Slack's incoming-webhook API. The scrape target carries static env/cluster/team labels
+and Prometheus a `runbook_base_url` external label, as users set them. Only the timings differ from production,
+and all by the same factor: a minute of the shipped configuration (``for``, ``group_wait``, ``group_interval``,
 ``repeat_interval``) is a second here, and Prometheus scrapes and evaluates every second.
 """
 
@@ -48,7 +49,11 @@ USABLE = MAX_CONNECTIONS - SUPERUSER_RESERVED  # PostgreSQL 16+ reserved_connect
 # With the exporter's own connection, 16 of the 17 usable slots (94 %) are taken: over the 90 % threshold,
 # and still below the limit, so the exporter and this test can always connect.
 HELD = USABLE - 2
-RUNBOOK = "https://github.com/pg-architect/pg-architect/blob/main/docs/runbooks/"
+# As a user would set them: static labels on the scrape target, and the runbooks' base URL as an external label.
+TARGET_LABELS = {"env": "prod", "cluster": "eu-1", "team": "payments"}
+RUNBOOK = "https://runbooks.example.com/postgres/"
+WHERE = "· env `prod` · cluster `eu-1` · team `payments`"
+PLACE = " (prod/eu-1)"  # the Slack title's env/cluster
 
 
 @dataclasses.dataclass
@@ -97,7 +102,13 @@ def stack() -> Iterator[Stack]:
         url_file.write_text(slack.url + "\n", encoding="utf-8")
         alertmanager = start_alertmanager(cleanup, fast_alertmanager_config(url_file, SPEED_UP), tmp)
         exporter = start_exporter(cleanup, postgres.dsn(), tmp)
-        config = prometheus_config(exporter.address, fast_rules(tmp, SPEED_UP), alertmanager.address)
+        config = prometheus_config(
+            exporter.address,
+            fast_rules(tmp, SPEED_UP),
+            alertmanager.address,
+            target_labels=[TARGET_LABELS],
+            external_labels={"runbook_base_url": RUNBOOK.rstrip("/")},
+        )
         prometheus = start_prometheus(cleanup, config, tmp)
         result = Stack(postgres, exporter, prometheus, alertmanager, slack)
         wait_for(
@@ -144,6 +155,7 @@ def test_connections_over_90_percent_fire_a_critical_alert_that_reaches_slack_an
         alert = firing[0]
         assert alert["labels"]["severity"] == "critical", alert
         assert alert["labels"]["instance"] == instance, alert
+        assert {k: alert["labels"].get(k) for k in TARGET_LABELS} == TARGET_LABELS, alert
         value = float(alert["value"])
         assert value == pytest.approx((HELD + 1) / USABLE), (value, stack.prometheus.vector("pg_stat_activity_count"))
 
@@ -151,12 +163,13 @@ def test_connections_over_90_percent_fire_a_critical_alert_that_reaches_slack_an
             lambda: _attachments(stack.slack, alertname, "firing"), 20, f"{alertname} in Slack", stack.explain
         )
         message = messages[0]
-        assert message["title"] == f"[FIRING:1] CRITICAL {alertname}", stack.slack.dump()
+        assert message["title"] == f"[FIRING:1] CRITICAL {alertname}{PLACE}", stack.slack.dump()
         assert message["color"] == "danger", stack.slack.dump()
         expected = [
             f"PostgreSQL at {instance} is running out of connections",  # what
             "*Where:* server-wide",  # a server-wide alert: no database label
             f"instance `{instance}`",  # which server
+            WHERE,  # the target's static labels, kept by the rules
             f"{_humanize_percentage(value)} of the usable connection slots",  # the value
             "(threshold: 90%)",
             "*Since:* ",
@@ -177,7 +190,7 @@ def test_connections_over_90_percent_fire_a_critical_alert_that_reaches_slack_an
         lambda: _attachments(stack.slack, alertname, "resolved"), 20, f"{alertname} resolved in Slack", stack.explain
     )
     notice = resolved[0]
-    assert notice["title"] == f"[RESOLVED] CRITICAL {alertname}", stack.slack.dump()
+    assert notice["title"] == f"[RESOLVED] CRITICAL {alertname}{PLACE}", stack.slack.dump()
     assert notice["color"] == "good", stack.slack.dump()
     missing = _missing(
         notice["text"], [":white_check_mark:", f"instance `{instance}`", "*resolved:* ", f"<{RUNBOOK}{alertname}.md|"]
@@ -226,8 +239,9 @@ def test_postgres_down_fires_reaches_slack_and_inhibits_the_latency_alert_it_cau
         message = wait_for(
             lambda: _attachments(stack.slack, latency, "firing"), 20, f"{latency} in Slack", stack.explain
         )[0]
-        assert message["title"] == f"[FIRING:1] CRITICAL {latency} on shop", stack.slack.dump()
-        missing = _missing(message["text"], ["database `shop`", f"instance `{instance}`", f"{RUNBOOK}{latency}.md"])
+        assert message["title"] == f"[FIRING:1] CRITICAL {latency} on shop{PLACE}", stack.slack.dump()
+        expected = ["database `shop`", f"instance `{instance}`", WHERE, f"{RUNBOOK}{latency}.md"]
+        missing = _missing(message["text"], expected)
         assert not missing, f"missing {missing} in the Slack message\n{stack.slack.dump()}"
 
         stack.postgres.stop("fast")
@@ -238,6 +252,7 @@ def test_postgres_down_fires_reaches_slack_and_inhibits_the_latency_alert_it_cau
 
     alert = wait_for(lambda: stack.prometheus.firing(down), 20, f"{down} firing in Prometheus", stack.explain)[0]
     assert alert["labels"]["severity"] == "critical" and alert["labels"]["instance"] == instance, alert
+    assert {k: alert["labels"].get(k) for k in TARGET_LABELS} == TARGET_LABELS, alert
     assert stack.prometheus.firing(latency), f"the latency alert should outlive the outage\n{stack.explain()}"
 
     def inhibited() -> list[dict[str, Any]]:
@@ -254,12 +269,13 @@ def test_postgres_down_fires_reaches_slack_and_inhibits_the_latency_alert_it_cau
     wait_for(inhibited, 15, f"Alertmanager inhibiting {latency} by {down}", stack.explain)
 
     notice = wait_for(lambda: _attachments(stack.slack, down, "firing"), 20, f"{down} in Slack", stack.explain)[0]
-    assert notice["title"] == f"[FIRING:1] CRITICAL {down}", stack.slack.dump()
+    assert notice["title"] == f"[FIRING:1] CRITICAL {down}{PLACE}", stack.slack.dump()
     assert notice["color"] == "danger", stack.slack.dump()
     expected = [
         f"PostgreSQL at {instance} is down",
         "(pg_up == 0)",
         f"instance `{instance}`",
+        WHERE,
         "*Since:* ",
         f"<{RUNBOOK}{down}.md|{down} runbook>",
     ]
@@ -268,5 +284,5 @@ def test_postgres_down_fires_reaches_slack_and_inhibits_the_latency_alert_it_cau
     # The symptom was announced once, before the outage; nothing more about it while PostgreSQL is down.
     time.sleep(2)
     latency_messages = [a["title"] for a in stack.slack.attachments() if latency in a.get("title", "")]
-    assert latency_messages == [f"[FIRING:1] CRITICAL {latency} on shop"], stack.slack.dump()
+    assert latency_messages == [f"[FIRING:1] CRITICAL {latency} on shop{PLACE}"], stack.slack.dump()
     assert time.monotonic() - started < 90

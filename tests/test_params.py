@@ -8,19 +8,18 @@ from typing import Any
 import psycopg
 import pytest
 
+from pg_architect.auditor import analysis
+from pg_architect.auditor.catalog import Snapshot
 from pg_architect.auditor.params import (
     DEFAULT_LIMIT,
     DEFAULT_OFFSET,
     ParameterError,
     bind_parameters,
-    executable_samples,
-    generic_plan_sql,
     infer_parameter_types,
     sample_parameters,
 )
-from pg_architect.auditor.parsing import parse_query
+from pg_architect.auditor.parsing import QueryShape, parse_query
 from pg_architect.auditor.safety import check_readonly_select
-from pg_architect.core.errors import UnsafeSQLError
 
 ROWS = 20000
 SCHEMA = f"""
@@ -38,6 +37,19 @@ ANALYZE customers, orders;
 CREATE TABLE fresh (id int, code text) WITH (autovacuum_enabled = false);
 INSERT INTO fresh SELECT i, 'code-' || i FROM generate_series(1, 300) i;
 """
+
+
+def infer(conn: psycopg.Connection, text: str) -> dict[int, str]:
+    """Placeholder types as the audit infers them: parsed, resolved against a catalog snapshot, inferred."""
+    snapshot = Snapshot(conn)
+    resolved, _ = analysis.resolve(snapshot, parse_query(text))
+    return infer_parameter_types(snapshot, resolved)
+
+
+def sample(conn: psycopg.Connection, shape: QueryShape, n_samples: int = 3) -> list[dict[int, str]]:
+    snapshot = Snapshot(conn)
+    resolved, _ = analysis.resolve(snapshot, shape)
+    return sample_parameters(snapshot, resolved, infer_parameter_types(snapshot, resolved), n_samples)
 
 
 @pytest.fixture
@@ -58,14 +70,14 @@ def scalar(conn: psycopg.Connection, sql: str, *params: object) -> Any:
 
 
 def test_types_come_from_the_column_each_placeholder_meets(conn: psycopg.Connection) -> None:
-    types = infer_parameter_types(conn, "SELECT * FROM orders WHERE customer_id = $1 AND status = $2 "
+    types = infer(conn, "SELECT * FROM orders WHERE customer_id = $1 AND status = $2 "
                                         "AND created_at > now() - interval $3 AND tags @> $4 "
                                         "ORDER BY id LIMIT $5 OFFSET $6")
     assert types == {1: "integer", 2: "text", 3: "interval", 4: "text[]", 5: "bigint", 6: "bigint"}, types
 
 
 def test_types_of_any_arrays_like_patterns_expressions_and_between(conn: psycopg.Connection) -> None:
-    types = infer_parameter_types(conn, "SELECT * FROM orders o WHERE o.id = ANY($1) AND o.email LIKE $2 "
+    types = infer(conn, "SELECT * FROM orders o WHERE o.id = ANY($1) AND o.email LIKE $2 "
                                         "AND lower(o.email) = $3 AND o.created_at::date = $4 "
                                         "AND o.total BETWEEN $5 AND $6 AND date_trunc($7, o.created_at) = $8")
     assert types == {1: "bigint[]", 2: "text", 3: "text", 4: "date", 5: "numeric", 6: "numeric",
@@ -73,14 +85,14 @@ def test_types_of_any_arrays_like_patterns_expressions_and_between(conn: psycopg
 
 
 def test_unqualified_columns_of_a_join_are_typed_through_the_catalog(conn: psycopg.Connection) -> None:
-    types = infer_parameter_types(conn, "SELECT * FROM orders o JOIN customers c ON c.id = o.customer_id "
+    types = infer(conn, "SELECT * FROM orders o JOIN customers c ON c.id = o.customer_id "
                                         "WHERE name = $1 AND total > $2")
     assert types == {1: "text", 2: "numeric"}, types
 
 
 def test_update_set_and_insert_values_placeholders_take_their_column_type(conn: psycopg.Connection) -> None:
-    assert infer_parameter_types(conn, "UPDATE orders SET total = $1 WHERE id = $2") == {1: "numeric", 2: "bigint"}
-    assert infer_parameter_types(conn, "INSERT INTO orders (id, status) VALUES ($1, $2)") == {
+    assert infer(conn, "UPDATE orders SET total = $1 WHERE id = $2") == {1: "numeric", 2: "bigint"}
+    assert infer(conn, "INSERT INTO orders (id, status) VALUES ($1, $2)") == {
         1: "bigint", 2: "text"}
 
 
@@ -88,7 +100,7 @@ def test_update_set_and_insert_values_placeholders_take_their_column_type(conn: 
 
 
 def test_equality_samples_a_common_value_first_then_a_rare_one(conn: psycopg.Connection) -> None:
-    samples = sample_parameters(conn, parse_query("SELECT * FROM orders WHERE status = $1"))
+    samples = sample(conn, parse_query("SELECT * FROM orders WHERE status = $1"))
     assert len(samples) == 3
     first, second = samples[0][1], samples[1][1]
     assert first == "done", samples
@@ -97,7 +109,7 @@ def test_equality_samples_a_common_value_first_then_a_rare_one(conn: psycopg.Con
 
 
 def test_range_samples_come_from_the_histogram_with_a_realistic_selectivity(conn: psycopg.Connection) -> None:
-    samples = sample_parameters(conn, parse_query("SELECT * FROM orders WHERE created_at > $1"))
+    samples = sample(conn, parse_query("SELECT * FROM orders WHERE created_at > $1"))
     shares = [scalar(conn, "SELECT count(*) FROM orders WHERE created_at > %s::timestamptz", s[1]) / ROWS
               for s in samples]
     assert 0.02 <= shares[0] <= 0.10, shares
@@ -105,7 +117,7 @@ def test_range_samples_come_from_the_histogram_with_a_realistic_selectivity(conn
 
 
 def test_between_samples_a_non_empty_range(conn: psycopg.Connection) -> None:
-    for values in sample_parameters(conn, parse_query("SELECT * FROM orders WHERE total BETWEEN $1 AND $2")):
+    for values in sample(conn, parse_query("SELECT * FROM orders WHERE total BETWEEN $1 AND $2")):
         low, high = float(values[1]), float(values[2])
         assert low <= high, values
         matched = scalar(conn, "SELECT count(*) FROM orders WHERE total BETWEEN %s AND %s", low, high)
@@ -113,28 +125,28 @@ def test_between_samples_a_non_empty_range(conn: psycopg.Connection) -> None:
 
 
 def test_like_samples_a_prefix_of_a_real_value(conn: psycopg.Connection) -> None:
-    for values in sample_parameters(conn, parse_query("SELECT * FROM orders WHERE email LIKE $1")):
+    for values in sample(conn, parse_query("SELECT * FROM orders WHERE email LIKE $1")):
         assert values[1].endswith("%") and len(values[1]) > 1, values
         assert scalar(conn, "SELECT count(*) FROM orders WHERE email LIKE %s", values[1]), values
 
 
 def test_in_lists_get_different_real_values_and_any_arrays_real_arrays(conn: psycopg.Connection) -> None:
     shape = parse_query("SELECT * FROM orders WHERE status IN ($1, $2) AND customer_id = ANY($3)")
-    values = sample_parameters(conn, shape, n_samples=1)[0]
+    values = sample(conn, shape, n_samples=1)[0]
     assert values[1] != values[2] and {values[1], values[2]} <= {"done", "failed", "queued"}, values
     assert values[3].startswith("{") and values[3].endswith("}"), values
     assert scalar(conn, "SELECT count(*) FROM orders WHERE customer_id = ANY(%s::int[])", values[3]), values
 
 
 def test_limit_and_offset_get_sensible_defaults(conn: psycopg.Connection) -> None:
-    values = sample_parameters(conn, parse_query("SELECT * FROM orders ORDER BY id LIMIT $1 OFFSET $2"))[0]
+    values = sample(conn, parse_query("SELECT * FROM orders ORDER BY id LIMIT $1 OFFSET $2"))[0]
     assert (values[1], values[2]) == (DEFAULT_LIMIT, DEFAULT_OFFSET) == ("20", "0")
 
 
 def test_columns_without_statistics_are_sampled_from_the_table_without_analysing_it(
         conn: psycopg.Connection) -> None:
     assert scalar(conn, "SELECT count(*) FROM pg_stats WHERE tablename = 'fresh'") == 0
-    samples = sample_parameters(conn, parse_query("SELECT * FROM fresh WHERE code = $1 AND id > $2"))
+    samples = sample(conn, parse_query("SELECT * FROM fresh WHERE code = $1 AND id > $2"))
     for values in samples:
         assert scalar(conn, "SELECT count(*) FROM fresh WHERE code = %s", values[1]) == 1, values
         assert scalar(conn, "SELECT count(*) FROM fresh WHERE id = %s::int", values[2]) == 1, values
@@ -145,7 +157,7 @@ def test_columns_without_statistics_are_sampled_from_the_table_without_analysing
 
 def test_expression_placeholders_get_real_values_of_the_expression(conn: psycopg.Connection) -> None:
     shape = parse_query("SELECT * FROM orders WHERE lower(email) = $1 AND date_trunc($2, created_at) = $3")
-    for values in sample_parameters(conn, shape):
+    for values in sample(conn, shape):
         assert values[2] == "day", values
         matched = scalar(conn, "SELECT count(*) FROM orders WHERE lower(email) = %s", values[1])
         assert matched == 1, values
@@ -156,7 +168,9 @@ def test_expression_placeholders_get_real_values_of_the_expression(conn: psycopg
 def test_executable_samples_pass_the_read_only_check_and_find_rows(conn: psycopg.Connection) -> None:
     text = ("SELECT id, total FROM orders WHERE customer_id = $1 AND created_at > timestamptz $2 "
             "ORDER BY created_at DESC LIMIT $3")
-    statements = executable_samples(conn, parse_query(text))
+    snapshot = Snapshot(conn)
+    resolved, tables = analysis.resolve(snapshot, parse_query(text))
+    statements = analysis.analyse(snapshot, resolved, tables, 3).samples
     assert statements, "no executable sample"
     found = 0
     for sql in statements:
@@ -177,7 +191,7 @@ def test_bind_quotes_values_and_leaves_placeholders_in_strings_and_comments(conn
 
 def test_bind_casts_to_the_inferred_types_and_repairs_typed_literals(conn: psycopg.Connection) -> None:
     text = "SELECT count(*) FROM orders WHERE created_at > timestamptz $1 - interval $2 AND id = ANY($3)"
-    types = infer_parameter_types(conn, text)
+    types = infer(conn, text)
     sql = bind_parameters(text, {1: "2024-01-10", 2: "1 day", 3: "{1,2,3000}"}, types)
     assert "::interval" in sql and "::bigint[]" in sql, sql
     assert scalar(conn, sql) == 1
@@ -190,18 +204,3 @@ def test_bind_binds_null_and_refuses_missing_values_and_bad_type_names() -> None
     for bad in ("integer; DROP TABLE orders", "integer) FROM orders --", "int4 WHERE true"):
         with pytest.raises(ParameterError, match="not a type name"):
             bind_parameters("SELECT $1", {1: "1"}, {1: bad})
-
-
-def test_generic_plan_sql_plans_normalised_text_on_postgresql_16_and_later(conn: psycopg.Connection) -> None:
-    text = "SELECT * FROM orders WHERE status = $1 AND created_at > now() - interval $2 LIMIT $3"
-    sql = generic_plan_sql(text)
-    assert sql.startswith("EXPLAIN (GENERIC_PLAN) ") and "$2::interval" in sql, sql
-    assert conn.execute(sql).fetchall()
-    untyped = "SELECT * FROM orders WHERE $1 IS NULL OR id = $2"
-    typed = generic_plan_sql(untyped, {1: "text", 2: "bigint"})
-    assert conn.execute(typed).fetchall(), typed
-
-
-def test_generic_plan_sql_refuses_utility_statements() -> None:
-    with pytest.raises(UnsafeSQLError, match="only SELECT"):
-        generic_plan_sql("VACUUM orders")

@@ -15,7 +15,10 @@ REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = REPO / "prometheus"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 TEST_FILES = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
-RUNBOOK_BASE = "https://github.com/pg-architect/pg-architect/blob/main/docs/runbooks/"
+DEFAULT_RUNBOOK_BASE = "https://github.com/pg-architect/pg-architect/blob/main/docs/runbooks"
+# Static labels users give their scrape targets; every alert must keep them so Alertmanager can route on them.
+TARGET_LABELS = ("env", "cluster", "team")
+AUDITOR_ALERTS = ("DatabaseArchitectStuck", "DatabaseArchitectAuditMissed")
 
 # CONTRACT.md, "Alerts": name -> severity.
 CONTRACT_ALERTS = {
@@ -95,7 +98,12 @@ def test_alert_carries_severity_summary_description_and_its_runbook(name: str) -
     assert rule.get("labels", {}).get("severity") in {"critical", "warning"}, rule.get("labels")
     missing = [key for key in ("summary", "description", "runbook_url") if not annotations.get(key)]
     assert not missing, f"{name} lacks annotations {missing}"
-    assert annotations["runbook_url"] == f"{RUNBOOK_BASE}{name}.md", annotations["runbook_url"]
+    # The base comes from Prometheus' `runbook_base_url` external label, with the project's runbooks by default.
+    expected = (
+        "{{ with $externalLabels.runbook_base_url }}{{ . }}{{ else }}"
+        f"{DEFAULT_RUNBOOK_BASE}{{{{ end }}}}/{name}.md"
+    )
+    assert annotations["runbook_url"] == expected, annotations["runbook_url"]
     runbook = REPO / "docs" / "runbooks" / f"{name}.md"
     assert runbook.is_file(), f"{name}'s runbook {runbook.relative_to(REPO)} does not exist"
     assert rule.get("for"), f"{name} has no `for`: a single bad evaluation would page"
@@ -167,3 +175,66 @@ def test_prometheus_yml_scrapes_the_exporter_and_pushgateway_and_alerts_to_alert
     assert config["rule_files"] == ["rules/*.yml"], config["rule_files"]
     am_targets = [t for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
     assert am_targets == ["alertmanager:9093"], am_targets
+
+
+def _cases() -> list[dict[str, Any]]:
+    return [case for path in TEST_FILES for case in _load(path).get("tests", [])]
+
+
+def _series_labels(series: str) -> dict[str, str]:
+    return dict(re.findall(r'(\w+)="([^"]*)"', series))
+
+
+def test_no_rule_aggregates_by_a_fixed_list_of_labels() -> None:
+    """`by (job, instance, ...)` drops every label not in the list (env, cluster, team...): use `without`."""
+    offenders = [
+        rule.get("alert") or rule.get("record")
+        for rule in _rules()
+        if re.search(r"\bby\s*\(", rule["expr"]) or re.search(r"\bon\s*\(", rule["expr"])
+    ]
+    assert not offenders, f"rules that aggregate or match on a fixed label list: {offenders}"
+
+
+@pytest.mark.parametrize("name", sorted(_alerts()))
+def test_unit_tests_prove_the_alert_keeps_the_targets_env_cluster_and_team(name: str) -> None:
+    """Every expected firing alert in the promtool tests carries the static labels of its input series."""
+    expected = [
+        (case.get("name"), alert.get("exp_labels", {}))
+        for case in _cases()
+        for check in case.get("alert_rule_test", [])
+        if check["alertname"] == name
+        for alert in check.get("exp_alerts") or []
+    ]
+    assert expected, f"no promtool test expects {name} to fire"
+    missing = [(case, labels) for case, labels in expected if not all(labels.get(k) for k in TARGET_LABELS)]
+    assert not missing, f"{name} expected without {TARGET_LABELS}: {missing}"
+    inputs_labelled = all(
+        all(_series_labels(series["series"]).get(k) for k in TARGET_LABELS)
+        for case in _cases()
+        if any(check["alertname"] == name and check.get("exp_alerts") for check in case.get("alert_rule_test", []))
+        for series in case["input_series"]
+    )
+    assert inputs_labelled, f"a case expecting {name} has input series without {TARGET_LABELS}"
+
+
+@pytest.mark.parametrize("name", AUDITOR_ALERTS)
+def test_unit_tests_prove_the_auditor_alert_fires_per_server(name: str) -> None:
+    """A case with two servers that differ only in `instance`, where the alert fires for one and not the other."""
+    per_server = []
+    for case in _cases():
+        servers = {
+            (labels.get("instance"), tuple(labels.get(k) for k in TARGET_LABELS))
+            for labels in map(_series_labels, (s["series"] for s in case["input_series"]))
+            if labels.get("job") == "pg-architect-exporter" and not labels.get("target")
+        }
+        same_place = {place for _, place in servers}
+        fired = {
+            alert["exp_labels"].get("instance")
+            for check in case.get("alert_rule_test", [])
+            if check["alertname"] == name
+            for alert in check.get("exp_alerts") or []
+            if not alert["exp_labels"].get("target")
+        }
+        if len(servers) >= 2 and len(same_place) == 1 and fired and fired < {i for i, _ in servers}:
+            per_server.append(case["name"])
+    assert per_server, f"no promtool case shows {name} firing for one of two servers in the same env/cluster/team"

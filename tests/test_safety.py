@@ -31,6 +31,13 @@ CREATE VIEW logging_orders AS SELECT log_and_return(id::int) AS id FROM orders;
 CREATE TABLE measurements (id int, taken_at timestamptz) PARTITION BY RANGE (taken_at);
 CREATE SCHEMA pgarch;
 CREATE TABLE pgarch.runs (id int);
+-- Functions that lie about their volatility: the planner folds IMMUTABLE calls with constant arguments
+-- (and may evaluate STABLE ones) while planning, so these run under a plain EXPLAIN.
+CREATE FUNCTION lying_next() RETURNS bigint LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN RETURN nextval('s'); END $$;
+CREATE FUNCTION lying_log(x int) RETURNS int LANGUAGE plpgsql STABLE AS
+  $$ BEGIN INSERT INTO audit_log VALUES (x); RETURN x; END $$;
+CREATE FUNCTION lying_sql() RETURNS bigint LANGUAGE sql IMMUTABLE AS $$ SELECT nextval('s') $$;
+CREATE FUNCTION honest_sql(x text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT lower(x) $$;
 """
 
 
@@ -268,7 +275,7 @@ def test_a_refused_nextval_leaves_the_sequence_untouched(db: psycopg.Connection)
     "UPDATE orders SET total = total + 1 FROM audit_log a WHERE a.id = orders.id RETURNING orders.id",
 ])
 def test_dml_to_be_planned_only_is_accepted_and_explains(db: psycopg.Connection, sql: str) -> None:
-    check_explain_only_dml(sql)
+    check_explain_only_dml(sql, db)
     db.execute(f"EXPLAIN {sql}")
     db.rollback()
     assert count(db, "orders") == 10
@@ -284,5 +291,51 @@ def test_dml_to_be_planned_only_is_accepted_and_explains(db: psycopg.Connection,
     ("INSERT INTO audit_log SELECT nextval('s')", "nextval"),
     ("INSERT INTO audit_log SELECT id FROM orders FOR UPDATE", "FOR UPDATE/SHARE"),
 ])
-def test_anything_but_one_plannable_dml_statement_is_refused(sql: str, reason: str) -> None:
-    refused(check_explain_only_dml, sql, match=reason)
+def test_anything_but_one_plannable_dml_statement_is_refused(db: psycopg.Connection, sql: str, reason: str) -> None:
+    refused(check_explain_only_dml, sql, db, match=reason)
+
+
+# -- functions that lie about their volatility ------------------------------------------------------------
+
+
+def test_the_danger_is_real_planning_runs_a_falsely_immutable_function(db: psycopg.Connection) -> None:
+    """Why the rule exists: a plain EXPLAIN, never executed, still advances the sequence."""
+    db.execute("EXPLAIN SELECT * FROM orders WHERE id = lying_next()")
+    advanced = db.execute("SELECT is_called FROM s").fetchone()
+    db.rollback()
+    assert advanced == (True,)
+
+
+@pytest.mark.parametrize(("check", "sql", "match"), [
+    (check_readonly_select, "SELECT * FROM orders WHERE id = lying_next()", r"lying_next\(\) is a user-defined"),
+    (check_readonly_select, "SELECT * FROM orders WHERE id = lying_log(1)", "declared STABLE"),
+    (check_readonly_select, "SELECT * FROM orders WHERE id = lying_sql()", "its SQL body is not a read-only SELECT"),
+    (check_explain_only_dml, "UPDATE orders SET status = 'x' WHERE id = lying_next()", "lying_next"),
+    (check_explain_only_dml, "DELETE FROM orders WHERE id = lying_log(3)", "lying_log"),
+])
+def test_untrusted_non_volatile_functions_are_refused_before_planning(
+    db: psycopg.Connection, check: Callable[..., object], sql: str, match: str
+) -> None:
+    refused(check, sql, db, match=match)
+    assert db.execute("SELECT last_value, is_called FROM s").fetchone() == (1, False)
+    assert count(db, "audit_log") == 0
+
+
+def test_a_sql_function_whose_body_is_a_read_only_select_is_trusted(db: psycopg.Connection) -> None:
+    check_readonly_select("SELECT * FROM orders WHERE email = honest_sql($1)", db)
+    check_explain_only_dml("UPDATE orders SET status = 'x' WHERE email = honest_sql('A')", db)
+
+
+def test_dblink_is_refused_whatever_it_is_wrapped_in(db: psycopg.Connection) -> None:
+    available = db.execute("SELECT count(*) FROM pg_available_extensions WHERE name = 'dblink'").fetchone()
+    if available != (1,):
+        pytest.skip("dblink is not available on this server")
+    db.execute("CREATE EXTENSION dblink")
+    db.execute(
+        "CREATE FUNCTION remote_write() RETURNS text LANGUAGE sql IMMUTABLE AS "
+        "$$ SELECT dblink_exec('dbname=postgres', 'SELECT 1') $$"
+    )
+    db.commit()
+    refused(check_readonly_select, "SELECT dblink_exec('dbname=postgres', 'SELECT 1')", db, match="dblink")
+    refused(check_readonly_select, "SELECT * FROM orders WHERE email = remote_write()", db, match="dblink")
+    refused(check_explain_only_dml, "DELETE FROM orders WHERE email = remote_write()", db, match="dblink")

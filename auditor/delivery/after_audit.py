@@ -137,7 +137,7 @@ def _push(cfg: Config, report: AuditReport, failures: _Failures) -> None:
         pushgateway.push_run(
             cfg.pushgateway.url,
             report.database or "unknown",
-            ok=True,
+            ok=report.status == "ok",  # an audit where every statement failed is stored as failed
             started=report.started_at,
             finished=report.finished_at or datetime.now(UTC),
             slow_queries=report.kpis.slow_queries,

@@ -14,6 +14,9 @@ WITH idx AS (
     JOIN pg_catalog.pg_am am ON am.oid = c.relam
     LEFT JOIN pg_catalog.pg_stat_user_indexes s ON s.indexrelid = i.indexrelid
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgarch') AND n.nspname NOT LIKE 'pg\_toast%%'
+      -- a table (or index) under another session's ACCESS EXCLUSIVE lock would make its size wait
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE l.relation IN (i.indrelid, i.indexrelid)
+                      AND l.mode = 'AccessExclusiveLock' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid())
 )
 SELECT a.schema AS schema, a.name AS name, 'invalid' AS reason, a.definition AS definition,
        a.size_bytes AS size_bytes, a.scans AS scans, 'the index is invalid (a failed CREATE INDEX CONCURRENTLY?)'

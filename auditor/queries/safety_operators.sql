@@ -1,10 +1,16 @@
 -- safety.py: safety operators
 SELECT p.oid::int8 AS oid, n.nspname::text AS schema_name, p.provolatile::text AS volatility,
        p.pronargs::int AS nargs, 0 AS ndefaults, false AS variadic,
-       ARRAY[o.oprleft::int8, o.oprright::int8] AS argtypes, 'o' AS kind
+       ARRAY[o.oprleft::int8, o.oprright::int8] AS argtypes, 'o' AS kind,
+       p.oid < 16384 AS builtin, l.lanname::text AS language,
+       (SELECT e.extname::text FROM pg_catalog.pg_depend AS d JOIN pg_catalog.pg_extension AS e ON e.oid = d.refobjid
+        WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+          AND d.refclassid = 'pg_catalog.pg_extension'::regclass LIMIT 1) AS extension,
+       CASE WHEN l.lanname = 'sql' THEN p.prosrc END AS body, p.proname::text AS name
 FROM pg_catalog.pg_operator AS o
 JOIN pg_catalog.pg_proc AS p ON p.oid = o.oprcode
 JOIN pg_catalog.pg_namespace AS n ON n.oid = o.oprnamespace
+JOIN pg_catalog.pg_language AS l ON l.oid = p.prolang
 WHERE o.oprname = %(name)s
   AND (CASE WHEN %(schema)s::text IS NULL THEN n.nspname = ANY (pg_catalog.current_schemas(true))
             ELSE n.nspname = %(schema)s END)

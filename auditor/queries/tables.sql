@@ -9,7 +9,8 @@ SELECT c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name, c.relkind::
        ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) AS columns,
        ARRAY(SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) AS column_types
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) AS column_types,
+       pg_catalog.has_table_privilege(c.oid, 'SELECT') AS readable
 FROM unnest(%(schemas)s::text[], %(names)s::text[]) AS t(schema, name)
 JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(
         CASE WHEN t.schema IS NULL THEN pg_catalog.quote_ident(t.name)

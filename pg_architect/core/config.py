@@ -181,6 +181,10 @@ class AuditorConfig:
 class MeasurementConfig:
     mode: str = _field("auto", _one_of("auto", "hypothetical", "rollback_build", "staging"))
     staging_dsn: str | None = _field(None, _dsn)
+    # A real index build on the audited server blocks writes to its table while it runs: only when the
+    # user opts in (here, or with mode: rollback_build), and only while the expected lock stays short.
+    allow_blocking_builds: bool = False
+    max_blocking_ms: int = _field(1000, _positive)
     max_table_bytes: int = _field(1073741824, _positive)
     lock_timeout_ms: int = _field(2000, _positive)
     statement_timeout_ms: int = _field(30000, _positive)

@@ -1,0 +1,80 @@
+"""One slow statement, analysed once, in a fixed order, before anything of it reaches the server's planner.
+
+1. parse (pglast; done once, by the caller, for the fingerprint and the embedding too);
+2. resolve every column to a table against the audit's one catalog snapshot (auditor.catalog.Snapshot);
+3. infer each placeholder's type from the column or expression it meets;
+4. check the statement itself against the allow-list (auditor.safety): nothing below runs otherwise;
+5. ask the server for the types only it can infer (PREPARE, planned and never executed, then deallocated);
+6. sample real values from pg_stats and bind them;
+7. check every bound form against the allow-list again.
+
+Only then may the audit EXPLAIN (auditor.measure). Nothing here decides anything: see auditor.decision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pg_architect.auditor import params, safety
+from pg_architect.auditor.catalog import Snapshot, TableInfo
+from pg_architect.auditor.parsing import QueryShape, resolve_columns
+from pg_architect.core.errors import PgArchitectError
+
+Tables = dict[tuple[str | None, str], TableInfo]
+
+
+class NotMeasurable(PgArchitectError):
+    """The statement cannot be turned into executable, allowed forms (the reason says which step)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Analysis:
+    """What one statement is, as far as the audit needs it."""
+
+    shape: QueryShape  # resolved: every column attributed to its table
+    tables: Tables  # the tables it reads, from the catalog snapshot
+    types: dict[int, str]  # placeholder number -> type name
+    samples: tuple[str, ...]  # executable forms with real values, each accepted by the allow-list
+
+    @property
+    def kind(self) -> str:
+        return self.shape.kind
+
+
+def check_allowed(catalog: Snapshot, sql: str, kind: str) -> None:
+    """The allow-list for one form of a workload statement: a read-only SELECT, or DML that is only planned."""
+    if kind == "select":
+        safety.check_readonly_select(sql, catalog.conn)
+    else:
+        safety.check_explain_only_dml(sql, catalog.conn)
+
+
+def resolve(catalog: Snapshot, shape: QueryShape) -> tuple[QueryShape, Tables]:
+    """Step 2: the shape with every column attributed, and the tables it reads."""
+    resolved = resolve_columns(shape, catalog.columns_by_table(shape.tables))
+    return resolved, catalog.tables(resolved.tables)
+
+
+def analyse(catalog: Snapshot, resolved: QueryShape, tables: Tables, n_samples: int) -> Analysis:
+    """Steps 3-7 for a resolved statement; NotMeasurable (or UnsafeSQLError) says why it cannot go on."""
+    types = params.infer_parameter_types(catalog, resolved)
+    # The statement as written (its placeholders already repaired to valid SQL by the parse) must pass
+    # before the server plans anything of it.
+    check_allowed(catalog, resolved.text, resolved.kind)
+    # Where the text alone could not tell (a placeholder inside arithmetic), the server's own inference wins.
+    server = params.server_parameter_types(catalog.conn, resolved.text, types)
+    types.update({k: v for k, v in server.items() if types.get(k, "text") == "text"})
+    values = params.sample_parameters(catalog, resolved, types, n_samples) if types else [{}]
+    samples: list[str] = []
+    for v in values:
+        try:
+            bound = params.bind_parameters(resolved.text, v, types)
+        except params.ParameterError:
+            continue
+        if bound not in samples:
+            samples.append(bound)
+    if not samples:
+        raise NotMeasurable("no executable form of the statement (parameters could not be sampled)")
+    for sql in samples:
+        check_allowed(catalog, sql, resolved.kind)
+    return Analysis(shape=resolved, tables=tables, types=types, samples=tuple(samples))
