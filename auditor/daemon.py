@@ -190,7 +190,8 @@ class Daemon:
             kb.close()
         if week.run is None:
             log.warning("weekly report: no successful audit yet")
-        log.info("weekly report: %s\n%s", outcome, weekly.markdown(week))
+        else:
+            log.info("weekly report ready for run %s: %s\n%s", week.run.get("run_id"), outcome, weekly.markdown(week))
 
     def last_success(self) -> datetime | None:
         """When the last successful audit started (None when there is none); migrates the schema first."""
