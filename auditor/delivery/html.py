@@ -174,9 +174,13 @@ def weekly_page(w: WeeklyReport) -> str:
         else f"no successful audit yet; generated {_when(w.generated_at)} UTC"
     )
     kpis = "".join(f'<div class="kpi"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for k, v in headline(w))
-    applied_title = (
-        "Gain per applied optimisation" if t.gain_per_applied else "Measured gain of the last audit's recommendations"
-    )
+    if t.gain_per_applied:
+        applied_title = "Gain per applied optimisation"
+    elif t.expected_from_pending:
+        applied_title = "Measured gain of the recommendations pending review"
+    else:
+        applied_title = "Measured gain of the last audit's recommendations"
+
     charts = [
         line_chart(
             "chart-p95",

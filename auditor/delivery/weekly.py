@@ -30,6 +30,7 @@ class Trends:
     recommendations_per_week: tuple[tuple[str, float], ...]
     gain_per_applied: tuple[tuple[str, float], ...]  # (label, gain %)
     expected_gain_last_run: tuple[tuple[str, float], ...]
+    expected_from_pending: bool = False  # the gains are those of the recommendations pending review
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -99,13 +100,18 @@ def build(kb: KnowledgeBase, report_url: str, now: datetime | None = None) -> We
     run_id = run.get("run_id") if run else None
     deliveries = tuple(kb.deliveries(run_id=run_id)) if run_id else ()
     pending = tuple(kb.deliveries(states=["committed", "pr_open"]))
+    t = trends(kb, run, datname=(run or {}).get("database"))
+    if not t.expected_gain_last_run and pending:
+        # The last audit proposed nothing new (what it found is pending already): show what waits for a person.
+        gains = tuple((f"#{d.recommendation_id}", float(d.gain_percent or 0)) for d in reversed(pending))
+        t = dataclasses.replace(t, expected_gain_last_run=gains, expected_from_pending=True)
     return WeeklyReport(
         generated_at=now or datetime.now(UTC),
         run=run,
         deliveries=deliveries,
         pending=pending,
         applied=tuple(kb.applied_gains(31)),
-        trends=trends(kb, run, datname=(run or {}).get("database")),
+        trends=t,
         report_url=report_url,
     )
 
