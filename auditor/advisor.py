@@ -18,11 +18,65 @@ from collections.abc import Sequence
 
 from pg_architect.auditor.catalog import IndexInfo, Snapshot, TableInfo, normalise_expression
 from pg_architect.auditor.parsing import ColumnUse, QueryShape, carried_equalities
+from pg_architect.auditor.queries import QUERIES
 from pg_architect.core import db
 
 log = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 6
+# PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes; a truncated name could meet another one.
+MAX_NAME_BYTES = 63
+
+
+def _hashed(stem: str, what: str) -> str:
+    """``<stem, cut>_<8 hex>_idx``, at most 63 bytes (cut on a character boundary)."""
+    digest = hashlib.sha1(what.encode()).hexdigest()[:8]
+    room = MAX_NAME_BYTES - len(f"_{digest}_idx")
+    cut = stem.encode()[:room].decode(errors="ignore")
+    return f"{cut}_{digest}_idx"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Relation:
+    schema: str
+    name: str
+
+
+def taken_names(conn: db.Connection, candidates: Sequence[Candidate]) -> set[tuple[str, str]]:
+    """(schema, name) of the relations that exist under the candidates' possible names."""
+    names = sorted({n for c in candidates for n in (c.natural_name(), *(c.alternative_name(i) for i in range(3)))})
+    schemas = sorted({c.table.schema for c in candidates})
+    rows = db.fetch(
+        conn, db.query(conn, QUERIES, "relation_names_taken"), {"schemas": schemas, "names": names}, _Relation
+    )
+    return {(r.schema, r.name) for r in rows}
+
+
+def name_candidates(conn: db.Connection, candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Give each candidate a name no relation of its schema has, nor another candidate: ``CREATE INDEX IF NOT
+    EXISTS`` on a taken name silently does nothing, in a measurement and in a migration alike."""
+    if not candidates:
+        return []
+    taken = taken_names(conn, candidates)
+    out = []
+    for cand in candidates:
+        options = [cand.natural_name(), *(cand.alternative_name(i) for i in range(3))]
+        chosen = next((n for n in options if (cand.table.schema, n) not in taken), None)
+        if chosen is None:  # four taken names in a row: not a coincidence, leave this candidate out
+            log.warning("no free index name for %s (tried %s)", cand.describe(), ", ".join(options))
+            continue
+        taken.add((cand.table.schema, chosen))
+        out.append(dataclasses.replace(cand, chosen_name=chosen))
+    return out
+
+
+def matches_definition(candidate: Candidate, index: IndexInfo) -> bool:
+    """Whether ``index`` (from the catalog) is exactly the candidate: same table, keys and predicate."""
+    have = [normalise_expression(d).removesuffix("desc").removesuffix("asc") for d in index.key_definitions]
+    want = [k.normalised().removesuffix("desc") for k in candidate.keys]
+    want_pred = normalise_expression(candidate.predicate) if candidate.predicate else None
+    have_pred = normalise_expression(index.predicate) if index.predicate else None
+    return index.table_oid == candidate.table.oid and have == want and have_pred == want_pred
 _EQUALITY = ("eq", "in", "is_null")
 
 
@@ -48,6 +102,8 @@ class Candidate:
     keys: tuple[Key, ...]
     predicate: str | None
     reason: str
+    # Set by ``generate`` once the catalog was checked: a name no relation of the schema has.
+    chosen_name: str | None = None
 
     def signature(self) -> tuple[int, tuple[str, ...], str | None]:
         return (
@@ -57,15 +113,23 @@ class Candidate:
         )
 
     def name(self) -> str:
+        """The index's name: the one ``generate`` chose against the catalog, else ``natural_name()``."""
+        return self.chosen_name or self.natural_name()
+
+    def natural_name(self) -> str:
         """``<table>_<keys>_idx``, shortened with a hash to PostgreSQL's 63 bytes."""
         parts = [
             k.column or "_".join(re.findall(r"[a-z_][a-z0-9_]*", (k.expression or "expr").lower())) for k in self.keys
         ]
         base = f"{self.table.name}_{'_'.join(parts)}{'_partial' if self.predicate else ''}_idx"
-        if len(base) <= 63:
+        if len(base.encode()) <= MAX_NAME_BYTES:
             return base
-        digest = hashlib.sha1(base.encode()).hexdigest()[:8]
-        return f"{base[:50]}_{digest}_idx"
+        return _hashed(base, base)
+
+    def alternative_name(self, attempt: int) -> str:
+        """A deterministic other name, for when the natural one is taken: a hash of the definition."""
+        natural = self.natural_name()
+        return _hashed(natural.removesuffix("_idx"), f"{self.signature()!r}/{attempt}")
 
     def ddl(self, conn: db.Connection, *, concurrently: bool = True, name: str | None = None) -> str:
         """``CREATE INDEX`` composed with quoted identifiers (expressions and predicates are parser output)."""
@@ -166,10 +230,8 @@ def generate(
             notes.append(f"{cand.describe()} is already covered by index {index.qualified}")
             continue
         unique[cand.signature()] = cand
-    return Candidates(
-        tuple(_interleaved(list(unique.values()))[:MAX_CANDIDATES]), tuple(dict.fromkeys(notes)), tables,
-        tuple(indexes),
-    )
+    named = name_candidates(snapshot.conn, _interleaved(list(unique.values()))[:MAX_CANDIDATES])
+    return Candidates(tuple(named), tuple(dict.fromkeys(notes)), tables, tuple(indexes))
 
 
 def _interleaved(candidates: list[Candidate]) -> list[Candidate]:

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from pg_architect.auditor.audit import AuditOptions
+from pg_architect.auditor.delivery import html, weekly
+from pg_architect.auditor.delivery.after_audit import api_base_url
 from pg_architect.auditor.kb import KnowledgeBase
 from pg_architect.auditor.report import render
 from pg_architect.core import db
@@ -32,7 +34,7 @@ MAX_JSON_DEPTH = 32
 SOCKET_TIMEOUT_S = 10.0
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
-REPORT_FORMATS = ("json", "markdown")
+REPORT_FORMATS = ("json", "markdown", "html")
 _RUN_PATH = re.compile(r"^/admin/database/runs/(?P<id>[^/]+)$")
 
 
@@ -43,6 +45,28 @@ class AuditStarter(Protocol):
     """
 
     def start(self, options: AuditOptions) -> str | None: ...
+
+
+class Html(str):
+    """A page to answer as ``text/html``."""
+
+
+def wants_html(accept: str | None) -> bool:
+    """Whether the client asks for HTML before JSON (a browser does; curl and scripts do not)."""
+    best: tuple[float, int] = (0.0, 0)
+    choice = ""
+    for i, part in enumerate((accept or "").split(",")):
+        kind, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        if kind in ("text/html", "application/json", "text/markdown") and (q, -i) > best:
+            best, choice = (q, -i), kind
+    return choice == "text/html"
 
 
 class HttpError(Exception):
@@ -240,7 +264,9 @@ class _Handler(TimeoutHandler):
         except Exception:
             log.exception("admin API: %s %s failed", method, path)
             status, doc, headers = 500, {"error": "internal error (see the daemon's log)"}, {}
-        if isinstance(doc, str):
+        if isinstance(doc, Html):
+            self._send(status, doc.encode(), "text/html; charset=utf-8", {**headers, "Vary": "Accept"})
+        elif isinstance(doc, str):
             self._send(status, doc.encode(), "text/markdown; charset=utf-8", headers)
         else:
             self._send(status, json.dumps(doc, default=str).encode(), "application/json", headers)
@@ -302,7 +328,7 @@ class _Handler(TimeoutHandler):
         location = f"/admin/database/runs/{run_id}"
         return 202, {"run_id": run_id, "status": "running", "location": location}, {"Location": location}
 
-    def _run(self, run_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _run(self, run_id: str) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
         try:
             canonical = str(uuid.UUID(run_id))
         except ValueError as exc:
@@ -314,6 +340,8 @@ class _Handler(TimeoutHandler):
             kb.close()
         if doc is None:
             raise HttpError(404, f"no audit run {canonical}")
+        if wants_html(self.headers.get("Accept")):
+            return 200, Html(html.run_page(doc)), {}
         return 200, doc, {}
 
     def _optimizations(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -326,11 +354,15 @@ class _Handler(TimeoutHandler):
         return 200, {"limit": limit, "offset": offset, "items": [r.as_json() for r in rows]}, {}
 
     def _report(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
-        fmt = (query.get("format") or ["json"])[-1]
+        default = "html" if wants_html(self.headers.get("Accept")) else "json"
+        fmt = (query.get("format") or [default])[-1]
         if fmt not in REPORT_FORMATS:
             raise HttpError(400, f"format must be one of {', '.join(REPORT_FORMATS)}, got {fmt[:32]!r}")
         kb = self.server.open_kb()
         try:
+            if fmt == "html":  # the page has a state even before the first audit: "no audit yet"
+                page = html.weekly_page(weekly.build(kb, api_base_url(self.server.cfg) + "/admin/database/report"))
+                return 200, Html(page), {}
             doc = kb.latest_report("ok")
         finally:
             kb.close()
@@ -428,7 +460,13 @@ OPENAPI: dict[str, Any] = {
                     {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
                 ],
                 "responses": {
-                    "200": _json("#/components/schemas/AuditReport", "the run's report (status running|ok|failed)"),
+                    "200": {
+                        "description": "the run's report (status running|ok|failed); HTML with Accept: text/html",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/AuditReport"}},
+                            "text/html": {"schema": {"type": "string"}},
+                        },
+                    },
                     "400": _json(_ERR, "malformed run id"),
                     "404": _json(_ERR, "no such run"),
                     **_AUTH_ERRORS,
@@ -471,6 +509,7 @@ OPENAPI: dict[str, Any] = {
                         "content": {
                             "application/json": {"schema": {"$ref": "#/components/schemas/AuditReport"}},
                             "text/markdown": {"schema": {"type": "string"}},
+                            "text/html": {"schema": {"type": "string"}},
                         },
                     },
                     "400": _json(_ERR, "unknown format"),

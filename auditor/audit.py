@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pg_architect.auditor import advisor, analysis, confidence, health, settings, window
 from pg_architect.auditor.catalog import IndexInfo, Snapshot
 from pg_architect.auditor.decision import decide
+from pg_architect.auditor.delivery import after_audit
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL, embed
 from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
 from pg_architect.auditor.measure import (
@@ -112,13 +113,24 @@ class Auditor:
                     self.kb.fail_run(run_id, message)
                 except Exception as mark_error:  # keep the original error; the next audit marks the run
                     log.error("could not mark run %s failed: %s", run_id, mark_error)
+                if isinstance(exc, Exception) and not self.options.dry_run:
+                    self._after_failure(run_id, target_id, started_at, ident.datname, message)
                 raise
             self.kb.finish_run(report, target_id, embeddings, EMBEDDING_MODEL)
+            report = after_audit.deliver(self.cfg, self.conn, self.kb, report, target_id)
+            for note in report.delivery_notes:
+                self.progress(note)
             self.progress(
                 f"audit {run_id} finished: {report.kpis.recommended} recommendation(s) for "
                 f"{report.kpis.slow_queries} slow statement(s)"
             )
             return report
+
+    def _after_failure(self, run_id: str, target_id: int, started: datetime, database: str, message: str) -> None:
+        try:
+            after_audit.after_failure(self.cfg, self.kb, run_id, target_id, started, database, message)
+        except Exception as exc:  # never hide the audit's own error behind a delivery problem
+            log.error("reporting the failed run %s: %s", run_id, exc)
 
     def _audit(
         self, run_id: str, started_at: datetime, target_id: int, ident: window.Identity

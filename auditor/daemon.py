@@ -16,9 +16,11 @@ from datetime import UTC, datetime
 
 from pg_architect.auditor.api import AdminServer
 from pg_architect.auditor.audit import AuditOptions, run_audit
+from pg_architect.auditor.delivery import slack, weekly
+from pg_architect.auditor.delivery.after_audit import api_base_url
+from pg_architect.auditor.delivery.pulls import refresh_pull_requests
 from pg_architect.auditor.kb import KnowledgeBase
 from pg_architect.auditor.models import AuditReport
-from pg_architect.auditor.report import render
 from pg_architect.auditor.scheduler import (
     DAILY_SNAPSHOT,
     WEEKLY_AUDIT,
@@ -198,16 +200,27 @@ class Daemon:
                 log.error("daily snapshot of %s failed: %s", target.name, redact(str(exc)))
 
     def weekly_report(self, slot: datetime | None = None) -> None:
+        """Monday's report: to Slack when configured (a failure is counted, never raised), and to the log."""
         kb = self._open_kb()
         try:
-            doc = kb.latest_report("ok")
+            try:
+                for change in refresh_pull_requests(self.cfg, kb):
+                    log.info("weekly report: %s", change)
+            except PgArchitectError as exc:
+                kb.record_failure("github", redact(str(exc)), target_id=None, run_id=None)
+                log.warning("weekly report: pull request states not refreshed: %s", redact(str(exc)))
+            week = weekly.build(kb, api_base_url(self.cfg) + "/admin/database/report")
+            outcome = slack.send_weekly(
+                self.cfg.secret("slack_webhook_url"),
+                week,
+                lambda error: kb.record_failure("slack", error, target_id=None, run_id=None),
+            )
         finally:
             kb.close()
-        if doc is None:
+        if week.run is None:
             log.warning("weekly report: no successful audit yet")
-            return
-        # Sending (Slack) comes later; for now the rendered report goes to the log.
-        log.info("weekly report ready for run %s\n%s", doc.get("run_id"), render(doc, "markdown"))
+        else:
+            log.info("weekly report ready for run %s: %s\n%s", week.run.get("run_id"), outcome, weekly.markdown(week))
 
     def last_success(self) -> datetime | None:
         """When the last successful audit started (None when there is none); migrates the schema first."""

@@ -133,6 +133,129 @@ def audit_lock_key(target_id: int) -> int:
     return (AUDIT_LOCK << 8) + target_id
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PrRecommendation:
+    """A stored recommendation at the pull-request threshold, with its statement's numbers."""
+
+    recommendation_id: int
+    run_id: str
+    target_id: int | None
+    fingerprint: str
+    query: str
+    type: str
+    sql: str
+    rollback_sql: str | None
+    reasoning: str
+    confidence: float
+    action: str
+    gain_percent: float | None
+    measurement: dict[str, Any] | None
+    calls: int | None
+    mean_ms: float | None
+    total_ms: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewDelivery:
+    recommendation_id: int
+    channel: str  # github | local_git
+    repo: str
+    base_branch: str
+    branch: str
+    commit_sha: str | None
+    migration_format: str
+    migration_path: str
+    pr_number: int | None
+    pr_url: str | None
+    state: str  # committed | pr_open | merged | closed
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    delivery_id: int
+    recommendation_id: int
+    channel: str
+    repo: str
+    base_branch: str
+    branch: str
+    commit_sha: str | None
+    migration_format: str
+    migration_path: str
+    pr_number: int | None
+    pr_url: str | None
+    state: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeliveryView:
+    """A delivery with the recommendation it carries."""
+
+    delivery_id: int
+    recommendation_id: int
+    channel: str
+    repo: str
+    base_branch: str
+    branch: str
+    commit_sha: str | None
+    migration_format: str
+    migration_path: str
+    pr_number: int | None
+    pr_url: str | None
+    state: str
+    created_at: datetime
+    updated_at: datetime
+    run_id: str
+    sql: str
+    confidence: float
+    action: str
+    gain_percent: float | None
+    query: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunSummary:
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    slow_queries: int
+    recommended: int
+    prs_created: int
+    manual_review: int
+    avg_confidence: float
+    avg_gain_percent: float
+    datname: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HealthRecord:
+    taken_at: datetime
+    metrics: dict[str, Any]
+    datname: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LatencyPoint:
+    """Every statement's calls and mean time between one pg_stat_statements snapshot and the one before."""
+
+    taken_at: datetime
+    calls: list[float]
+    mean_ms: list[float]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppliedGain:
+    recommendation_id: int
+    sql: str
+    gain_percent: float | None
+    applied_at: datetime
+    query: str
+    calls: int | None
+    mean_ms: float | None
+
+
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every migration shipped with the auditor, in order."""
     found = []
@@ -482,6 +605,57 @@ class KnowledgeBase:
             self._sql("kb_record_health"),
             (target_id, json.dumps(metrics)),
         )
+
+    # -- deliveries (pull requests, local branches) and integration failures ----------------------------
+    def pr_recommendations(self, run_id: str) -> list[PrRecommendation]:
+        """The run's recommendations at the pull-request threshold (pr_merge, pr_review)."""
+        return db.fetch(self.conn, self._sql("kb_pr_recommendations"), {"run_id": run_id}, PrRecommendation)
+
+    def delivery_on_branch(self, channel: str, repo: str, branch: str) -> Delivery | None:
+        params = {"channel": channel, "repo": repo, "branch": branch}
+        return db.fetch_one(self.conn, self._sql("kb_delivery_by_branch"), params, Delivery)
+
+    def record_delivery(self, delivery: NewDelivery) -> int:
+        """Insert or update a recommendation's delivery; a pull request's URL goes on the recommendation too."""
+        with db.transaction(self.conn):
+            delivery_id = int(db.fetch_value(self.conn, self._sql("kb_record_delivery"), dataclasses.asdict(delivery)))
+            if delivery.pr_url:
+                db.execute(
+                    self.conn,
+                    self._sql("kb_set_pr_url"),
+                    {"recommendation_id": delivery.recommendation_id, "pr_url": delivery.pr_url},
+                )
+        return delivery_id
+
+    def set_delivery_state(self, delivery_id: int, state: str) -> None:
+        db.execute(self.conn, self._sql("kb_set_delivery_state"), {"delivery_id": delivery_id, "state": state})
+
+    def deliveries(
+        self, states: Sequence[str] | None = None, run_id: str | None = None, limit: int = 100
+    ) -> list[DeliveryView]:
+        params = {"states": list(states) if states is not None else None, "run_id": run_id, "limit": limit}
+        return db.fetch(self.conn, self._sql("kb_deliveries"), params, DeliveryView)
+
+    def record_failure(self, integration: str, error: str, *, target_id: int | None, run_id: str | None) -> None:
+        params = {"target_id": target_id, "run_id": run_id, "integration": integration, "error": error[:2000]}
+        db.execute(self.conn, self._sql("kb_record_failure"), params)
+
+    def update_run_delivery(self, run_id: str, prs_created: int, report: dict[str, Any]) -> None:
+        """Store what delivery did into the run's row and report (``finish_run`` stored them before it)."""
+        params = {"run_id": run_id, "prs_created": prs_created, "report": json.dumps(report, default=str)}
+        db.execute(self.conn, self._sql("kb_update_run_delivery"), params)
+
+    def run_history(self, days: int = 90) -> list[RunSummary]:
+        return db.fetch(self.conn, self._sql("kb_run_history"), {"days": days}, RunSummary)
+
+    def all_health(self, days: int = 90) -> list[HealthRecord]:
+        return db.fetch(self.conn, self._sql("kb_all_health"), {"days": days}, HealthRecord)
+
+    def latency_history(self, days: int = 90) -> list[LatencyPoint]:
+        return db.fetch(self.conn, self._sql("kb_latency_history"), {"days": days}, LatencyPoint)
+
+    def applied_gains(self, days: int = 31) -> list[AppliedGain]:
+        return db.fetch(self.conn, self._sql("kb_applied_gains"), {"days": days}, AppliedGain)
 
 
 def _vector(values: Iterable[float]) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from pg_architect.auditor import safety
+from pg_architect.auditor import advisor, catalog, safety
 from pg_architect.auditor.advisor import Candidate
 from pg_architect.auditor.catalog import TableInfo
 from pg_architect.auditor.models import Measurement, MeasurementMethod
@@ -480,9 +480,11 @@ class Measurer:
         started = time.monotonic()
         db.execute(conn, mark(ddl))
         log.debug("built %s in %.2fs", cand.describe(), time.monotonic() - started)
-        built = self._relation_named(conn, cand)
-        if built is None or not built.startswith("CREATE INDEX"):
-            return Outcome(cand, None, error=f"the index {cand.name()} was not built: {built or 'no such relation'}")
+        built = next((i for i in catalog.indexes(conn, [cand.table.oid]) if i.name == cand.name()), None)
+        if built is None or not advisor.matches_definition(cand, built):
+            # IF NOT EXISTS met an index of that name with another definition: measuring now would time it.
+            found = built.definition if built is not None else "no index"
+            return Outcome(cand, None, error=f"index name {cand.name()} is taken ({found}); not measured")
         if any(k.column is None for k in cand.keys):
             # An expression index has no statistics until ANALYZE; without them the plan guesses.
             db.execute(conn, db.SQL(mark("ANALYZE {}")).format(db.Identifier(cand.table.schema, cand.table.name)))

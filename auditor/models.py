@@ -137,6 +137,23 @@ class Kpis:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """Where a recommendation's migration went: a GitHub pull request, or a branch of a local repository."""
+
+    recommendation_id: int
+    fingerprint: str
+    channel: str  # github | local_git
+    repo: str
+    branch: str
+    commit_sha: str | None
+    migration_path: str
+    pr_number: int | None
+    pr_url: str | None
+    state: str  # committed | pr_open | merged | closed
+    created: bool  # made by this run (False: found from an earlier one)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class AuditReport:
     run_id: str
     started_at: datetime
@@ -152,6 +169,9 @@ class AuditReport:
     database: str | None = None
     dry_run: bool = False
     notes: tuple[str, ...] = ()
+    deliveries: tuple[DeliveryRecord, ...] = ()
+    # What delivery did, in words: "pull request #12 opened ...", "PR threshold reached, GitHub not configured".
+    delivery_notes: tuple[str, ...] = ()
 
     @property
     def stuck(self) -> bool:
@@ -177,6 +197,8 @@ class AuditReport:
             "settings": [dataclasses.asdict(s) for s in self.settings],
             "kpis": dataclasses.asdict(self.kpis),
             "notes": list(self.notes),
+            "deliveries": [dataclasses.asdict(d) for d in self.deliveries],
+            "delivery_notes": list(self.delivery_notes),
         }
 
 

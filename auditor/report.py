@@ -23,6 +23,21 @@ def _ms(value: float | None) -> str:
     return f"{value:,.1f} ms" if value >= 10 else f"{value:.3g} ms"
 
 
+def _delivered(doc: dict[str, Any], q: dict[str, Any]) -> str:
+    """What happened to a PR-level recommendation, as it happened (never the action alone)."""
+    rec = q.get("recommendation") or {}
+    if rec.get("action") not in ("pr_merge", "pr_review"):
+        return " (logged, no pull request)" if rec.get("action") == "log" else " (flagged for investigation)"
+    for d in doc.get("deliveries") or []:
+        if d.get("fingerprint") == q.get("fingerprint"):
+            if d.get("pr_url"):
+                return f": pull request #{d['pr_number']} ({d['state']}) {d['pr_url']}"
+            return f": migration on branch {d['branch']} of {d['repo']}"
+    if doc.get("dry_run"):
+        return ": dry run, nothing written"
+    return ": no pull request (see delivery below)"
+
+
 def _text(doc: dict[str, Any]) -> str:
     lines = [f"pg-architect audit {doc['run_id']}  [{doc['status']}]  database {doc.get('database') or '?'}"]
     w = doc.get("window") or {}
@@ -56,9 +71,13 @@ def _text(doc: dict[str, Any]) -> str:
                 f"cost {m.get('before_cost', 0):,.0f} -> {m.get('after_cost', 0):,.0f}, "
                 f"gain {m.get('gain_percent', 0):.0f} %"
             )
-            lines.append(f"   confidence {rec['confidence']:.2f} -> {rec['action']}")
+            lines.append(f"   confidence {rec['confidence']:.2f} -> {rec['action']}{_delivered(doc, q)}")
         if q.get("skip_reason"):
             lines.append(f"   reason: {q['skip_reason']}")
+    if doc.get("delivery_notes"):
+        lines.append("")
+        lines.append("delivery:")
+        lines += [f"  - {note}" for note in doc["delivery_notes"]]
     if doc.get("index_health"):
         lines.append("")
         lines.append("index health:")
@@ -120,6 +139,9 @@ def _markdown(doc: dict[str, Any]) -> str:
                 else f"{(q.get('skip_reason') or '').replace('|', '/')[:160]} | | |"
             )
         )
+    if doc.get("delivery_notes"):
+        out += ["", "### Delivery", ""]
+        out += [f"- {note}" for note in doc["delivery_notes"]]
     if doc.get("index_health"):
         out += ["", "### Index health", ""]
         out += [f"- **{h['reason']}** `{h['index']}`: {h['evidence']} (`{h['sql']}`)" for h in doc["index_health"]]

@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # the duration log's module loads only when exporter.duration
 log = logging.getLogger(__name__)
 
 ACTIONS = ("pr_merge", "pr_review", "log", "flag")
+INTEGRATIONS = ("github", "slack", "grafana", "pushgateway", "llm")
 
 
 # -- server -------------------------------------------------------------------------------------
@@ -340,15 +341,19 @@ EMPTY_KPIS = KpiRow(0.0, 0.0, 0.0, 0, 0.0, 0.0, False, 0, 0, 0, 0, 0, 0, 0)
 
 
 def read_kpis(conn: db.Connection, system_identifier: str | None, datname: str, present: bool | None = None) -> KpiRow:
-    """The KPIs of (system_identifier, datname); ``present`` when the caller already knows whether the
-    knowledge base exists in ``conn``'s database (the server row says so for the audited database)."""
-    if present is None:
-        row = db.fetch_one(conn, db.query(conn, QUERIES, "kb_present"), None, KbPresentRow)
-        present = row is not None and row.present
-    if not present or system_identifier is None:
+    """The KPIs of (system_identifier, datname); ``present`` False when the caller already knows the knowledge
+    base is not in ``conn``'s database (the server row says so for the audited database): no query then."""
+    if present is False or system_identifier is None:
+        return EMPTY_KPIS
+    row = db.fetch_one(conn, db.query(conn, QUERIES, "kb_present"), None, KbPresentRow)
+    if row is None or not row.present:
         return EMPTY_KPIS
     params = {"system_identifier": system_identifier, "datname": datname}
-    return db.fetch_one(conn, db.query(conn, QUERIES, "kb_kpis"), params, KpiRow) or EMPTY_KPIS
+    kpis = db.fetch_one(conn, db.query(conn, QUERIES, "kb_kpis"), params, KpiRow) or EMPTY_KPIS
+    if row.failures_present:  # knowledge base migration 002 and later
+        rows = db.fetch_tuples(conn, db.query(conn, QUERIES, "kb_integration_failures"), params)
+        kpis = dataclasses.replace(kpis, integration_failures={str(r[0]): int(r[1]) for r in rows})
+    return kpis
 
 
 def kpi_metrics(k: KpiRow) -> list[Metric]:
@@ -367,6 +372,13 @@ def kpi_metrics(k: KpiRow) -> list[Metric]:
     )
     for action, value in zip(ACTIONS, (k.pr_merge, k.pr_review, k.log, k.flag), strict=True):
         recs.add_metric([action], value)
+    failures = CounterMetricFamily(
+        "pgarch_integration_failures",
+        "Failed deliveries (github, git, slack, grafana, pushgateway, llm); never fails an audit.",
+        labels=["integration"],
+    )
+    for integration in sorted({*INTEGRATIONS, *k.integration_failures}):
+        failures.add_metric([integration], k.integration_failures.get(integration, 0))
     return [
         gauge("pgarch_audit_last_run_timestamp_seconds", "Start of the last audit (0: never).", k.last_run_ts),
         gauge(
@@ -395,4 +407,5 @@ def kpi_metrics(k: KpiRow) -> list[Metric]:
         counter("pgarch_audit_prs_created", "Pull requests opened since the knowledge base began.", k.prs_created),
         counter("pgarch_optimizations_applied", "Recommendations applied since the knowledge base began.", k.applied),
         gauge("pgarch_knowledge_base_records", "Recommendations stored in the knowledge base.", k.records),
+        failures,
     ]

@@ -133,6 +133,7 @@ class DatabaseSizeRow:
 @dataclasses.dataclass(frozen=True, slots=True)
 class KbPresentRow:
     present: bool
+    failures_present: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,3 +152,5 @@ class KpiRow:
     prs_created: int
     applied: int
     records: int
+    # integration -> failed deliveries since the knowledge base began (github, git, slack, grafana, ...)
+    integration_failures: dict[str, int] = dataclasses.field(default_factory=dict)

@@ -105,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="print the last audit's report from the knowledge base")
     _common(p)
-    p.add_argument("--format", choices=FORMATS, default="text")
+    p.add_argument("--format", choices=(*FORMATS, "html"), default="text")
     p.add_argument("--run", type=_run_id, metavar="RUN_ID", help="a run id (default: the latest successful run)")
+    p.add_argument("--send", action="store_true", help="send the weekly report to Slack (slack.webhook_url_file)")
+    p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of printing it")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("kb", help="the knowledge base")
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="exit after the report instead of serving until Ctrl-C")
     p.add_argument("--listen", metavar="HOST:PORT", help="exporter listen address (default 127.0.0.1:9188)")
     p.add_argument("--scale", type=float, default=1.0, help="data size factor (1.0: 1M orders)")
+    p.add_argument("--reset", action="store_true", help="start over: reload the data, forget the knowledge base")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("serve", help="the auditor daemon: schedules + admin API")
@@ -323,22 +326,58 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from pg_architect.auditor.delivery import html, slack, weekly
+    from pg_architect.auditor.delivery.after_audit import api_base_url
+    from pg_architect.auditor.delivery.pulls import refresh_pull_requests
     from pg_architect.auditor.kb import KnowledgeBase
     from pg_architect.auditor.report import render
 
     cfg = load(args)
+    if args.send and not cfg.secret("slack_webhook_url"):
+        raise UsageError(
+            "--send: Slack is not configured (slack.webhook_url_file or SLACK_WEBHOOK_URL); nothing sent"
+        )
     with database(cfg) as (_dsn, kb_dsn):
         kb = KnowledgeBase.open(kb_dsn, cfg)
         try:
+            try:
+                for change in refresh_pull_requests(cfg, kb):
+                    print(change, file=sys.stderr)
+            except PgArchitectError as exc:  # GitHub down: the report is still worth printing
+                kb.record_failure("github", redact(str(exc)), target_id=None, run_id=None)
+                print(f"github failed: {redact(str(exc))} (pull request states may be stale)", file=sys.stderr)
             run_id = args.run or kb.latest_run_id()
             doc = kb.run_report(run_id) if run_id else None
+            week = weekly.build(kb, api_base_url(cfg) + "/admin/database/report")
+            sent = None
+            if args.send:
+                sent = slack.send_weekly(
+                    cfg.secret("slack_webhook_url"),
+                    week,
+                    lambda error: kb.record_failure("slack", error, target_id=None, run_id=None),
+                )
         finally:
             kb.close()
-    if doc is None:
+    if args.run and doc is None:
+        raise PgArchitectError(f"no audit run {args.run}")
+    if args.format == "html":
+        text = html.run_page(doc) if args.run and doc is not None else html.weekly_page(week)
+    elif doc is None:
         raise PgArchitectError(
             f"no audit run {args.run}" if args.run else "no successful audit yet: run pg-architect audit"
         )
-    print(render(doc, args.format))
+    else:
+        text = render(doc, args.format)
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"report written to {Path(args.output).resolve()}", file=sys.stderr)
+    else:
+        print(text)
+    if sent is not None:
+        print(sent, file=sys.stderr)
+        return 1 if sent.startswith("slack failed") else 0
     return 0
 
 
@@ -371,7 +410,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pg_architect.demo import run_demo
 
     cfg = load(args, **{"exporter.listen": args.listen or "127.0.0.1:9188"})
-    return run_demo(cfg, once=args.once, scale=args.scale, stop=stop_event())
+    return run_demo(cfg, once=args.once, scale=args.scale, stop=stop_event(), reset=args.reset)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -12,6 +12,8 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 from pg_architect.core import db
 from pg_architect.core.config import Config
@@ -138,14 +140,38 @@ def run_workload(
     return sum(counts)
 
 
-def run_demo(cfg: Config, *, once: bool, scale: float, stop: threading.Event) -> int:
-    """Start everything, audit once, print the report; serve until ``stop`` unless ``once``."""
+def demo_files(data_dir: Path) -> Path:
+    """Where the demo keeps what it makes beside the server's data: the migrations repository, the report."""
+    return data_dir.parent / "demo"
+
+
+def loaded(admin_dsn: str, dsn_for: Callable[[str], str], name: str = DEMO_DB) -> bool:
+    """Whether an earlier demo left its database with data and a knowledge base (then it is reused)."""
+    with db.connect(admin_dsn, db.Role.DEMO, DEMO_TIMEOUTS) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if not exists:
+        return False
+    with db.connect(dsn_for(name), db.Role.DEMO, DEMO_TIMEOUTS) as conn:
+        row = conn.execute(
+            "SELECT to_regclass('public.orders') IS NOT NULL AND to_regclass('pgarch.audit_runs') IS NOT NULL"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def run_demo(cfg: Config, *, once: bool, scale: float, stop: threading.Event, reset: bool = False) -> int:
+    """Start everything, audit once, deliver to a local repository, print the report; serve until ``stop``
+    unless ``once``. A second run reuses the data and the knowledge base."""
     import dataclasses as _dc
+    import shutil
     import sys
     import urllib.request
 
     from pg_architect.auditor.audit import AuditOptions, run_audit
+    from pg_architect.auditor.delivery import html, weekly
+    from pg_architect.auditor.delivery.weekly import where
+    from pg_architect.auditor.kb import KnowledgeBase
     from pg_architect.auditor.report import render
+    from pg_architect.auditor.snapshot import take_snapshot
     from pg_architect.core.config import parse_listen
     from pg_architect.core.embedded import EmbeddedPostgres, default_data_dir
     from pg_architect.exporter.server import ExporterServer, serve
@@ -154,21 +180,34 @@ def run_demo(cfg: Config, *, once: bool, scale: float, stop: threading.Event) ->
     def say(message: str) -> None:
         print(f"demo: {message}", file=sys.stderr, flush=True)
 
-    from pathlib import Path
-
     data_dir = Path(cfg.database.embedded_data_dir) if cfg.database.embedded_data_dir else default_data_dir()
+    files = demo_files(data_dir)
+    repo = files / "migrations-repo"
     server = EmbeddedPostgres(data_dir)
     with server:
         say(f"embedded PostgreSQL running at {server.dsn()} (data in {server.data_dir})")
-        dsn = load(
-            server.dsn(),
-            server.dsn,
-            customers=int(200_000 * scale),
-            orders=int(1_000_000 * scale),
-            jobs=int(300_000 * scale),
-            progress=say,
+        if reset and files.exists():
+            shutil.rmtree(files)
+        reuse = not reset and loaded(server.dsn(), server.dsn)
+        if reuse:
+            dsn = server.dsn(DEMO_DB)
+            say(f"reusing the demo database {DEMO_DB} and its knowledge base from an earlier run (--reset starts over)")
+        else:
+            dsn = load(
+                server.dsn(),
+                server.dsn,
+                customers=int(200_000 * scale),
+                orders=int(1_000_000 * scale),
+                jobs=int(300_000 * scale),
+                progress=say,
+            )
+        files.mkdir(parents=True, exist_ok=True)
+        # The demo delivers to a local repository only: it never opens pull requests on a configured GitHub.
+        cfg = _dc.replace(
+            cfg,
+            database=_dc.replace(cfg.database, dsn=dsn, kb_dsn=dsn),
+            github=_dc.replace(cfg.github, repo=None, local_repo=str(repo)),
         )
-        cfg = _dc.replace(cfg, database=_dc.replace(cfg.database, dsn=dsn, kb_dsn=dsn))
         if not cfg.measurement.staging_dsn:
             # The demo owns its database and the embedded server has no hypopg: it may block its own writes.
             cfg = _dc.replace(
@@ -185,6 +224,7 @@ def run_demo(cfg: Config, *, once: bool, scale: float, stop: threading.Event) ->
         url = f"http://{host if host not in ('0.0.0.0', '') else '127.0.0.1'}:{exporter.server_port}/metrics"
         say(f"exporter serving {url}")
         urllib.request.urlopen(url, timeout=10).read()  # the baseline scrape
+        say(take_snapshot(cfg, dsn, dsn, kind="daily"))
         shapes = workload(int(200_000 * scale), calls=12)
         started = time.monotonic()
         ran = run_workload(dsn, shapes, stop=stop)
@@ -192,19 +232,94 @@ def run_demo(cfg: Config, *, once: bool, scale: float, stop: threading.Event) ->
         metrics = urllib.request.urlopen(url, timeout=10).read().decode()
         p95 = [line for line in metrics.splitlines() if line.startswith("pgarch_query_p95_seconds{")]
         say("p95 from the exporter: " + ("; ".join(p95) if p95 else "(none yet)"))
-        # The demo's statements run a dozen times, not a week's worth: lower thresholds to match.
-        options = AuditOptions(
-            min_calls=5, min_mean_ms=5.0, limit=cfg.auditor.thresholds.limit, dry_run=True, trigger="demo"
+        say(take_snapshot(cfg, dsn, dsn, kind="daily"))
+        t = cfg.auditor.thresholds
+        options = AuditOptions(min_calls=DEMO_MIN_CALLS, min_mean_ms=DEMO_MIN_MEAN_MS, limit=t.limit, trigger="demo")
+        say(
+            f"thresholds lowered for the demo: min_calls {DEMO_MIN_CALLS} (configured {t.min_calls}), "
+            f"min_mean_ms {DEMO_MIN_MEAN_MS:g} (configured {t.min_mean_ms:g}): its statements ran a dozen times, "
+            "not a week of production traffic; pull-request thresholds unchanged (>= 0.90 merge, 0.80-0.89 review)"
         )
         report = run_audit(cfg, dsn, dsn, options, progress=say)
         print(render(report, "text"), flush=True)
+        kb = KnowledgeBase.open(dsn, cfg)
+        try:
+            week = weekly.build(kb, _report_url(cfg))
+        finally:
+            kb.close()
+        page = files / "report.html"
+        page.write_text(html.weekly_page(week), encoding="utf-8")
+        print("", flush=True)
+        if week.pending:
+            print(f"pending review ({len(week.pending)}), kept in the knowledge base across runs:", flush=True)
+            for d in week.pending:
+                print(f"  - {d.sql}  ({d.confidence:.2f}, {d.gain_percent or 0:.0f} % faster): {where(d)}")
+        if report.deliveries and any(d.created for d in report.deliveries):
+            first = next(d for d in report.deliveries if d.created)
+            print(f"migrations: git -C {repo} log --oneline --all   then   git -C {repo} show {first.branch}")
+        elif week.pending:
+            print(f"no new branch this time (nothing new to propose); look at them: git -C {repo} log --oneline --all")
+        print(f"report page (self-contained HTML): {page}")
+        print(
+            "try it on your own database: pg-architect check --dsn postgresql://USER@HOST:5432/DB, then "
+            "pg-architect audit --dsn postgresql://USER@HOST:5432/DB --dry-run (defaults: min_calls "
+            f"{t.min_calls}, min_mean_ms {t.min_mean_ms:g}; set github.local_repo or github.repo to get migrations)",
+            flush=True,
+        )
         urllib.request.urlopen(url, timeout=10).read()
         if once:
             stop.set()
         else:
+            admin = _serve_admin_api(cfg, dsn, files, stop, say)
             say(f"serving {url} until Ctrl-C (a light workload keeps the metrics moving)")
             light = [_dc.replace(s, calls=1) for s in shapes]
             while not stop.wait(5.0):
                 run_workload(dsn, light, threads=1, stop=stop)
+            if admin is not None:
+                admin.shutdown()
+                admin.server_close()
         thread.join(timeout=5)
     return 0
+
+
+DEMO_MIN_CALLS = 5
+DEMO_MIN_MEAN_MS = 5.0
+
+
+def _report_url(cfg: Config) -> str:
+    from pg_architect.auditor.delivery.after_audit import api_base_url
+
+    return api_base_url(cfg) + "/admin/database/report"
+
+
+def _serve_admin_api(
+    cfg: Config, dsn: str, files: Path, stop: threading.Event, say: Callable[[str], None]
+) -> ThreadingHTTPServer | None:
+    """The admin API, with a token of the demo's own (in a file beside the report)."""
+    import dataclasses as _dc
+    import secrets
+
+    from pg_architect.auditor.api import AdminServer
+    from pg_architect.auditor.daemon import AuditRunner
+    from pg_architect.core.config import parse_listen
+
+    token_file = files / "api_token"
+    if not token_file.exists():
+        token_file.write_text(secrets.token_urlsafe(24), encoding="utf-8")
+        token_file.chmod(0o600)
+    token = token_file.read_text(encoding="utf-8").strip()
+    cfg = _dc.replace(cfg, secrets={**cfg.secrets, "api_token": token})
+    host, port = parse_listen(cfg.auditor.api.listen)
+    try:
+        server = AdminServer((host, port), cfg, dsn, AuditRunner(cfg, dsn, dsn))
+    except OSError as exc:
+        say(f"admin API not started: cannot listen on {cfg.auditor.api.listen}: {exc.strerror or exc}")
+        return None
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{server.server_port}"
+    say(
+        f"admin API: {base}/admin/database/report (HTML with Accept: text/html; token in {token_file}): "
+        f"curl -H \"Authorization: Bearer $(cat {token_file})\" -H 'Accept: text/html' "
+        f"{base}/admin/database/report > report.html"
+    )
+    return server

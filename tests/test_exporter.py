@@ -103,7 +103,7 @@ def test_every_contract_metric_is_served_with_sane_values(pg_dsn: str, workload_
     assert 0 < (second.value("pgarch_connections_used_ratio") or 0) < 1
     assert second.value("pgarch_audit_last_success_timestamp_seconds") == 0, "no audit ran yet: zero-valued"
     labels = {k for f in second.families for s in f.samples for k in s.labels}
-    allowed = {"datname", "datid", "state", "mode", "le", "source", "collector", "action", "queryid"}
+    allowed = {"datname", "datid", "state", "mode", "le", "source", "collector", "action", "queryid", "integration"}
     allowed |= {"version", "short_version", "slot_name", "database", "slot_type", "wal_status"}
     assert labels <= allowed, labels
 

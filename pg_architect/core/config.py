@@ -145,6 +145,27 @@ def _shown(value: Any, key: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _http_url(value: Any) -> str | None:
+    return None if re.match(r"^https?://[^/\s]+", value) else f"expected an http(s):// URL, got {value!r}"
+
+
+def _check_repo(value: Any) -> str | None:
+    ok = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}", value)
+    return None if ok else f"expected OWNER/NAME of a GitHub repository, got {value!r}"
+
+
+def _check_branch(value: Any) -> str | None:
+    bad = not value or value.startswith(("-", "/")) or value.endswith((".", "/", ".lock")) or ".." in value
+    bad = bad or re.search(r"[\s~^:?*\[\\]|@\{", value) is not None
+    return f"not a valid git branch name: {value!r}" if bad else None
+
+
+def _relative_path(value: Any) -> str | None:
+    parts = value.split("/")
+    bad = not value or value.startswith("/") or ".." in parts
+    return f"expected a path inside the repository (relative, no ..), got {value!r}" if bad else None
+
+
 def _field(default: Any, check: Callable[[Any], str | None] | None = None, **kw: Any) -> Any:
     metadata = {"check": check} if check else {}
     if isinstance(default, list):
@@ -231,6 +252,8 @@ class ScheduleConfig:
 class ApiConfig:
     listen: str = _field("127.0.0.1:3001", _check_listen)
     token_file: str | None = None
+    # How people reach the admin API (links in Slack, pull requests, Grafana); default: http://<listen>.
+    public_url: str | None = _field(None, _http_url)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,17 +286,17 @@ class LlmConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MigrationsConfig:
-    format: str = _field("prisma", _one_of("prisma", "plain"))
-    path: str = "prisma/migrations"
+    format: str = _field("prisma", _one_of("prisma", "sql"))
+    path: str = _field("prisma/migrations", _relative_path)
 
 
 @dataclasses.dataclass(frozen=True)
 class GithubConfig:
-    repo: str | None = None
+    repo: str | None = _field(None, _check_repo)
     token_file: str | None = None
-    base_branch: str = "main"
+    base_branch: str = _field("main", _check_branch)
     local_repo: str | None = None
-    api_url: str = "https://api.github.com"
+    api_url: str = _field("https://api.github.com", _http_url)
     migrations: MigrationsConfig = dataclasses.field(default_factory=MigrationsConfig)
     labels: list[str] = _field(["database", "ai-generated", "optimization"])
 
@@ -285,14 +308,14 @@ class SlackConfig:
 
 @dataclasses.dataclass(frozen=True)
 class GrafanaConfig:
-    url: str | None = None
+    url: str | None = _field(None, _http_url)
     token_file: str | None = None
     dashboard_uid: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class PushgatewayConfig:
-    url: str | None = None
+    url: str | None = _field(None, _http_url)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -523,6 +546,15 @@ _STANDARD_SECRETS = {
 }
 
 
+# A secret whose integration is configured without it is useless; one of an unconfigured integration may be
+# missing (docker compose passes every secret file's path, configured or not).
+_NEEDED_BY: dict[str, Callable[[Config], bool]] = {
+    "github_token": lambda cfg: cfg.github.repo is not None,
+    "grafana_token": lambda cfg: cfg.grafana.url is not None,
+    "openai_api_key": lambda cfg: cfg.llm.base_url is not None or cfg.llm.model is not None,
+}
+
+
 def _resolve_secrets(cfg: Config, env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
     secrets: dict[str, str] = {}
     for name, (variable, file_path) in _STANDARD_SECRETS.items():
@@ -530,6 +562,8 @@ def _resolve_secrets(cfg: Config, env: Mapping[str, str], problems: list[str]) -
         for part in file_path:
             node = getattr(node, part)
         value: str | None = None
+        if node and name in _NEEDED_BY and not _NEEDED_BY[name](cfg) and not Path(node).expanduser().exists():
+            continue  # the secret of an integration that is not configured is optional, its file too
         if node:
             value = _read_secret_file(node, ".".join(file_path), problems)
         elif env.get(variable):
