@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from pg_architect.auditor import advisor, catalog, confidence, health, params, window
+from pg_architect.auditor import advisor, catalog, confidence, health, lifecycle, params, plans, window
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL, embed
 from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
 from pg_architect.auditor.measure import CannotMeasure, Measurer, Outcome, representative
@@ -28,6 +28,7 @@ from pg_architect.auditor.models import (
     Explanation,
     Kpis,
     Recommendation,
+    Regression,
     SlowQuery,
     action_for,
 )
@@ -42,6 +43,10 @@ Progress = Callable[[str], None]
 N_SAMPLES = 2
 # Drawn, then the N_SAMPLES closest to the rows pg_stat_statements recorded per call are measured.
 N_DRAWN = 5
+# A rejected recommendation is proposed again only when the statement's evidence changed materially: its mean
+# time at least doubled, or it runs at least three times as often, since the rejection.
+MATERIAL_MEAN_RATIO = 2.0
+MATERIAL_CALLS_RATIO = 3.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,6 +105,9 @@ class Auditor:
                     log.error("could not mark run %s failed: %s", run_id, mark_error)
                 raise
             self.kb.finish_run(report, target_id, embeddings, EMBEDDING_MODEL)
+            report = dataclasses.replace(
+                report, lifecycle=lifecycle.summary(self.kb, self.cfg, target_id, self.kb.clock())
+            )
             self.progress(
                 f"audit {run_id} finished: {report.kpis.recommended} recommendation(s) for "
                 f"{report.kpis.slow_queries} slow statement(s)"
@@ -110,6 +118,13 @@ class Auditor:
         self, run_id: str, started_at: datetime, target_id: int, ident: window.Identity
     ) -> tuple[AuditReport, dict[str, list[float]]]:
         win = window.take(self.conn, self.kb, target_id, ident)
+        notes = list(win.notes)
+        try:
+            for line in lifecycle.refresh(self.cfg, self.conn, self.kb, target_id, ident.dbid, win.snapshot_id):
+                self.progress(f"lifecycle: {line}")
+        except PgArchitectError as exc:  # following the lifecycle must not cost the audit
+            log.warning("lifecycle refresh failed: %s", exc)
+            notes.append(f"the recommendations' lifecycle could not be brought up to date: {exc}")
         slow = window.select_slow(
             win.statements,
             min_calls=self.options.min_calls,
@@ -143,6 +158,7 @@ class Auditor:
                 f"[{i}/{len(slow)}] {result.status:<17} {statement.mean_ms:9.1f} ms x {statement.calls} "
                 f"calls  {_short(statement.query)}  ({time.monotonic() - started:.1f}s)"
             )
+        regressions = self._regressions(win, target_id, ident)
         index_health = health.index_health(self.conn)
         forecasts = health.forecasts(self.kb.health_history(target_id), health.table_sizes(self.conn))
         finished = datetime.now(UTC)
@@ -158,9 +174,59 @@ class Auditor:
             kpis=Kpis.of(results),
             database=ident.datname,
             dry_run=self.options.dry_run,
-            notes=win.notes,
+            notes=tuple(notes),
+            regressions=tuple(regressions),
         )
         return report, embeddings
+
+    def _regressions(self, win: window.AuditWindow, target_id: int, ident: window.Identity) -> list[Regression]:
+        """Statements whose mean rose sharply against the week before the window, slow or not."""
+        lc = self.cfg.auditor.lifecycle
+        if win.baseline is None:
+            return []
+        earlier = self.kb.baseline(target_id, win.baseline.taken_at, None)
+        if earlier is None:
+            return []
+        previous = {
+            f.fingerprint: f
+            for f in self.kb.window_figures(earlier.snapshot_id, win.baseline.snapshot_id, ident.dbid)
+            if f.calls >= lc.verify_min_calls
+        }
+        found: list[Regression] = []
+        for s in win.statements:
+            before = previous.get(s.fingerprint)
+            if before is None or s.calls < lc.verify_min_calls or s.parse_error:
+                continue
+            before_mean = before.total_ms / before.calls
+            if s.mean_ms < before_mean * lc.regression_ratio or s.mean_ms - before_mean < lc.regression_floor_ms:
+                continue
+            found.append(
+                Regression(
+                    queryid=str(s.queryids[0]),
+                    fingerprint=s.fingerprint,
+                    query=s.query,
+                    calls=s.calls,
+                    previous_mean_ms=round(before_mean, 3),
+                    mean_ms=round(s.mean_ms, 3),
+                    ratio=round(s.mean_ms / before_mean, 2) if before_mean > 0 else float("inf"),
+                )
+            )
+        found.sort(key=lambda r: -r.ratio)
+        found = found[: self.options.limit]
+        now = self.kb.clock()
+        out = []
+        for r in found:
+            stored = self.kb.latest_plan(target_id, r.fingerprint, now)
+            try:
+                current = plans.current_plan(self.conn, r.query)
+            except PgArchitectError as exc:
+                log.info("regression %s: no current plan: %s", r.queryid, exc)
+                current = None
+            if current is not None:
+                self.kb.store_plan(target_id, r.fingerprint, now, r.mean_ms, current)
+            out.append(dataclasses.replace(r, plan_change=plans.plan_change(stored, current)))
+            self.progress(f"regression: x{r.ratio} {r.previous_mean_ms:.1f} -> {r.mean_ms:.1f} ms  {_short(r.query)}")
+        return out
 
     def _statement(
         self, statement: window.Statement, measurer: Measurer, target_id: int
@@ -192,13 +258,15 @@ class Auditor:
             for s in self.kb.similar(vector, EMBEDDING_MODEL, target_id=target_id)
             if s.similarity >= self.cfg.auditor.thresholds.similarity_skip
         ]
-        skip = _skip_for(similar)
-        if skip is not None:
-            return dataclasses.replace(base, status="skipped", skip_reason=skip), vector
+        verdict = _skip_for(similar, statement)
+        if verdict.reason is not None:
+            return dataclasses.replace(
+                base, status="skipped", skip_reason=verdict.reason, handled_by=verdict.handled_by
+            ), vector
         applied = next((s for s in similar if s.status == "applied"), None)
         if applied is not None:
             base = dataclasses.replace(base, regression_of=applied.recommendation_id)
-        result = self._advise(base, shape, measurer, applied, statement.rows_per_call)
+        result = self._advise(base, shape, measurer, applied, statement.rows_per_call, verdict.note)
         return result, vector
 
     def _advise(
@@ -208,6 +276,7 @@ class Auditor:
         measurer: Measurer,
         applied: SimilarRecommendation | None,
         rows_per_call: float | None,
+        reproposal: str = "",
     ) -> SlowQuery:
         resolved, tables = advisor.resolve(self.conn, shape)
         if not tables:
@@ -283,7 +352,7 @@ class Auditor:
             if applied is not None
             else ""
         )
-        recommendation = dataclasses.replace(recommendation, reasoning=recommendation.reasoning + note)
+        recommendation = dataclasses.replace(recommendation, reasoning=recommendation.reasoning + note + reproposal)
         return dataclasses.replace(base, status="recommended", recommendation=recommendation, rejected=tuple(rejected))
 
     def _recommendation(self, outcome: Outcome, shape: QueryShape, fingerprint: str) -> Recommendation:
@@ -291,12 +360,15 @@ class Auditor:
         assert m is not None
         cand = outcome.candidate
         applied_before, rejected_before = self.kb.outcome_history(fingerprint)
+        kind = confidence.kind_of(cand, m.method)
+        family = confidence.family_of(shape)
         evidence = confidence.score(
             outcome,
             applied_before=applied_before,
             rejected_before=rejected_before,
             write_share=cand.table.write_share,
             dml=shape.kind != "select",
+            history=self.kb.accuracy(kind, family),
         )
         timing = (
             f"{m.before_ms:.1f} ms -> {m.after_ms:.1f} ms"
@@ -317,6 +389,8 @@ class Auditor:
             source="advisor",
             measurement=m,
             action=action_for(evidence.score),
+            kind=kind,
+            family=family,
         )
 
 
@@ -330,18 +404,60 @@ def executable_samples(conn: db.Connection, shape: QueryShape, n: int) -> list[s
     return list(dict.fromkeys(params.bind_parameters(shape.text, v, types) for v in values))
 
 
-def _skip_for(similar: list[SimilarRecommendation]) -> str | None:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Verdict:
+    reason: str | None = None  # skip the statement, saying why
+    handled_by: int | None = None  # the recommendation it waits on
+    note: str = ""  # for the reasoning of a recommendation proposed again
+
+
+_WAITING = {
+    "pending": "is pending review",
+    "pr_open": "has an open pull request",
+    "merged": "is merged and waits to be deployed",
+}
+
+
+def _skip_for(similar: list[SimilarRecommendation], statement: window.Statement) -> _Verdict:
+    """Whether a similar past recommendation already answers the statement: one waiting (pending, PR open,
+    merged) does; a rejected one does unless the evidence changed materially since."""
     for s in similar:
-        if s.status == "pending" and s.worth_applying:
-            return (
-                f"a similar recommendation (#{s.recommendation_id}, similarity {s.similarity:.2f}) is pending "
-                f"review: {s.sql}"
-            )
+        head = f"a similar recommendation (#{s.recommendation_id}, similarity {s.similarity:.2f})"
+        if s.status in _WAITING and s.worth_applying:
+            waiting = _WAITING[s.status]
+            if s.decision == "accepted":
+                waiting = f"was accepted and {waiting.removeprefix('is ')}".replace("pending review", "waits")
+            return _Verdict(f"{head} {waiting}: {s.sql}", s.recommendation_id)
         if s.status == "rejected":
-            return (
-                f"a similar recommendation (#{s.recommendation_id}, similarity {s.similarity:.2f}) was "
-                f"rejected on {s.created_at:%Y-%m-%d}"
+            when = s.decided_at or s.created_at
+            why = f" ({s.decision_reason})" if s.decision_reason else ""
+            changed = _material_change(s, statement)
+            if changed is None:
+                then = (
+                    f"mean {s.mean_ms:.1f} ms then, {statement.mean_ms:.1f} ms now" if s.mean_ms else "no new evidence"
+                )
+                return _Verdict(
+                    f"{head} was rejected on {when:%Y-%m-%d}{why}; the evidence has not changed materially ({then})",
+                    s.recommendation_id,
+                )
+            return _Verdict(
+                note=(
+                    f" Proposed again: #{s.recommendation_id} was rejected on {when:%Y-%m-%d}{why}; "
+                    f"since then {changed}."
+                )
             )
+    return _Verdict()
+
+
+def _material_change(rejected: SimilarRecommendation, now: window.Statement) -> str | None:
+    """What changed enough since a rejection to propose again, or None."""
+    if rejected.mean_ms and now.mean_ms >= rejected.mean_ms * MATERIAL_MEAN_RATIO:
+        return (
+            f"the mean time rose from {rejected.mean_ms:.1f} ms to {now.mean_ms:.1f} ms "
+            f"(x{now.mean_ms / rejected.mean_ms:.1f})"
+        )
+    if rejected.calls and now.calls >= rejected.calls * MATERIAL_CALLS_RATIO:
+        return f"the calls per window rose from {rejected.calls} to {now.calls} (x{now.calls / rejected.calls:.1f})"
     return None
 
 
