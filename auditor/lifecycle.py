@@ -81,6 +81,8 @@ def index_signature(conn: db.Connection, sql: str) -> str | None:
         return None
     stmt = statements[0].stmt
     rel = stmt.relation
+    if rel is None or not rel.relname:
+        return None
     name = db.Identifier(*([rel.schemaname] if rel.schemaname else []), rel.relname).as_string(conn)
     table = db.fetch_one(conn, db.query(conn, QUERIES, "catalog_table_name"), {"name": name}, _Qualified)
     if table is None or table.qualified is None:

@@ -84,6 +84,11 @@ def read_snapshot(conn: db.Connection, ident: Identity) -> tuple[list[SnapshotRo
     return pgss.read_snapshot(conn), pgss.read_info(conn)
 
 
+def fingerprint_of(text: str, queryid: int) -> str:
+    """The statement's fingerprint (``queryid:<n>`` when it does not parse), as snapshots store it."""
+    return _fingerprint(text, queryid)[0]
+
+
 def _fingerprint(text: str, queryid: int) -> tuple[str, str | None]:
     try:
         return fingerprint(text), None
