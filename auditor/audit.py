@@ -158,7 +158,7 @@ class Auditor:
                 f"[{i}/{len(slow)}] {result.status:<17} {statement.mean_ms:9.1f} ms x {statement.calls} "
                 f"calls  {_short(statement.query)}  ({time.monotonic() - started:.1f}s)"
             )
-        regressions = self._regressions(win, target_id, ident)
+        regressions = self.regressions(win, target_id, ident)
         index_health = health.index_health(self.conn)
         forecasts = health.forecasts(self.kb.health_history(target_id), health.table_sizes(self.conn))
         finished = datetime.now(UTC)
@@ -179,7 +179,7 @@ class Auditor:
         )
         return report, embeddings
 
-    def _regressions(self, win: window.AuditWindow, target_id: int, ident: window.Identity) -> list[Regression]:
+    def regressions(self, win: window.AuditWindow, target_id: int, ident: window.Identity) -> list[Regression]:
         """Statements whose mean rose sharply against the week before the window, slow or not."""
         lc = self.cfg.auditor.lifecycle
         if win.baseline is None:

@@ -1,0 +1,173 @@
+"""The knowledge base's similarity look-up at scale: median latency with the model and target filters.
+
+Starts the embedded PostgreSQL, creates the knowledge base (the auditor's migrations), fills it with
+``--rows`` recommendations (random 256-dimensional embeddings; 90 % of them of the current embedding model,
+spread over ``--targets`` audited databases), then times ``--probes`` look-ups of the 5 nearest for one
+target and model, two ways, interleaved:
+
+- ``filtered``: the look-up as it was before (model and target in the WHERE clause of one ORDER BY ... LIMIT);
+  the planner cannot serve the filters from the HNSW index and sorts the table;
+- ``kb.similar``: ``KnowledgeBase.similar`` as the auditor runs it (pgvector's iterative HNSW scan).
+
+Recall is against the exact nearest five (a scan computing every distance). Run from the repository root:
+
+    python bench/kb_similarity.py [--rows 100000] [--targets 5] [--probes 50] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pg_architect.auditor.fingerprint import EMBEDDING_MODEL
+from pg_architect.auditor.kb import KnowledgeBase
+from pg_architect.core.embedded import EmbeddedPostgres
+
+RUN_ID = "00000000-0000-0000-0000-0000000000b1"
+BEFORE = """
+SELECT r.recommendation_id, (1 - (r.embedding <=> %(embedding)s::vector))::float8 AS similarity
+FROM pgarch.recommendations r
+WHERE r.embedding_model = %(model)s AND (%(target_id)s::bigint IS NULL OR r.target_id = %(target_id)s::bigint)
+ORDER BY r.embedding <=> %(embedding)s::vector
+LIMIT %(limit)s
+"""
+EXACT = """
+SELECT recommendation_id FROM (
+    SELECT recommendation_id, embedding <=> %(embedding)s::vector AS d FROM pgarch.recommendations
+    WHERE embedding_model = %(model)s AND target_id = %(target_id)s OFFSET 0) s
+ORDER BY d LIMIT %(limit)s
+"""
+
+
+def vector(rng: random.Random) -> list[float]:
+    return [rng.gauss(0.0, 1.0) for _ in range(256)]
+
+
+def text(values: list[float]) -> str:
+    return "[" + ",".join(f"{v:.5f}" for v in values) + "]"
+
+
+def fill(dsn: str, rows: int, targets: int, rng: random.Random) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgarch.audit_runs (run_id, status) VALUES (%s, 'ok')", (RUN_ID,))
+        for t in range(targets):
+            conn.execute(
+                "INSERT INTO pgarch.targets (system_identifier, datname, server_version) VALUES (%s, 'db', 180000)",
+                (str(t),),
+            )
+        conn.execute("DROP INDEX pgarch.recommendations_embedding_idx")  # built once after the load: faster
+        with conn.cursor().copy(
+            "COPY pgarch.recommendations (run_id, target_id, fingerprint, query, type, sql, reasoning, confidence,"
+            " source, action, status, worth_applying, embedding, embedding_model) FROM STDIN"
+        ) as copy:
+            for i in range(rows):
+                copy.write_row(
+                    (
+                        RUN_ID,
+                        1 + i % targets,
+                        f"fp{i}",
+                        "SELECT 1",
+                        "index",
+                        "CREATE INDEX x ON t (a)",
+                        "bench",
+                        0.5,
+                        "advisor",
+                        "log",
+                        "pending",
+                        True,
+                        text(vector(rng)),
+                        EMBEDDING_MODEL if i % 10 else "other-model",
+                    )
+                )
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        conn.execute(
+            "CREATE INDEX recommendations_embedding_idx ON pgarch.recommendations USING hnsw "
+            "(embedding vector_cosine_ops)"
+        )
+        conn.execute("VACUUM ANALYZE pgarch.recommendations")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--targets", type=int, default=5)
+    parser.add_argument("--probes", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    root = Path(tempfile.mkdtemp(prefix="pgarch-kb-bench-"))
+    server = EmbeddedPostgres(root / "data")
+    server.start()
+    try:
+        dsn = server.dsn()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        KnowledgeBase.open(dsn).close()  # the migrations
+        started = time.monotonic()
+        fill(dsn, args.rows, args.targets, rng)
+        print(f"loaded {args.rows:,} recommendations and built the HNSW index in {time.monotonic() - started:.0f} s")
+        kb = KnowledgeBase.open(dsn, migrate=False)
+        timings: dict[str, list[float]] = {"filtered": [], "kb.similar": []}
+        recall: dict[str, list[float]] = {"filtered": [], "kb.similar": []}
+        try:
+            for n in range(args.probes + 3):
+                probe = vector(rng)
+                params = {
+                    "embedding": text(probe),
+                    "model": EMBEDDING_MODEL,
+                    "target_id": 1 + n % args.targets,
+                    "limit": 5,
+                }
+                exact = {r[0] for r in kb.conn.execute(EXACT, params).fetchall()}
+                order = ("filtered", "kb.similar") if n % 2 else ("kb.similar", "filtered")
+                for way in order:
+                    t0 = time.perf_counter()
+                    if way == "filtered":
+                        found = {r[0] for r in kb.conn.execute(BEFORE, params).fetchall()}
+                    else:
+                        found = {
+                            s.recommendation_id
+                            for s in kb.similar(probe, EMBEDDING_MODEL, target_id=params["target_id"], limit=5)
+                        }
+                    elapsed = time.perf_counter() - t0
+                    if n >= 3:  # warm-up
+                        timings[way].append(elapsed * 1000.0)
+                        recall[way].append(len(found & exact) / len(exact))
+            plan = "\n".join(
+                r[0]
+                for r in kb.conn.execute(
+                    "EXPLAIN " + BEFORE,
+                    {"embedding": text(vector(rng)), "model": EMBEDDING_MODEL, "target_id": 1, "limit": 5},
+                ).fetchall()
+            )
+        finally:
+            kb.close()
+        print(f"{args.probes} look-ups of the 5 nearest for one of {args.targets} targets, one model:")
+        for way in ("filtered", "kb.similar"):
+            t = sorted(timings[way])
+            print(
+                f"  {way:<11} median {statistics.median(t):7.2f} ms  p90 {t[int(0.9 * (len(t) - 1))]:7.2f} ms  "
+                f"recall@5 {statistics.mean(recall[way]):.2f}"
+            )
+        ratio = statistics.median(timings["filtered"]) / statistics.median(timings["kb.similar"])
+        print(f"  kb.similar is {ratio:.1f}x faster (median)")
+        print("plan of the filtered look-up without the iterative scan:\n  " + plan.replace("\n", "\n  "))
+    finally:
+        server.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
