@@ -213,7 +213,7 @@ class Auditor:
             )
         found.sort(key=lambda r: -r.ratio)
         found = found[: self.options.limit]
-        now = self.kb.clock()
+        now = win.window.end
         out = []
         for r in found:
             stored = self.kb.latest_plan(target_id, r.fingerprint, now)

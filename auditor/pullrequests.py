@@ -68,9 +68,10 @@ def github_state(ref: PullRequestRef, token: str | None, api_url: str) -> PullSt
         auth=Auth.Token(token) if token else None,
         timeout=GITHUB_TIMEOUT_S,
         retry=None,
+        lazy=True,  # no GET /repos/{owner}/{repo} first: only the pull request is read
     )
     try:
-        pull = gh.get_repo(ref.repo, lazy=True).get_pull(ref.number)
+        pull = gh.get_repo(ref.repo).get_pull(ref.number)
         if pull.merged:
             merged_by = pull.merged_by.login if pull.merged_by is not None else None
             return PullState("merged", merged_by, pull.merged_at)

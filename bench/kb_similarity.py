@@ -1,9 +1,10 @@
 """The knowledge base's similarity look-up at scale: median latency with the model and target filters.
 
 Starts the embedded PostgreSQL, creates the knowledge base (the auditor's migrations), fills it with
-``--rows`` recommendations (random 256-dimensional embeddings; 90 % of them of the current embedding model,
-spread over ``--targets`` audited databases), then times ``--probes`` look-ups of the 5 nearest for one
-target and model, two ways, interleaved:
+``--rows`` recommendations (256-dimensional hashed structural embeddings like auditor.fingerprint's, of
+statements drawn as skewed feature sets; 90 % of them of the current embedding model, spread over
+``--targets`` audited databases), then times ``--probes`` look-ups of the 5 nearest to a statement like a
+stored one, for one target and model, two ways, interleaved:
 
 - ``filtered``: the look-up as it was before (model and target in the WHERE clause of one ORDER BY ... LIMIT);
   the planner cannot serve the filters from the HNSW index and sorts the table;
@@ -50,15 +51,39 @@ ORDER BY d LIMIT %(limit)s
 """
 
 
-def vector(rng: random.Random) -> list[float]:
-    return [rng.gauss(0.0, 1.0) for _ in range(256)]
+FEATURES = 3000
+
+
+def statement(rng: random.Random) -> list[int]:
+    """A statement as structural features, like auditor.fingerprint's: a few frequent ones (node types,
+    common columns), more rare ones (table and column names), drawn with a Zipf-like skew."""
+    return [min(int(rng.paretovariate(0.8)) - 1, FEATURES - 1) for _ in range(rng.randint(8, 30))]
+
+
+def near(rng: random.Random, features: list[int]) -> list[int]:
+    """A similar statement: the same with a few features changed."""
+    out = list(features)
+    for _ in range(rng.randint(1, 3)):
+        out[rng.randrange(len(out))] = rng.randrange(FEATURES)
+    return out
+
+
+def vector(rng: random.Random, features: list[int] | None = None) -> list[float]:
+    """The hashed, signed, L2-normalised embedding of the features (256 dimensions)."""
+    values = [0.0] * 256
+    for f in features if features is not None else statement(rng):
+        slot = (f * 2654435761) % 2**32
+        values[slot % 256] += 1.0 if (slot >> 8) & 1 else -1.0
+    norm = sum(v * v for v in values) ** 0.5 or 1.0
+    return [v / norm for v in values]
 
 
 def text(values: list[float]) -> str:
     return "[" + ",".join(f"{v:.5f}" for v in values) + "]"
 
 
-def fill(dsn: str, rows: int, targets: int, rng: random.Random) -> None:
+def fill(dsn: str, rows: int, targets: int, rng: random.Random) -> list[list[int]]:
+    kept: list[list[int]] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO pgarch.audit_runs (run_id, status) VALUES (%s, 'ok')", (RUN_ID,))
         for t in range(targets):
@@ -72,6 +97,9 @@ def fill(dsn: str, rows: int, targets: int, rng: random.Random) -> None:
             " source, action, status, worth_applying, embedding, embedding_model) FROM STDIN"
         ) as copy:
             for i in range(rows):
+                features = statement(rng)
+                if i < 1000:
+                    kept.append(features)
                 copy.write_row(
                     (
                         RUN_ID,
@@ -86,7 +114,7 @@ def fill(dsn: str, rows: int, targets: int, rng: random.Random) -> None:
                         "log",
                         "pending",
                         True,
-                        text(vector(rng)),
+                        text(vector(rng, features)),
                         EMBEDDING_MODEL if i % 10 else "other-model",
                     )
                 )
@@ -96,6 +124,7 @@ def fill(dsn: str, rows: int, targets: int, rng: random.Random) -> None:
             "(embedding vector_cosine_ops)"
         )
         conn.execute("VACUUM ANALYZE pgarch.recommendations")
+    return kept
 
 
 def main() -> int:
@@ -115,14 +144,14 @@ def main() -> int:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         KnowledgeBase.open(dsn).close()  # the migrations
         started = time.monotonic()
-        fill(dsn, args.rows, args.targets, rng)
+        stored = fill(dsn, args.rows, args.targets, rng)
         print(f"loaded {args.rows:,} recommendations and built the HNSW index in {time.monotonic() - started:.0f} s")
         kb = KnowledgeBase.open(dsn, migrate=False)
         timings: dict[str, list[float]] = {"filtered": [], "kb.similar": []}
         recall: dict[str, list[float]] = {"filtered": [], "kb.similar": []}
         try:
             for n in range(args.probes + 3):
-                probe = vector(rng)
+                probe = vector(rng, near(rng, rng.choice(stored)))  # a statement like one seen before
                 params = {
                     "embedding": text(probe),
                     "model": EMBEDDING_MODEL,
