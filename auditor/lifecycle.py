@@ -144,6 +144,11 @@ def check_catalog(conn: db.Connection, kb: KnowledgeBase, tracked: Sequence[Trac
             ):
                 kb.mark_applied_index(rec.recommendation_id, found.name)
                 changes.append(f"#{rec.recommendation_id} applied: index {found.name} found")
+        elif rec.status == "applied" and rec.applied_index is None:
+            # Marked applied without the catalog having seen the index (by hand, before lifecycle tracking):
+            # a drop can be told only once the index has been seen.
+            if found is not None and found.valid:
+                kb.mark_applied_index(rec.recommendation_id, found.name)
         elif rec.status == "applied" and (found is None or not found.valid):
             what = rec.applied_index or "the index"
             if kb.transition(

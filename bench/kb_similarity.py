@@ -115,7 +115,7 @@ def fill(dsn: str, rows: int, targets: int, rng: random.Random) -> list[list[int
                         "pending",
                         True,
                         text(vector(rng, features)),
-                        EMBEDDING_MODEL if i % 10 else "other-model",
+                        EMBEDDING_MODEL if rng.random() < 0.9 else "other-model",
                     )
                 )
         conn.execute("SET maintenance_work_mem = '512MB'")
