@@ -92,6 +92,7 @@ class Auditor:
         ident = window.identity(self.conn)
         with self.kb.audit_lock():
             target_id = self.kb.register_target(ident.system_identifier, ident.datname, ident.server_version_num)
+            self.kb.ensure_similarity_index(target_id, EMBEDDING_MODEL)
             run_id, started_at = self.kb.start_run(target_id, self.options.trigger, self.options.dry_run)
             self.progress(f"audit {run_id} of database {ident.datname} started")
             try:

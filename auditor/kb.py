@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -330,6 +331,7 @@ class KnowledgeBase:
         self.dsn = dsn
         self.timeouts = timeouts or db.Timeouts()
         self.reminder_days = reminder_days  # auditor.lifecycle.pending_reminder_days
+        self._similarity_indexes: set[tuple[int, str]] = set()
 
     @classmethod
     def open(
@@ -715,15 +717,39 @@ class KnowledgeBase:
         )
 
     # -- similarity ----------------------------------------------------------------------------------
+    def ensure_similarity_index(self, target_id: int, model: str) -> None:
+        """A partial HNSW index over one target's recommendations of one embedding model.
+
+        The look-up filters on both; over the one index of the whole table the HNSW scan yields ef_search
+        candidates and then drops the other targets' and models' rows, so with many targets it returned fewer
+        than asked, or the planner sorted the table instead. The partial index holds exactly the rows the
+        look-up wants (created once per target and model; fast while the target is new)."""
+        if (target_id, model) in self._similarity_indexes:
+            return
+        digest = hashlib.sha1(model.encode()).hexdigest()[:8]
+        db.execute(
+            self.conn,
+            db.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON pgarch.recommendations USING hnsw (embedding vector_cosine_ops) "
+                "WHERE target_id = {} AND embedding_model = {}"
+            ).format(
+                db.Identifier(f"recommendations_embedding_t{target_id}_{digest}_idx"),
+                db.Literal(target_id),
+                db.Literal(model),
+            ),
+        )
+        self._similarity_indexes.add((target_id, model))
+
     def similar(
         self, embedding: Sequence[float], model: str, *, target_id: int | None = None, limit: int = 5
     ) -> list[SimilarRecommendation]:
         """The ``limit`` nearest recommendations of ``model`` (and ``target_id``), nearest first.
 
-        The filters would otherwise starve the HNSW scan (it yields ef_search rows, then filters them), so the
-        planner fell back to a sequential scan; pgvector >= 0.8 keeps scanning the graph until enough rows
-        pass (``hnsw.iterative_scan``; an older pgvector ignores the setting and answers as before)."""
+        Planned with the values in hand (``force_custom_plan``), so the target's partial index
+        (``ensure_similarity_index``) serves it; without one, pgvector >= 0.8 keeps scanning the whole table's
+        graph until enough rows pass the filters (``hnsw.iterative_scan``; older versions ignore it)."""
         with db.transaction(self.conn):
+            db.execute(self.conn, "SET LOCAL plan_cache_mode = force_custom_plan")
             db.execute(self.conn, "SET LOCAL hnsw.iterative_scan = strict_order")
             return db.fetch(
                 self.conn,

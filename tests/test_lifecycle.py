@@ -27,6 +27,7 @@ from pg_architect.auditor import lifecycle, pullrequests, window
 from pg_architect.auditor.api import AdminServer
 from pg_architect.auditor.audit import AuditOptions, Auditor, run_audit
 from pg_architect.auditor.kb import KnowledgeBase
+from pg_architect.auditor.queries import QUERIES
 from pg_architect.auditor.report import render
 from pg_architect.auditor.snapshot import take_snapshot
 from pg_architect.core import db
@@ -102,11 +103,15 @@ def state(kb: str, recommendation_id: int) -> dict[str, Any]:
             "WHERE r.recommendation_id = %s",
             (recommendation_id,),
         ).fetchone()
-        events = conn.cursor(row_factory=psycopg.rows.tuple_row).execute(
-            "SELECT from_status, to_status, source, actor, reason FROM pgarch.recommendation_events "
-            "WHERE recommendation_id = %s ORDER BY at, event_id",
-            (recommendation_id,),
-        ).fetchall()
+        events = (
+            conn.cursor(row_factory=psycopg.rows.tuple_row)
+            .execute(
+                "SELECT from_status, to_status, source, actor, reason FROM pgarch.recommendation_events "
+                "WHERE recommendation_id = %s ORDER BY at, event_id",
+                (recommendation_id,),
+            )
+            .fetchall()
+        )
     assert row is not None
     return {**row, "events": events}
 
@@ -690,11 +695,71 @@ def test_similarity_look_up_with_filters_returns_the_exact_nearest_of_the_target
         ]
     kb = KnowledgeBase.open(kb_dsn)
     try:
+        kb.ensure_similarity_index(2, "structure-v1")
         found = kb.similar(probe, "structure-v1", target_id=2, limit=5)
+        with db.transaction(kb.conn):  # the plan kb.similar gets: the target's partial HNSW index
+            db.execute(kb.conn, "SET LOCAL plan_cache_mode = force_custom_plan")
+            plan = "\n".join(
+                r[0]
+                for r in kb.conn.execute(
+                    "EXPLAIN " + str(db.query(kb.conn, QUERIES, "kb_similar")),
+                    {"embedding": text, "model": "structure-v1", "target_id": 2, "limit": 5},
+                ).fetchall()
+            )
     finally:
         kb.close()
+    assert re.search(r"Index Scan using recommendations_embedding_t2_\w+_idx", plan), plan
     assert len(found) == 5 and [f.similarity for f in found] == sorted((f.similarity for f in found), reverse=True)
     # HNSW is approximate: most of the exact five, all of the right target and model.
     assert len({f.recommendation_id for f in found} & set(exact)) >= 4, (found, exact)
     rows = [int(f.fingerprint.removeprefix("fp")) for f in found]
     assert all(i % 10 == 0 and i % 3 for i in rows), rows  # target 2, model structure-v1 only
+
+
+# -- learning from outcomes ----------------------------------------------------------------------------------------
+
+
+def _outcome(keys: int = 1, predicate: str | None = None, total_bytes: int = 50 << 20) -> Any:
+    from pg_architect.auditor.advisor import Candidate, Key
+    from pg_architect.auditor.catalog import TableInfo
+    from pg_architect.auditor.measure import Outcome
+    from pg_architect.auditor.models import Measurement
+
+    table = TableInfo(1, "public", "orders", "r", total_bytes, total_bytes, 1e6, 1000000, 0, 10, 0, ["a", "b"], [])
+    cand = Candidate(table, tuple(Key(column=c) for c in ("a", "b")[:keys]), predicate, "filter")
+    m = Measurement("rollback_build", 100.0, 10.0, 10.0, 1.0, 90.0, True, True, "Seq Scan", "Index Scan", 2)
+    return Outcome(cand, m, used_index=True, consistent=True)
+
+
+def test_confidence_moves_with_the_measured_accuracy_of_past_recommendations_of_the_kind_and_family() -> None:
+    from pg_architect.auditor import confidence
+    from pg_architect.auditor.kb import Accuracy
+
+    outcome = _outcome()
+    assert confidence.kind_of(outcome.candidate, "rollback_build") == "btree/1key rollback_build 10MB-1GB"
+    assert confidence.kind_of(_outcome(2, "b IS NULL", 20 << 30).candidate, "hypothetical") == (
+        "btree/2keys/partial hypothetical >10GB"
+    )
+    plain = confidence.score(outcome)
+    good = confidence.score(outcome, history=Accuracy(5, 5, 4, 4))
+    bad = confidence.score(outcome, history=Accuracy(0, 5, 0, 2))
+    fresh = confidence.score(outcome, history=Accuracy(0, 0, 0, 0))
+    assert bad.score < plain.score == fresh.score < good.score, (bad, plain, good)
+    assert "past recommendations of this kind: 5 of 5 improved once applied: +0.05" in good.terms
+    assert "past recommendations for this statement family: 4 of 4 improved once applied: +0.04" in good.terms
+    assert "past recommendations of this kind: 0 of 5 improved once applied: -0.05" in bad.terms
+
+
+def test_outcome_classes_follow_the_predicted_gain_and_the_noise_band() -> None:
+    assert lifecycle.classify(85.0, 90.0) == "improved"
+    assert lifecycle.classify(45.0, 90.0) == "improved" and lifecycle.classify(44.0, 90.0) == "improved_less"
+    assert lifecycle.classify(9.0, 90.0) == "no_change" and lifecycle.classify(-9.0, 90.0) == "no_change"
+    assert lifecycle.classify(-10.0, 90.0) == "regressed"
+    assert lifecycle.classify(30.0, None) == "improved"
+
+
+def test_pull_request_urls_are_parsed_from_html_and_api_forms() -> None:
+    assert pullrequests.parse_pr_url("https://github.com/acme/shop/pull/12") == ("acme/shop", 12)
+    assert pullrequests.parse_pr_url("https://api.github.com/repos/acme/shop.git-x/pulls/7") == ("acme/shop.git-x", 7)
+    assert pullrequests.parse_pr_url("https://github.com/acme/shop/pull/12#issuecomment-1") == ("acme/shop", 12)
+    assert pullrequests.parse_pr_url("https://github.com/acme/shop/issues/12") is None
