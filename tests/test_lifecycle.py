@@ -763,3 +763,90 @@ def test_pull_request_urls_are_parsed_from_html_and_api_forms() -> None:
     assert pullrequests.parse_pr_url("https://api.github.com/repos/acme/shop.git-x/pulls/7") == ("acme/shop.git-x", 7)
     assert pullrequests.parse_pr_url("https://github.com/acme/shop/pull/12#issuecomment-1") == ("acme/shop", 12)
     assert pullrequests.parse_pr_url("https://github.com/acme/shop/issues/12") is None
+
+
+# -- outcomes from stored snapshots: a regression with its plan, a statement that disappeared -------------------
+
+
+def test_regressed_outcome_is_flagged_with_the_plan_and_a_vanished_statement_makes_its_recommendation_obsolete(
+    pg_dsn: str,
+) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (a integer, b text)")
+        conn.execute("INSERT INTO t SELECT g % 1000, 'row ' || g FROM generate_series(1, 20000) g")
+        conn.execute("CREATE INDEX t_a_idx ON t (a)")
+        conn.execute("ANALYZE t")
+    cfg = config()
+    audited = db.connect(pg_dsn, db.Role.AUDITOR, db.policy(cfg, db.Role.AUDITOR))
+    kb = KnowledgeBase.open(pg_dsn, cfg)
+    try:
+        target = kb.register_target("lifecycle-test", "db", 180000)
+        t0 = kb.clock() - timedelta(days=2)
+        regressed = _recommendation(pg_dsn, target, "fp-regress", "SELECT b FROM t WHERE a = $1", t0)
+        vanished = _recommendation(pg_dsn, target, "fp-gone", "SELECT b FROM t WHERE b = $1", t0)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE pgarch.recommendations SET absent_checked_at = %s WHERE recommendation_id = %s",
+                (t0 + timedelta(hours=1), regressed),
+            )
+            # calls and total ms of the statement, cumulative, at each snapshot: 10 ms a call before the index,
+            # 30 ms after it
+            for hours, calls, total in ((-24, 100, 1000.0), (0, 200, 2000.0), (3, 300, 5000.0), (4, 400, 8000.0)):
+                snap = conn.execute(
+                    "INSERT INTO pgarch.pgss_snapshots (target_id, kind, taken_at) VALUES (%s, 'daily', %s) "
+                    "RETURNING snapshot_id",
+                    (target, t0 + timedelta(hours=hours)),
+                ).fetchone()
+                assert snap is not None
+                conn.execute(
+                    "INSERT INTO pgarch.pgss_snapshot_rows (snapshot_id, userid, dbid, queryid, toplevel, fingerprint,"
+                    " calls, total_exec_ms, stddev_exec_ms, min_exec_ms, max_exec_ms, rows, shared_blks_hit,"
+                    " shared_blks_read) VALUES (%s, 10, 1, 42, true, 'fp-regress', %s, %s, 0, 0, 0, %s, 0, 0)",
+                    (snap[0], calls, total, calls * 20),
+                )
+        kb.transition(regressed, "applied", source="catalog", from_statuses=lifecycle.OPEN, at=t0 + timedelta(hours=2))
+        kb.mark_applied_index(regressed, "public.t_a_new_idx")
+        changes = lifecycle.verify_outcomes(audited, kb, target, 1, kb.clock(), 4)
+        assert changes == [f"#{regressed} regressed: 10.00 ms -> 30.00 ms (-200 %)"], changes
+        gone = lifecycle.mark_obsolete(kb, kb.tracked(target), {"fp-regress"}, kb.clock())
+        assert gone == [f"#{vanished} obsolete: its statement disappeared"], gone
+    finally:
+        kb.close()
+        audited.close()
+    s = state(pg_dsn, regressed)
+    assert s["result"] == "regressed" and s["time_saved_ms"] == 0 and s["provisional"] is False, s
+    assert (s["before_calls"], s["after_calls"]) == (100, 100) and s["after_rows_per_call"] == 20, s
+    note = s["plan_note"]
+    assert note.startswith("plan now: ") and "t_a_idx" in note, note
+    assert "measured with the index: Limit -> Index Scan using t_a_new_idx on t" in note, note
+    assert note.endswith("the plan no longer uses the applied index"), note
+    assert state(pg_dsn, vanished)["events"][-1][1:3] == ("obsolete", "audit")
+
+
+def _recommendation(kb: str, target: int, fingerprint: str, query: str, created: datetime) -> int:
+    with psycopg.connect(kb, autocommit=True) as conn:
+        run = conn.execute(
+            "INSERT INTO pgarch.audit_runs (run_id, target_id, status) VALUES (gen_random_uuid(), %s, 'ok') "
+            "RETURNING run_id",
+            (target,),
+        ).fetchone()
+        assert run is not None
+        row = conn.execute(
+            "INSERT INTO pgarch.recommendations (run_id, target_id, fingerprint, query, type, sql, reasoning,"
+            " confidence, source, measurement, gain_percent, worth_applying, action, embedding, created_at,"
+            " absent_checked_at) VALUES (%s, %s, %s, %s, 'index',"
+            " 'CREATE INDEX CONCURRENTLY IF NOT EXISTS t_a_new_idx ON public.t (a);', 'r', 0.9, 'advisor',"
+            " %s, 80, true, 'pr_merge', array_fill(0.1::real, ARRAY[256])::vector, %s, %s)"
+            " RETURNING recommendation_id",
+            (
+                run[0],
+                target,
+                fingerprint,
+                query,
+                json.dumps({"plan_after": "Limit -> Index Scan using t_a_new_idx on t"}),
+                created,
+                created,
+            ),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
