@@ -1,6 +1,4 @@
--- Whether the knowledge base exists yet (the auditor creates it on its first run), at a schema version this
--- exporter reads (version 3: the recommendations' lifecycle and outcomes).
+-- Whether the knowledge base exists yet (the auditor creates it on its first run).
 SELECT pg_catalog.to_regclass('pgarch.audit_runs') IS NOT NULL
    AND pg_catalog.to_regclass('pgarch.recommendations') IS NOT NULL
-   AND pg_catalog.to_regclass('pgarch.targets') IS NOT NULL
-   AND pg_catalog.to_regclass('pgarch.recommendation_outcomes') IS NOT NULL AS present
+   AND pg_catalog.to_regclass('pgarch.targets') IS NOT NULL AS present
