@@ -30,7 +30,7 @@ from pg_architect.auditor.measure import rolled_back
 from pg_architect.auditor.queries import QUERIES
 from pg_architect.core import db
 from pg_architect.core.config import Config
-from pg_architect.core.errors import PgArchitectError, UsageError
+from pg_architect.core.errors import DatabaseError, PgArchitectError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,11 @@ def check_catalog(conn: db.Connection, kb: KnowledgeBase, tracked: Sequence[Trac
             continue
         signature = rec.index_signature
         if signature is None:
-            signature = index_signature(conn, rec.sql)
+            try:
+                signature = index_signature(conn, rec.sql)
+            except DatabaseError as exc:  # no TEMP privilege, a read-only server: this one stays as it is
+                log.warning("recommendation #%d: cannot read its index definition: %s", rec.recommendation_id, exc)
+                continue
             if signature is None:
                 continue
             kb.set_signature(rec.recommendation_id, signature)

@@ -758,6 +758,12 @@ def test_outcome_classes_follow_the_predicted_gain_and_the_noise_band() -> None:
     assert lifecycle.classify(30.0, None) == "improved"
 
 
+def test_the_cli_offers_the_lifecycle_statuses() -> None:
+    from pg_architect import cli
+
+    assert cli.STATUSES == lifecycle.STATUSES
+
+
 def test_pull_request_urls_are_parsed_from_html_and_api_forms() -> None:
     assert pullrequests.parse_pr_url("https://github.com/acme/shop/pull/12") == ("acme/shop", 12)
     assert pullrequests.parse_pr_url("https://api.github.com/repos/acme/shop.git-x/pulls/7") == ("acme/shop.git-x", 7)
