@@ -17,10 +17,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from pg_architect.auditor import lifecycle
 from pg_architect.auditor.audit import AuditOptions
 from pg_architect.auditor.delivery import html, weekly
 from pg_architect.auditor.delivery.after_audit import api_base_url
 from pg_architect.auditor.kb import KnowledgeBase
+from pg_architect.auditor.lifecycle import DECISIONS, STATUSES, LifecycleError
 from pg_architect.auditor.report import render
 from pg_architect.core import db
 from pg_architect.core.config import Config
@@ -36,6 +38,8 @@ MAX_PAGE = 500
 DEFAULT_PAGE = 50
 REPORT_FORMATS = ("json", "markdown", "html")
 _RUN_PATH = re.compile(r"^/admin/database/runs/(?P<id>[^/]+)$")
+_DECISION_PATH = re.compile(r"^/admin/database/optimizations/(?P<id>[^/]+)/decision$")
+MAX_REASON = 2000
 
 
 class AuditStarter(Protocol):
@@ -167,6 +171,27 @@ _FIELDS: dict[str, Callable[[Any], str | None]] = {
 }
 
 
+def decision_body(body: bytes) -> tuple[str, str | None, str | None]:
+    """``(decision, reason, by)`` from a decision's JSON body; HttpError(400) listing every problem."""
+    try:
+        doc = json.loads(body) if body.strip() else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HttpError(400, f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise HttpError(400, 'the body must be a JSON object: {"decision": "accepted|rejected", "reason": "..."}')
+    problems = [f"unknown field {key!r}" for key in sorted(doc) if key not in ("decision", "reason", "by")]
+    decision = doc.get("decision")
+    if decision not in DECISIONS:
+        problems.append(f"decision: must be one of {', '.join(DECISIONS)}, got {json.dumps(decision)}")
+    for key in ("reason", "by"):
+        value = doc.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_REASON):
+            problems.append(f"{key}: expected a string of at most {MAX_REASON} characters")
+    if problems:
+        raise HttpError(400, "; ".join(problems))
+    return str(decision), doc.get("reason"), doc.get("by")
+
+
 def page(query: dict[str, list[str]]) -> tuple[int, int]:
     """``limit`` (1..500, default 50) and ``offset`` (>= 0) from a query string; HttpError(400) otherwise."""
     limit = _query_int(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
@@ -283,12 +308,13 @@ class _Handler(TimeoutHandler):
                 return self._ready()
             return 200, OPENAPI, {}
         run = _RUN_PATH.match(path)
+        decision = _DECISION_PATH.match(path)
         routes = {
             "/admin/database/run-audit": "POST",
             "/admin/database/optimizations": "GET",
             "/admin/database/report": "GET",
         }
-        allowed = "GET" if run else routes.get(path)
+        allowed = "GET" if run else "POST" if decision else routes.get(path)
         if allowed is None:
             raise HttpError(404, f"no such endpoint: {path}")
         authorize(self.headers.get("Authorization"), self.server.token)
@@ -296,6 +322,8 @@ class _Handler(TimeoutHandler):
             raise HttpError(405, f"{method} is not allowed on {path}", {"Allow": allowed})
         if run:
             return self._run(run.group("id"))
+        if decision:
+            return self._decision(decision.group("id"), body)
         if path == "/admin/database/run-audit":
             return self._run_audit(body)
         if path == "/admin/database/optimizations":
@@ -346,12 +374,36 @@ class _Handler(TimeoutHandler):
 
     def _optimizations(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any], dict[str, str]]:
         limit, offset = page(query)
+        statuses = query.get("status")
+        status = statuses[-1] if statuses else None
+        if status is not None and status not in STATUSES:
+            raise HttpError(400, f"status must be one of {', '.join(STATUSES)}, got {status[:32]!r}")
         kb = self.server.open_kb()
         try:
-            rows = kb.optimizations(limit, offset)
+            rows = kb.optimizations(limit, offset, status)
         finally:
             kb.close()
-        return 200, {"limit": limit, "offset": offset, "items": [r.as_json() for r in rows]}, {}
+        return 200, {"limit": limit, "offset": offset, "status": status, "items": [r.as_json() for r in rows]}, {}
+
+    def _decision(self, raw_id: str, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        text = raw_id.removeprefix("%23").removeprefix("#")
+        if not re.fullmatch(r"[1-9]\d{0,17}", text):
+            raise HttpError(400, f"malformed recommendation id {raw_id[:32]!r}: expected a positive integer")
+        decision, reason, by = decision_body(body)
+        # The bearer token is shared, so who decided is what the caller says, marked as coming through the API.
+        actor = f"api:{by}" if by else "api"
+        kb = self.server.open_kb()
+        try:
+            try:
+                updated = lifecycle.decide(kb, int(text), decision, actor, reason)
+            except LifecycleError as exc:
+                status = 404 if str(exc).startswith("no recommendation") else 409
+                raise HttpError(status, str(exc)) from exc
+            events = kb.events(updated.recommendation_id)
+        finally:
+            kb.close()
+        log.info("recommendation #%d %s by %s through the admin API", updated.recommendation_id, decision, actor)
+        return 200, {**updated.as_json(), "events": [e.as_json() for e in events]}, {}
 
     def _report(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
         default = "html" if wants_html(self.headers.get("Accept")) else "json"
@@ -484,10 +536,31 @@ OPENAPI: dict[str, Any] = {
                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
                     },
                     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
                 ],
                 "responses": {
                     "200": _json("#/components/schemas/OptimizationPage", "one page of recommendations"),
-                    "400": _json(_ERR, "invalid limit or offset"),
+                    "400": _json(_ERR, "invalid limit, offset or status"),
+                    **_AUTH_ERRORS,
+                },
+            }
+        },
+        "/admin/database/optimizations/{id}/decision": {
+            "post": {
+                "summary": "A person's decision on a recommendation, recorded with who, when and why",
+                "operationId": "decideOptimization",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Decision"}}},
+                },
+                "responses": {
+                    "200": _json("#/components/schemas/DecidedOptimization", "the recommendation after the decision"),
+                    "400": _json(_ERR, "invalid id or body"),
+                    "404": _json(_ERR, "no such recommendation"),
+                    "409": _json(_ERR, "the decision does not apply to the recommendation's status"),
                     **_AUTH_ERRORS,
                 },
             }
@@ -608,10 +681,68 @@ OPENAPI: dict[str, Any] = {
                     "worth_applying": {"type": "boolean"},
                     "action": {"type": "string", "enum": ["pr_merge", "pr_review", "log", "flag"]},
                     "pr_url": {"type": "string", "nullable": True},
-                    "status": {"type": "string"},
+                    "status": {"type": "string", "enum": [*STATUSES, "not_worth"]},
                     "query": {"type": "string"},
                     "fingerprint": {"type": "string"},
+                    "status_changed_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "applied_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "applied_index": {"type": "string", "nullable": True},
+                    "decision": {"type": "string", "enum": list(DECISIONS), "nullable": True},
+                    "decided_by": {"type": "string", "nullable": True},
+                    "decided_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "decision_reason": {"type": "string", "nullable": True},
+                    "outcome": {"$ref": "#/components/schemas/Outcome"},
                 },
+            },
+            "Decision": {
+                "type": "object",
+                "required": ["decision"],
+                "additionalProperties": False,
+                "properties": {
+                    "decision": {"type": "string", "enum": list(DECISIONS)},
+                    "reason": {"type": "string", "maxLength": MAX_REASON},
+                    "by": {
+                        "type": "string",
+                        "maxLength": MAX_REASON,
+                        "description": "who decides (recorded as api:<by>)",
+                    },
+                },
+            },
+            "Outcome": {
+                "type": "object",
+                "nullable": True,
+                "properties": {
+                    "result": {"type": "string", "enum": ["improved", "improved_less", "no_change", "regressed"]},
+                    "before_mean_ms": {"type": "number"},
+                    "after_mean_ms": {"type": "number"},
+                    "measured_gain_percent": {"type": "number"},
+                    "predicted_gain_percent": {"type": "number", "nullable": True},
+                    "time_saved_seconds": {"type": "number"},
+                    "provisional": {"type": "boolean"},
+                    "verified_at": {"type": "string", "format": "date-time"},
+                    "index_dropped_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "plan_note": {"type": "string", "nullable": True},
+                },
+            },
+            "Event": {
+                "type": "object",
+                "properties": {
+                    "at": {"type": "string", "format": "date-time"},
+                    "from_status": {"type": "string", "nullable": True},
+                    "to_status": {"type": "string"},
+                    "source": {"type": "string", "enum": ["github", "git", "catalog", "person", "audit"]},
+                    "actor": {"type": "string", "nullable": True},
+                    "reason": {"type": "string", "nullable": True},
+                },
+            },
+            "DecidedOptimization": {
+                "allOf": [
+                    {"$ref": "#/components/schemas/Optimization"},
+                    {
+                        "type": "object",
+                        "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}},
+                    },
+                ]
             },
             "OptimizationPage": {
                 "type": "object",
@@ -619,6 +750,7 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "limit": {"type": "integer"},
                     "offset": {"type": "integer"},
+                    "status": {"type": "string", "nullable": True},
                     "items": {"type": "array", "items": {"$ref": "#/components/schemas/Optimization"}},
                 },
             },

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from pg_architect.auditor import advisor, analysis, confidence, health, settings, window
+from pg_architect.auditor import advisor, analysis, confidence, health, lifecycle, plans, settings, window
 from pg_architect.auditor.catalog import IndexInfo, Snapshot
 from pg_architect.auditor.decision import decide
 from pg_architect.auditor.delivery import after_audit
@@ -41,6 +41,7 @@ from pg_architect.auditor.models import (
     IndexHealth,
     Kpis,
     Recommendation,
+    Regression,
     SlowQuery,
     action_for,
 )
@@ -56,6 +57,10 @@ N_SAMPLES = 2
 # Drawn, ordered by how close their planned rows are to the rows pg_stat_statements recorded per call; the
 # first N_SAMPLES that also resemble the recorded rows and time are measured (auditor.measure.Recorded).
 N_DRAWN = 6
+# A rejected recommendation is proposed again only when the statement's evidence changed materially: its mean
+# time at least doubled, or it runs at least three times as often, since the rejection.
+MATERIAL_MEAN_RATIO = 2.0
+MATERIAL_CALLS_RATIO = 3.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,6 +106,7 @@ class Auditor:
     def run(self) -> AuditReport:
         ident = window.identity(self.conn)
         target_id = self.kb.register_target(ident.system_identifier, ident.datname, ident.server_version_num)
+        self.kb.ensure_similarity_index(target_id, EMBEDDING_MODEL)
         with self.kb.audit_lock(target_id):
             run_id, started_at = self.kb.start_run(target_id, self.options.trigger, self.options.dry_run)
             self.progress(f"audit {run_id} of database {ident.datname} started")
@@ -117,6 +123,9 @@ class Auditor:
                     self._after_failure(run_id, target_id, started_at, ident.datname, message)
                 raise
             self.kb.finish_run(report, target_id, embeddings, EMBEDDING_MODEL)
+            report = dataclasses.replace(
+                report, lifecycle=lifecycle.summary(self.kb, self.cfg, target_id, self.kb.clock())
+            )
             report = after_audit.deliver(self.cfg, self.conn, self.kb, report, target_id)
             for note in report.delivery_notes:
                 self.progress(note)
@@ -136,6 +145,13 @@ class Auditor:
         self, run_id: str, started_at: datetime, target_id: int, ident: window.Identity
     ) -> tuple[AuditReport, dict[str, list[float]]]:
         win = window.take(self.conn, self.kb, target_id, ident, min_mean_ms=self.options.min_mean_ms)
+        notes = list(win.notes)
+        try:
+            for line in lifecycle.refresh(self.cfg, self.conn, self.kb, target_id, ident.dbid, win.snapshot_id):
+                self.progress(f"lifecycle: {line}")
+        except PgArchitectError as exc:  # following the lifecycle must not cost the audit
+            log.warning("lifecycle refresh failed: %s", exc)
+            notes.append(f"the recommendations' lifecycle could not be brought up to date: {exc}")
         slow = window.select_slow(
             win.statements,
             min_calls=self.options.min_calls,
@@ -173,7 +189,7 @@ class Auditor:
                 f"[{i}/{len(slow)}] {result.status:<17} {statement.mean_ms:9.1f} ms x {statement.calls} "
                 f"calls  {_short(statement.query)}  ({time.monotonic() - started:.1f}s)"
             )
-        notes = list(win.notes)
+        regressions = self.regressions(win, target_id, ident)
         index_health: list[IndexHealth] = []
         forecasts: list[Forecast] = []
         locked = health.locked_tables(self.conn)
@@ -213,8 +229,58 @@ class Auditor:
             database=ident.datname,
             dry_run=self.options.dry_run,
             notes=tuple(notes),
+            regressions=tuple(regressions),
         )
         return report, embeddings
+
+    def regressions(self, win: window.AuditWindow, target_id: int, ident: window.Identity) -> list[Regression]:
+        """Statements whose mean rose sharply against the week before the window, slow or not."""
+        lc = self.cfg.auditor.lifecycle
+        if win.baseline is None:
+            return []
+        earlier = self.kb.baseline(target_id, win.baseline.taken_at, None)
+        if earlier is None:
+            return []
+        previous = {
+            f.fingerprint: f
+            for f in self.kb.window_figures(earlier.snapshot_id, win.baseline.snapshot_id, ident.dbid)
+            if f.calls >= lc.verify_min_calls
+        }
+        found: list[Regression] = []
+        for s in win.statements:
+            before = previous.get(s.fingerprint)
+            if before is None or s.calls < lc.verify_min_calls or s.parse_error:
+                continue
+            before_mean = before.total_ms / before.calls
+            if s.mean_ms < before_mean * lc.regression_ratio or s.mean_ms - before_mean < lc.regression_floor_ms:
+                continue
+            found.append(
+                Regression(
+                    queryid=str(s.queryids[0]),
+                    fingerprint=s.fingerprint,
+                    query=s.query,
+                    calls=s.calls,
+                    previous_mean_ms=round(before_mean, 3),
+                    mean_ms=round(s.mean_ms, 3),
+                    ratio=round(s.mean_ms / before_mean, 2) if before_mean > 0 else float("inf"),
+                )
+            )
+        found.sort(key=lambda r: -r.ratio)
+        found = found[: self.options.limit]
+        now = win.window.end
+        out = []
+        for r in found:
+            stored = self.kb.latest_plan(target_id, r.fingerprint, now)
+            try:
+                current = plans.current_plan(self.catalog, r.query)
+            except PgArchitectError as exc:
+                log.info("regression %s: no current plan: %s", r.queryid, exc)
+                current = None
+            if current is not None:
+                self.kb.store_plan(target_id, r.fingerprint, now, r.mean_ms, current)
+            out.append(dataclasses.replace(r, plan_change=plans.plan_change(stored, current)))
+            self.progress(f"regression: x{r.ratio} {r.previous_mean_ms:.1f} -> {r.mean_ms:.1f} ms  {_short(r.query)}")
+        return out
 
     def _statement(
         self, statement: window.Statement, measurer: Measurer, target_id: int
@@ -246,13 +312,15 @@ class Auditor:
             for s in self.kb.similar(vector, EMBEDDING_MODEL, target_id=target_id)
             if s.similarity >= self.cfg.auditor.thresholds.similarity_skip
         ]
-        skip = _skip_for(similar)
-        if skip is not None:
-            return dataclasses.replace(base, status="skipped", skip_reason=skip), vector
+        verdict = _skip_for(similar, statement)
+        if verdict.reason is not None:
+            return dataclasses.replace(
+                base, status="skipped", skip_reason=verdict.reason, handled_by=verdict.handled_by
+            ), vector
         applied = next((s for s in similar if s.status == "applied"), None)
         if applied is not None:
             base = dataclasses.replace(base, regression_of=applied.recommendation_id)
-        result = self._advise(base, shape, measurer, applied, statement.rows_per_call)
+        result = self._advise(base, shape, measurer, applied, statement.rows_per_call, verdict.note)
         return result, vector
 
     def _advise(
@@ -262,6 +330,7 @@ class Auditor:
         measurer: Measurer,
         applied: SimilarRecommendation | None,
         rows_per_call: float | None,
+        reproposal: str = "",
     ) -> SlowQuery:
         resolved, tables = analysis.resolve(self.catalog, shape)
         if not tables:
@@ -334,7 +403,7 @@ class Auditor:
             if applied is not None
             else ""
         )
-        recommendation = dataclasses.replace(recommendation, reasoning=recommendation.reasoning + note)
+        recommendation = dataclasses.replace(recommendation, reasoning=recommendation.reasoning + note + reproposal)
         return dataclasses.replace(base, status="recommended", recommendation=recommendation, rejected=rejected)
 
     def _recommendation(self, outcome: Outcome, shape: QueryShape, fingerprint: str) -> Recommendation:
@@ -342,12 +411,15 @@ class Auditor:
         assert m is not None
         cand = outcome.candidate
         applied_before, rejected_before = self.kb.outcome_history(fingerprint)
+        kind = confidence.kind_of(cand, m.method)
+        family = confidence.family_of(shape)
         evidence = confidence.score(
             outcome,
             applied_before=applied_before,
             rejected_before=rejected_before,
             write_share=cand.table.write_share,
             dml=shape.kind != "select",
+            history=self.kb.accuracy(kind, family),
         )
         timing = (
             f"{m.before_ms:.1f} ms -> {m.after_ms:.1f} ms"
@@ -370,6 +442,8 @@ class Auditor:
             source="advisor",
             measurement=m,
             action=action_for(evidence.score),
+            kind=kind,
+            family=family,
         )
 
 
@@ -392,18 +466,60 @@ def _writes(shape: QueryShape, tables: analysis.Tables, indexes: Sequence[IndexI
     )
 
 
-def _skip_for(similar: list[SimilarRecommendation]) -> str | None:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Verdict:
+    reason: str | None = None  # skip the statement, saying why
+    handled_by: int | None = None  # the recommendation it waits on
+    note: str = ""  # for the reasoning of a recommendation proposed again
+
+
+_WAITING = {
+    "pending": "is pending review",
+    "pr_open": "has an open pull request",
+    "merged": "is merged and waits to be deployed",
+}
+
+
+def _skip_for(similar: list[SimilarRecommendation], statement: window.Statement) -> _Verdict:
+    """Whether a similar past recommendation already answers the statement: one waiting (pending, PR open,
+    merged) does; a rejected one does unless the evidence changed materially since."""
     for s in similar:
-        if s.status == "pending" and s.worth_applying:
-            return (
-                f"a similar recommendation (#{s.recommendation_id}, similarity {s.similarity:.2f}) is pending "
-                f"review: {s.sql}"
-            )
+        head = f"a similar recommendation (#{s.recommendation_id}, similarity {s.similarity:.2f})"
+        if s.status in _WAITING and s.worth_applying:
+            waiting = _WAITING[s.status]
+            if s.decision == "accepted":
+                waiting = f"was accepted and {waiting.removeprefix('is ')}".replace("pending review", "waits")
+            return _Verdict(f"{head} {waiting}: {s.sql}", s.recommendation_id)
         if s.status == "rejected":
-            return (
-                f"a similar recommendation (#{s.recommendation_id}, similarity {s.similarity:.2f}) was "
-                f"rejected on {s.created_at:%Y-%m-%d}"
+            when = s.decided_at or s.created_at
+            why = f" ({s.decision_reason})" if s.decision_reason else ""
+            changed = _material_change(s, statement)
+            if changed is None:
+                then = (
+                    f"mean {s.mean_ms:.1f} ms then, {statement.mean_ms:.1f} ms now" if s.mean_ms else "no new evidence"
+                )
+                return _Verdict(
+                    f"{head} was rejected on {when:%Y-%m-%d}{why}; the evidence has not changed materially ({then})",
+                    s.recommendation_id,
+                )
+            return _Verdict(
+                note=(
+                    f" Proposed again: #{s.recommendation_id} was rejected on {when:%Y-%m-%d}{why}; "
+                    f"since then {changed}."
+                )
             )
+    return _Verdict()
+
+
+def _material_change(rejected: SimilarRecommendation, now: window.Statement) -> str | None:
+    """What changed enough since a rejection to propose again, or None."""
+    if rejected.mean_ms and now.mean_ms >= rejected.mean_ms * MATERIAL_MEAN_RATIO:
+        return (
+            f"the mean time rose from {rejected.mean_ms:.1f} ms to {now.mean_ms:.1f} ms "
+            f"(x{now.mean_ms / rejected.mean_ms:.1f})"
+        )
+    if rejected.calls and now.calls >= rejected.calls * MATERIAL_CALLS_RATIO:
+        return f"the calls per window rose from {rejected.calls} to {now.calls} (x{now.calls / rejected.calls:.1f})"
     return None
 
 

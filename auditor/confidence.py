@@ -2,16 +2,60 @@
 
 The score starts from how it was measured and what kind of index it is, and grows with the estimated
 speed-up, both from the calibration table (auditor.calibration, docs/confidence.md); then with a plan that
-visibly changed to use the index, and it moves with the knowledge base's past outcomes for similar
-statements. Every term is reported, so a reviewer sees why.
+visibly changed to use the index, and it moves with the knowledge base's past outcomes: people's decisions on
+the same statement, and the measured accuracy of applied recommendations of the same kind (index shape,
+measurement method, table size band) and of the same statement family. Every term is reported, so a reviewer
+sees why.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from pg_architect.auditor import calibration
 from pg_architect.auditor.measure import Outcome
+
+if TYPE_CHECKING:
+    from pg_architect.auditor.advisor import Candidate
+    from pg_architect.auditor.kb import Accuracy
+    from pg_architect.auditor.parsing import QueryShape
+
+#: How far past accuracy moves the score: +-HISTORY_WEIGHT/2 at 0 % or 100 %, reached after HISTORY_FULL outcomes.
+HISTORY_WEIGHT = 0.10
+HISTORY_FULL = 5
+_BANDS = ((10 << 20, "<10MB"), (1 << 30, "10MB-1GB"), (10 << 30, "1-10GB"))
+
+
+def size_band(total_bytes: int) -> str:
+    for limit, name in _BANDS:
+        if total_bytes < limit:
+            return name
+    return ">10GB"
+
+
+def kind_of(candidate: Candidate, method: str) -> str:
+    """``btree/2keys/expr/partial rollback_build 10MB-1GB``: what past outcomes are compared by."""
+    keys = len(candidate.keys)
+    shape = [f"btree/{keys}key{'s' if keys > 1 else ''}"]
+    if any(k.expression is not None for k in candidate.keys):
+        shape.append("expr")
+    if candidate.predicate:
+        shape.append("partial")
+    return f"{'/'.join(shape)} {method} {size_band(candidate.table.total_bytes)}"
+
+
+def family_of(shape: QueryShape) -> str:
+    """The statement's family: its kind and the tables it reads (``select public.orders``)."""
+    return f"{shape.kind} {','.join(sorted({t.qualified for t in shape.tables}))}"
+
+
+def _history_term(label: str, improved: int, verified: int) -> tuple[float, str] | None:
+    if not verified:
+        return None
+    accuracy = improved / verified
+    delta = HISTORY_WEIGHT * (accuracy - 0.5) * min(verified, HISTORY_FULL) / HISTORY_FULL
+    return delta, f"{label}: {improved} of {verified} improved once applied: {delta:+.2f}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -21,7 +65,13 @@ class Evidence:
 
 
 def score(
-    outcome: Outcome, *, applied_before: int = 0, rejected_before: int = 0, write_share: float = 0.0, dml: bool = False
+    outcome: Outcome,
+    *,
+    applied_before: int = 0,
+    rejected_before: int = 0,
+    write_share: float = 0.0,
+    dml: bool = False,
+    history: Accuracy | None = None,
 ) -> Evidence:
     m = outcome.measurement
     if m is None:
@@ -46,4 +96,14 @@ def score(
     if rejected_before:
         value -= 0.15
         terms.append(f"{rejected_before} similar recommendation(s) rejected before: -0.15")
+    if history is not None:
+        for found in (
+            _history_term("past recommendations of this kind", history.kind_improved, history.kind_verified),
+            _history_term(
+                "past recommendations for this statement family", history.family_improved, history.family_verified
+            ),
+        ):
+            if found is not None:
+                value += found[0]
+                terms.append(found[1])
     return Evidence(round(min(max(value, 0.0), 1.0), 3), tuple(terms))

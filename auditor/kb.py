@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 # Advisory lock keys (arbitrary, fixed): one for migrations, one for "an audit is running".
 MIGRATION_LOCK = 0x70676172636801
 AUDIT_LOCK = 0x70676172636802  # the base of the per-target audit locks (audit_lock_key)
+# A run stores at most auditor.thresholds.limit recommendations; this bounds the report's overlay query.
+MAX_RUN_RECOMMENDATIONS = 1000
 _MIGRATION = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 
@@ -55,6 +58,12 @@ class SimilarRecommendation:
     created_at: datetime
     run_id: str
     similarity: float
+    decision: str | None = None
+    decided_at: datetime | None = None
+    decision_reason: str | None = None
+    mean_ms: float | None = None  # the statement's figures when it was recommended
+    calls: int | None = None
+    kind: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,6 +94,7 @@ class _RunRow:
     finished_at: datetime | None
     error: str | None
     report: dict[str, Any] | None
+    target_id: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -121,10 +131,61 @@ class Optimization:
     status: str
     query: str
     fingerprint: str
+    status_changed_at: datetime | None = None
+    applied_at: datetime | None = None
+    applied_index: str | None = None
+    decision: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_reason: str | None = None
+    outcome: str | None = None
+    before_mean_ms: float | None = None
+    after_mean_ms: float | None = None
+    measured_gain_percent: float | None = None
+    time_saved_ms: float | None = None
+    provisional: bool | None = None
+    verified_at: datetime | None = None
+    dropped_at: datetime | None = None
+    plan_note: str | None = None
+
+    def outcome_json(self) -> dict[str, Any] | None:
+        """The contract's ``outcome`` object (None until the recommendation is applied and verified)."""
+        if self.outcome is None:
+            return None
+        return {
+            "result": self.outcome,
+            "before_mean_ms": _round(self.before_mean_ms),
+            "after_mean_ms": _round(self.after_mean_ms),
+            "measured_gain_percent": _round(self.measured_gain_percent),
+            "predicted_gain_percent": _round(self.gain_percent),
+            "time_saved_seconds": _round((self.time_saved_ms or 0.0) / 1000.0),
+            "provisional": self.provisional,
+            "verified_at": _iso(self.verified_at),
+            "index_dropped_at": _iso(self.dropped_at),
+            "plan_note": self.plan_note,
+        }
 
     def as_json(self) -> dict[str, Any]:
-        doc = dataclasses.asdict(self)
-        doc["created_at"] = self.created_at.isoformat()
+        doc = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name
+            not in (
+                "outcome",
+                "before_mean_ms",
+                "after_mean_ms",
+                "measured_gain_percent",
+                "time_saved_ms",
+                "provisional",
+                "verified_at",
+                "dropped_at",
+                "plan_note",
+            )
+        }
+        for key, value in doc.items():
+            if isinstance(value, datetime):
+                doc[key] = value.isoformat()
+        doc["outcome"] = self.outcome_json()
         return doc
 
 
@@ -256,6 +317,124 @@ class AppliedGain:
     mean_ms: float | None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """One lifecycle transition of a recommendation."""
+
+    at: datetime
+    from_status: str | None
+    to_status: str
+    source: str
+    actor: str | None
+    reason: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "at": self.at.isoformat()}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tracked:
+    """A recommendation whose lifecycle still moves (pending, pr_open, merged, applied)."""
+
+    recommendation_id: int
+    target_id: int
+    status: str
+    type: str
+    sql: str
+    fingerprint: str
+    query: str
+    pr_url: str | None
+    gain_percent: float | None
+    index_signature: str | None
+    absent_checked_at: datetime | None
+    applied_at: datetime | None
+    applied_index: str | None
+    created_at: datetime
+    kind: str | None
+    family: str | None
+    plan_after: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SnapshotRef:
+    snapshot_id: int
+    taken_at: datetime
+    stats_reset: datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Figures:
+    """One statement's calls, time and rows over a window."""
+
+    calls: int
+    total_ms: float
+    rows: int
+
+    @property
+    def mean_ms(self) -> float:
+        return self.total_ms / self.calls if self.calls else 0.0
+
+    @property
+    def rows_per_call(self) -> float:
+        return self.rows / self.calls if self.calls else 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WindowFigures:
+    fingerprint: str
+    calls: int
+    total_ms: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LifecycleSummary:
+    pending_review: int
+    oldest_pending_days: float | None
+    accepted_waiting: int
+    applied_this_month: int
+    applied_total: int
+    verified: int
+    improved: int
+    regressed: int
+    average_gain_percent: float | None
+    time_saved_seconds: float
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.improved / self.verified if self.verified else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reminder:
+    recommendation_id: int
+    status: str
+    created_at: datetime
+    sql: str
+    action: str
+    age_days: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Accuracy:
+    kind_improved: int
+    kind_verified: int
+    family_improved: int
+    family_verified: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    plan: str
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every migration shipped with the auditor, in order."""
     found = []
@@ -269,10 +448,18 @@ def migrations() -> list[tuple[int, str, str]]:
 class KnowledgeBase:
     """One connection to the knowledge base and every operation on it."""
 
-    def __init__(self, conn: db.Connection, dsn: str | None = None, timeouts: db.Timeouts | None = None) -> None:
+    def __init__(
+        self,
+        conn: db.Connection,
+        dsn: str | None = None,
+        timeouts: db.Timeouts | None = None,
+        reminder_days: int = 14,
+    ) -> None:
         self.conn = conn
         self.dsn = dsn
         self.timeouts = timeouts or db.Timeouts()
+        self.reminder_days = reminder_days  # auditor.lifecycle.pending_reminder_days
+        self._similarity_indexes: set[tuple[int, str]] = set()
 
     @classmethod
     def open(
@@ -282,7 +469,7 @@ class KnowledgeBase:
         API's short request sessions skip it: the daemon migrated on start)."""
         timeouts = db.policy(cfg, role) if cfg is not None else db.Timeouts()
         conn = db.connect(dsn, role, timeouts)
-        kb = cls(conn, dsn, timeouts)
+        kb = cls(conn, dsn, timeouts, cfg.auditor.lifecycle.pending_reminder_days if cfg is not None else 14)
         try:
             if migrate:
                 kb.migrate()
@@ -389,7 +576,7 @@ class KnowledgeBase:
                     continue
                 m = rec.measurement
                 worth = bool(m and m.worth_applying)
-                db.fetch_value(
+                rec_id = db.fetch_value(
                     self.conn,
                     self._sql("kb_insert_recommendation"),
                     {
@@ -412,8 +599,28 @@ class KnowledgeBase:
                         "status": "pending" if worth else "not_worth",
                         "embedding": _vector(embeddings[q.fingerprint]),
                         "embedding_model": embedding_model,
+                        "kind": rec.kind,
+                        "family": rec.family,
                     },
                 )
+                if worth:
+                    db.execute(
+                        self.conn,
+                        self._sql("kb_supersede"),
+                        {"target_id": target_id, "fingerprint": q.fingerprint, "new_id": rec_id},
+                    )
+                if m is not None and m.plan_before:
+                    db.execute(
+                        self.conn,
+                        self._sql("kb_store_plan"),
+                        {
+                            "target_id": target_id,
+                            "fingerprint": q.fingerprint,
+                            "taken_at": report.finished_at,
+                            "mean_ms": q.mean_ms,
+                            "plan": m.plan_before,
+                        },
+                    )
             k = report.kpis
             db.execute(
                 self.conn,
@@ -445,6 +652,7 @@ class KnowledgeBase:
             report = dict(row.report)
             report["status"] = row.status
             report["error"] = row.error or report.get("error")
+            self._current(report, row)
             return report
         return {
             "run_id": row.run_id,
@@ -452,6 +660,52 @@ class KnowledgeBase:
             "error": row.error,
             "started_at": row.started_at.isoformat(),
             "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        }
+
+    def _current(self, report: dict[str, Any], row: _RunRow) -> None:
+        """Bring a stored report's recommendations up to date: their lifecycle status and verified outcome,
+        and the lifecycle section as it stands now."""
+        recs = {o.fingerprint: o for o in self.optimizations(MAX_RUN_RECOMMENDATIONS, 0, run_id=row.run_id)}
+        for q in report.get("slow_queries") or []:
+            rec = q.get("recommendation")
+            stored = recs.get(q.get("fingerprint") or "")
+            if rec is None or stored is None:
+                continue
+            rec["recommendation_id"] = stored.recommendation_id
+            rec["status"] = stored.status if stored.status != "not_worth" else None
+            rec["outcome"] = stored.outcome_json()
+            rec["pr_url"] = stored.pr_url or rec.get("pr_url")
+        if row.target_id is not None:
+            report["lifecycle"] = self.lifecycle_report(row.target_id, self.clock(), self.reminder_days)
+
+    def lifecycle_report(self, target_id: int, now: datetime, reminder_days: int) -> dict[str, Any]:
+        """The report's ``lifecycle`` section: pending review (and the oldest), reminders, applied this month,
+        verified outcomes, accuracy, average gain and time saved."""
+        s = self.lifecycle_summary(target_id, now)
+        reminders = self.reminders(target_id, now, timedelta(days=reminder_days))
+        return {
+            "pending_review": s.pending_review,
+            "oldest_pending_days": None if s.oldest_pending_days is None else round(s.oldest_pending_days, 1),
+            "accepted_waiting": s.accepted_waiting,
+            "applied_this_month": s.applied_this_month,
+            "applied_total": s.applied_total,
+            "verified": s.verified,
+            "improved": s.improved,
+            "regressed": s.regressed,
+            "accuracy_ratio": None if s.accuracy is None else round(s.accuracy, 4),
+            "average_gain_percent": None if s.average_gain_percent is None else round(s.average_gain_percent, 2),
+            "time_saved_seconds": round(s.time_saved_seconds, 3),
+            "reminder_after_days": reminder_days,
+            "reminders": [
+                {
+                    "recommendation_id": r.recommendation_id,
+                    "status": r.status,
+                    "age_days": round(r.age_days, 1),
+                    "action": r.action,
+                    "sql": r.sql,
+                }
+                for r in reminders
+            ],
         }
 
     def latest_report(self, status: str | None = "ok") -> dict[str, Any] | None:
@@ -473,8 +727,28 @@ class KnowledgeBase:
         value = db.fetch_value(self.conn, self._sql("api_current_run"), {"trigger": trigger, "since": since})
         return str(value) if value is not None else None
 
-    def optimizations(self, limit: int, offset: int) -> list[Optimization]:
-        return db.fetch(self.conn, self._sql("api_optimizations"), {"limit": limit, "offset": offset}, Optimization)
+    def optimizations(
+        self, limit: int, offset: int, status: str | None = None, run_id: str | None = None
+    ) -> list[Optimization]:
+        """Recommendations newest first, optionally of one status or one run, with their outcome."""
+        return db.fetch(
+            self.conn,
+            self._sql("api_optimizations"),
+            {"limit": limit, "offset": offset, "status": status, "recommendation_id": None, "run_id": run_id},
+            Optimization,
+        )
+
+    def optimization(self, recommendation_id: int) -> Optimization | None:
+        rows = db.fetch(
+            self.conn,
+            self._sql("api_optimizations"),
+            {"limit": 1, "offset": 0, "status": None, "recommendation_id": recommendation_id, "run_id": None},
+            Optimization,
+        )
+        return rows[0] if rows else None
+
+    def events(self, recommendation_id: int) -> list[Event]:
+        return db.fetch(self.conn, self._sql("kb_events"), {"recommendation_id": recommendation_id}, Event)
 
     def health_history(self, target_id: int, days: int = 30) -> list[HealthPoint]:
         """Daily health records of the last ``days`` days, oldest first (growth forecasts fit them)."""
@@ -584,20 +858,185 @@ class KnowledgeBase:
         )
 
     # -- similarity ----------------------------------------------------------------------------------
+    def ensure_similarity_index(self, target_id: int, model: str) -> None:
+        """A partial HNSW index over one target's recommendations of one embedding model.
+
+        The look-up filters on both; over the one index of the whole table the HNSW scan yields ef_search
+        candidates and then drops the other targets' and models' rows, so with many targets it returned fewer
+        than asked, or the planner sorted the table instead. The partial index holds exactly the rows the
+        look-up wants (created once per target and model; fast while the target is new)."""
+        if (target_id, model) in self._similarity_indexes:
+            return
+        digest = hashlib.sha1(model.encode()).hexdigest()[:8]
+        db.execute(
+            self.conn,
+            db.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON pgarch.recommendations USING hnsw (embedding vector_cosine_ops) "
+                "WHERE target_id = {} AND embedding_model = {}"
+            ).format(
+                db.Identifier(f"recommendations_embedding_t{target_id}_{digest}_idx"),
+                db.Literal(target_id),
+                db.Literal(model),
+            ),
+        )
+        self._similarity_indexes.add((target_id, model))
+
     def similar(
         self, embedding: Sequence[float], model: str, *, target_id: int | None = None, limit: int = 5
     ) -> list[SimilarRecommendation]:
-        return db.fetch(
-            self.conn,
-            self._sql("kb_similar"),
-            {"embedding": _vector(embedding), "model": model, "target_id": target_id, "limit": limit},
-            SimilarRecommendation,
-        )
+        """The ``limit`` nearest recommendations of ``model`` (and ``target_id``), nearest first.
+
+        Planned with the values in hand (``force_custom_plan``), so the target's partial index
+        (``ensure_similarity_index``) serves it; without one, pgvector >= 0.8 keeps scanning the whole table's
+        graph until enough rows pass the filters (``hnsw.iterative_scan``; older versions ignore it)."""
+        with db.transaction(self.conn):
+            db.execute(self.conn, "SET LOCAL plan_cache_mode = force_custom_plan")
+            db.execute(self.conn, "SET LOCAL hnsw.iterative_scan = strict_order")
+            return db.fetch(
+                self.conn,
+                self._sql("kb_similar"),
+                {"embedding": _vector(embedding), "model": model, "target_id": target_id, "limit": limit},
+                SimilarRecommendation,
+            )
 
     def outcome_history(self, fingerprint: str) -> tuple[int, int]:
         """(applied, rejected) counts of past recommendations for this statement's fingerprint."""
         row = db.fetch_one(self.conn, self._sql("kb_outcome_history"), (fingerprint,), _OutcomeCounts)
         return (row.applied, row.rejected) if row is not None else (0, 0)
+
+    # -- the lifecycle --------------------------------------------------------------------------------
+    def transition(
+        self,
+        recommendation_id: int,
+        to_status: str,
+        *,
+        source: str,
+        from_statuses: Sequence[str],
+        actor: str | None = None,
+        reason: str | None = None,
+        at: datetime | None = None,
+    ) -> str | None:
+        """Move a recommendation to ``to_status`` if it is in one of ``from_statuses``, recording the event;
+        returns the status it left (None: it was not in one of them, nothing changed)."""
+        value = db.fetch_value(
+            self.conn,
+            self._sql("kb_transition"),
+            {
+                "recommendation_id": recommendation_id,
+                "to_status": to_status,
+                "from_statuses": list(from_statuses),
+                "source": source,
+                "actor": actor,
+                "reason": reason,
+                "at": at or self.clock(),
+            },
+        )
+        return str(value) if value is not None else None
+
+    def decide(self, recommendation_id: int, decision: str, actor: str, reason: str | None, at: datetime) -> None:
+        db.execute(
+            self.conn,
+            self._sql("kb_decide"),
+            {"recommendation_id": recommendation_id, "decision": decision, "actor": actor, "reason": reason, "at": at},
+        )
+
+    def tracked(self, target_id: int) -> list[Tracked]:
+        return db.fetch(self.conn, self._sql("kb_tracked"), {"target_id": target_id}, Tracked)
+
+    def set_signature(self, recommendation_id: int, signature: str) -> None:
+        db.execute(
+            self.conn, self._sql("kb_set_signature"), {"recommendation_id": recommendation_id, "signature": signature}
+        )
+
+    def mark_absent(self, recommendation_ids: Sequence[int], at: datetime) -> None:
+        if recommendation_ids:
+            db.execute(self.conn, self._sql("kb_mark_absent"), {"ids": list(recommendation_ids), "at": at})
+
+    def mark_applied_index(self, recommendation_id: int, index: str) -> None:
+        db.execute(
+            self.conn, self._sql("kb_mark_applied_index"), {"recommendation_id": recommendation_id, "index": index}
+        )
+
+    def snapshots_since(self, target_id: int, since: datetime) -> list[SnapshotRef]:
+        return db.fetch(
+            self.conn, self._sql("kb_target_snapshots"), {"target_id": target_id, "since": since}, SnapshotRef
+        )
+
+    def snapshot_before(self, target_id: int, at: datetime) -> SnapshotRef | None:
+        return db.fetch_one(self.conn, self._sql("kb_snapshot_before"), {"target_id": target_id, "at": at}, SnapshotRef)
+
+    def statement_figures(self, from_snapshot: int | None, to_snapshot: int, dbid: int, fingerprint: str) -> Figures:
+        row = db.fetch_one(
+            self.conn,
+            self._sql("kb_statement_delta"),
+            {"from_snapshot": from_snapshot, "to_snapshot": to_snapshot, "dbid": dbid, "fingerprint": fingerprint},
+            Figures,
+        )
+        return row or Figures(0, 0.0, 0)
+
+    def window_figures(self, from_snapshot: int | None, to_snapshot: int, dbid: int) -> list[WindowFigures]:
+        return db.fetch(
+            self.conn,
+            self._sql("kb_window_figures"),
+            {"from_snapshot": from_snapshot, "to_snapshot": to_snapshot, "dbid": dbid},
+            WindowFigures,
+        )
+
+    def store_outcome(self, params: dict[str, Any]) -> None:
+        db.execute(self.conn, self._sql("kb_store_outcome"), params)
+
+    def outcome_dropped(self, recommendation_id: int, at: datetime) -> None:
+        db.execute(self.conn, self._sql("kb_outcome_dropped"), {"recommendation_id": recommendation_id, "at": at})
+
+    def lifecycle_summary(self, target_id: int, now: datetime) -> LifecycleSummary:
+        row = db.fetch_one(
+            self.conn, self._sql("kb_lifecycle_summary"), {"target_id": target_id, "now": now}, LifecycleSummary
+        )
+        assert row is not None
+        return row
+
+    def reminders(self, target_id: int, now: datetime, older_than: timedelta) -> list[Reminder]:
+        return db.fetch(
+            self.conn,
+            self._sql("kb_pending_reminders"),
+            {"target_id": target_id, "now": now, "older_than": older_than},
+            Reminder,
+        )
+
+    def accuracy(self, kind: str, family: str) -> Accuracy:
+        row = db.fetch_one(self.conn, self._sql("kb_kind_accuracy"), {"kind": kind, "family": family}, Accuracy)
+        return row or Accuracy(0, 0, 0, 0)
+
+    def latest_plan(self, target_id: int, fingerprint: str, before: datetime) -> str | None:
+        row = db.fetch_one(
+            self.conn,
+            self._sql("kb_latest_plan"),
+            {"target_id": target_id, "fingerprint": fingerprint, "before": before},
+            _Plan,
+        )
+        return row.plan if row is not None else None
+
+    def store_plan(self, target_id: int, fingerprint: str, taken_at: datetime, mean_ms: float, plan: str) -> None:
+        db.execute(
+            self.conn,
+            self._sql("kb_store_plan"),
+            {
+                "target_id": target_id,
+                "fingerprint": fingerprint,
+                "taken_at": taken_at,
+                "mean_ms": mean_ms,
+                "plan": plan,
+            },
+        )
+
+    def purge(self, before: datetime) -> dict[str, int]:
+        """Delete what is older than ``before`` (snapshots, health records, old runs' full reports and the slow
+        statements that led nowhere, superseded plans); keeps recommendations, outcomes and run KPIs."""
+        counts: dict[str, int] = {}
+        with db.transaction(self.conn):
+            for name in ("snapshots", "health", "plans", "slow_queries", "reports"):
+                counts[name] = int(db.fetch_value(self.conn, self._sql(f"kb_purge_{name}"), {"before": before}))
+        return counts
 
     def record_health(self, target_id: int, metrics: dict[str, Any]) -> None:
         db.execute(

@@ -56,6 +56,10 @@ class Recommendation:
     measurement: Measurement | None
     action: Action
     pr_url: str | None = None
+    # For learning from outcomes: the index's shape, measurement method and table size band; the statement's
+    # family (its kind and tables).
+    kind: str | None = None
+    family: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -73,6 +77,22 @@ class SlowQuery:
     recommendation: Recommendation | None = None
     regression_of: int | None = None
     rejected: tuple[str, ...] = ()
+    # The open, pending or applied recommendation this statement waits on (it counts as handled, not stuck).
+    handled_by: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Regression:
+    """A statement whose mean time rose sharply week over week, slow or not."""
+
+    queryid: str
+    fingerprint: str
+    query: str
+    calls: int
+    previous_mean_ms: float
+    mean_ms: float
+    ratio: float
+    plan_change: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -172,11 +192,16 @@ class AuditReport:
     deliveries: tuple[DeliveryRecord, ...] = ()
     # What delivery did, in words: "pull request #12 opened ...", "PR threshold reached, GitHub not configured".
     delivery_notes: tuple[str, ...] = ()
+    regressions: tuple[Regression, ...] = ()
+    lifecycle: dict[str, Any] | None = None
 
     @property
     def stuck(self) -> bool:
-        """Slow queries were found and none of them got a recommendation."""
-        return bool(self.slow_queries) and not any(q.status == "recommended" for q in self.slow_queries)
+        """Slow statements were found and none is handled: no recommendation now, and none open, pending or
+        applied (nor rejected by a person: a decision was made) that they wait on."""
+        return bool(self.slow_queries) and not any(
+            q.status == "recommended" or q.handled_by is not None for q in self.slow_queries
+        )
 
     def as_json(self) -> dict[str, Any]:
         """The contract's report JSON (extra keys are additions, never renames)."""
@@ -199,6 +224,9 @@ class AuditReport:
             "notes": list(self.notes),
             "deliveries": [dataclasses.asdict(d) for d in self.deliveries],
             "delivery_notes": list(self.delivery_notes),
+            "regressions": [dataclasses.asdict(r) for r in self.regressions],
+            "lifecycle": self.lifecycle,
+            "stuck": self.stuck,
         }
 
 
@@ -228,6 +256,7 @@ def _slow_json(q: SlowQuery) -> dict[str, Any]:
         "recommendation": None,
         "regression_of": q.regression_of,
         "rejected_candidates": list(q.rejected),
+        "handled_by": q.handled_by,
     }
     if rec is not None:
         m = rec.measurement
@@ -253,5 +282,9 @@ def _slow_json(q: SlowQuery) -> dict[str, Any]:
             },
             "action": rec.action,
             "pr_url": rec.pr_url,
+            # What became of it; the stored report is brought up to date when read (KnowledgeBase.run_report).
+            "status": "pending" if q.status == "recommended" else None,
+            "outcome": None,
+            "kind": rec.kind,
         }
     return out

@@ -38,6 +38,56 @@ def _delivered(doc: dict[str, Any], q: dict[str, Any]) -> str:
     return ": no pull request (see delivery below)"
 
 
+def lifecycle_lines(doc: dict[str, Any]) -> list[str]:
+    """The lifecycle in a few lines: waiting for review, reminders, applied this month, outcomes, time saved."""
+    lc = doc.get("lifecycle")
+    if not lc:
+        return []
+    pending = lc.get("pending_review", 0)
+    waiting = (
+        f"{pending} pending review, oldest {lc['oldest_pending_days']:.0f} day"
+        f"{'' if round(lc['oldest_pending_days']) == 1 else 's'}"
+        if pending and lc.get("oldest_pending_days") is not None
+        else "nothing pending review"
+    )
+    if lc.get("accepted_waiting"):
+        waiting += f"; {lc['accepted_waiting']} accepted, waiting to be applied"
+    gain = lc.get("average_gain_percent")
+    accuracy = lc.get("accuracy_ratio")
+    lines = [
+        waiting,
+        f"applied this month: {lc.get('applied_this_month', 0)}  "
+        f"average gain: {'-' if gain is None else f'{gain:.0f} %'}  "
+        f"time saved: {_duration(lc.get('time_saved_seconds') or 0.0)}  "
+        f"accuracy: {'-' if accuracy is None else f'{accuracy:.0%}'} of {lc.get('verified', 0)} verified",
+    ]
+    for r in lc.get("reminders") or []:
+        lines.append(
+            f"reminder: #{r['recommendation_id']} has waited {r['age_days']:.0f} days ({r['status']}, "
+            f"over {lc.get('reminder_after_days')}): {r['sql']}"
+        )
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:,.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+def _rec_state(rec: dict[str, Any]) -> str:
+    state = rec.get("status") or "-"
+    outcome = rec.get("outcome")
+    if outcome:
+        state += (
+            f", {outcome['result']}: {_ms(outcome['before_mean_ms'])} -> {_ms(outcome['after_mean_ms'])} "
+            f"(measured {outcome['measured_gain_percent']:.0f} %)"
+        )
+    return state
+
+
 def _text(doc: dict[str, Any]) -> str:
     lines = [f"pg-architect audit {doc['run_id']}  [{doc['status']}]  database {doc.get('database') or '?'}"]
     w = doc.get("window") or {}
@@ -51,6 +101,9 @@ def _text(doc: dict[str, Any]) -> str:
         f"slow statements: {k.get('slow_queries', 0)}  recommended: {k.get('recommended', 0)}  "
         f"avg confidence: {k.get('avg_confidence', 0):.2f}  avg gain: {k.get('avg_gain_percent', 0):.0f} %"
     )
+    lines += [f"lifecycle: {line}" for line in lifecycle_lines(doc)]
+    if doc.get("stuck"):
+        lines.append("STUCK: slow statements, none of them handled and no recommendation could be made")
     for i, q in enumerate(doc.get("slow_queries") or [], 1):
         lines.append("")
         lines.append(
@@ -71,13 +124,25 @@ def _text(doc: dict[str, Any]) -> str:
                 f"cost {m.get('before_cost', 0):,.0f} -> {m.get('after_cost', 0):,.0f}, "
                 f"gain {m.get('gain_percent', 0):.0f} %"
             )
-            lines.append(f"   confidence {rec['confidence']:.2f} -> {rec['action']}{_delivered(doc, q)}")
+            lines.append(
+                f"   confidence {rec['confidence']:.2f} -> {rec['action']}{_delivered(doc, q)}  [{_rec_state(rec)}]"
+            )
         if q.get("skip_reason"):
             lines.append(f"   reason: {q['skip_reason']}")
     if doc.get("delivery_notes"):
         lines.append("")
         lines.append("delivery:")
         lines += [f"  - {note}" for note in doc["delivery_notes"]]
+    if doc.get("regressions"):
+        lines.append("")
+        lines.append("regressions (week over week):")
+        for r in doc["regressions"]:
+            lines.append(
+                f"  - x{r['ratio']}: {_ms(r['previous_mean_ms'])} -> {_ms(r['mean_ms'])}, {r['calls']} calls "
+                f"(queryid {r['queryid']})  {' '.join(r['query'].split())[:160]}"
+            )
+            if r.get("plan_change"):
+                lines.append(f"    {r['plan_change']}")
     if doc.get("index_health"):
         lines.append("")
         lines.append("index health:")
@@ -122,6 +187,9 @@ def _markdown(doc: dict[str, Any]) -> str:
     ]
     for note in doc.get("notes") or []:
         out.append(f"> {note}")
+    lc_lines = lifecycle_lines(doc)
+    if lc_lines:
+        out += ["", "### Recommendations so far", ""] + [f"- {line}" for line in lc_lines]
     out += [
         "",
         "| # | status | calls | mean | statement | recommendation | gain | confidence |",
@@ -142,6 +210,15 @@ def _markdown(doc: dict[str, Any]) -> str:
     if doc.get("delivery_notes"):
         out += ["", "### Delivery", ""]
         out += [f"- {note}" for note in doc["delivery_notes"]]
+    if doc.get("regressions"):
+        out += ["", "### Regressions (week over week)", ""]
+        for r in doc["regressions"]:
+            stmt = " ".join(r["query"].split())[:120]
+            change = f" {r['plan_change']}" if r.get("plan_change") else ""
+            out.append(
+                f"- x{r['ratio']} `{stmt}`: {_ms(r['previous_mean_ms'])} -> {_ms(r['mean_ms'])}, {r['calls']} calls."
+                + change
+            )
     if doc.get("index_health"):
         out += ["", "### Index health", ""]
         out += [f"- **{h['reason']}** `{h['index']}`: {h['evidence']} (`{h['sql']}`)" for h in doc["index_health"]]

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from pg_architect.auditor.kb import KnowledgeBase
+from pg_architect.auditor.kb import Baseline, KnowledgeBase
 from pg_architect.auditor.models import Window
 from pg_architect.auditor.parsing import is_internal
 from pg_architect.auditor.queries import QUERIES
@@ -64,6 +64,7 @@ class AuditWindow:
     snapshot_id: int
     excluded_internal: int
     notes: tuple[str, ...]
+    baseline: Baseline | None = None  # the snapshot that opens the window (None: cumulative figures)
 
 
 def identity(conn: db.Connection) -> Identity:
@@ -189,6 +190,7 @@ def take(
         snapshot_id=snapshot_id,
         excluded_internal=internal,
         notes=tuple(notes),
+        baseline=baseline,
     )
 
 

@@ -408,4 +408,32 @@ def kpi_metrics(k: KpiRow) -> list[Metric]:
         counter("pgarch_optimizations_applied", "Recommendations applied since the knowledge base began.", k.applied),
         gauge("pgarch_knowledge_base_records", "Recommendations stored in the knowledge base.", k.records),
         failures,
+        *lifecycle_metrics(k),
     ]
+
+
+def lifecycle_metrics(k: KpiRow) -> list[Metric]:
+    """What became of the recommendations: lifecycle counts, verified outcomes, accuracy, time saved."""
+    statuses = GaugeMetricFamily("pgarch_recommendations", "Recommendations by lifecycle status.", labels=["status"])
+    for status, value in k.statuses.items():
+        statuses.add_metric([status], value)
+    outcomes = CounterMetricFamily(
+        "pgarch_optimizations_verified",
+        "Applied recommendations by measured outcome (pg_stat_statements before and after).",
+        labels=["outcome"],
+    )
+    for outcome, value in k.outcomes.items():
+        outcomes.add_metric([outcome], value)
+    verified = sum(k.outcomes.values())
+    accuracy = GaugeMetricFamily(
+        "pgarch_agent_accuracy_ratio",
+        "Share of verified applied recommendations whose outcome is improved (0 until one is verified).",
+    )
+    accuracy.add_metric([], k.verified_improved / verified if verified else 0.0)
+    saved = CounterMetricFamily(
+        "pgarch_time_saved_seconds", "Statement time saved by applied recommendations (calls x saved mean)."
+    )
+    saved.add_metric([], k.time_saved_s)
+    size = GaugeMetricFamily("pgarch_knowledge_base_size_bytes", "Size of the knowledge base's tables and indexes.")
+    size.add_metric([], k.kb_bytes)
+    return [statuses, outcomes, accuracy, saved, size]

@@ -152,5 +152,41 @@ class KpiRow:
     prs_created: int
     applied: int
     records: int
+    status_pending: int = 0
+    status_pr_open: int = 0
+    status_merged: int = 0
+    status_applied: int = 0
+    status_rejected: int = 0
+    status_superseded: int = 0
+    status_obsolete: int = 0
+    verified_improved: int = 0
+    verified_improved_less: int = 0
+    verified_no_change: int = 0
+    verified_regressed: int = 0
+    time_saved_s: float = 0.0
+    kb_bytes: float = 0.0
     # integration -> failed deliveries since the knowledge base began (github, git, slack, grafana, ...)
     integration_failures: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def statuses(self) -> dict[str, int]:
+        """Recommendations by lifecycle status (the contract's label values)."""
+        return {
+            "pending": self.status_pending,
+            "pr_open": self.status_pr_open,
+            "merged": self.status_merged,
+            "applied": self.status_applied,
+            "rejected": self.status_rejected,
+            "superseded": self.status_superseded,
+            "obsolete": self.status_obsolete,
+        }
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """Verified outcomes of applied recommendations."""
+        return {
+            "improved": self.verified_improved,
+            "improved_less": self.verified_improved_less,
+            "no_change": self.verified_no_change,
+            "regressed": self.verified_regressed,
+        }

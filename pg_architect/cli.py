@@ -27,6 +27,15 @@ log = logging.getLogger("pg_architect")
 FORMATS = ("text", "json", "markdown")
 
 EMBEDDED = "embedded"
+# The lifecycle statuses (pg_architect.auditor.lifecycle.STATUSES; repeated so parsing imports no auditor code).
+STATUSES = ("pending", "pr_open", "merged", "applied", "rejected", "superseded", "obsolete")
+
+
+def _recommendation_id(text: str) -> int:
+    value = text.removeprefix("#")
+    if not value.isdigit() or int(value) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a recommendation id (a positive integer), got {text!r}")
+    return int(value)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("sql", metavar="SQL")
     q.add_argument("--limit", type=_whole(1), default=5)
     q.set_defaults(func=cmd_kb_search)
+
+    p = sub.add_parser("recommendations", help="the lifecycle of recommendations: list, show, accept, reject")
+    _common(p)
+    p.add_argument("action", choices=("list", "show", "accept", "reject"))
+    p.add_argument("id", nargs="?", type=_recommendation_id, metavar="ID", help="a recommendation id (#N)")
+    p.add_argument("--reason", metavar="TEXT", help="why (recorded with the decision)")
+    p.add_argument("--by", metavar="WHO", help="who decides (default: the operating-system user)")
+    p.add_argument("--status", choices=STATUSES, help="list only recommendations in this status")
+    p.add_argument("--limit", type=int, default=50, metavar="N")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_recommendations)
 
     p = sub.add_parser("demo", help="embedded PostgreSQL + demo workload + exporter + one audit")
     _common(p)
@@ -404,6 +424,83 @@ def cmd_kb_search(args: argparse.Namespace) -> int:
         print(f"{s.similarity:.3f}  #{s.recommendation_id} [{s.status}] {s.type} gain {gain}  {s.sql}")
         print(f"       for: {' '.join(s.query.split())[:150]}")
     return 0
+
+
+def cmd_recommendations(args: argparse.Namespace) -> int:
+    import getpass
+    import json
+
+    from pg_architect.auditor import lifecycle
+    from pg_architect.auditor.kb import KnowledgeBase
+
+    if args.action != "list" and args.id is None:
+        raise UsageError(f"recommendations {args.action} needs an ID")
+    if args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    cfg = load(args)
+    with database(cfg) as (_dsn, kb_dsn):
+        kb = KnowledgeBase.open(kb_dsn, cfg)
+        try:
+            if args.action == "list":
+                rows = kb.optimizations(args.limit, 0, args.status)
+                if args.format == "json":
+                    print(json.dumps([r.as_json() for r in rows], indent=2, default=str))
+                    return 0
+                if not rows:
+                    print("no recommendations" + (f" with status {args.status}" if args.status else ""))
+                for r in rows:
+                    gain = f"{r.gain_percent:.0f} %" if r.gain_percent is not None else "-"
+                    outcome = f" outcome {r.outcome} ({r.measured_gain_percent:.0f} %)" if r.outcome else ""
+                    decided = f" [{r.decision} by {r.decided_by}]" if r.decision else ""
+                    print(
+                        f"#{r.recommendation_id:<6} {r.status:<10} {r.created_at:%Y-%m-%d} {r.action:<9} "
+                        f"gain {gain}{outcome}{decided}  {r.sql}"
+                    )
+                return 0
+            if args.action == "show":
+                found = kb.optimization(args.id)
+                if found is None:
+                    raise PgArchitectError(f"no recommendation #{args.id}")
+                events = kb.events(args.id)
+                if args.format == "json":
+                    doc = {**found.as_json(), "events": [e.as_json() for e in events]}
+                    print(json.dumps(doc, indent=2, default=str))
+                    return 0
+                _show(found, events)
+                return 0
+            decision = "accepted" if args.action == "accept" else "rejected"
+            who = args.by or getpass.getuser()
+            updated = lifecycle.decide(kb, args.id, decision, who, args.reason)
+        finally:
+            kb.close()
+    print(f"#{updated.recommendation_id} {decision} by {who}: status {updated.status}")
+    return 0
+
+
+def _show(r: Any, events: Sequence[Any]) -> None:
+    print(f"recommendation #{r.recommendation_id}  [{r.status}]  created {r.created_at:%Y-%m-%d %H:%M} UTC")
+    print(f"  statement: {' '.join(r.query.split())[:300]}")
+    print(f"  sql:       {r.sql}")
+    print(f"  rollback:  {r.rollback_sql}")
+    gain = f"{r.gain_percent:.0f} %" if r.gain_percent is not None else "-"
+    print(f"  predicted gain {gain}, confidence {r.confidence:.2f} -> {r.action}")
+    if r.pr_url:
+        print(f"  pull request: {r.pr_url}")
+    if r.applied_index:
+        print(f"  applied as {r.applied_index} at {r.applied_at:%Y-%m-%d %H:%M} UTC")
+    outcome = r.outcome_json()
+    if outcome:
+        print(
+            f"  outcome: {outcome['result']}: {outcome['before_mean_ms']} ms -> {outcome['after_mean_ms']} ms, "
+            f"measured gain {outcome['measured_gain_percent']:.0f} %, time saved {outcome['time_saved_seconds']} s"
+            + (" (provisional)" if outcome["provisional"] else "")
+        )
+        if outcome["plan_note"]:
+            print(f"  plan: {outcome['plan_note']}")
+    for e in events:
+        who = f" by {e.actor}" if e.actor else ""
+        why = f": {e.reason}" if e.reason else ""
+        print(f"  {e.at:%Y-%m-%d %H:%M} {e.from_status or '-'} -> {e.to_status} ({e.source}{who}){why}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

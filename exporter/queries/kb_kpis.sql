@@ -10,6 +10,8 @@ WITH target AS (
     SELECT r.* FROM runs r ORDER BY r.started_at DESC LIMIT 1
 ), recs AS (
     SELECT rc.* FROM pgarch.recommendations rc WHERE rc.target_id IN (SELECT target_id FROM target)
+), outcomes AS (
+    SELECT o.* FROM pgarch.recommendation_outcomes o JOIN recs USING (recommendation_id)
 )
 SELECT
     COALESCE((SELECT extract(epoch FROM started_at) FROM last_any), 0)::float8 AS last_run_ts,
@@ -25,5 +27,20 @@ SELECT
     COALESCE((SELECT count(*) FILTER (WHERE action = 'log') FROM recs WHERE worth_applying AND run_id IN (SELECT run_id FROM last_ok)), 0)::integer AS log,
     COALESCE((SELECT count(*) FILTER (WHERE action = 'flag') FROM recs WHERE worth_applying AND run_id IN (SELECT run_id FROM last_ok)), 0)::integer AS flag,
     (SELECT count(*) FROM recs WHERE pr_url IS NOT NULL)::integer AS prs_created,
-    (SELECT count(*) FROM recs WHERE status = 'applied')::integer AS applied,
-    (SELECT count(*) FROM recs)::integer AS records
+    -- applied ever (a later drop makes it obsolete, but it was applied): a counter
+    (SELECT count(*) FROM recs WHERE applied_at IS NOT NULL OR status = 'applied')::integer AS applied,
+    (SELECT count(*) FROM recs)::integer AS records,
+    (SELECT count(*) FROM recs WHERE worth_applying AND status = 'pending')::integer AS status_pending,
+    (SELECT count(*) FROM recs WHERE worth_applying AND status = 'pr_open')::integer AS status_pr_open,
+    (SELECT count(*) FROM recs WHERE worth_applying AND status = 'merged')::integer AS status_merged,
+    (SELECT count(*) FROM recs WHERE worth_applying AND status = 'applied')::integer AS status_applied,
+    (SELECT count(*) FROM recs WHERE worth_applying AND status = 'rejected')::integer AS status_rejected,
+    (SELECT count(*) FROM recs WHERE worth_applying AND status = 'superseded')::integer AS status_superseded,
+    (SELECT count(*) FROM recs WHERE worth_applying AND status = 'obsolete')::integer AS status_obsolete,
+    (SELECT count(*) FROM outcomes WHERE result = 'improved')::integer AS verified_improved,
+    (SELECT count(*) FROM outcomes WHERE result = 'improved_less')::integer AS verified_improved_less,
+    (SELECT count(*) FROM outcomes WHERE result = 'no_change')::integer AS verified_no_change,
+    (SELECT count(*) FROM outcomes WHERE result = 'regressed')::integer AS verified_regressed,
+    (COALESCE((SELECT sum(time_saved_ms) FROM outcomes), 0) / 1000.0)::float8 AS time_saved_s,
+    (SELECT COALESCE(sum(pg_catalog.pg_total_relation_size(c.oid)), 0) FROM pg_catalog.pg_class c
+     WHERE c.relnamespace = 'pgarch'::regnamespace AND c.relkind IN ('r', 'p', 'm'))::float8 AS kb_bytes

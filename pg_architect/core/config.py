@@ -256,11 +256,32 @@ class ApiConfig:
     public_url: str | None = _field(None, _http_url)
 
 
+def _retention(value: Any) -> str | None:
+    # The audit window needs a snapshot a week old, and week-over-week regressions the week before it.
+    return None if value >= 15 else f"must be >= 15 days (two weekly windows), got {value!r}"
+
+
+@dataclasses.dataclass(frozen=True)
+class LifecycleConfig:
+    """What happens to recommendations after an audit: reminders, outcome checks, regressions, retention."""
+
+    # A recommendation waiting for review longer than this is a reminder in the weekly report (never an alert).
+    pending_reminder_days: int = _field(14, _positive)
+    # An outcome is measured only once the statement ran this often before and after the index.
+    verify_min_calls: int = _field(20, _positive)
+    # Week over week: reported when the mean rose by this ratio and by at least the floor, slow or not.
+    regression_ratio: float = _field(1.5, _positive)
+    regression_floor_ms: float = _field(5.0, _non_negative)
+    # Snapshots, health records, plans and old runs' full reports older than this are purged.
+    retention_days: int = _field(400, _retention)
+
+
 @dataclasses.dataclass(frozen=True)
 class AuditorConfig:
     thresholds: ThresholdsConfig = dataclasses.field(default_factory=ThresholdsConfig)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     api: ApiConfig = dataclasses.field(default_factory=ApiConfig)
+    lifecycle: LifecycleConfig = dataclasses.field(default_factory=LifecycleConfig)
 
 
 @dataclasses.dataclass(frozen=True)
