@@ -25,6 +25,7 @@ from pglast import ast
 from pglast.stream import RawStream
 
 from pg_architect.auditor import plans, pullrequests
+from pg_architect.auditor.catalog import Snapshot
 from pg_architect.auditor.kb import Figures, KnowledgeBase, Optimization, SnapshotRef, Tracked
 from pg_architect.auditor.measure import rolled_back
 from pg_architect.auditor.queries import QUERIES
@@ -287,7 +288,7 @@ def verify(
 
 def regression_note(conn: db.Connection, rec: Tracked) -> str | None:
     """For a regressed outcome: the statement's plan now against the plan measured with the index."""
-    current = plans.current_plan(conn, rec.query)
+    current = plans.current_plan(Snapshot(conn), rec.query)
     if current is None:
         return None
     uses = rec.applied_index is not None and rec.applied_index.split(".")[-1].strip('"') in current
