@@ -24,6 +24,7 @@ from pg_architect.auditor.catalog import Snapshot
 from pg_architect.auditor.decision import decide
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL, embed
 from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
+from pg_architect.auditor.llm import architect
 from pg_architect.auditor.measure import CannotMeasure, Measurer, Outcome, representative
 from pg_architect.auditor.models import (
     AuditReport,
@@ -87,6 +88,7 @@ class Auditor:
         self.progress = progress
         self.staging = staging
         self.catalog = Snapshot(conn)  # the one catalog view of this audit
+        self.architect: architect.Architect | None = None  # the model's part, when one is configured
 
     def run(self) -> AuditReport:
         ident = window.identity(self.conn)
@@ -132,6 +134,7 @@ class Auditor:
         )
         results: list[SlowQuery] = []
         embeddings: dict[str, list[float]] = {}
+        self.architect = architect.for_audit(self.cfg, self.conn, self.catalog, self.kb, ident.datname)
         for i, statement in enumerate(slow, 1):
             started = time.monotonic()
             try:
@@ -152,6 +155,8 @@ class Auditor:
                 f"[{i}/{len(slow)}] {result.status:<17} {statement.mean_ms:9.1f} ms x {statement.calls} "
                 f"calls  {_short(statement.query)}  ({time.monotonic() - started:.1f}s)"
             )
+        if self.architect is not None:
+            self.architect.close()
         notes = list(win.notes)
         index_health: list[IndexHealth] = []
         forecasts: list[Forecast] = []
@@ -189,6 +194,7 @@ class Auditor:
             database=ident.datname,
             dry_run=self.options.dry_run,
             notes=tuple(notes),
+            llm_usage=self.architect.usage() if self.architect is not None else None,
         )
         return report, embeddings
 
@@ -229,6 +235,8 @@ class Auditor:
         if applied is not None:
             base = dataclasses.replace(base, regression_of=applied.recommendation_id)
         result = self._advise(base, shape, measurer, applied, statement.rows_per_call)
+        if self.architect is not None:
+            result = self.architect.review(result, shape, measurer)
         return result, vector
 
     def _advise(
