@@ -171,11 +171,13 @@ def rewrite(
             "refused: the rewrite uses placeholders the original does not have: "
             + ", ".join(f"${n}" for n in sorted(extra))
         )
+    # The original re-printed too: a trailing "-- comment" must not swallow the wrapper's closing parenthesis.
+    original_text = reprint_select(shape.text)
     values = params.sample_parameters(catalog, shape, types, n_samples) if types else [{}]
     pairs: list[tuple[str, str]] = []
     for v in values:
         try:
-            pair = (params.bind_parameters(shape.text, v, types), params.bind_parameters(text, v, types))
+            pair = (params.bind_parameters(original_text, v, types), params.bind_parameters(text, v, types))
         except params.ParameterError:
             continue
         if pair not in pairs:
