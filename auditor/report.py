@@ -37,7 +37,8 @@ def llm_lines(llm: dict[str, Any] | None) -> list[str]:
         )
     p = llm.get("proposal")
     if p and p.get("type") != "none":
-        out.append(f"model's proposal ({model_text(p.get('type'), 20)}): {p.get('status')}: {model_text(p.get('reason'))}")
+        kind = model_text(p.get("type"), 20)
+        out.append(f"model's proposal ({kind}): {p.get('status')}: {model_text(p.get('reason'))}")
     out.extend(f"model: {model_text(n)}" for n in llm.get("notes") or [])
     return out
 

@@ -47,9 +47,7 @@ def enabled_for(cfg: Config, datname: str) -> bool:
     return bool(llm.model) and llm.enabled and datname not in llm.disabled_targets
 
 
-def for_audit(
-    cfg: Config, conn: db.Connection, catalog: Snapshot, kb: KnowledgeBase, datname: str
-) -> Architect | None:
+def for_audit(cfg: Config, conn: db.Connection, catalog: Snapshot, kb: KnowledgeBase, datname: str) -> Architect | None:
     """The audit's architect, or None when no model takes part (nothing else changes then)."""
     if not enabled_for(cfg, datname):
         return None
@@ -220,9 +218,7 @@ class Architect:
             return ModelProposal(kind, checked.sql, "not_better", reason, self.model, stated), None
         score, terms = self._confidence(kind, checked, stated, result.fingerprint, shape.kind != "select")
         what = "Index" if kind == "index" else "Rewrite"
-        equal = (
-            f" Same rows as the original for all {m.samples} sampled parameter set(s)." if kind == "rewrite" else ""
-        )
+        equal = f" Same rows as the original for all {m.samples} sampled parameter set(s)." if kind == "rewrite" else ""
         text = (
             f"{what} proposed by the model ({self.model}), verified by pg-architect: measured ({m.method}, "
             f"{m.samples} parameter sample(s)): {timing}, {m.gain_percent:.0f} % faster.{equal} Plan before: "

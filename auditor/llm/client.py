@@ -202,7 +202,9 @@ class ModelClient:
             except openai.APIStatusError as exc:
                 # 4xx other than 429: retrying will not help; the caller may fall back (response_format).
                 self.usage.count("error", time.monotonic() - started)
-                raise _StatusError(f"{what}: the model's server answered HTTP {exc.status_code}", exc.status_code) from exc
+                raise _StatusError(
+                    f"{what}: the model's server answered HTTP {exc.status_code}", exc.status_code
+                ) from exc
             else:
                 self.usage.count("ok", time.monotonic() - started)
                 return response
@@ -221,8 +223,12 @@ class ModelClient:
         limit = min(max_tokens, self._remaining_tokens()) or 1
         if self._structured:
             try:
-                return self._chat(messages, limit, name, {"type": "json_schema", "json_schema": {
-                    "name": name, "schema": dict(schema), "strict": True}})
+                return self._chat(
+                    messages,
+                    limit,
+                    name,
+                    {"type": "json_schema", "json_schema": {"name": name, "schema": dict(schema), "strict": True}},
+                )
             except _StatusError as exc:
                 if exc.status not in (400, 404, 415, 422):
                     raise ModelError(str(exc)) from None
@@ -242,8 +248,12 @@ class ModelClient:
     def _chat(
         self, messages: Sequence[Mapping[str, str]], limit: int, name: str, response_format: dict[str, Any] | None
     ) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"model": self.model, "messages": list(messages), "max_tokens": limit,
-                                  "temperature": 0}
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(messages),
+            "max_tokens": limit,
+            "temperature": 0,
+        }
         if response_format is not None:
             kwargs["response_format"] = response_format
         response = self._call(name, lambda: self._client.chat.completions.create(**kwargs))
@@ -269,9 +279,7 @@ class ModelClient:
             raise ModelError("llm.embedding_model is not set")
         model = self.embedding_model
         try:
-            response = self._call(
-                "embedding", lambda: self._client.embeddings.create(model=model, input=list(texts))
-            )
+            response = self._call("embedding", lambda: self._client.embeddings.create(model=model, input=list(texts)))
         except _StatusError as exc:
             raise ModelError(str(exc)) from None
         usage = getattr(response, "usage", None)

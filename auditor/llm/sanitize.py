@@ -64,7 +64,7 @@ def _param_numbers(node: Any) -> list[int]:
             stack.extend(current)
         elif isinstance(current, ast.Node):
             if isinstance(current, ast.ParamRef):
-                found.append(int(current.number))
+                found.append(int(current.number or 0))
             stack.extend(getattr(current, name) for name in current)
     return found
 
@@ -98,7 +98,7 @@ _SLACK_LINK = re.compile(r"<(?:https?|mailto|ftp)[^>|]*(?:\|([^>]*))?>", re.IGNO
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _URL = re.compile(r"\b(?:https?|ftp|file|mailto|javascript|data):[^\s<>\"')\]]*", re.IGNORECASE)
 _WWW = re.compile(r"\bwww\.[^\s<>\"')\]]+", re.IGNORECASE)
-_MENTION = re.compile(r"(?<![\w.])[@＠][\w.\-/]+")
+_MENTION = re.compile(r"(?<![\w.])[@\uff20][\w.\-/]+")
 _HTML = re.compile(r"<[^>]{0,200}>")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 

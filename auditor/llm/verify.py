@@ -79,8 +79,10 @@ def index(
             f"refused: the index is on {ddl.schema}.{ddl.table}, a table this statement does not read "
             f"({', '.join(sorted(t.qualified for t in tables.values()))})"
         )
-    plain = ddl.method == "btree" and not ddl.include and all(
-        e.opclass is None and e.collation is None and e.nulls_first is None for e in ddl.elements
+    plain = (
+        ddl.method == "btree"
+        and not ddl.include
+        and all(e.opclass is None and e.collation is None and e.nulls_first is None for e in ddl.elements)
     )
     if not plain:
         raise Refused(
@@ -130,7 +132,12 @@ def reprint_select(sql: str) -> str:
 
 
 def _rows(conn: db.Connection, sql: str) -> collections.Counter[str]:
-    wrapped = f"SELECT t::text AS row FROM ({sql}) AS t LIMIT {MAX_COMPARED_ROWS + 1}"
+    # Whole rows as text: column names may differ between the two forms, values may not.
+    wrapped = (
+        db.SQL("SELECT t::text AS row FROM ({}) AS t LIMIT {}")
+        .format(db.SQL(sql), db.Literal(MAX_COMPARED_ROWS + 1))
+        .as_string(conn)
+    )
     safety.check_readonly_select(wrapped, conn)
     found = collections.Counter(str(r[0]) for r in db.fetch_tuples(conn, mark(wrapped)))
     if sum(found.values()) > MAX_COMPARED_ROWS:
