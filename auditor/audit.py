@@ -106,7 +106,8 @@ class Auditor:
                 except Exception as mark_error:  # keep the original error; the next audit marks the run
                     log.error("could not mark run %s failed: %s", run_id, mark_error)
                 raise
-            self.kb.finish_run(report, target_id, embeddings, EMBEDDING_MODEL)
+            after = self.architect.storer(report, target_id) if self.architect is not None else None
+            self.kb.finish_run(report, target_id, embeddings, EMBEDDING_MODEL, after=after)
             self.progress(
                 f"audit {run_id} finished: {report.kpis.recommended} recommendation(s) for "
                 f"{report.kpis.slow_queries} slow statement(s)"
@@ -225,7 +226,11 @@ class Auditor:
         base = dataclasses.replace(base, explanation=explanation)
         similar = [
             s
-            for s in self.kb.similar(vector, EMBEDDING_MODEL, target_id=target_id)
+            for s in (
+                self.architect.similar(statement.query, statement.fingerprint, vector, target_id)
+                if self.architect is not None
+                else self.kb.similar(vector, EMBEDDING_MODEL, target_id=target_id)
+            )
             if s.similarity >= self.cfg.auditor.thresholds.similarity_skip
         ]
         skip = _skip_for(similar)

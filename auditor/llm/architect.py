@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pg_architect.auditor import analysis, confidence
 from pg_architect.auditor.catalog import Snapshot
-from pg_architect.auditor.kb import KnowledgeBase
-from pg_architect.auditor.llm import context, prompts, verify
+from pg_architect.auditor.fingerprint import EMBEDDING_MODEL
+from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
+from pg_architect.auditor.llm import context, prompts, store, verify
 from pg_architect.auditor.llm.client import BudgetExhausted, ModelClient, ModelError
 from pg_architect.auditor.llm.sanitize import NotShareable, model_text, statement_for_model
 from pg_architect.auditor.measure import Measurer, Plan, explain
 from pg_architect.auditor.models import (
+    AuditReport,
     LlmReview,
     ModelExplanation,
     ModelProposal,
@@ -36,6 +39,8 @@ from pg_architect.core.errors import PgArchitectError
 log = logging.getLogger(__name__)
 
 N_SAMPLES = 2
+REEMBED_LIMIT = 1000  # per audit; the rest next time
+EMBED_BATCH = 32
 MODEL_WEIGHT = 0.05  # the most the model's own confidence moves a score, either way
 LLM_INDEX_CAP = 0.89  # a model's proposal is reviewed by a person: never "recommend merge"
 LLM_REWRITE_CAP = 0.85  # and a rewrite changes application code
@@ -51,7 +56,9 @@ def for_audit(cfg: Config, conn: db.Connection, catalog: Snapshot, kb: Knowledge
     """The audit's architect, or None when no model takes part (nothing else changes then)."""
     if not enabled_for(cfg, datname):
         return None
-    return Architect(cfg, conn, catalog, kb, ModelClient.from_config(cfg))
+    found = Architect(cfg, conn, catalog, kb, ModelClient.from_config(cfg))
+    found.prepare_embeddings()
+    return found
 
 
 class Architect:
@@ -63,13 +70,82 @@ class Architect:
         self.catalog = catalog
         self.kb = kb
         self.client = client
+        self.embedding_model = cfg.llm.embedding_model
+        self.vectors: dict[str, list[float]] = {}  # fingerprint -> embedding-model vector, stored with its rec
+        self.notes: list[str] = []
 
     @property
     def model(self) -> str:
         return self.client.model
 
     def usage(self) -> dict[str, Any]:
-        return {"model": self.model, **self.client.usage.as_json()}
+        return {
+            "model": self.model,
+            "embedding_model": self.embedding_model,
+            **self.client.usage.as_json(),
+            "notes": list(self.notes),
+        }
+
+    # -- the embedding option ----------------------------------------------------------------------
+    def prepare_embeddings(self) -> int:
+        """Embed the stored recommendations that lack a vector of ``llm.embedding_model`` (after a switch of
+        models); vectors of other models stay, unused. Returns how many were embedded."""
+        model = self.embedding_model
+        if not model:
+            return 0
+        done = 0
+        missing = store.missing_embeddings(self.kb.conn, model, REEMBED_LIMIT)
+        shareable: list[tuple[int, str]] = []
+        for row in missing:
+            try:
+                shareable.append((row.recommendation_id, statement_for_model(row.query)))
+            except NotShareable:
+                continue
+        for start in range(0, len(shareable), EMBED_BATCH):
+            batch = shareable[start : start + EMBED_BATCH]
+            try:
+                vectors = self.client.embed([text for _, text in batch])
+            except ModelError as exc:
+                self.notes.append(f"re-embedding with {model} stopped after {done} recommendation(s): {exc}")
+                break
+            with db.transaction(self.kb.conn):
+                for (recommendation_id, _), vector in zip(batch, vectors, strict=True):
+                    store.store_embedding(self.kb.conn, recommendation_id, model, vector)
+            done += len(batch)
+        if done:
+            log.info("embedded %d stored recommendation(s) with %s", done, model)
+        return done
+
+    def similar(
+        self, query: str, fingerprint: str, structural: list[float], target_id: int
+    ) -> list[SimilarRecommendation]:
+        """Past recommendations like this statement: in the embedding model's space when one is configured
+        (falling back to the structural space, never mixing the two), else structurally."""
+        if self.embedding_model:
+            try:
+                vector = self.client.embed([statement_for_model(query)])[0]
+            except (NotShareable, ModelError) as exc:
+                self.notes.append(f"statement {fingerprint}: structural similarity used: {exc}")
+            else:
+                self.vectors[fingerprint] = vector
+                return store.similar(self.kb.conn, vector, self.embedding_model, target_id=target_id)
+        return self.kb.similar(structural, EMBEDDING_MODEL, target_id=target_id)
+
+    def storer(self, report: AuditReport, target_id: int) -> Callable[[db.Connection, dict[str, int]], None]:
+        """What KnowledgeBase.finish_run calls, in its transaction, to store the model's part of ``report``."""
+
+        def write(conn: db.Connection, recommendation_ids: dict[str, int]) -> None:
+            store.write(
+                conn,
+                report,
+                target_id,
+                recommendation_ids,
+                model=self.model,
+                embedding_model=self.embedding_model,
+                vectors=self.vectors,
+            )
+
+        return write
 
     def close(self) -> None:
         self.client.close()
