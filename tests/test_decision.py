@@ -20,8 +20,17 @@ from pg_architect.auditor.models import Measurement
 from pg_architect.auditor.parsing import parse_query, resolve_columns
 
 ORDERS = TableInfo(
-    oid=100, schema="public", name="orders", relkind="r", total_bytes=10**9, heap_bytes=9 * 10**8,
-    reltuples=1_000_000, n_live_tup=1_000_000, writes=10, seq_scan=100, idx_scan=100,
+    oid=100,
+    schema="public",
+    name="orders",
+    relkind="r",
+    total_bytes=10**9,
+    heap_bytes=9 * 10**8,
+    reltuples=1_000_000,
+    n_live_tup=1_000_000,
+    writes=10,
+    seq_scan=100,
+    idx_scan=100,
     columns=["id", "customer_id", "status", "created_at", "email"],
     column_types=["bigint", "integer", "text", "timestamp with time zone", "text"],
 )
@@ -32,9 +41,19 @@ def cand(*columns: str, predicate: str | None = None) -> advisor.Candidate:
 
 
 def outcome(candidate: advisor.Candidate, gain: float, *, used: bool = True, method: str = "rollback_build") -> Outcome:
-    m = Measurement(method=method, before_cost=100, after_cost=100 * (1 - gain / 100), before_ms=10.0,  # type: ignore[arg-type]
-                    after_ms=10.0 * (1 - gain / 100), gain_percent=gain, worth_applying=used and gain > 20,
-                    plan_changed=used, plan_before="Seq Scan", plan_after="Index Scan", samples=2)
+    m = Measurement(
+        method=method,
+        before_cost=100,
+        after_cost=100 * (1 - gain / 100),
+        before_ms=10.0,  # type: ignore[arg-type]
+        after_ms=10.0 * (1 - gain / 100),
+        gain_percent=gain,
+        worth_applying=used and gain > 20,
+        plan_changed=used,
+        plan_before="Seq Scan",
+        plan_after="Index Scan",
+        samples=2,
+    )
     return Outcome(candidate, m, used_index=used, consistent=True)
 
 
@@ -103,8 +122,14 @@ class CannedSnapshot(Snapshot):
     def column_stats(self, schema: str, table: str, column: str) -> ColumnStats | None:
         if column not in self.stats:
             return None
-        return ColumnStats(null_frac=0, n_distinct=self.stats[column], most_common_vals=None, most_common_freqs=None,
-                           histogram_bounds=None, correlation=None)
+        return ColumnStats(
+            null_frac=0,
+            n_distinct=self.stats[column],
+            most_common_vals=None,
+            most_common_freqs=None,
+            histogram_bounds=None,
+            correlation=None,
+        )
 
     def indexes(self, table_oids: Any) -> list[IndexInfo]:
         return list(self.existing)
@@ -145,11 +170,22 @@ def test_a_queue_filter_on_is_null_gets_a_partial_index() -> None:
 
 
 def test_a_candidate_an_existing_index_covers_is_dropped_with_a_note() -> None:
-    existing = IndexInfo(oid=1, table_oid=ORDERS.oid, schema="public", name="orders_customer_idx", method="btree",
-                         valid=True, unique=False, primary=False, key_columns=["customer_id"],
-                         key_definitions=["customer_id"], predicate=None,
-                         definition="CREATE INDEX orders_customer_idx ON public.orders USING btree (customer_id)",
-                         size_bytes=1, scans=10)
+    existing = IndexInfo(
+        oid=1,
+        table_oid=ORDERS.oid,
+        schema="public",
+        name="orders_customer_idx",
+        method="btree",
+        valid=True,
+        unique=False,
+        primary=False,
+        key_columns=["customer_id"],
+        key_definitions=["customer_id"],
+        predicate=None,
+        definition="CREATE INDEX orders_customer_idx ON public.orders USING btree (customer_id)",
+        size_bytes=1,
+        scans=10,
+    )
     found = generate("SELECT * FROM orders WHERE customer_id = $1", CannedSnapshot({}, [existing]))
     assert found.candidates == ()
     assert found.notes == ("public.orders (customer_id) is already covered by index public.orders_customer_idx",)

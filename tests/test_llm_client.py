@@ -56,7 +56,7 @@ def test_a_server_without_structured_output_is_asked_for_json_in_text() -> None:
 def test_malformed_answers_are_an_error_counted_as_malformed(content: str) -> None:
     with serving(lambda r: Reply(content)) as fake:
         c = client(fake)
-        with pytest.raises(ModelError, match="JSON object|empty"):
+        with pytest.raises(ModelError, match=r"JSON object|empty"):
             c.complete_json(ASK, SCHEMA, name="t")
     assert c.usage.requests["malformed"] == 1 and len(fake.requests) == 1, "malformed answers are not retried"
 

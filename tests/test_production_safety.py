@@ -22,17 +22,41 @@ from tests.test_audit import find, fingerprint_of_database
 def audit(dsn: str, kb_dsn: str, *, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``pg-architect audit`` in its default configuration (plus ``env``)."""
     return subprocess.run(
-        [sys.executable, "-m", "pg_architect", "audit", "--dsn", dsn, "--config", "/dev/null", "--format", "json",
-         "--min-calls", "4", "--min-mean-ms", "0.5"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pg_architect",
+            "audit",
+            "--dsn",
+            dsn,
+            "--config",
+            "/dev/null",
+            "--format",
+            "json",
+            "--min-calls",
+            "4",
+            "--min-mean-ms",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "PG_ARCHITECT_DATABASE_KB_DSN": kb_dsn, **(env or {})},
     )
 
 
 @pytest.fixture(scope="module")
 def shop(embedded_pg: ServerInfo) -> str:
-    dsn = demo.load(embedded_pg.dsn(), embedded_pg.dsn, name="safety_shop", progress=lambda m: None,
-                    reset_statements=False, customers=20_000, orders=100_000, jobs=20_000)
+    dsn = demo.load(
+        embedded_pg.dsn(),
+        embedded_pg.dsn,
+        name="safety_shop",
+        progress=lambda m: None,
+        reset_statements=False,
+        customers=20_000,
+        orders=100_000,
+        jobs=20_000,
+    )
     demo.run_workload(dsn, demo.workload(20_000, calls=6))
     return dsn
 
@@ -83,8 +107,12 @@ def test_a_table_locked_by_another_session_fails_only_its_statements(shop: str, 
     with psycopg.connect(shop) as locker:
         locker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
         proc = audit(
-            shop, kb, env={"PG_ARCHITECT_MEASUREMENT_ALLOW_BLOCKING_BUILDS": "true",
-                           "PG_ARCHITECT_MEASUREMENT_LOCK_TIMEOUT_MS": "300"},
+            shop,
+            kb,
+            env={
+                "PG_ARCHITECT_MEASUREMENT_ALLOW_BLOCKING_BUILDS": "true",
+                "PG_ARCHITECT_MEASUREMENT_LOCK_TIMEOUT_MS": "300",
+            },
         )
         locker.rollback()
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -114,8 +142,11 @@ def test_an_audit_where_every_statement_failed_is_a_failed_run_with_a_non_zero_e
         conn.execute("GRANT ALL ON SCHEMA public TO safety_monitor")
         conn.execute("GRANT CREATE ON DATABASE safety_kb_denied TO safety_monitor")
     monitor = shop.replace("postgres@", "safety_monitor@")
-    proc = audit(monitor, kb.replace("postgres@", "safety_monitor@"),
-                 env={"PG_ARCHITECT_MEASUREMENT_ALLOW_BLOCKING_BUILDS": "true"})
+    proc = audit(
+        monitor,
+        kb.replace("postgres@", "safety_monitor@"),
+        env={"PG_ARCHITECT_MEASUREMENT_ALLOW_BLOCKING_BUILDS": "true"},
+    )
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
     report = json.loads(proc.stdout)
     assert report["status"] == "failed", report["status"]

@@ -172,7 +172,7 @@ class ModelClient:
         return max(self.budget.max_tokens - self.usage.total_tokens, 0)
 
     # -- one call with retries ---------------------------------------------------------------------
-    def _call(self, what: str, request: Callable[[], Any]) -> Any:
+    def _call(self, what: str, request: Callable[[], Any]) -> tuple[Any, float]:
         attempt = 0
         while True:
             self._reserve()
@@ -206,8 +206,8 @@ class ModelClient:
                     f"{what}: the model's server answered HTTP {exc.status_code}", exc.status_code
                 ) from exc
             else:
-                self.usage.count("ok", time.monotonic() - started)
-                return response
+                # Counted by the caller once it knows whether the answer was usable (ok or malformed).
+                return response, time.monotonic() - started
             if attempt >= self.max_retries:
                 raise error from cause
             delay = min(retry_after if retry_after is not None else self._backoff_s * 2**attempt, MAX_BACKOFF_S)
@@ -256,7 +256,7 @@ class ModelClient:
         }
         if response_format is not None:
             kwargs["response_format"] = response_format
-        response = self._call(name, lambda: self._client.chat.completions.create(**kwargs))
+        response, seconds = self._call(name, lambda: self._client.chat.completions.create(**kwargs))
         usage = getattr(response, "usage", None)
         if usage is not None:
             self.usage.spend("prompt", int(getattr(usage, "prompt_tokens", 0) or 0))
@@ -264,13 +264,15 @@ class ModelClient:
         choices = getattr(response, "choices", None) or []
         content = choices[0].message.content if choices and choices[0].message is not None else None
         if not content:
-            self.usage.count("malformed")
+            self.usage.count("malformed", seconds)
             raise ModelError(f"{name}: the model's answer is empty")
         try:
-            return parse_json_object(content)
+            answer = parse_json_object(content)
         except ModelError:
-            self.usage.count("malformed")
+            self.usage.count("malformed", seconds)
             raise ModelError(f"{name}: the model's answer is not a JSON object") from None
+        self.usage.count("ok", seconds)
+        return answer
 
     # -- embeddings --------------------------------------------------------------------------------
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -279,7 +281,9 @@ class ModelClient:
             raise ModelError("llm.embedding_model is not set")
         model = self.embedding_model
         try:
-            response = self._call("embedding", lambda: self._client.embeddings.create(model=model, input=list(texts)))
+            response, seconds = self._call(
+                "embedding", lambda: self._client.embeddings.create(model=model, input=list(texts))
+            )
         except _StatusError as exc:
             raise ModelError(str(exc)) from None
         usage = getattr(response, "usage", None)
@@ -288,8 +292,9 @@ class ModelClient:
         data = sorted(response.data, key=lambda d: d.index)
         vectors = [[float(x) for x in d.embedding] for d in data]
         if len(vectors) != len(texts) or not vectors or any(len(v) != len(vectors[0]) or not v for v in vectors):
-            self.usage.count("malformed")
+            self.usage.count("malformed", seconds)
             raise ModelError("embedding: the answer does not hold one vector of one dimension per text")
+        self.usage.count("ok", seconds)
         return vectors
 
 

@@ -197,11 +197,13 @@ def rewrite(
         with rolled_back(conn):
             db.execute(
                 conn,
-                "SELECT pg_catalog.set_config('lock_timeout', %s, true),"
-                " pg_catalog.set_config('statement_timeout', %s, true)",
+                mark(
+                    "SELECT pg_catalog.set_config('lock_timeout', %s, true),"
+                    " pg_catalog.set_config('statement_timeout', %s, true)"
+                ),
                 (str(lock_timeout_ms), str(statement_timeout_ms)),
             )
-            db.execute(conn, "SET LOCAL transaction_read_only = on")
+            db.execute(conn, mark("SET LOCAL transaction_read_only = on"))
             for i, (original, candidate) in enumerate(pairs, 1):
                 safety.check_readonly_select(original, conn)
                 safety.check_readonly_select(candidate, conn)
