@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pg_architect.auditor.llm.client import Budget, BudgetExhausted, ModelClient, ModelError, parse_json_object
-from pg_architect.auditor.llm.sanitize import NotShareable, model_text, statement_for_model
+from pg_architect.auditor.llm.sanitize import NotShareable, carries_mention_or_link, model_text, statement_for_model
 from tests.fakes.openai_api import FakeOpenAI, Reply, serving
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": False}
@@ -154,3 +154,10 @@ def test_model_text_strips_mentions_links_and_markup() -> None:
         assert gone not in out, (gone, out)
     assert out.startswith("Counts orders") and "docs" in out and "click" in out
     assert len(model_text("x" * 5000)) == 600
+
+
+def test_sql_carrying_a_mention_or_a_link_is_recognised_and_operators_are_not() -> None:
+    for text in ('SELECT a AS "@here" FROM t', "SELECT 1 -- https://x.example", 'SELECT a AS "<!channel>" FROM t'):
+        assert carries_mention_or_link(text), text
+    for text in ("SELECT a FROM t WHERE tags @> $1", "SELECT a FROM t WHERE doc @@ $1", "CREATE INDEX i ON t (a)"):
+        assert not carries_mention_or_link(text), text

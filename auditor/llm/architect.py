@@ -20,7 +20,7 @@ from pg_architect.auditor.fingerprint import EMBEDDING_MODEL
 from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
 from pg_architect.auditor.llm import context, prompts, store, verify
 from pg_architect.auditor.llm.client import BudgetExhausted, ModelClient, ModelError
-from pg_architect.auditor.llm.sanitize import NotShareable, model_text, statement_for_model
+from pg_architect.auditor.llm.sanitize import NotShareable, carries_mention_or_link, model_text, statement_for_model
 from pg_architect.auditor.measure import Measurer, Plan, explain
 from pg_architect.auditor.models import (
     AuditReport,
@@ -240,19 +240,25 @@ class Architect:
             stated = 0.5
         stated = min(max(stated, 0.0), 1.0)
 
-        def refused(reason: str, sql: str | None = None) -> tuple[ModelProposal, None]:
+        def refused(reason: str) -> tuple[ModelProposal, None]:
+            # Our checks quote parts of the model's SQL (names, tokens): inert text too.
             log.info("model proposal for %s refused: %s", result.queryid, reason)
-            return ModelProposal(kind or "?", sql, "refused", reason, self.model, stated), None
+            return ModelProposal(
+                model_text(kind, 40) or "?", None, "refused", model_text(reason), self.model, stated
+            ), None
 
         if kind == "none":
             return ModelProposal("none", None, "not_better", "the model proposed nothing", self.model, stated), None
         if kind not in prompts.PROPOSAL_TYPES:
-            return refused(f"refused: unknown proposal type {model_text(kind, 40)!r}")
+            return refused(f"refused: unknown proposal type {kind[:40]!r}")
         if kind not in ("index", "rewrite"):
             return refused(
                 f"not verified: a {kind} proposal cannot be measured by pg-architect, so it is not recommended "
                 f"(the model's reasoning: {reasoning})"
             )
+        if carries_mention_or_link(raw_sql):
+            # The SQL would reach a pull request verbatim; it cannot be made inert without changing it.
+            return refused("refused: the SQL carries a mention or a link")
         if facts is None:
             return refused("not verified: the statement could not be planned with sampled values here")
         min_gain = self.cfg.auditor.thresholds.min_gain_percent

@@ -119,3 +119,15 @@ def model_text(text: object, limit: int = 600) -> str:
     if len(value) > limit:
         value = value[: limit - 1].rstrip() + "…"
     return value
+
+
+def carries_mention_or_link(text: str) -> bool:
+    """Whether ``text`` holds anything :func:`model_text` would remove as a mention or a link."""
+    return bool(
+        _SLACK_SPECIAL.search(text)
+        or _SLACK_LINK.search(text)
+        or _MD_LINK.search(text)
+        or _URL.search(text)
+        or _WWW.search(text)
+        or _MENTION.search(text)
+    )
