@@ -141,9 +141,7 @@ def _distinct(snapshot: Snapshot, table: TableInfo, key: Key) -> float:
     return stats.n_distinct if stats.n_distinct >= 0 else -stats.n_distinct * max(table.reltuples, 1.0)
 
 
-def generate(
-    snapshot: Snapshot, shape: QueryShape, tables: dict[tuple[str | None, str], TableInfo]
-) -> Candidates:
+def generate(snapshot: Snapshot, shape: QueryShape, tables: dict[tuple[str | None, str], TableInfo]) -> Candidates:
     """Candidate indexes for ``shape`` (already resolved against ``snapshot``, the audit's catalog)."""
     indexes = snapshot.indexes([t.oid for t in tables.values()])
     proposals: list[Candidate] = []

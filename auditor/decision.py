@@ -35,9 +35,7 @@ def rank(outcome: Outcome) -> tuple[bool, float]:
     return (outcome.used_index, m.gain_percent if m is not None else float("-inf"))
 
 
-def decide(
-    outcomes: Sequence[Outcome], *, method: str, notes: Sequence[str] = (), min_gain_percent: float
-) -> Decision:
+def decide(outcomes: Sequence[Outcome], *, method: str, notes: Sequence[str] = (), min_gain_percent: float) -> Decision:
     """The status of a statement whose candidates were measured by ``method``.
 
     ``notes`` are the advisor's findings (an existing index already covers a candidate, say); they lead

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from pg_architect.auditor.llm.client import Budget, BudgetExhausted, ModelClient, ModelError, parse_json_object
+from pg_architect.auditor.llm.client import (
+    Budget,
+    BudgetExhausted,
+    ModelClient,
+    ModelError,
+    ModelUnavailable,
+    parse_json_object,
+)
 from pg_architect.auditor.llm.sanitize import NotShareable, carries_mention_or_link, model_text, statement_for_model
 from tests.fakes.openai_api import FakeOpenAI, Reply, serving
 
@@ -76,6 +83,17 @@ def test_retries_are_bounded() -> None:
     with serving(lambda r: Reply(status=500)) as fake:
         c = client(fake, max_retries=2)
         with pytest.raises(ModelError, match="HTTP 500"):
+            c.complete_json(ASK, SCHEMA, name="t")
+    assert len(fake.requests) == 3
+
+
+def test_a_server_failing_calls_in_a_row_is_not_asked_again() -> None:
+    with serving(lambda r: Reply(status=503)) as fake:
+        c = client(fake, max_retries=0)
+        for _ in range(3):
+            with pytest.raises(ModelError, match="HTTP 503"):
+                c.complete_json(ASK, SCHEMA, name="t")
+        with pytest.raises(ModelUnavailable, match="3 calls in a row"):
             c.complete_json(ASK, SCHEMA, name="t")
     assert len(fake.requests) == 3
 

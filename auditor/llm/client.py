@@ -41,6 +41,14 @@ class BudgetExhausted(ModelError):
     """This audit's request or token budget for the model is spent."""
 
 
+class ModelUnavailable(BudgetExhausted):
+    """The model's server failed several calls in a row: the rest of the audit goes on without it."""
+
+
+#: Calls (each after its retries) failing in a row before the client stops asking for this audit.
+MAX_CONSECUTIVE_FAILURES = 3
+
+
 @dataclasses.dataclass
 class Usage:
     """What one audit spent on the model (thread-safe counters)."""
@@ -132,6 +140,7 @@ class ModelClient:
         self._sleep = sleep
         self._backoff_s = backoff_s
         self._structured = True  # until the server refuses response_format
+        self._failures_in_a_row = 0
         # The package's own retries are off: ours count each attempt and respect the audit's budget.
         self._client = openai.OpenAI(
             base_url=base_url,
@@ -161,6 +170,10 @@ class ModelClient:
 
     # -- budget ------------------------------------------------------------------------------------
     def _reserve(self) -> None:
+        if self._failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
+            raise ModelUnavailable(
+                f"the model's server failed {self._failures_in_a_row} calls in a row: not asked again in this audit"
+            )
         if self.usage.total_requests >= self.budget.max_requests:
             self.usage.count("budget_exhausted")
             raise BudgetExhausted(f"the audit's budget of {self.budget.max_requests} model request(s) is spent")
@@ -207,8 +220,10 @@ class ModelClient:
                 ) from exc
             else:
                 # Counted by the caller once it knows whether the answer was usable (ok or malformed).
+                self._failures_in_a_row = 0
                 return response, time.monotonic() - started
             if attempt >= self.max_retries:
+                self._failures_in_a_row += 1
                 raise error from cause
             delay = min(retry_after if retry_after is not None else self._backoff_s * 2**attempt, MAX_BACKOFF_S)
             log.info("%s; retrying in %.1fs (attempt %d of %d)", error, delay, attempt + 2, self.max_retries + 1)
