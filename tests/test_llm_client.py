@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from pg_architect.auditor.llm.architect import enabled_for
 from pg_architect.auditor.llm.client import (
     Budget,
     BudgetExhausted,
@@ -15,6 +16,7 @@ from pg_architect.auditor.llm.client import (
     parse_json_object,
 )
 from pg_architect.auditor.llm.sanitize import NotShareable, carries_mention_or_link, model_text, statement_for_model
+from pg_architect.core.config import load_config
 from tests.fakes.openai_api import FakeOpenAI, Reply, serving
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": False}
@@ -153,6 +155,21 @@ def test_statement_for_model_drops_comments_and_every_constant() -> None:
     )
     for gone in ("ignore", "secret", "@channel", "'", "--", "/*"):
         assert gone not in out
+
+
+def test_statement_for_model_keeps_positional_order_and_group_by() -> None:
+    out = statement_for_model("SELECT status, count(*) FROM t WHERE total > 10 GROUP BY 1 ORDER BY 2 DESC, status")
+    assert out == "SELECT status, count(*) FROM t WHERE total > $1 GROUP BY 1 ORDER BY 2 DESC, status"
+
+
+def test_the_llm_is_off_without_a_model_when_disabled_or_for_a_switched_off_database() -> None:
+    def on(env: dict[str, str], datname: str = "shop") -> bool:
+        return enabled_for(load_config(env={"PG_ARCHITECT_LLM_MODEL": "m", **env}), datname)
+
+    assert on({}) and on({"PG_ARCHITECT_LLM_DISABLED_TARGETS": '["other"]'})
+    assert not enabled_for(load_config(env={}), "shop"), "no model, no LLM"
+    assert not on({"PG_ARCHITECT_LLM_ENABLED": "false"})
+    assert not on({"PG_ARCHITECT_LLM_DISABLED_TARGETS": '["shop"]'})
 
 
 def test_statement_for_model_refuses_what_it_cannot_parse() -> None:

@@ -50,9 +50,29 @@ class _Masker:
         inside = in_type or isinstance(node, ast.TypeName)
         for name in node:
             child = getattr(node, name)
+            if self._positional(node, name, child):
+                continue
             if isinstance(child, tuple | list | ast.Node):
                 setattr(node, name, self.visit(child, inside))
         return node
+
+    def _positional(self, node: Any, name: str, child: Any) -> bool:
+        """``ORDER BY 2`` and ``GROUP BY 1`` name output columns: structure, not data; kept as written."""
+        if isinstance(node, ast.SortBy) and name == "node" and _is_integer(child):
+            self.kept += 1
+            return True
+        if isinstance(node, ast.SelectStmt) and name == "groupClause" and child:
+            positions = [item for item in child if _is_integer(item)]
+            if positions:
+                self.kept += len(positions)
+                rest = [item if _is_integer(item) else self.visit(item) for item in child]
+                setattr(node, name, type(child)(rest))
+                return True
+        return False
+
+
+def _is_integer(node: Any) -> bool:
+    return isinstance(node, ast.A_Const) and isinstance(node.val, ast.Integer)
 
 
 def _param_numbers(node: Any) -> list[int]:
