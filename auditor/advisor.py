@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 
 from pg_architect.auditor.catalog import IndexInfo, Snapshot, TableInfo, normalise_expression
-from pg_architect.auditor.parsing import ColumnUse, QueryShape, TableRef
+from pg_architect.auditor.parsing import ColumnUse, QueryShape
 from pg_architect.core import db
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,9 @@ def _distinct(snapshot: Snapshot, table: TableInfo, key: Key) -> float:
     return stats.n_distinct if stats.n_distinct >= 0 else -stats.n_distinct * max(table.reltuples, 1.0)
 
 
-def generate(snapshot: Snapshot, shape: QueryShape, tables: dict[tuple[str | None, str], TableInfo]) -> Candidates:
+def generate(
+    snapshot: Snapshot, shape: QueryShape, tables: dict[tuple[str | None, str], TableInfo]
+) -> Candidates:
     """Candidate indexes for ``shape`` (already resolved against ``snapshot``, the audit's catalog)."""
     indexes = snapshot.indexes([t.oid for t in tables.values()])
     proposals: list[Candidate] = []
@@ -247,7 +249,3 @@ def _dedupe(keys: list[Key]) -> list[Key]:
             seen.add(k.normalised())
             out.append(k)
     return out
-
-
-def table_for(ref: TableRef, tables: dict[tuple[str | None, str], TableInfo]) -> TableInfo | None:
-    return tables.get((ref.schema, ref.name))

@@ -32,12 +32,6 @@ class TableInfo:
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
 
-    def column_type(self, column: str) -> str | None:
-        try:
-            return self.column_types[self.columns.index(column)]
-        except ValueError:
-            return None
-
     @property
     def write_share(self) -> float:
         """Writes against all reads and writes since statistics began: how much an index would cost."""
@@ -116,7 +110,9 @@ class Snapshot:
             found = tables(self.conn, wanted)
             for r in wanted:
                 self._tables[(r.schema, r.name)] = found.get((r.schema, r.name))
-        return {key: info for r in refs if (info := self._tables.get(key := (r.schema, r.name))) is not None}
+        return {
+            key: info for r in refs if (info := self._tables.get(key := (r.schema, r.name))) is not None
+        }
 
     def indexes(self, table_oids: Sequence[int]) -> list[IndexInfo]:
         missing = [oid for oid in dict.fromkeys(table_oids) if oid not in self._indexes]
@@ -192,7 +188,9 @@ def tables(conn: db.Connection, refs: Iterable[TableRef]) -> dict[tuple[str | No
 def indexes(conn: db.Connection, table_oids: Sequence[int]) -> list[IndexInfo]:
     if not table_oids:
         return []
-    return db.fetch(conn, db.query(conn, QUERIES, "indexes"), {"table_oids": list(table_oids)}, IndexInfo)
+    return db.fetch(
+        conn, db.query(conn, QUERIES, "indexes"), {"table_oids": list(table_oids)}, IndexInfo
+    )
 
 
 def column_stats(conn: db.Connection, schema: str, table: str, column: str) -> ColumnStats | None:
@@ -206,7 +204,9 @@ def column_stats(conn: db.Connection, schema: str, table: str, column: str) -> C
 
 def relation(conn: db.Connection, schema: str | None, name: str) -> Relation | None:
     """The relation a statement means by ``schema.name`` (or ``name`` on the search_path), if any."""
-    return db.fetch_one(conn, db.query(conn, QUERIES, "relation"), {"schema": schema, "name": name}, Relation)
+    return db.fetch_one(
+        conn, db.query(conn, QUERIES, "relation"), {"schema": schema, "name": name}, Relation
+    )
 
 
 _SPACE = re.compile(r"\s+")

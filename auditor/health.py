@@ -68,7 +68,9 @@ def table_sizes(conn: db.Connection) -> list[TableSize]:
     return db.fetch(conn, db.query(conn, QUERIES, "table_sizes"), None, TableSize)
 
 
-def forecasts(history: Sequence[HealthPoint], current: Sequence[TableSize], limit: int = 10) -> list[Forecast]:
+def forecasts(
+    history: Sequence[HealthPoint], current: Sequence[TableSize], limit: int = 10
+) -> list[Forecast]:
     """Least-squares growth per table over the daily snapshots; needs two points a day apart or more."""
     series: dict[str, list[tuple[float, float]]] = {}
     for point in history:

@@ -135,17 +135,24 @@ def expected_lock_ms(table: TableInfo) -> float:
     return table.heap_bytes / BUILD_BYTES_PER_S * 1000.0
 
 
-def _without_locks_fix(tables: Sequence[TableInfo]) -> str:
+def _without_locks_fix(tables: Sequence[TableInfo], major: int | None) -> str:
     return (
-        "install hypopg on this server (Debian: apt-get install postgresql-<major>-hypopg, then CREATE EXTENSION "
-        "hypopg) or set measurement.staging_dsn; to build on this server anyway, which blocks writes to "
+        f"install hypopg on this server (Debian: apt-get install postgresql-{major or '<major>'}-hypopg, then "
+        "CREATE EXTENSION hypopg) or set measurement.staging_dsn; to build on this server anyway, which blocks "
+        "writes to "
         + ", ".join(t.qualified for t in tables)
         + " while each index builds, set measurement.allow_blocking_builds: true"
     )
 
 
 def choose_method(
-    cfg: MeasurementConfig, *, kind: str, tables: Sequence[TableInfo], hypopg: bool, staging: bool
+    cfg: MeasurementConfig,
+    *,
+    kind: str,
+    tables: Sequence[TableInfo],
+    hypopg: bool,
+    staging: bool,
+    server_major: int | None = None,
 ) -> MeasurementMethod:
     """The method for one statement; raise CannotMeasure with the reason (and the fix) when none is safe.
 
@@ -168,7 +175,7 @@ def choose_method(
             return "hypothetical"
         if not cfg.allow_blocking_builds:
             raise CannotMeasure(
-                f"cannot measure safely without hypopg or a staging server: {_without_locks_fix(tables)}"
+                f"cannot measure safely without hypopg or a staging server: {_without_locks_fix(tables, server_major)}"
             )
     # A rolled-back build here: opted in, or mode rollback_build chosen explicitly.
     largest = max(tables, key=lambda t: t.heap_bytes, default=None)
@@ -217,7 +224,14 @@ class Measurer:
     ) -> tuple[MeasurementMethod, list[Outcome]]:
         if not samples:
             raise CannotMeasure("no executable form of the statement (parameters could not be sampled)")
-        method = choose_method(self.cfg, kind=kind, tables=tables, hypopg=self.hypopg, staging=self.staging is not None)
+        method = choose_method(
+            self.cfg,
+            kind=kind,
+            tables=tables,
+            hypopg=self.hypopg,
+            staging=self.staging is not None,
+            server_major=db.server_facts(self.conn).version_num // 10000,
+        )
         executes = kind == "select" and method != "hypothetical"
         for sql in samples:
             if kind == "select":

@@ -183,12 +183,8 @@ def _interval_qualifier_end(tokens: Sequence[parser.Token], param: int) -> int:
         if j >= len(tokens) or tokens[j].name not in _INTERVAL_FIELDS:
             break
         end = j
-        if (
-            tokens[j].name == "SECOND_P"
-            and j + 3 < len(tokens)
-            and tokens[j + 1].name == _OPEN
-            and tokens[j + 3].name == _CLOSE
-        ):
+        if (tokens[j].name == "SECOND_P" and j + 3 < len(tokens) and tokens[j + 1].name == _OPEN
+                and tokens[j + 3].name == _CLOSE):
             end = j + 3
         if end + 2 < len(tokens) and tokens[end + 1].name == "TO":
             j = end + 2
@@ -300,54 +296,14 @@ def _const_text(node: Any) -> str | None:
 _COMMUTE = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "=": "=", "<>": "<>", "!=": "<>"}
 _RANGE_OPS = frozenset({"<", ">", "<=", ">="})
 _REGEX_OPS = frozenset({"~", "~*", "!~", "!~*"})
-_AGGREGATES = frozenset(
-    {
-        "count",
-        "sum",
-        "avg",
-        "min",
-        "max",
-        "array_agg",
-        "string_agg",
-        "bool_and",
-        "bool_or",
-        "every",
-        "bit_and",
-        "bit_or",
-        "bit_xor",
-        "json_agg",
-        "jsonb_agg",
-        "json_agg_strict",
-        "jsonb_agg_strict",
-        "json_object_agg",
-        "jsonb_object_agg",
-        "xmlagg",
-        "stddev",
-        "stddev_pop",
-        "stddev_samp",
-        "variance",
-        "var_pop",
-        "var_samp",
-        "covar_pop",
-        "covar_samp",
-        "corr",
-        "regr_avgx",
-        "regr_avgy",
-        "regr_count",
-        "regr_intercept",
-        "regr_r2",
-        "regr_slope",
-        "regr_sxx",
-        "regr_sxy",
-        "regr_syy",
-        "percentile_cont",
-        "percentile_disc",
-        "mode",
-        "any_value",
-        "range_agg",
-        "range_intersect_agg",
-    }
-)
+_AGGREGATES = frozenset({
+    "count", "sum", "avg", "min", "max", "array_agg", "string_agg", "bool_and", "bool_or", "every",
+    "bit_and", "bit_or", "bit_xor", "json_agg", "jsonb_agg", "json_agg_strict", "jsonb_agg_strict",
+    "json_object_agg", "jsonb_object_agg", "xmlagg", "stddev", "stddev_pop", "stddev_samp", "variance",
+    "var_pop", "var_samp", "covar_pop", "covar_samp", "corr", "regr_avgx", "regr_avgy", "regr_count",
+    "regr_intercept", "regr_r2", "regr_slope", "regr_sxx", "regr_sxy", "regr_syy", "percentile_cont",
+    "percentile_disc", "mode", "any_value", "range_agg", "range_intersect_agg",
+})
 _TIME_HINTS = ("created", "updated", "_at", "date", "time", "ts", "when")
 
 
@@ -642,17 +598,8 @@ class _Analyzer:
             left, right = _side_table(item.larg, scope), _side_table(item.rarg, scope)
             for name in _names(item.usingClause):
                 for table in (left, right):
-                    self.uses.append(
-                        ColumnUse(
-                            table,
-                            name,
-                            None,
-                            "join",
-                            "=",
-                            columns=(name,),
-                            candidates=() if table else scope.candidates(),
-                        )
-                    )
+                    self.uses.append(ColumnUse(table, name, None, "join", "=", columns=(name,),
+                                               candidates=() if table else scope.candidates()))
             if item.quals is not None:
                 self.predicate(item.quals, scope)
             if item.alias is not None:
@@ -732,7 +679,8 @@ class _Analyzer:
             if column not in columns:
                 columns.append(column)
         table = next(iter(tables)) if len(tables) == 1 else None
-        return _Side(table, None, deparse(_strip_qualifiers(node)), tuple(columns), candidates if table is None else ())
+        return _Side(table, None, deparse(_strip_qualifiers(node)), tuple(columns),
+                     candidates if table is None else ())
 
     # predicates
 
@@ -811,17 +759,14 @@ class _Analyzer:
             if side is not None:
                 operator = word if positive else f"NOT {word}"
                 value = _value(pattern)
-                self._use(side, "like" if positive else "neq", operator, param=value.param, constant=value.constant)
+                self._use(side, "like" if positive else "neq", operator, param=value.param,
+                          constant=value.constant)
                 if value.param is not None:
                     self._param(value.param, self._param_use(side, operator, "like", value.cast))
             self.expr(node.lexpr, scope)
             self.expr(node.rexpr, scope)
-        elif kind in (
-            kinds.AEXPR_BETWEEN,
-            kinds.AEXPR_BETWEEN_SYM,
-            kinds.AEXPR_NOT_BETWEEN,
-            kinds.AEXPR_NOT_BETWEEN_SYM,
-        ):
+        elif kind in (kinds.AEXPR_BETWEEN, kinds.AEXPR_BETWEEN_SYM, kinds.AEXPR_NOT_BETWEEN,
+                      kinds.AEXPR_NOT_BETWEEN_SYM):
             inside = kind in (kinds.AEXPR_BETWEEN, kinds.AEXPR_BETWEEN_SYM)
             side = self.side(node.lexpr, scope)
             bounds = list(node.rexpr or ())
@@ -839,14 +784,8 @@ class _Analyzer:
             self.expr(node.rexpr, scope)
         elif kind in (kinds.AEXPR_DISTINCT, kinds.AEXPR_NOT_DISTINCT):
             equal = (kind == kinds.AEXPR_NOT_DISTINCT) != negated
-            self._binary(
-                node.lexpr,
-                node.rexpr,
-                "=" if equal else "<>",
-                scope,
-                False,
-                label="IS NOT DISTINCT FROM" if equal else "IS DISTINCT FROM",
-            )
+            self._binary(node.lexpr, node.rexpr, "=" if equal else "<>", scope, False,
+                         label="IS NOT DISTINCT FROM" if equal else "IS DISTINCT FROM")
         else:
             self.expr(node, scope)
 
@@ -875,9 +814,8 @@ class _Analyzer:
         constant = constants[0] if len(constants) == 1 and not params else None
         self._use(side, role, operator, param=params[0] if params else None, constant=constant)
 
-    def _binary(
-        self, left: Any, right: Any, op: str, scope: _Scope, negated: bool, *, label: str | None = None
-    ) -> None:
+    def _binary(self, left: Any, right: Any, op: str, scope: _Scope, negated: bool, *,
+                label: str | None = None) -> None:
         left_side, right_side = self.side(left, scope), self.side(right, scope)
         if left_side is not None and right_side is not None:
             operator = label or op
@@ -915,32 +853,10 @@ class _Analyzer:
                 self._use(side, "in" if positive else "neq", "IN" if positive else "NOT IN")
         self.expr(node, scope)
 
-    def _use(
-        self,
-        side: _Side,
-        role: Role,
-        operator: str | None,
-        *,
-        param: int | None = None,
-        constant: str | None = None,
-        descending: bool = False,
-        nulls_first: bool | None = None,
-    ) -> None:
-        self.uses.append(
-            ColumnUse(
-                side.table,
-                side.column,
-                side.expression,
-                role,
-                operator,
-                param,
-                constant,
-                descending,
-                nulls_first,
-                side.columns,
-                side.candidates,
-            )
-        )
+    def _use(self, side: _Side, role: Role, operator: str | None, *, param: int | None = None,
+             constant: str | None = None, descending: bool = False, nulls_first: bool | None = None) -> None:
+        self.uses.append(ColumnUse(side.table, side.column, side.expression, role, operator, param, constant,
+                                   descending, nulls_first, side.columns, side.candidates))
 
     @staticmethod
     def _param_use(side: _Side, operator: str | None, context: ParamContext, cast: str | None) -> ParamUse:
@@ -952,14 +868,11 @@ class _Analyzer:
         if old is None:
             self.params[number] = use
             return
-
         def score(u: ParamUse) -> int:
             return 4 * (u.column is not None or u.expression is not None) + 2 * (u.context != "other")
-
         best, other = (use, old) if score(use) > score(old) else (old, use)
-        self.params[number] = dataclasses.replace(
-            best, cast_type=best.cast_type or other.cast_type, function=best.function or other.function
-        )
+        self.params[number] = dataclasses.replace(best, cast_type=best.cast_type or other.cast_type,
+                                                  function=best.function or other.function)
 
     # select list, GROUP BY, ORDER BY
 
@@ -1003,13 +916,8 @@ class _Analyzer:
         side = self.side(node, scope)
         if side is not None:
             nulls = {enums.SortByNulls.SORTBY_NULLS_FIRST: True, enums.SortByNulls.SORTBY_NULLS_LAST: False}
-            self._use(
-                side,
-                "order_by",
-                None,
-                descending=sort.sortby_dir == enums.SortByDir.SORTBY_DESC,
-                nulls_first=nulls.get(sort.sortby_nulls),
-            )
+            self._use(side, "order_by", None, descending=sort.sortby_dir == enums.SortByDir.SORTBY_DESC,
+                      nulls_first=nulls.get(sort.sortby_nulls))
         if node is sort.node:
             self.expr(sort.node, scope)
 
@@ -1066,14 +974,8 @@ def _side_table(node: Any, scope: _Scope) -> TableRef | None:
 def _is_aggregate(call: Any) -> bool:
     if call.over is not None:
         return False
-    return bool(
-        call.agg_star
-        or call.agg_distinct
-        or call.agg_order
-        or call.agg_filter
-        or call.agg_within_group
-        or _op_name(call.funcname) in _AGGREGATES
-    )
+    return bool(call.agg_star or call.agg_distinct or call.agg_order or call.agg_filter
+                or call.agg_within_group or _op_name(call.funcname) in _AGGREGATES)
 
 
 def _type_text(type_name: Any) -> str:
@@ -1122,11 +1024,8 @@ def _filter_phrase(use: ColumnUse) -> str | None:
     label = _label(use)
     if use.role == "eq":
         if use.constant is not None and use.param is None:
-            return (
-                f"with {label} = {use.constant!r}"
-                if use.constant not in ("true", "false")
-                else (f"where {label} is {use.constant}")
-            )
+            return f"with {label} = {use.constant!r}" if use.constant not in ("true", "false") else (
+                f"where {label} is {use.constant}")
         if use.column and use.column.endswith("_id") and len(use.column) > 3:
             return f"of one {use.column[:-3].replace('_', ' ')}"
         return f"by {label}"
@@ -1150,13 +1049,8 @@ def _describe(shape: QueryShape, main_tables: Sequence[TableRef]) -> str:
     names = list(dict.fromkeys(t.name for t in (main_tables or shape.tables)))
     subject = _list_words(names[:1]) if names else "computed values"
     aggregates = set(shape.aggregates)
-    verb = {
-        "select": "Reads",
-        "insert": "Inserts rows into",
-        "update": "Updates",
-        "delete": "Deletes from",
-        "merge": "Merges rows into",
-    }[shape.kind]
+    verb = {"select": "Reads", "insert": "Inserts rows into", "update": "Updates", "delete": "Deletes from",
+            "merge": "Merges rows into"}[shape.kind]
     if shape.kind == "select" and aggregates:
         verb = "Counts" if aggregates == {"count"} else "Aggregates"
     clauses: list[str] = []
@@ -1194,24 +1088,16 @@ def _describe(shape: QueryShape, main_tables: Sequence[TableRef]) -> str:
     if shape.limit is not None:
         parts.append("only the first row" if shape.limit == 1 else f"{shape.limit} at a time")
     elif shape.limit_param is not None:
-        parts.append(
-            "one page at a time" if shape.offset_param is not None or shape.offset else "a limited number at a time"
-        )
+        parts.append("one page at a time" if shape.offset_param is not None or shape.offset else
+                     "a limited number at a time")
     return ", ".join(parts)
 
 
 def _complexity(shape: QueryShape) -> Complexity:
     """Grade from structure: joins and CTEs count 1, subqueries 2, window functions 2, aggregates,
     DISTINCT and a top-level OR 1 each; 0-1 is low, 2-4 medium, 5 or more high."""
-    score = (
-        shape.joins
-        + shape.ctes
-        + 2 * shape.subqueries
-        + (2 if shape.window_functions else 0)
-        + (1 if shape.aggregates else 0)
-        + (1 if shape.distinct else 0)
-        + (1 if shape.or_predicates else 0)
-    )
+    score = (shape.joins + shape.ctes + 2 * shape.subqueries + (2 if shape.window_functions else 0)
+             + (1 if shape.aggregates else 0) + (1 if shape.distinct else 0) + (1 if shape.or_predicates else 0))
     if score <= 1:
         return "low"
     return "medium" if score <= 4 else "high"
@@ -1220,51 +1106,16 @@ def _complexity(shape: QueryShape) -> Complexity:
 # -- public entry points -------------------------------------------------------------------------------
 
 _UTILITY_WORDS = {
-    "ABORT_P": "ABORT",
-    "ALTER": "ALTER",
-    "ANALYSE": "ANALYZE",
-    "ANALYZE": "ANALYZE",
-    "BEGIN_P": "BEGIN",
-    "CALL": "CALL",
-    "CHECKPOINT": "CHECKPOINT",
-    "CLOSE": "CLOSE",
-    "CLUSTER": "CLUSTER",
-    "COMMENT": "COMMENT",
-    "COMMIT": "COMMIT",
-    "COPY": "COPY",
-    "CREATE": "CREATE",
-    "DEALLOCATE": "DEALLOCATE",
-    "DECLARE": "DECLARE",
-    "DISCARD": "DISCARD",
-    "DO": "DO",
-    "DROP": "DROP",
-    "END_P": "END",
-    "EXECUTE": "EXECUTE",
-    "EXPLAIN": "EXPLAIN",
-    "FETCH": "FETCH",
-    "GRANT": "GRANT",
-    "IMPORT_P": "IMPORT",
-    "LISTEN": "LISTEN",
-    "LOAD": "LOAD",
-    "LOCK_P": "LOCK",
-    "MOVE": "MOVE",
-    "NOTIFY": "NOTIFY",
-    "PREPARE": "PREPARE",
-    "REASSIGN": "REASSIGN",
-    "REFRESH": "REFRESH",
-    "REINDEX": "REINDEX",
-    "RELEASE": "RELEASE",
-    "RESET": "RESET",
-    "REVOKE": "REVOKE",
-    "ROLLBACK": "ROLLBACK",
-    "SAVEPOINT": "SAVEPOINT",
-    "SECURITY": "SECURITY LABEL",
-    "SET": "SET",
-    "SHOW": "SHOW",
-    "START": "START TRANSACTION",
-    "TRUNCATE": "TRUNCATE",
-    "UNLISTEN": "UNLISTEN",
-    "VACUUM": "VACUUM",
+    "ABORT_P": "ABORT", "ALTER": "ALTER", "ANALYSE": "ANALYZE", "ANALYZE": "ANALYZE", "BEGIN_P": "BEGIN",
+    "CALL": "CALL", "CHECKPOINT": "CHECKPOINT", "CLOSE": "CLOSE", "CLUSTER": "CLUSTER", "COMMENT": "COMMENT",
+    "COMMIT": "COMMIT", "COPY": "COPY", "CREATE": "CREATE", "DEALLOCATE": "DEALLOCATE", "DECLARE": "DECLARE",
+    "DISCARD": "DISCARD", "DO": "DO", "DROP": "DROP", "END_P": "END", "EXECUTE": "EXECUTE",
+    "EXPLAIN": "EXPLAIN", "FETCH": "FETCH", "GRANT": "GRANT", "IMPORT_P": "IMPORT", "LISTEN": "LISTEN",
+    "LOAD": "LOAD", "LOCK_P": "LOCK", "MOVE": "MOVE", "NOTIFY": "NOTIFY", "PREPARE": "PREPARE",
+    "REASSIGN": "REASSIGN", "REFRESH": "REFRESH", "REINDEX": "REINDEX", "RELEASE": "RELEASE",
+    "RESET": "RESET", "REVOKE": "REVOKE", "ROLLBACK": "ROLLBACK", "SAVEPOINT": "SAVEPOINT",
+    "SECURITY": "SECURITY LABEL", "SET": "SET", "SHOW": "SHOW", "START": "START TRANSACTION",
+    "TRUNCATE": "TRUNCATE", "UNLISTEN": "UNLISTEN", "VACUUM": "VACUUM",
 }
 
 
@@ -1272,26 +1123,12 @@ def _utility_command(stmt: Any) -> str:
     """A short name for a utility statement, e.g. "SET", "CREATE INDEX", "VACUUM"."""
     name = type(stmt).__name__
     known = {
-        "VariableSetStmt": "SET",
-        "VariableShowStmt": "SHOW",
-        "TransactionStmt": "transaction control",
-        "VacuumStmt": "VACUUM/ANALYZE",
-        "ExplainStmt": "EXPLAIN",
-        "IndexStmt": "CREATE INDEX",
-        "CreateStmt": "CREATE TABLE",
-        "CreateTableAsStmt": "CREATE TABLE AS",
-        "CopyStmt": "COPY",
-        "LockStmt": "LOCK",
-        "TruncateStmt": "TRUNCATE",
-        "DropStmt": "DROP",
-        "AlterTableStmt": "ALTER TABLE",
-        "DeallocateStmt": "DEALLOCATE",
-        "PrepareStmt": "PREPARE",
-        "ExecuteStmt": "EXECUTE",
-        "DeclareCursorStmt": "DECLARE CURSOR",
-        "FetchStmt": "FETCH",
-        "DoStmt": "DO",
-        "CallStmt": "CALL",
+        "VariableSetStmt": "SET", "VariableShowStmt": "SHOW", "TransactionStmt": "transaction control",
+        "VacuumStmt": "VACUUM/ANALYZE", "ExplainStmt": "EXPLAIN", "IndexStmt": "CREATE INDEX",
+        "CreateStmt": "CREATE TABLE", "CreateTableAsStmt": "CREATE TABLE AS", "CopyStmt": "COPY",
+        "LockStmt": "LOCK", "TruncateStmt": "TRUNCATE", "DropStmt": "DROP", "AlterTableStmt": "ALTER TABLE",
+        "DeallocateStmt": "DEALLOCATE", "PrepareStmt": "PREPARE", "ExecuteStmt": "EXECUTE",
+        "DeclareCursorStmt": "DECLARE CURSOR", "FetchStmt": "FETCH", "DoStmt": "DO", "CallStmt": "CALL",
     }
     if name in known:
         return known[name]
@@ -1325,13 +1162,8 @@ def parse_query(text: str) -> QueryShape:
     if len(statements) > 1:
         raise UnparseableQuery(f"the text holds {len(statements)} statements; exactly one was expected")
     stmt = statements[0].stmt
-    kinds: dict[type[Any], Kind] = {
-        ast.SelectStmt: "select",
-        ast.InsertStmt: "insert",
-        ast.UpdateStmt: "update",
-        ast.DeleteStmt: "delete",
-        ast.MergeStmt: "merge",
-    }
+    kinds: dict[type[Any], Kind] = {ast.SelectStmt: "select", ast.InsertStmt: "insert",
+                                    ast.UpdateStmt: "update", ast.DeleteStmt: "delete", ast.MergeStmt: "merge"}
     kind = kinds.get(type(stmt))
     if kind is None:
         shape = QueryShape(text=repaired, kind="utility", utility_command=_utility_command(stmt))
@@ -1356,7 +1188,8 @@ def parse_query(text: str) -> QueryShape:
         ctes=analyzer.ctes,
         or_predicates=analyzer.or_predicates,
     )
-    return dataclasses.replace(shape, intent=_describe(shape, analyzer.main_tables), complexity=_complexity(shape))
+    return dataclasses.replace(shape, intent=_describe(shape, analyzer.main_tables),
+                               complexity=_complexity(shape))
 
 
 def _table_columns(table: TableRef, columns_by_table: Mapping[tuple[str, str], set[str]]) -> set[str] | None:
@@ -1374,7 +1207,6 @@ def resolve_columns(shape: QueryShape, columns_by_table: Mapping[tuple[str, str]
     ``columns_by_table`` maps ``(schema, table)`` to its column names, from the catalog. A use stays
     unresolved when no candidate or more than one candidate of the innermost scope has every column.
     """
-
     def resolve(use: ColumnUse) -> ColumnUse:
         if use.table is not None or not use.columns or not use.candidates:
             return use
@@ -1392,11 +1224,8 @@ def resolve_columns(shape: QueryShape, columns_by_table: Mapping[tuple[str, str]
         if use.param is None or use.table is None:
             continue
         current = parameters.get(use.param)
-        if (
-            current is not None
-            and current.table is None
-            and (current.column, current.expression) == (use.column, use.expression)
-        ):
+        if current is not None and current.table is None and (current.column, current.expression) == (
+                use.column, use.expression):
             parameters[use.param] = dataclasses.replace(current, table=use.table)
     return dataclasses.replace(shape, columns=columns, parameters=parameters)
 

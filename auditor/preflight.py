@@ -47,6 +47,7 @@ def check_server(conn: db.Connection, cfg: MeasurementConfig) -> list[Finding]:
     row = db.fetch_one(conn, db.query(conn, QUERIES, "preflight_auditor"), None, AuditorPreflightRow)
     assert row is not None
     role = db.Identifier(row.role_name).as_string(conn)
+    major = db.server_facts(conn).version_num // 10000
     unreadable = row.unreadable or []
     out = [
         Finding(
@@ -82,7 +83,7 @@ def check_server(conn: db.Connection, cfg: MeasurementConfig) -> list[Finding]:
     fix = None
     if not ok:
         fix = (
-            "install hypopg (Debian: apt-get install postgresql-<major>-hypopg; then CREATE EXTENSION hypopg) or set "
+            f"install hypopg (Debian: apt-get install postgresql-{major}-hypopg; then CREATE EXTENSION hypopg) or set "
             "measurement.staging_dsn; or allow builds that block writes: measurement.allow_blocking_builds: true"
         )
     out.append(Finding(f"measurement method ({cfg.mode})", ok, f"{mode}: {detail}", fix))
@@ -99,7 +100,7 @@ def check_server(conn: db.Connection, cfg: MeasurementConfig) -> list[Finding]:
             "hypopg (hypothetical indexes)",
             hypopg,
             hypopg_detail,
-            None if hypopg else "install hypopg (Debian: postgresql-<major>-hypopg) for lock-free measurement",
+            None if hypopg else f"apt-get install postgresql-{major}-hypopg (Debian) for lock-free measurement",
             required=False,
         )
     )

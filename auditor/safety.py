@@ -530,26 +530,9 @@ class _Routine:
 # function of any other extension (or of none) is trusted only when its body can be read and checked.
 TRUSTED_EXTENSIONS = frozenset(
     {
-        "vector",
-        "pg_trgm",
-        "citext",
-        "hstore",
-        "ltree",
-        "cube",
-        "earthdistance",
-        "fuzzystrmatch",
-        "unaccent",
-        "intarray",
-        "btree_gin",
-        "btree_gist",
-        "isn",
-        "seg",
-        "tablefunc",
-        "pg_stat_statements",
-        "postgis",
-        "uuid-ossp",
-        "pgcrypto",
-        "hypopg",
+        "vector", "pg_trgm", "citext", "hstore", "ltree", "cube", "earthdistance", "fuzzystrmatch", "unaccent",
+        "intarray", "btree_gin", "btree_gist", "isn", "seg", "tablefunc", "pg_stat_statements", "postgis",
+        "uuid-ossp", "pgcrypto", "hypopg",
     }
 )
 # Extensions that reach other servers: nothing of theirs is planned, whatever its declared volatility.

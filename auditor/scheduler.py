@@ -18,7 +18,6 @@ from pg_architect.core.config import ScheduleConfig, parse_weekly
 WEEKLY_AUDIT = "weekly_audit"
 DAILY_SNAPSHOT = "daily_snapshot"
 WEEKLY_REPORT = "weekly_report"
-JOBS = (WEEKLY_AUDIT, DAILY_SNAPSHOT, WEEKLY_REPORT)
 
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 # Catch-up: a weekly audit missed while the daemon was down runs once on start when the last successful one is
@@ -78,15 +77,6 @@ class Schedule:
             if slot is not None and slot > after_utc:
                 return slot
         raise AssertionError(f"no slot for {job} within 9 days of {after_utc}")  # unreachable: weekly at most
-
-    def previous_slot(self, job: Job, before_utc: datetime) -> datetime:
-        """The last slot of ``job`` at or before ``before_utc``."""
-        day = before_utc.astimezone(self.tz).date() + timedelta(days=1)
-        for offset in range(9):
-            slot = job.slot_on(day - timedelta(days=offset), self.tz)
-            if slot is not None and slot <= before_utc:
-                return slot
-        raise AssertionError(f"no slot for {job} within 9 days before {before_utc}")
 
     def next_runs(self, now_utc: datetime) -> list[tuple[datetime, str]]:
         """Each job's next slot strictly after ``now_utc``, soonest first."""

@@ -120,7 +120,7 @@ class DebianPostgres:
                 "pg_qualstats.sample_rate = 1\nmax_connections = 300\n"
             )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "start")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
                 psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres").close()

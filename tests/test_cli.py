@@ -21,14 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PG_ARCHITECT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "pg_architect", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**clean, **(env or {})},
-        cwd=ROOT,
-    )
+    return subprocess.run([sys.executable, "-m", "pg_architect", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**clean, **(env or {})}, cwd=ROOT)
 
 
 def test_readme_test_command_is_what_ci_runs() -> None:
@@ -43,19 +37,12 @@ def test_readme_test_command_is_what_ci_runs() -> None:
 
 def test_bad_configuration_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text(
-        "database: {dsn: 'postgresql://u:hunter2@db/x'}\nexporter: {listen: nope, bogus: 1}\n"
-        "auditor: {thresholds: {min_calls: -5, limit: many}}\nmystery: {}\n"
-    )
+    config.write_text("database: {dsn: 'postgresql://u:hunter2@db/x'}\nexporter: {listen: nope, bogus: 1}\n"
+                      "auditor: {thresholds: {min_calls: -5, limit: many}}\nmystery: {}\n")
     proc = cli("check", "--config", str(config))
     assert proc.returncode == 2, proc.stderr
-    for fragment in (
-        "exporter.listen",
-        "exporter.bogus: unknown key",
-        "auditor.thresholds.min_calls",
-        "auditor.thresholds.limit",
-        "mystery: unknown key",
-    ):
+    for fragment in ("exporter.listen", "exporter.bogus: unknown key", "auditor.thresholds.min_calls",
+                     "auditor.thresholds.limit", "mystery: unknown key"):
         assert fragment in proc.stderr, f"missing {fragment!r} in:\n{proc.stderr}"
     assert "Traceback" not in proc.stderr
 
@@ -78,23 +65,16 @@ def test_usage_error_exits_2() -> None:
     assert proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_check_passes_on_a_ready_database_and_lists_fixes_otherwise(
-    pg_dsn: str, postgresql: psycopg.Connection
-) -> None:
+def test_check_passes_on_a_ready_database_and_lists_fixes_otherwise(pg_dsn: str,
+                                                                   postgresql: psycopg.Connection) -> None:
     # The embedded server has no hypopg: by default no safe measurement method exists, and check says so.
     unsafe = cli("check", "--config", "/dev/null", "--dsn", pg_dsn)
     assert unsafe.returncode == 1, unsafe.stdout + unsafe.stderr
     assert "[FAIL] measurement method (auto): none: no safe method" in unsafe.stdout, unsafe.stdout
-    assert "apt-get install postgresql-<major>-hypopg" in unsafe.stdout, unsafe.stdout
+    assert re.search(r"apt-get install postgresql-\d+-hypopg", unsafe.stdout), unsafe.stdout
     assert "[ok  ] read access to the audited tables" in unsafe.stdout, unsafe.stdout
-    ok = cli(
-        "check",
-        "--config",
-        "/dev/null",
-        "--dsn",
-        pg_dsn,
-        env={"PG_ARCHITECT_MEASUREMENT_ALLOW_BLOCKING_BUILDS": "true"},
-    )
+    ok = cli("check", "--config", "/dev/null", "--dsn", pg_dsn,
+             env={"PG_ARCHITECT_MEASUREMENT_ALLOW_BLOCKING_BUILDS": "true"})
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "ready" in ok.stdout and "[FAIL]" not in ok.stdout
     assert "rollback_build: real builds in rolled-back transactions, BLOCKING WRITES" in ok.stdout, ok.stdout
@@ -118,26 +98,11 @@ def test_check_flags_a_role_without_pg_monitor(embedded_pg: ServerInfo, postgres
 
 def test_exporter_command_serves_metrics_and_health_over_http(pg_dsn: str) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pg_architect",
-            "exporter",
-            "--config",
-            "/dev/null",
-            "--dsn",
-            pg_dsn,
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "pg_architect", "exporter", "--config", "/dev/null", "--dsn", pg_dsn,
+                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120
         body = ""
         while time.monotonic() < deadline:
             try:
@@ -149,9 +114,8 @@ def test_exporter_command_serves_metrics_and_health_over_http(pg_dsn: str) -> No
         assert "pgarch_query_duration_seconds_bucket" in body
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert health.status == 200
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
-        )
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                     headers={"Accept": "application/openmetrics-text; version=1.0.0"})
         om = urllib.request.urlopen(req, timeout=5)
         assert om.headers["Content-Type"].startswith("application/openmetrics-text")
         assert om.read().decode().rstrip().endswith("# EOF")
@@ -182,18 +146,8 @@ def test_report_prints_the_last_audit_in_every_format(fmt: str, pg_dsn: str, pos
 
 def test_demo_once_runs_the_whole_product_on_the_embedded_server(tmp_path: Path) -> None:
     port = free_port()
-    proc = cli(
-        "demo",
-        "--once",
-        "--scale",
-        "0.2",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--config",
-        "/dev/null",
-        env={"PG_ARCHITECT_DATABASE_EMBEDDED_DATA_DIR": str(tmp_path / "pg")},
-        timeout=300,
-    )
+    proc = cli("demo", "--once", "--scale", "0.2", "--listen", f"127.0.0.1:{port}", "--config", "/dev/null",
+               env={"PG_ARCHITECT_DATABASE_EMBEDDED_DATA_DIR": str(tmp_path / "pg")}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[recommended]" in proc.stdout and "CREATE INDEX CONCURRENTLY" in proc.stdout, proc.stdout[-3000:]
     assert "no candidate index" in proc.stdout, "the demo's decoys must be declined with a reason"

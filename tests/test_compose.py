@@ -191,7 +191,12 @@ def test_real_secret_files_are_ignored_by_git_and_examples_are_not() -> None:
 
 def test_postgres_preloads_pg_stat_statements_with_query_ids_and_io_timing() -> None:
     postgres = _services()["postgres"]
-    assert postgres["image"] == "pgvector/pgvector:pg17", postgres["image"]
+    # pgvector's image plus hypopg, so audits measure hypothetically and never block writes.
+    assert postgres["build"] == "./docker/postgres", postgres
+    dockerfile = (REPO / "docker" / "postgres" / "Dockerfile").read_text(encoding="utf-8")
+    assert "FROM pgvector/pgvector:pg17" in dockerfile and 'postgresql-${PG_MAJOR}-hypopg' in dockerfile
+    initdb = (REPO / "docker" / "postgres" / "initdb" / "10-pg-architect.sql").read_text(encoding="utf-8")
+    assert initdb.count("CREATE EXTENSION IF NOT EXISTS hypopg") == 2, initdb
     settings = " ".join(postgres["command"])
     for setting in ("shared_preload_libraries=pg_stat_statements", "compute_query_id=on", "track_io_timing=on"):
         assert setting in settings, f"{setting} missing from {postgres['command']}"

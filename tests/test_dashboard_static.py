@@ -8,11 +8,8 @@ against the real exporter reuses tests/dashboard_exprs.py.
 
 from __future__ import annotations
 
+import contextlib
 import re
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,15 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 
 from tests.dashboard_exprs import DashboardQuery, dashboard_queries, iter_panels, load_dashboard
+from tests.stack import PROMETHEUS, RULE_FILES, Prometheus, start_prometheus, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 GRAFANA = REPO / "grafana"
-RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))
-PROMETHEUS = shutil.which("prometheus")
 TITLE = "AI Database Architect Metrics"
 
 # Metrics that carry a `datname` label: panels must filter them by the $datname variable.
@@ -344,28 +339,14 @@ class _StandInExporter(BaseHTTPRequestHandler):
         pass
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _query(base: str, expr: str) -> dict[str, Any]:
-    response = requests.get(f"{base}/api/v1/query", params={"query": expr}, timeout=10)
-    result: dict[str, Any] = response.json()
-    return result
-
-
 @pytest.fixture(scope="module")
-def prometheus() -> Iterator[str]:
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """A real Prometheus on loopback with the shipped rules, scraping the stand-in exporter every second."""
     if PROMETHEUS is None:
         pytest.skip("prometheus is not installed (Debian: prometheus)")
     handler = type("Handler", (_StandInExporter,), {"scrapes": 0})
     exporter = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=exporter.serve_forever, daemon=True).start()
-    tmp = Path(tempfile.mkdtemp(prefix="pgarch-prom-"))
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in RULE_FILES],
@@ -376,52 +357,22 @@ def prometheus() -> Iterator[str]:
             }
         ],
     }
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    port = _free_port()
-    log_path = tmp / "prometheus.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with contextlib.ExitStack() as stack:
+        server = start_prometheus(stack, config, tmp_path_factory.mktemp("prometheus"))
         # Ready once rate() and the recording rules have data: a few scrapes and rule evaluations.
         probes = [
             "rate(pgarch_statement_exec_seconds_total[1m])",
             "instance:pgarch_disk_used_bytes:predict_linear_7d",
             "datname:pgarch_query_duration_seconds:p95_5m",
         ]
-        deadline = time.monotonic() + 25
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"Prometheus exited {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if all(_query(base, probe).get("data", {}).get("result") for probe in probes):
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"Prometheus never had data for {probes}:\n{log_path.read_text()}")
-            time.sleep(0.25)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        wait_for(
+            lambda: all(server.vector(probe) for probe in probes),
+            120,
+            f"Prometheus to have data for {probes}",
+            server.process.log,
+        )
+        yield server
         exporter.shutdown()
-        exporter.server_close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 QUERIES = dashboard_queries()
@@ -436,8 +387,8 @@ def test_dashboard_has_queries_to_check() -> None:
 
 
 @pytest.mark.parametrize("query", QUERIES, ids=[q.id for q in QUERIES])
-def test_dashboard_expression_evaluates_on_prometheus(prometheus: str, query: DashboardQuery) -> None:
-    body = _query(prometheus, query.expr)
+def test_dashboard_expression_evaluates_on_prometheus(prometheus: Prometheus, query: DashboardQuery) -> None:
+    body = prometheus.query(query.expr)
     assert body.get("status") == "success", f"{query.where}\n{query.expr}\n-> {body}"
     # Firing alerts are legitimately absent here; every panel and the variable must show something.
     if query.kind != "annotation" and query.where not in NO_DATA_EXPECTED:

@@ -6,6 +6,7 @@ same behaviour on real PostgreSQL.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,22 +16,14 @@ from pg_architect.auditor import advisor, confidence, health
 from pg_architect.auditor.catalog import ColumnStats, IndexInfo, Snapshot, TableInfo
 from pg_architect.auditor.decision import decide, worth_applying
 from pg_architect.auditor.kb import HealthPoint
-from pg_architect.auditor.measure import Outcome
+from pg_architect.auditor.measure import CannotMeasure, Outcome, choose_method, expected_lock_ms
 from pg_architect.auditor.models import Measurement
 from pg_architect.auditor.parsing import parse_query, resolve_columns
+from pg_architect.core.config import MeasurementConfig
 
 ORDERS = TableInfo(
-    oid=100,
-    schema="public",
-    name="orders",
-    relkind="r",
-    total_bytes=10**9,
-    heap_bytes=9 * 10**8,
-    reltuples=1_000_000,
-    n_live_tup=1_000_000,
-    writes=10,
-    seq_scan=100,
-    idx_scan=100,
+    oid=100, schema="public", name="orders", relkind="r", total_bytes=10**9, heap_bytes=9 * 10**8,
+    reltuples=1_000_000, n_live_tup=1_000_000, writes=10, seq_scan=100, idx_scan=100,
     columns=["id", "customer_id", "status", "created_at", "email"],
     column_types=["bigint", "integer", "text", "timestamp with time zone", "text"],
 )
@@ -41,19 +34,9 @@ def cand(*columns: str, predicate: str | None = None) -> advisor.Candidate:
 
 
 def outcome(candidate: advisor.Candidate, gain: float, *, used: bool = True, method: str = "rollback_build") -> Outcome:
-    m = Measurement(
-        method=method,
-        before_cost=100,
-        after_cost=100 * (1 - gain / 100),
-        before_ms=10.0,  # type: ignore[arg-type]
-        after_ms=10.0 * (1 - gain / 100),
-        gain_percent=gain,
-        worth_applying=used and gain > 20,
-        plan_changed=used,
-        plan_before="Seq Scan",
-        plan_after="Index Scan",
-        samples=2,
-    )
+    m = Measurement(method=method, before_cost=100, after_cost=100 * (1 - gain / 100), before_ms=10.0,  # type: ignore[arg-type]
+                    after_ms=10.0 * (1 - gain / 100), gain_percent=gain, worth_applying=used and gain > 20,
+                    plan_changed=used, plan_before="Seq Scan", plan_after="Index Scan", samples=2)
     return Outcome(candidate, m, used_index=used, consistent=True)
 
 
@@ -80,6 +63,18 @@ def test_below_the_threshold_nothing_is_recommended_and_the_advisor_notes_lead_t
         "x is covered by y; no new index helps enough: best candidate public.orders (status) (rollback_build): "
         "gain 12 % is not above 20 %"
     )
+
+
+def test_timings_within_noise_are_decided_by_the_plans_cost() -> None:
+    """(status) measured 0.9 ms after, (status, created_at) 1.0 ms: noise; the composite's plan costs less."""
+    single = dataclasses.replace(outcome(cand("status"), 99.1), measurement=dataclasses.replace(
+        outcome(cand("status"), 99.1).measurement, after_ms=0.9, after_cost=400.0))  # type: ignore[type-var]
+    composite = dataclasses.replace(outcome(cand("status", "created_at"), 99.0), measurement=dataclasses.replace(
+        outcome(cand("status", "created_at"), 99.0).measurement, after_ms=1.0, after_cost=12.0))  # type: ignore[type-var]
+    assert decide([single, composite], method="rollback_build", min_gain_percent=20).best is composite
+    slow = dataclasses.replace(composite, measurement=dataclasses.replace(
+        composite.measurement, after_ms=5.0))  # type: ignore[type-var]
+    assert decide([single, slow], method="rollback_build", min_gain_percent=20).best is single
 
 
 def test_an_unused_best_candidate_says_the_plan_does_not_use_it() -> None:
@@ -122,14 +117,8 @@ class CannedSnapshot(Snapshot):
     def column_stats(self, schema: str, table: str, column: str) -> ColumnStats | None:
         if column not in self.stats:
             return None
-        return ColumnStats(
-            null_frac=0,
-            n_distinct=self.stats[column],
-            most_common_vals=None,
-            most_common_freqs=None,
-            histogram_bounds=None,
-            correlation=None,
-        )
+        return ColumnStats(null_frac=0, n_distinct=self.stats[column], most_common_vals=None, most_common_freqs=None,
+                           histogram_bounds=None, correlation=None)
 
     def indexes(self, table_oids: Any) -> list[IndexInfo]:
         return list(self.existing)
@@ -170,22 +159,11 @@ def test_a_queue_filter_on_is_null_gets_a_partial_index() -> None:
 
 
 def test_a_candidate_an_existing_index_covers_is_dropped_with_a_note() -> None:
-    existing = IndexInfo(
-        oid=1,
-        table_oid=ORDERS.oid,
-        schema="public",
-        name="orders_customer_idx",
-        method="btree",
-        valid=True,
-        unique=False,
-        primary=False,
-        key_columns=["customer_id"],
-        key_definitions=["customer_id"],
-        predicate=None,
-        definition="CREATE INDEX orders_customer_idx ON public.orders USING btree (customer_id)",
-        size_bytes=1,
-        scans=10,
-    )
+    existing = IndexInfo(oid=1, table_oid=ORDERS.oid, schema="public", name="orders_customer_idx", method="btree",
+                         valid=True, unique=False, primary=False, key_columns=["customer_id"],
+                         key_definitions=["customer_id"], predicate=None,
+                         definition="CREATE INDEX orders_customer_idx ON public.orders USING btree (customer_id)",
+                         size_bytes=1, scans=10)
     found = generate("SELECT * FROM orders WHERE customer_id = $1", CannedSnapshot({}, [existing]))
     assert found.candidates == ()
     assert found.notes == ("public.orders (customer_id) is already covered by index public.orders_customer_idx",)
@@ -230,3 +208,34 @@ def test_a_table_that_doubles_within_the_horizon_gets_a_partitioning_note() -> N
 def test_a_forecast_needs_two_points_a_day_apart() -> None:
     point = HealthPoint(datetime(2026, 11, 1, tzinfo=UTC), {"tables": [{"table": "public.t", "size_bytes": 10}]})
     assert health.forecasts([point, point], [health.TableSize("public", "t", 10, 1.0)]) == []
+
+
+# -- the measurement method ------------------------------------------------------------------------------------
+
+
+def method(tables: list[TableInfo], *, hypopg: bool = False, staging: bool = False, **cfg: Any) -> str:
+    return choose_method(MeasurementConfig(**cfg), kind="select", tables=tables, hypopg=hypopg, staging=staging)
+
+
+SMALL = dataclasses.replace(ORDERS, total_bytes=10 * 2**20, heap_bytes=8 * 2**20)
+
+
+def test_auto_prefers_staging_then_hypopg_and_never_builds_on_production_unless_opted_in() -> None:
+    assert method([ORDERS], staging=True, hypopg=True) == "staging"
+    assert method([ORDERS], hypopg=True) == "hypothetical"
+    with pytest.raises(CannotMeasure, match="cannot measure safely without hypopg or a staging server") as info:
+        method([SMALL])
+    assert "measurement.allow_blocking_builds: true" in str(info.value)
+    assert "apt-get install postgresql-<major>-hypopg" in str(info.value)
+    assert method([SMALL], allow_blocking_builds=True) == "rollback_build"
+    assert method([SMALL], mode="rollback_build") == "rollback_build"
+
+
+def test_an_opted_in_build_is_bounded_by_its_expected_lock_time_not_by_bytes_alone() -> None:
+    expected = expected_lock_ms(ORDERS)  # 900 MB of heap
+    assert expected > 10_000
+    with pytest.raises(CannotMeasure, match=r"expected to block its writes for about \d+\.\d s, over"):
+        method([SMALL, ORDERS], allow_blocking_builds=True)
+    assert method([ORDERS], allow_blocking_builds=True, max_blocking_ms=int(expected) + 1) == "rollback_build"
+    with pytest.raises(CannotMeasure, match="hypopg is not available"):
+        method([SMALL], mode="hypothetical", allow_blocking_builds=True)

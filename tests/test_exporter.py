@@ -399,7 +399,6 @@ def test_lock_on_knowledge_base_fails_one_collector_within_budget_and_leaves_no_
         locker.rollback()
         locker.close()
     t.close()
-
     # A closed connection's backend leaves pg_stat_activity a moment later: wait for that, bounded.
     def backends() -> int:
         row = postgresql.execute(

@@ -53,16 +53,8 @@ def audit(dsn: str, kb_dsn: str, min_mean_ms: str = "0.5", **env: str) -> dict[s
 
 def small_shop(server: ServerInfo, name: str, orders: int) -> str:
     """A small shop database whose workload has run (5,000 customers)."""
-    dsn = demo.load(
-        server.dsn(),
-        server.dsn,
-        name=name,
-        progress=lambda m: None,
-        reset_statements=False,
-        customers=5000,
-        orders=orders,
-        jobs=5000,
-    )
+    dsn = demo.load(server.dsn(), server.dsn, name=name, progress=lambda m: None, reset_statements=False,
+                    customers=5000, orders=orders, jobs=5000)
     demo.run_workload(dsn, demo.workload(5000, calls=5))
     return dsn
 
@@ -237,34 +229,23 @@ def test_one_failing_candidate_does_not_spoil_the_others_and_parameterised_expre
 ) -> None:
     dsn = make_database(debian_pg, "measure_events", ("pg_stat_statements",))
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE events (id bigint PRIMARY KEY, account_id int NOT NULL, kind text NOT NULL,"
-            " occurred_at timestamp NOT NULL)"
-        )
-        conn.execute(
-            "INSERT INTO events SELECT g, g % 5000, (ARRAY['a','b','c'])[1 + g % 3], "
-            "timestamp '2026-01-01' + g * interval '1 minute' FROM generate_series(1, 200000) g"
-        )
-        conn.execute(
-            "CREATE TABLE jobs AS SELECT g AS id, 0 AS attempts, 'ref-' || g AS external_ref "
-            "FROM generate_series(1, 200000) g"
-        )
+        conn.execute("CREATE TABLE events (id bigint PRIMARY KEY, account_id int NOT NULL, kind text NOT NULL,"
+                     " occurred_at timestamp NOT NULL)")
+        conn.execute("INSERT INTO events SELECT g, g % 5000, (ARRAY['a','b','c'])[1 + g % 3], "
+                     "timestamp '2026-01-01' + g * interval '1 minute' FROM generate_series(1, 200000) g")
+        conn.execute("CREATE TABLE jobs AS SELECT g AS id, 0 AS attempts, 'ref-' || g AS external_ref "
+                     "FROM generate_series(1, 200000) g")
         conn.execute("ANALYZE events")
         conn.execute("ANALYZE jobs")
         for n in range(6):
             # Placeholders inside arithmetic: only the server can tell their types.
-            conn.execute(
-                "SELECT kind, count(*) FROM events WHERE occurred_at >= %s AND occurred_at < %s + "
-                "interval '2 hours' GROUP BY kind",
-                (datetime(2026, 3, n + 1), datetime(2026, 3, n + 1)),
-            )
+            conn.execute("SELECT kind, count(*) FROM events WHERE occurred_at >= %s AND occurred_at < %s + "
+                         "interval '2 hours' GROUP BY kind", (datetime(2026, 3, n + 1), datetime(2026, 3, n + 1)))
             conn.execute("UPDATE jobs SET attempts = attempts + %s WHERE external_ref = %s", (1, f"ref-{n * 99}"))
-            conn.execute(
-                "SELECT count(*) FROM events WHERE date_trunc('day', occurred_at) = %s", (f"2026-02-0{n + 1}",)
-            )
-            conn.execute(
-                "SELECT id FROM events WHERE account_id = %s AND occurred_at >= now() - interval '30 days'", (n * 7,)
-            )
+            conn.execute("SELECT count(*) FROM events WHERE date_trunc('day', occurred_at) = %s",
+                         (f"2026-02-0{n + 1}",))
+            conn.execute("SELECT id FROM events WHERE account_id = %s AND occurred_at >= now() - interval '30 days'",
+                         (n * 7,))
     kb = make_database(embedded_pg, "measure_kb_events", ("vector",))
     report = audit(dsn, kb, min_mean_ms="0.5")
     trunc = find(report, "date_trunc")
@@ -287,13 +268,10 @@ def test_parameters_are_measured_as_the_workload_uses_them(embedded_pg: ServerIn
     prod = small_shop(embedded_pg, "measure_representative", orders=150_000)
     with psycopg.connect(prod, autocommit=True) as conn:
         for _ in range(6):
-            conn.execute(
-                "SELECT id, total FROM orders WHERE created_at >= %s", (datetime.now(UTC) - timedelta(days=343),)
-            )
-            conn.execute(
-                "SELECT id, total FROM orders WHERE created_at >= %s AND created_at < %s AND status = %s",
-                (datetime.now(UTC) - timedelta(days=3), datetime.now(UTC) - timedelta(days=2), "pending"),
-            )
+            conn.execute("SELECT id, total FROM orders WHERE created_at >= %s",
+                         (datetime.now(UTC) - timedelta(days=343),))
+            conn.execute("SELECT id, total FROM orders WHERE created_at >= %s AND created_at < %s AND status = %s",
+                         (datetime.now(UTC) - timedelta(days=3), datetime.now(UTC) - timedelta(days=2), "pending"))
     kb = make_database(embedded_pg, "measure_kb_representative", ("vector",))
     report = audit(prod, kb, min_mean_ms="0.05")
     wide = next(q for q in report["slow_queries"] if q["query"].rstrip().endswith("WHERE created_at >= $1"))

@@ -70,44 +70,30 @@ def scalar(conn: psycopg.Connection, sql: str, *params: object) -> Any:
 
 
 def test_types_come_from_the_column_each_placeholder_meets(conn: psycopg.Connection) -> None:
-    types = infer(
-        conn,
-        "SELECT * FROM orders WHERE customer_id = $1 AND status = $2 "
-        "AND created_at > now() - interval $3 AND tags @> $4 "
-        "ORDER BY id LIMIT $5 OFFSET $6",
-    )
+    types = infer(conn, "SELECT * FROM orders WHERE customer_id = $1 AND status = $2 "
+                                        "AND created_at > now() - interval $3 AND tags @> $4 "
+                                        "ORDER BY id LIMIT $5 OFFSET $6")
     assert types == {1: "integer", 2: "text", 3: "interval", 4: "text[]", 5: "bigint", 6: "bigint"}, types
 
 
 def test_types_of_any_arrays_like_patterns_expressions_and_between(conn: psycopg.Connection) -> None:
-    types = infer(
-        conn,
-        "SELECT * FROM orders o WHERE o.id = ANY($1) AND o.email LIKE $2 "
-        "AND lower(o.email) = $3 AND o.created_at::date = $4 "
-        "AND o.total BETWEEN $5 AND $6 AND date_trunc($7, o.created_at) = $8",
-    )
-    assert types == {
-        1: "bigint[]",
-        2: "text",
-        3: "text",
-        4: "date",
-        5: "numeric",
-        6: "numeric",
-        7: "text",
-        8: "timestamp with time zone",
-    }, types
+    types = infer(conn, "SELECT * FROM orders o WHERE o.id = ANY($1) AND o.email LIKE $2 "
+                                        "AND lower(o.email) = $3 AND o.created_at::date = $4 "
+                                        "AND o.total BETWEEN $5 AND $6 AND date_trunc($7, o.created_at) = $8")
+    assert types == {1: "bigint[]", 2: "text", 3: "text", 4: "date", 5: "numeric", 6: "numeric",
+                     7: "text", 8: "timestamp with time zone"}, types
 
 
 def test_unqualified_columns_of_a_join_are_typed_through_the_catalog(conn: psycopg.Connection) -> None:
-    types = infer(
-        conn, "SELECT * FROM orders o JOIN customers c ON c.id = o.customer_id WHERE name = $1 AND total > $2"
-    )
+    types = infer(conn, "SELECT * FROM orders o JOIN customers c ON c.id = o.customer_id "
+                                        "WHERE name = $1 AND total > $2")
     assert types == {1: "text", 2: "numeric"}, types
 
 
 def test_update_set_and_insert_values_placeholders_take_their_column_type(conn: psycopg.Connection) -> None:
     assert infer(conn, "UPDATE orders SET total = $1 WHERE id = $2") == {1: "numeric", 2: "bigint"}
-    assert infer(conn, "INSERT INTO orders (id, status) VALUES ($1, $2)") == {1: "bigint", 2: "text"}
+    assert infer(conn, "INSERT INTO orders (id, status) VALUES ($1, $2)") == {
+        1: "bigint", 2: "text"}
 
 
 # -- samples -------------------------------------------------------------------------------------------
@@ -124,9 +110,8 @@ def test_equality_samples_a_common_value_first_then_a_rare_one(conn: psycopg.Con
 
 def test_range_samples_come_from_the_histogram_with_a_realistic_selectivity(conn: psycopg.Connection) -> None:
     samples = sample(conn, parse_query("SELECT * FROM orders WHERE created_at > $1"))
-    shares = [
-        scalar(conn, "SELECT count(*) FROM orders WHERE created_at > %s::timestamptz", s[1]) / ROWS for s in samples
-    ]
+    shares = [scalar(conn, "SELECT count(*) FROM orders WHERE created_at > %s::timestamptz", s[1]) / ROWS
+              for s in samples]
     assert 0.02 <= shares[0] <= 0.10, shares
     assert all(0.0 < share <= 0.35 for share in shares), shares
 
@@ -158,20 +143,16 @@ def test_limit_and_offset_get_sensible_defaults(conn: psycopg.Connection) -> Non
     assert (values[1], values[2]) == (DEFAULT_LIMIT, DEFAULT_OFFSET) == ("20", "0")
 
 
-def test_columns_without_statistics_are_sampled_from_the_table_without_analysing_it(conn: psycopg.Connection) -> None:
+def test_columns_without_statistics_are_sampled_from_the_table_without_analysing_it(
+        conn: psycopg.Connection) -> None:
     assert scalar(conn, "SELECT count(*) FROM pg_stats WHERE tablename = 'fresh'") == 0
     samples = sample(conn, parse_query("SELECT * FROM fresh WHERE code = $1 AND id > $2"))
     for values in samples:
         assert scalar(conn, "SELECT count(*) FROM fresh WHERE code = %s", values[1]) == 1, values
         assert scalar(conn, "SELECT count(*) FROM fresh WHERE id = %s::int", values[2]) == 1, values
     assert scalar(conn, "SELECT count(*) FROM pg_stats WHERE tablename = 'fresh'") == 0, "fresh was analysed"
-    assert (
-        scalar(
-            conn,
-            "SELECT last_analyze IS NULL AND last_autoanalyze IS NULL FROM pg_stat_user_tables WHERE relname = 'fresh'",
-        )
-        is True
-    )
+    assert scalar(conn, "SELECT last_analyze IS NULL AND last_autoanalyze IS NULL FROM pg_stat_user_tables "
+                        "WHERE relname = 'fresh'") is True
 
 
 def test_expression_placeholders_get_real_values_of_the_expression(conn: psycopg.Connection) -> None:
@@ -180,16 +161,13 @@ def test_expression_placeholders_get_real_values_of_the_expression(conn: psycopg
         assert values[2] == "day", values
         matched = scalar(conn, "SELECT count(*) FROM orders WHERE lower(email) = %s", values[1])
         assert matched == 1, values
-        assert scalar(
-            conn, "SELECT count(*) FROM orders WHERE date_trunc('day', created_at) = %s::timestamptz", values[3]
-        ), values
+        assert scalar(conn, "SELECT count(*) FROM orders WHERE date_trunc('day', created_at) = %s::timestamptz",
+                      values[3]), values
 
 
 def test_executable_samples_pass_the_read_only_check_and_find_rows(conn: psycopg.Connection) -> None:
-    text = (
-        "SELECT id, total FROM orders WHERE customer_id = $1 AND created_at > timestamptz $2 "
-        "ORDER BY created_at DESC LIMIT $3"
-    )
+    text = ("SELECT id, total FROM orders WHERE customer_id = $1 AND created_at > timestamptz $2 "
+            "ORDER BY created_at DESC LIMIT $3")
     snapshot = Snapshot(conn)
     resolved, tables = analysis.resolve(snapshot, parse_query(text))
     statements = analysis.analyse(snapshot, resolved, tables, 3).samples
