@@ -25,6 +25,7 @@ from pg_architect.auditor.decision import decide
 from pg_architect.auditor.delivery import after_audit
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL, embed
 from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
+from pg_architect.auditor.llm import architect
 from pg_architect.auditor.measure import (
     CannotMeasure,
     Measurer,
@@ -102,6 +103,7 @@ class Auditor:
         self.progress = progress
         self.staging = staging
         self.catalog = Snapshot(conn)  # the one catalog view of this audit
+        self.architect: architect.Architect | None = None  # the model's part, when one is configured
 
     def run(self) -> AuditReport:
         ident = window.identity(self.conn)
@@ -122,7 +124,8 @@ class Auditor:
                 if isinstance(exc, Exception) and not self.options.dry_run:
                     self._after_failure(run_id, target_id, started_at, ident.datname, message)
                 raise
-            self.kb.finish_run(report, target_id, embeddings, EMBEDDING_MODEL)
+            after = self.architect.storer(report, target_id) if self.architect is not None else None
+            self.kb.finish_run(report, target_id, embeddings, EMBEDDING_MODEL, after=after)
             report = dataclasses.replace(
                 report, lifecycle=lifecycle.summary(self.kb, self.cfg, target_id, self.kb.clock())
             )
@@ -169,6 +172,7 @@ class Auditor:
         )
         results: list[SlowQuery] = []
         embeddings: dict[str, list[float]] = {}
+        self.architect = architect.for_audit(self.cfg, self.conn, self.catalog, self.kb, ident.datname)
         for i, statement in enumerate(slow, 1):
             started = time.monotonic()
             try:
@@ -189,6 +193,8 @@ class Auditor:
                 f"[{i}/{len(slow)}] {result.status:<17} {statement.mean_ms:9.1f} ms x {statement.calls} "
                 f"calls  {_short(statement.query)}  ({time.monotonic() - started:.1f}s)"
             )
+        if self.architect is not None:
+            self.architect.close()
         regressions = self.regressions(win, target_id, ident)
         index_health: list[IndexHealth] = []
         forecasts: list[Forecast] = []
@@ -230,6 +236,7 @@ class Auditor:
             dry_run=self.options.dry_run,
             notes=tuple(notes),
             regressions=tuple(regressions),
+            llm_usage=self.architect.usage() if self.architect is not None else None,
         )
         return report, embeddings
 
@@ -309,7 +316,11 @@ class Auditor:
         base = dataclasses.replace(base, explanation=explanation)
         similar = [
             s
-            for s in self.kb.similar(vector, EMBEDDING_MODEL, target_id=target_id)
+            for s in (
+                self.architect.similar(statement.query, statement.fingerprint, vector, target_id)
+                if self.architect is not None
+                else self.kb.similar(vector, EMBEDDING_MODEL, target_id=target_id)
+            )
             if s.similarity >= self.cfg.auditor.thresholds.similarity_skip
         ]
         verdict = _skip_for(similar, statement)
@@ -321,6 +332,8 @@ class Auditor:
         if applied is not None:
             base = dataclasses.replace(base, regression_of=applied.recommendation_id)
         result = self._advise(base, shape, measurer, applied, statement.rows_per_call, verdict.note)
+        if self.architect is not None:
+            result = self.architect.review(result, shape, measurer)
         return result, vector
 
     def _advise(

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -565,9 +565,18 @@ class KnowledgeBase:
                 db.execute(conn, self._sql("kb_fail_run"), params)
 
     def finish_run(
-        self, report: AuditReport, target_id: int, embeddings: dict[str, list[float]], embedding_model: str
+        self,
+        report: AuditReport,
+        target_id: int,
+        embeddings: dict[str, list[float]],
+        embedding_model: str,
+        after: Callable[[db.Connection, dict[str, int]], None] | None = None,
     ) -> None:
-        """Write the run's slow queries and recommendations and close it, all in one transaction."""
+        """Write the run's slow queries and recommendations and close it, all in one transaction.
+
+        ``after`` (the LLM architect's store) writes in the same transaction, given the recommendation ids
+        by fingerprint."""
+        recommendation_ids: dict[str, int] = {}
         with db.transaction(self.conn):
             for q in report.slow_queries:
                 slow_id = db.fetch_value(self.conn, self._sql("kb_insert_slow_query"), _slow_params(report, q))
@@ -621,6 +630,9 @@ class KnowledgeBase:
                             "plan": m.plan_before,
                         },
                     )
+                recommendation_ids[q.fingerprint] = rec_id
+            if after is not None:
+                after(self.conn, recommendation_ids)
             k = report.kpis
             db.execute(
                 self.conn,

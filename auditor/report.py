@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pg_architect.auditor.llm.sanitize import model_text
 from pg_architect.auditor.models import AuditReport
 
 
@@ -88,6 +89,25 @@ def _rec_state(rec: dict[str, Any]) -> str:
     return state
 
 
+def llm_lines(llm: dict[str, Any] | None) -> list[str]:
+    """The model's part of one statement, labelled as model output (its text made inert once more)."""
+    if not llm:
+        return []
+    out: list[str] = []
+    e = llm.get("explanation")
+    if e:
+        out.append(
+            f"model ({model_text(e.get('model'), 80)}, model output): {model_text(e.get('intent'))} "
+            f"(complexity {model_text(e.get('complexity'), 10)}). {model_text(e.get('business_context'))}".rstrip()
+        )
+    p = llm.get("proposal")
+    if p and p.get("type") != "none":
+        kind = model_text(p.get("type"), 20)
+        out.append(f"model's proposal ({kind}): {p.get('status')}: {model_text(p.get('reason'))}")
+    out.extend(f"model: {model_text(n)}" for n in llm.get("notes") or [])
+    return out
+
+
 def _text(doc: dict[str, Any]) -> str:
     lines = [f"pg-architect audit {doc['run_id']}  [{doc['status']}]  database {doc.get('database') or '?'}"]
     w = doc.get("window") or {}
@@ -114,6 +134,7 @@ def _text(doc: dict[str, Any]) -> str:
         if q.get("explanation"):
             e = q["explanation"]
             lines.append(f"   intent: {e['intent']}  (complexity {e['complexity']})")
+        lines.extend(f"   {line}" for line in llm_lines(q.get("llm")))
         rec = q.get("recommendation")
         if rec and q["status"] == "recommended":
             m = rec.get("measurement") or {}
@@ -126,6 +147,7 @@ def _text(doc: dict[str, Any]) -> str:
             )
             lines.append(
                 f"   confidence {rec['confidence']:.2f} -> {rec['action']}{_delivered(doc, q)}  [{_rec_state(rec)}]"
+                f"  (source: {rec.get('source')})"
             )
         if q.get("skip_reason"):
             lines.append(f"   reason: {q['skip_reason']}")
@@ -202,7 +224,8 @@ def _markdown(doc: dict[str, Any]) -> str:
         out.append(
             f"| {i} | {q['status']} | {q['calls']} | {_ms(q['mean_ms'])} | `{stmt}` | "
             + (
-                f"`{rec['sql']}` | {m.get('gain_percent', 0):.0f} % | {rec['confidence']:.2f} ({rec['action']}) |"
+                f"`{rec['sql']}`{' (source: llm, verified)' if rec.get('source') == 'llm' else ''} | "
+                f"{m.get('gain_percent', 0):.0f} % | {rec['confidence']:.2f} ({rec['action']}) |"
                 if rec
                 else f"{(q.get('skip_reason') or '').replace('|', '/')[:160]} | | |"
             )
@@ -219,6 +242,11 @@ def _markdown(doc: dict[str, Any]) -> str:
                 f"- x{r['ratio']} `{stmt}`: {_ms(r['previous_mean_ms'])} -> {_ms(r['mean_ms'])}, {r['calls']} calls."
                 + change
             )
+    explained = [(i, q) for i, q in enumerate(doc.get("slow_queries") or [], 1) if q.get("llm")]
+    if explained:
+        out += ["", "### Model output", ""]
+        for i, q in explained:
+            out += [f"- **#{i}** " + " ".join(llm_lines(q["llm"])).replace("|", "/")]
     if doc.get("index_health"):
         out += ["", "### Index health", ""]
         out += [f"- **{h['reason']}** `{h['index']}`: {h['evidence']} (`{h['sql']}`)" for h in doc["index_health"]]

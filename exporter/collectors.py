@@ -14,7 +14,13 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 
 from pg_architect.core import db, pgss
 from pg_architect.core.errors import DatabaseError
@@ -28,6 +34,7 @@ from pg_architect.exporter.models import (
     DatabaseSizeRow,
     KbPresentRow,
     KpiRow,
+    LlmUsageRow,
     LockRow,
     ReplicationRow,
     ServerRow,
@@ -437,3 +444,47 @@ def lifecycle_metrics(k: KpiRow) -> list[Metric]:
     size = GaugeMetricFamily("pgarch_knowledge_base_size_bytes", "Size of the knowledge base's tables and indexes.")
     size.add_metric([], k.kb_bytes)
     return [statuses, outcomes, accuracy, saved, size]
+
+
+# -- the auditor's use of a language model (issue 19), from the knowledge base ------------------------------
+
+
+def read_llm_usage(conn: db.Connection, system_identifier: str | None, datname: str) -> list[LlmUsageRow]:
+    """The model usage the auditor stored for this database; empty before migration 005 or any LLM audit."""
+    present = db.fetch_one(conn, db.query(conn, QUERIES, "kb_llm_present"), None, KbPresentRow)
+    if present is None or not present.present or system_identifier is None:
+        return []
+    params = {"system_identifier": system_identifier, "datname": datname}
+    return db.fetch(conn, db.query(conn, QUERIES, "kb_llm_usage"), params, LlmUsageRow)
+
+
+def llm_metrics(rows: Sequence[LlmUsageRow]) -> list[Metric]:
+    """``pgarch_llm_requests_total{outcome}``, ``pgarch_llm_tokens_total{kind}`` and the request latency
+    summary; nothing at all when no audit has used a model."""
+    if not rows:
+        return []
+    requests = CounterMetricFamily(
+        "pgarch_llm_requests", "Requests the auditor made to its language model, by outcome.", labels=["outcome"]
+    )
+    tokens = CounterMetricFamily(
+        "pgarch_llm_tokens", "Tokens the auditor's model requests used, by kind.", labels=["kind"]
+    )
+    latency: dict[str, float] = {}
+    for row in rows:
+        if row.family == "requests":
+            requests.add_metric([row.label], row.value)
+        elif row.family == "tokens":
+            tokens.add_metric([row.label], row.value)
+        else:
+            latency[row.family] = row.value
+    out: list[Metric] = [requests, tokens]
+    if latency:
+        out.append(
+            SummaryMetricFamily(
+                "pgarch_llm_request_duration_seconds",
+                "Time the auditor waited for its language model, per HTTP request.",
+                count_value=int(latency.get("latency_count", 0.0)),
+                sum_value=latency.get("latency_sum", 0.0),
+            )
+        )
+    return out

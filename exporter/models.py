@@ -137,6 +137,15 @@ class KbPresentRow:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class LlmUsageRow:
+    """One series of the auditor's model usage (kb_llm_usage.sql)."""
+
+    family: str  # requests | tokens | latency_sum | latency_count
+    label: str
+    value: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class KpiRow:
     last_run_ts: float
     last_success_ts: float

@@ -439,7 +439,8 @@ class Target:
     def _kpi_metrics(self, conn: db.Connection, server: ServerRow, job: _Job) -> list[Metric]:
         if self.kb_dsn is None:
             kpis = collectors.read_kpis(conn, server.system_identifier, server.current_datname, server.kb_present)
-            return collectors.kpi_metrics(kpis)
+            usage = collectors.read_llm_usage(conn, server.system_identifier, server.current_datname)
+            return collectors.kpi_metrics(kpis) + collectors.llm_metrics(usage)
         kb = self._kb_conn
         if kb is None or kb.closed:
             kb = self._kb_conn = self._connect(self.kb_dsn, job)
@@ -448,11 +449,12 @@ class Target:
                 kb, statement_timeout_ms=self._remaining_ms(job), lock_timeout_ms=self.config.exporter.lock_timeout_ms
             )
             kpis = collectors.read_kpis(kb, server.system_identifier, server.current_datname)
+            llm = collectors.read_llm_usage(kb, server.system_identifier, server.current_datname)
         except PgArchitectError:
             _close(kb)
             self._kb_conn = None
             raise
-        return collectors.kpi_metrics(kpis)
+        return collectors.kpi_metrics(kpis) + collectors.llm_metrics(llm)
 
     # -- results --------------------------------------------------------------------------------
     def _down(self, seconds: float, *, reason: str, up: bool = False) -> list[Metric]:

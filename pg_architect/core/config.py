@@ -303,6 +303,16 @@ class LlmConfig:
     model: str | None = None
     api_key_file: str | None = None
     embedding_model: str | None = None
+    # Off switches: everywhere, or for the audited databases named here (by database name).
+    enabled: bool = True
+    disabled_targets: list[str] = _field([])
+    timeout_s: float = _field(60.0, _positive)
+    max_retries: int = _field(2, _non_negative)
+    # Per audit: once either is spent the audit goes on without the model.
+    max_requests: int = _field(60, _non_negative)
+    max_tokens: int = _field(200_000, _non_negative)
+    # Column statistics (pg_stats values are real data) leave the machine only when opted in.
+    share_column_stats: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The LLM architect: explanations and proposals from an OpenAI-compatible model, never trusted, always verified."""
