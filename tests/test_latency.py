@@ -636,7 +636,7 @@ def test_5000_rows_give_a_finite_p95_and_cumulative_buckets() -> None:
 
     p95, buckets = scrape()
     assert math.isfinite(p95) and p95 > 0
-    assert all(b2 >= b1 for b1, b2 in zip(buckets, buckets[1:], strict=False)), "bucket counts must be cumulative"
+    assert all(b2 >= b1 for b1, b2 in itertools.pairwise(buckets)), "bucket counts must be cumulative"
     assert buckets[-1] <= sum(cur.calls - prev.calls for prev, cur in pairs) * (1 + 1e-9)
 
 
