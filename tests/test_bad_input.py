@@ -104,7 +104,8 @@ def test_an_unreachable_server_is_work_that_failed_exit_1() -> None:
         (f"database: {{dsn: 'postgresql://app:{SECRET}@db/app'\n  oops: [\n", "not valid YAML at line"),
         ("- just\n- a list\n", "the top level must be a mapping"),
         ("auditor: {thresholds: {limit: 0, min_calls: -5}}\n", "auditor.thresholds.limit: must be > 0"),
-        ("llm: {api_key_file: /nonexistent/key}\n", "llm.api_key_file: cannot read"),
+        # A configured integration whose secret file is missing (an unconfigured one may lack its secret).
+        ("llm: {model: m, api_key_file: /nonexistent/key}\n", "llm.api_key_file: cannot read"),
     ],
 )
 def test_a_bad_config_file_exits_2_and_never_echoes_a_secret(tmp_path: Path, config: str, fragment: str) -> None:
