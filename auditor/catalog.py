@@ -82,6 +82,12 @@ class Relation:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class _NamedRelation:
+    schema: str
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _ColumnType:
     column_name: str
     type_name: str
@@ -181,6 +187,17 @@ class Snapshot:
             # A written modifier (``$1::char(10)``) is part of the type: the canonical name without it is not.
             self._type_names[name] = str(value) if value and "(" not in name else name
         return self._type_names[name]
+
+    def relations_named(self, schemas: Sequence[str], names: Sequence[str]) -> set[tuple[str, str]]:
+        """(schema, name) of the relations that exist under any of ``names`` in ``schemas`` (never cached: the
+        audit's own candidates must not collide with what exists right now)."""
+        rows = db.fetch(
+            self.conn,
+            db.query(self.conn, QUERIES, "relation_names_taken"),
+            {"schemas": list(schemas), "names": list(names)},
+            _NamedRelation,
+        )
+        return {(r.schema, r.name) for r in rows}
 
     def role(self) -> str:
         """The role the audit connects as, quoted."""

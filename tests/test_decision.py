@@ -127,6 +127,9 @@ class CannedSnapshot(Snapshot):
     def quote(self, identifier: str) -> str:
         return identifier if identifier.isidentifier() and identifier.islower() else f'"{identifier}"'
 
+    def relations_named(self, schemas: Any, names: Any) -> set[tuple[str, str]]:
+        return {(i.schema, i.name) for i in self.existing}
+
 
 def generate(text: str, snapshot: CannedSnapshot) -> advisor.Candidates:
     shape = resolve_columns(parse_query(text), {("public", "orders"): set(ORDERS.columns)})
