@@ -67,7 +67,8 @@ def workload(dsn: str) -> None:
 
 
 def config(**overrides: Any) -> Config:
-    values = {"auditor.lifecycle.verify_min_calls": 4, **overrides}
+    # The tests own these databases and the embedded server has no hypopg: real builds, opted in.
+    values = {"auditor.lifecycle.verify_min_calls": 4, "measurement.allow_blocking_builds": True, **overrides}
     return load_config(env={}, overrides=values)
 
 
