@@ -104,7 +104,7 @@ def test_every_contract_metric_is_served_with_sane_values(pg_dsn: str, workload_
     assert second.value("pgarch_audit_last_success_timestamp_seconds") == 0, "no audit ran yet: zero-valued"
     labels = {k for f in second.families for s in f.samples for k in s.labels}
     allowed = {"datname", "datid", "state", "mode", "le", "source", "collector", "action", "queryid", "integration"}
-    allowed |= {"version", "short_version", "slot_name", "database", "slot_type", "wal_status"}
+    allowed |= {"version", "short_version", "slot_name", "database", "slot_type", "wal_status", "status", "outcome"}
     assert labels <= allowed, labels
 
 
