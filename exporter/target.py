@@ -12,8 +12,9 @@ Everything a target remembers lives in its ``Target`` object (never in module gl
 - isolates collector groups: one failing sets its ``pgarch_scrape_collector_success`` to 0, the rest stand;
 - with ``exporter.statements_interval_s`` > 0 reads pg_stat_statements on its own interval, on its own
   connection, off the scrape's path: a scrape serves the last collection with its age
-  (``pgarch_statements_collection_age_seconds``), and none at all once it is older than two intervals plus a
-  budget (the ``statements`` collector then reports 0).
+  (``pgarch_statements_collection_age_seconds``), and none at all once the refresh fails and the last
+  collection is older than an interval plus a budget, or a refresh runs for longer than an interval plus two
+  budgets (the ``statements`` collector then reports 0). A slow refresh under load is served with its age.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class _Statements:
     families: list[Metric] = dataclasses.field(default_factory=list)
     taken_at: float | None = None  # time.monotonic() when the collection started
     running: bool = False
+    started_at: float | None = None  # when the refresh in progress started
+    failed: bool = False  # the last refresh failed
     conn: db.Connection | None = None
 
 
@@ -340,6 +343,7 @@ class Target:
             due = interval > 0 and not state.running and (state.taken_at is None or now - state.taken_at >= interval)
             if due and not first:
                 state.running = True
+                state.started_at = now
                 threading.Thread(
                     target=self._refresh_statements,
                     args=(server, datnames),
@@ -361,10 +365,13 @@ class Target:
         if taken_at is None:
             raise DatabaseError("pg_stat_statements has not been collected yet")
         age = max(time.monotonic() - taken_at, 0.0)
-        max_age = 2 * interval + self.config.exporter.scrape_budget_s
-        if interval > 0 and age > max_age:
-            # Never serve an old collection as if it were recent: the refresh is failing or stuck.
+        budget = self.config.exporter.scrape_budget_s
+        if interval > 0 and state.failed and age > interval + budget:
+            # Never serve an old collection as if it were recent: the refresh is failing.
             raise DatabaseError(f"the last pg_stat_statements collection is {age:.0f} s old (refresh failing)")
+        started_at = state.started_at
+        if interval > 0 and state.running and started_at is not None and now - started_at > interval + 2 * budget:
+            raise DatabaseError(f"the pg_stat_statements refresh has run for {now - started_at:.0f} s (stuck)")
         return [*state.families, _statements_age(age, interval)]
 
     def _read_statements(self, conn: db.Connection, server: ServerRow, datnames: dict[int, str]) -> list[Metric]:
@@ -382,8 +389,10 @@ class Target:
                 conn = state.conn = db.connect(self.dsn, db.Role.EXPORTER, db.policy(self.config, db.Role.EXPORTER))
             state.families = self._read_statements(conn, server, datnames)
             state.taken_at = started
+            state.failed = False
             self._warned.discard("statements-refresh")
         except Exception as exc:  # a worker thread reports, never dies silently
+            state.failed = True
             if state.conn is not None:
                 _close(state.conn)
                 state.conn = None
