@@ -377,7 +377,9 @@ class Target:
     def _read_statements(self, conn: db.Connection, server: ServerRow, datnames: dict[int, str]) -> list[Metric]:
         rows, info = collectors.read_statements(conn, server)
         window = self.statements.advance(rows, info, time.time())
-        return collectors.statement_metrics(window, rows, datnames, self.histograms, self.config.exporter.top_queries)
+        snapshot = self.statements.snapshot or ()  # the rows again, made one at a time
+        top_n = self.config.exporter.top_queries
+        return collectors.statement_metrics(window, snapshot, datnames, self.histograms, top_n)
 
     def _refresh_statements(self, server: ServerRow, datnames: dict[int, str]) -> None:
         """One pg_stat_statements collection on its own connection (exporter.statements_interval_s > 0)."""

@@ -49,6 +49,7 @@ __all__ = [
     "fetch_one",
     "fetch_tuples",
     "fetch_value",
+    "iter_tuples",
     "pg_errors",
     "policy",
     "query",
@@ -236,6 +237,35 @@ def fetch_tuples(conn: Connection, query: Query, params: Sequence[Any] | dict[st
     with translated(), conn.cursor(binary=True) as cur:
         cur.execute(query, params)
         return cur.fetchall()
+
+
+def iter_tuples(
+    conn: Connection, query: Query, params: Sequence[Any] | dict[str, Any] | None = None, chunk: int = 2000
+) -> Iterator[Any]:
+    """Rows as plain tuples, in binary format, made ``chunk`` at a time as the caller iterates.
+
+    The query runs now and libpq holds its whole result; only the Python objects are made lazily, so a caller
+    that keeps a compact form of each row never holds all of them at once (20,000 pg_stat_statements rows as
+    tuples are about 7 MB).
+    """
+    cur = conn.cursor(binary=True)
+    try:
+        with translated():
+            cur.execute(query, params)
+    except BaseException:
+        cur.close()
+        raise
+
+    def rows() -> Iterator[Any]:
+        with cur:
+            while True:
+                with translated():
+                    batch = cur.fetchmany(chunk)
+                if not batch:
+                    return
+                yield from batch
+
+    return rows()
 
 
 def fetch_one(conn: Connection, query: Query, params: Sequence[Any] | dict[str, Any] | None, row: type[T]) -> T | None:
