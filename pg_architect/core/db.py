@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
+from psycopg import conninfo, sql
 from psycopg import errors as pg_errors
-from psycopg import sql
 from psycopg.rows import class_row, dict_row
 
 from pg_architect.core.errors import DatabaseError, DatabaseUnavailable, PrivilegeError, QueryTimeout, redact
@@ -50,6 +50,7 @@ __all__ = [
     "fetch_tuples",
     "fetch_value",
     "iter_tuples",
+    "parse_dsn",
     "pg_errors",
     "policy",
     "query",
@@ -124,6 +125,14 @@ def policy(cfg: Config, role: Role) -> Timeouts:
     # The knowledge base, the API, the daemon and check: short statements on our own schema. (The demo,
     # which owns its database and loads it, uses pg_architect.demo.DEMO_TIMEOUTS.)
     return Timeouts(connect_s, 30_000, 5_000, 60_000)
+
+
+def parse_dsn(dsn: str) -> dict[str, str]:
+    """The parameters of a libpq connection string (URI or key=value), as libpq reads them."""
+    try:
+        return {k: str(v) for k, v in conninfo.conninfo_to_dict(dsn).items() if v is not None}
+    except psycopg.Error as exc:
+        raise DatabaseError("not a valid connection string") from exc
 
 
 def connect(dsn: str, role: Role, timeouts: Timeouts, *, autocommit: bool = True) -> Connection:
