@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
@@ -147,14 +147,14 @@ def database_metrics(rows: Sequence[DatabaseRow], previous: dict[str, tuple[int,
 # -- statements: the latency histogram and p95 ---------------------------------------------------
 
 
-def read_statements(conn: db.Connection, server: ServerRow) -> tuple[list[StatementRow], PgssInfoRow | None]:
+def read_statements(conn: db.Connection, server: ServerRow) -> tuple[Iterator[StatementRow], PgssInfoRow | None]:
     if not server.pgss_schema or not server.pgss_version:
         if server.pgss_loaded:
             raise DatabaseError(
                 "pg_stat_statements is loaded but not created in this database: CREATE EXTENSION pg_stat_statements"
             )
         raise DatabaseError("pg_stat_statements is not in shared_preload_libraries")
-    return pgss.read(conn)
+    return pgss.read_lazily(conn)
 
 
 @dataclasses.dataclass
@@ -195,7 +195,7 @@ def statement_totals(
     return {key: StatementTotals(calls[key], seconds[key]) for key in calls}
 
 
-def top_statements(window: StatementWindow | None, rows: Sequence[StatementRow], limit: int) -> list[tuple[int, int]]:
+def top_statements(window: StatementWindow | None, rows: Iterable[StatementRow], limit: int) -> list[tuple[int, int]]:
     """The ``limit`` statements with the most execution time in the window (cumulative before one exists)."""
     if limit <= 0:
         return []
@@ -208,7 +208,7 @@ def top_statements(window: StatementWindow | None, rows: Sequence[StatementRow],
 
 def statement_metrics(
     window: StatementWindow | None,
-    rows: Sequence[StatementRow],
+    rows: Iterable[StatementRow],  # iterated up to twice
     datnames: dict[int, str],
     histograms: dict[str, HistogramState],
     top_n: int,

@@ -24,10 +24,10 @@ import time
 from collections.abc import Sequence
 
 from prometheus_client.core import GaugeMetricFamily, Metric
-from psycopg import conninfo
 
+from pg_architect.core import db
 from pg_architect.core.config import Config, TargetConfig
-from pg_architect.core.errors import ConfigError
+from pg_architect.core.errors import ConfigError, DatabaseError
 from pg_architect.exporter.target import COLLECTORS, Target
 
 log = logging.getLogger(__name__)
@@ -41,16 +41,15 @@ _OWN = {"pg_up", "pgarch_scrape_duration_seconds", "pgarch_scrape_collector_succ
 def server_key(dsn: str) -> tuple[str, str, str]:
     """Which server a DSN reaches: (host, port, user); the database is left out on purpose."""
     try:
-        params = conninfo.conninfo_to_dict(dsn)
-    except Exception as exc:  # psycopg raises ProgrammingError for a malformed DSN
-        raise ConfigError([f"targets: cannot parse a DSN: {type(exc).__name__}"]) from exc
-    return (str(params.get("host") or ""), str(params.get("port") or "5432"), str(params.get("user") or ""))
+        params = db.parse_dsn(dsn)
+    except DatabaseError as exc:
+        raise ConfigError([f"targets: {exc}"]) from exc
+    return (params.get("host", ""), params.get("port", "5432"), params.get("user", ""))
 
 
 def _database_of(dsn: str) -> str | None:
-    params = conninfo.conninfo_to_dict(dsn)
-    name = params.get("dbname") or params.get("user")
-    return str(name) if name else None
+    params = db.parse_dsn(dsn)
+    return params.get("dbname") or params.get("user")
 
 
 @dataclasses.dataclass

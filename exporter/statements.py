@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -36,7 +36,7 @@ class _Snapshot:
     """The previous snapshot, kept as columns: 20,000 rows as tuples of Python objects cost about 9 MB,
     as arrays about 3 MB (most of it the keys), which keeps the exporter's memory flat at 20,000 statements."""
 
-    def __init__(self, rows: Sequence[StatementRow]) -> None:
+    def __init__(self) -> None:
         self.index: dict[RowKey, int] = {}
         self.userid = array("q")
         self.dbid = array("q")
@@ -48,18 +48,26 @@ class _Snapshot:
         self.min_ms = array("d")
         self.max_ms = array("d")
         self.stats_since = array("d")  # NaN: unknown (before pg_stat_statements 1.11)
-        for i, row in enumerate(rows):
-            self.index[row.key] = i
-            self.userid.append(row.userid)
-            self.dbid.append(row.dbid)
-            self.queryid.append(row.queryid)
-            self.toplevel.append(1 if row.toplevel else 0)
-            self.calls.append(row.calls)
-            self.total_ms.append(row.total_ms)
-            self.stddev_ms.append(row.stddev_ms)
-            self.min_ms.append(row.min_ms)
-            self.max_ms.append(row.max_ms)
-            self.stats_since.append(math.nan if row.stats_since is None else row.stats_since)
+
+    def append(self, row: StatementRow) -> None:
+        self.index[row.key] = len(self.calls)
+        self.userid.append(row.userid)
+        self.dbid.append(row.dbid)
+        self.queryid.append(row.queryid)
+        self.toplevel.append(1 if row.toplevel else 0)
+        self.calls.append(row.calls)
+        self.total_ms.append(row.total_ms)
+        self.stddev_ms.append(row.stddev_ms)
+        self.min_ms.append(row.min_ms)
+        self.max_ms.append(row.max_ms)
+        self.stats_since.append(math.nan if row.stats_since is None else row.stats_since)
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    def __iter__(self) -> Iterator[StatementRow]:
+        """The rows again, each made when it is reached."""
+        return map(self.row, range(len(self.calls)))
 
     def row(self, i: int) -> StatementRow:
         since = self.stats_since[i]
@@ -115,8 +123,13 @@ class StatementTracker:
     def has_baseline(self) -> bool:
         return self._previous is not None
 
+    @property
+    def snapshot(self) -> _Snapshot | None:
+        """The last snapshot, iterable as rows."""
+        return self._previous
+
     def advance(
-        self, rows: Sequence[StatementRow], info: PgssInfoRow | None, taken_at: float
+        self, rows: Iterable[StatementRow], info: PgssInfoRow | None, taken_at: float
     ) -> StatementWindow | None:
         """Close the window at ``taken_at``; None for the first snapshot, which only sets the baseline.
 
@@ -131,13 +144,18 @@ class StatementTracker:
         )
         window = None
         previous = self._previous
+        current = _Snapshot()
+        # Only rows that ran (or are new) are kept as tuples, for diff, with their previous row rebuilt from the
+        # columns; diff skips unchanged rows itself, so the window is the same, without 20,000 tuples at once.
+        changed: list[StatementRow] = []
+        for row in rows:
+            current.append(row)
+            if previous is not None and (reset or not previous.unchanged(row)):
+                changed.append(row)
         if previous is not None and self._previous_at is not None:
-            # Only rows that ran (or are new) go to diff, with their previous row rebuilt from the columns;
-            # diff skips unchanged rows itself, so the window is the same, without 20,000 tuples.
-            changed = rows if reset else [row for row in rows if not previous.unchanged(row)]
             before = {row.key: previous.row(previous.index[row.key]) for row in changed if row.key in previous.index}
             window = diff(before, changed, seconds=max(taken_at - self._previous_at, 0.0), reset_detected=reset)
-        self._previous = _Snapshot(rows)
+        self._previous = current
         self._previous_at = taken_at
         if info is not None:
             self._stats_reset = info.stats_reset

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
+from psycopg import conninfo, sql
 from psycopg import errors as pg_errors
-from psycopg import sql
 from psycopg.rows import class_row, dict_row
 
 from pg_architect.core.errors import DatabaseError, DatabaseUnavailable, PrivilegeError, QueryTimeout, redact
@@ -49,6 +49,8 @@ __all__ = [
     "fetch_one",
     "fetch_tuples",
     "fetch_value",
+    "iter_tuples",
+    "parse_dsn",
     "pg_errors",
     "policy",
     "query",
@@ -124,6 +126,14 @@ def policy(cfg: Config, role: Role) -> Timeouts:
     # The knowledge base, the API, the daemon and check: short statements on our own schema. (The demo,
     # which owns its database and loads it, uses pg_architect.demo.DEMO_TIMEOUTS.)
     return Timeouts(connect_s, 30_000, 5_000, 60_000)
+
+
+def parse_dsn(dsn: str) -> dict[str, str]:
+    """The parameters of a libpq connection string (URI or key=value), as libpq reads them."""
+    try:
+        return {k: str(v) for k, v in conninfo.conninfo_to_dict(dsn).items() if v is not None}
+    except psycopg.Error as exc:
+        raise DatabaseError("not a valid connection string") from exc
 
 
 def connect(dsn: str, role: Role, timeouts: Timeouts, *, autocommit: bool = True) -> Connection:
@@ -277,6 +287,35 @@ def fetch_tuples(conn: Connection, query: Query, params: Sequence[Any] | dict[st
     with translated(), conn.cursor(binary=True) as cur:
         cur.execute(query, params)
         return cur.fetchall()
+
+
+def iter_tuples(
+    conn: Connection, query: Query, params: Sequence[Any] | dict[str, Any] | None = None, chunk: int = 2000
+) -> Iterator[Any]:
+    """Rows as plain tuples, in binary format, made ``chunk`` at a time as the caller iterates.
+
+    The query runs now and libpq holds its whole result; only the Python objects are made lazily, so a caller
+    that keeps a compact form of each row never holds all of them at once (20,000 pg_stat_statements rows as
+    tuples are about 7 MB).
+    """
+    cur = conn.cursor(binary=True)
+    try:
+        with translated():
+            cur.execute(query, params)
+    except BaseException:
+        cur.close()
+        raise
+
+    def rows() -> Iterator[Any]:
+        with cur:
+            while True:
+                with translated():
+                    batch = cur.fetchmany(chunk)
+                if not batch:
+                    return
+                yield from batch
+
+    return rows()
 
 
 def fetch_one(conn: Connection, query: Query, params: Sequence[Any] | dict[str, Any] | None, row: type[T]) -> T | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -108,6 +108,12 @@ def read(conn: db.Connection) -> tuple[list[StatementRow], PgssInfoRow | None]:
     """Every row of pg_stat_statements (without text), and its info view."""
     query = db.query(conn, QUERIES, "pgss_statements", pgss=_schema(conn))
     return list(map(StatementRow._make, db.fetch_tuples(conn, query))), read_info(conn)
+
+
+def read_lazily(conn: db.Connection) -> tuple[Iterator[StatementRow], PgssInfoRow | None]:
+    """Like :func:`read`, with the rows made as the caller iterates (both read from the server now)."""
+    query = db.query(conn, QUERIES, "pgss_statements", pgss=_schema(conn))
+    return map(StatementRow._make, db.iter_tuples(conn, query)), read_info(conn)
 
 
 def read_snapshot(conn: db.Connection) -> list[SnapshotRow]:
