@@ -251,7 +251,7 @@ class Architect:
             return ModelProposal("none", None, "not_better", "the model proposed nothing", self.model, stated), None
         if kind not in prompts.PROPOSAL_TYPES:
             return refused(f"refused: unknown proposal type {kind[:40]!r}")
-        if kind not in ("index", "rewrite"):
+        if kind not in ("index", "rewrite", "settings"):
             return refused(
                 f"not verified: a {kind} proposal cannot be measured by pg-architect, so it is not recommended "
                 f"(the model's reasoning: {reasoning})"
@@ -272,6 +272,16 @@ class Architect:
                     kind=facts.kind,
                     samples=facts.samples,
                     tables=tables,
+                    min_gain_percent=min_gain,
+                )
+            elif kind == "settings":
+                checked = verify.settings(
+                    measurer.staging or self.conn,
+                    raw_sql,
+                    kind=facts.kind,
+                    samples=facts.samples,
+                    statement_timeout_ms=self.cfg.measurement.statement_timeout_ms,
+                    lock_timeout_ms=self.cfg.measurement.lock_timeout_ms,
                     min_gain_percent=min_gain,
                 )
             else:
@@ -299,7 +309,7 @@ class Architect:
             reason += "" if m.gain_percent > min_gain else f", not above {min_gain:.0f} %"
             return ModelProposal(kind, checked.sql, "not_better", reason, self.model, stated), None
         score, terms = self._confidence(kind, checked, stated, result.fingerprint, shape.kind != "select")
-        what = "Index" if kind == "index" else "Rewrite"
+        what = {"index": "Index", "rewrite": "Rewrite", "settings": "Setting"}[kind]
         equal = f" Same rows as the original for all {m.samples} sampled parameter set(s)." if kind == "rewrite" else ""
         text = (
             f"{what} proposed by the model ({self.model}), verified by pg-architect: measured ({m.method}, "
@@ -308,7 +318,7 @@ class Architect:
             f"Model's reasoning (model output): {reasoning}"
         )
         recommendation = Recommendation(
-            type="index" if kind == "index" else "rewrite",
+            type="index" if kind == "index" else "rewrite" if kind == "rewrite" else "settings",
             sql=checked.sql,
             rollback_sql=checked.rollback_sql,
             reasoning=text,
@@ -339,7 +349,7 @@ class Architect:
         else:
             m = checked.measurement
             value = 0.45
-            terms = ["rewrite run beside the original: base 0.45"]
+            terms = [f"{kind} timed beside the original: base 0.45"]
             gain = max(min(m.gain_percent, 100.0), 0.0) / 100.0
             value += 0.30 * gain
             terms.append(f"gain {m.gain_percent:.0f} %: +{0.30 * gain:.2f}")
