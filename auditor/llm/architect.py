@@ -12,14 +12,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pg_architect.auditor import analysis, confidence
 from pg_architect.auditor.catalog import Snapshot
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL
 from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
 from pg_architect.auditor.llm import context, prompts, store, verify
-from pg_architect.auditor.llm.client import BudgetExhausted, ModelClient, ModelError
+from pg_architect.auditor.llm.errors import BudgetExhausted, ModelError
 from pg_architect.auditor.llm.sanitize import NotShareable, carries_mention_or_link, model_text, statement_for_model
 from pg_architect.auditor.measure import Measurer, Plan, explain
 from pg_architect.auditor.models import (
@@ -35,6 +35,9 @@ from pg_architect.auditor.parsing import QueryShape
 from pg_architect.core import db
 from pg_architect.core.config import Config
 from pg_architect.core.errors import PgArchitectError
+
+if TYPE_CHECKING:
+    from pg_architect.auditor.llm.client import ModelClient
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,9 @@ def for_audit(cfg: Config, conn: db.Connection, catalog: Snapshot, kb: Knowledge
     """The audit's architect, or None when no model takes part (nothing else changes then)."""
     if not enabled_for(cfg, datname):
         return None
+    # Imported here: the openai package takes about a second to import, which audits without a model never pay.
+    from pg_architect.auditor.llm.client import ModelClient
+
     found = Architect(cfg, conn, catalog, kb, ModelClient.from_config(cfg))
     found.prepare_embeddings()
     return found
