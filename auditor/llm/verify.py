@@ -28,7 +28,7 @@ from pg_architect.auditor.catalog import Snapshot, TableInfo
 from pg_architect.auditor.decision import worth_applying
 from pg_architect.auditor.measure import CannotMeasure, Measurer, Outcome, Plan, explain, rolled_back
 from pg_architect.auditor.models import Measurement
-from pg_architect.auditor.parsing import QueryShape, repair_placeholders
+from pg_architect.auditor.parsing import QueryShape, deparse, repair_placeholders
 from pg_architect.core import db
 from pg_architect.core.errors import DatabaseError, PgArchitectError, UnsafeSQLError
 from pg_architect.core.sqlfiles import mark
@@ -137,7 +137,7 @@ def reprint_select(sql: str) -> str:
         raise Refused(f"refused: not valid SQL ({exc})") from None
     if len(statements) != 1:
         raise Refused(f"refused: exactly one statement allowed, found {len(statements)}")
-    return str(safety._deparse(statements[0].stmt))
+    return deparse(statements[0].stmt)
 
 
 def _rows(conn: db.Connection, sql: str) -> collections.Counter[str]:
