@@ -9,8 +9,9 @@ from typing import Any, Literal
 SlowQueryStatus = Literal["recommended", "skipped", "no_recommendation", "error"]
 Action = Literal["pr_merge", "pr_review", "log", "flag"]
 RecommendationType = Literal["index", "rewrite", "partition", "cache", "settings"]
-# "equivalence": a rewrite run beside the original in a rolled-back read-only transaction (auditor.llm.verify).
-MeasurementMethod = Literal["hypothetical", "rollback_build", "staging", "equivalence"]
+# "equivalence": a rewrite run beside the original, "set_local": the statement timed with and without a
+# setting, both in a rolled-back read-only transaction (auditor.llm.verify).
+MeasurementMethod = Literal["hypothetical", "rollback_build", "staging", "equivalence", "set_local"]
 
 
 def action_for(confidence: float) -> Action:

@@ -348,7 +348,7 @@ def test_hostile_proposals_are_all_refused_and_nothing_is_executed(shop: str, em
         "side_effect() is VOLATILE",
         "a table this statement does not read",
         "the rewrite changes the results",
-        "a settings proposal cannot be measured",
+        "must be one SET name = value",
     ):
         assert expected in shown, f"{expected!r} not among the reasons: {shown}"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -196,3 +198,13 @@ def test_sql_carrying_a_mention_or_a_link_is_recognised_and_operators_are_not() 
         assert carries_mention_or_link(text), text
     for text in ("SELECT a FROM t WHERE tags @> $1", "SELECT a FROM t WHERE doc @@ $1", "CREATE INDEX i ON t (a)"):
         assert not carries_mention_or_link(text), text
+
+
+def test_an_audit_without_a_model_never_imports_the_openai_package() -> None:
+    """It takes about a second to import: audits without a model must not pay for it."""
+    code = (
+        "import sys, pg_architect.auditor.audit, pg_architect.auditor.report, pg_architect.cli; "
+        "print('openai' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False", out

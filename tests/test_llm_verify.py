@@ -148,3 +148,41 @@ def test_an_index_the_plan_does_not_use_is_not_better(shop: str) -> None:
     proposal = result.llm.proposal if result.llm else None
     assert proposal is not None and proposal.status == "not_better", proposal
     assert result.recommendation is None
+
+
+def test_a_settings_proposal_is_timed_with_set_local_and_leaves_nothing_set(shop: str) -> None:
+    before = fingerprint_of_database(shop)
+    answer = {"type": "settings", "sql": "SET work_mem = '64MB'", "reasoning": "sorts spill", "confidence": 0.7}
+    with serving(proposing(answer)) as fake:
+        result = review(shop, fake)
+    assert fingerprint_of_database(shop) == before
+    proposal = result.llm.proposal if result.llm else None
+    assert proposal is not None and proposal.status in ("verified", "not_better"), proposal
+    assert (
+        "measured" in proposal.reason
+        and proposal.sql == "SET LOCAL work_mem = '64MB';  -- in this statement's transaction"
+    )
+    if result.recommendation is not None:
+        assert result.recommendation.type == "settings" and result.recommendation.source == "llm"
+        assert result.recommendation.measurement is not None
+        assert result.recommendation.measurement.method == "set_local"
+
+
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        ("SET session_authorization = 'nobody'", "not one of the settings measured here"),
+        ("ALTER SYSTEM SET fsync = off", "must be one SET name = value"),
+        ("RESET work_mem", "must be one SET name = value"),
+        ("SET work_mem = '100GB'", "over the 1024 MB measured here"),
+        ("SET work_mem = 'lots'", "not verified: invalid value"),
+        ("SET work_mem = '64MB'; DROP TABLE orders", "exactly one statement"),
+    ],
+)
+def test_settings_proposals_outside_the_allow_list_are_refused(shop: str, sql: str, reason: str) -> None:
+    with serving(proposing({"type": "settings", "sql": sql, "reasoning": "", "confidence": 1})) as fake:
+        result = review(shop, fake)
+    proposal = result.llm.proposal if result.llm else None
+    assert proposal is not None and proposal.status == "refused" and reason in proposal.reason, proposal
+    with psycopg.connect(shop) as conn:
+        assert conn.execute("SELECT setting FROM pg_settings WHERE name = 'work_mem'").fetchone() == ("4096",)

@@ -12,14 +12,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pg_architect.auditor import analysis, confidence
 from pg_architect.auditor.catalog import Snapshot
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL
 from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
 from pg_architect.auditor.llm import context, prompts, store, verify
-from pg_architect.auditor.llm.client import BudgetExhausted, ModelClient, ModelError
+from pg_architect.auditor.llm.errors import BudgetExhausted, ModelError
 from pg_architect.auditor.llm.sanitize import NotShareable, carries_mention_or_link, model_text, statement_for_model
 from pg_architect.auditor.measure import Measurer, Plan, explain
 from pg_architect.auditor.models import (
@@ -35,6 +35,9 @@ from pg_architect.auditor.parsing import QueryShape
 from pg_architect.core import db
 from pg_architect.core.config import Config
 from pg_architect.core.errors import PgArchitectError
+
+if TYPE_CHECKING:
+    from pg_architect.auditor.llm.client import ModelClient
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,9 @@ def for_audit(cfg: Config, conn: db.Connection, catalog: Snapshot, kb: Knowledge
     """The audit's architect, or None when no model takes part (nothing else changes then)."""
     if not enabled_for(cfg, datname):
         return None
+    # Imported here: the openai package takes about a second to import, which audits without a model never pay.
+    from pg_architect.auditor.llm.client import ModelClient
+
     found = Architect(cfg, conn, catalog, kb, ModelClient.from_config(cfg))
     found.prepare_embeddings()
     return found
@@ -251,7 +257,7 @@ class Architect:
             return ModelProposal("none", None, "not_better", "the model proposed nothing", self.model, stated), None
         if kind not in prompts.PROPOSAL_TYPES:
             return refused(f"refused: unknown proposal type {kind[:40]!r}")
-        if kind not in ("index", "rewrite"):
+        if kind not in ("index", "rewrite", "settings"):
             return refused(
                 f"not verified: a {kind} proposal cannot be measured by pg-architect, so it is not recommended "
                 f"(the model's reasoning: {reasoning})"
@@ -272,6 +278,16 @@ class Architect:
                     kind=facts.kind,
                     samples=facts.samples,
                     tables=tables,
+                    min_gain_percent=min_gain,
+                )
+            elif kind == "settings":
+                checked = verify.settings(
+                    measurer.staging or self.conn,
+                    raw_sql,
+                    kind=facts.kind,
+                    samples=facts.samples,
+                    statement_timeout_ms=self.cfg.measurement.statement_timeout_ms,
+                    lock_timeout_ms=self.cfg.measurement.lock_timeout_ms,
                     min_gain_percent=min_gain,
                 )
             else:
@@ -299,7 +315,7 @@ class Architect:
             reason += "" if m.gain_percent > min_gain else f", not above {min_gain:.0f} %"
             return ModelProposal(kind, checked.sql, "not_better", reason, self.model, stated), None
         score, terms = self._confidence(kind, checked, stated, result.fingerprint, shape.kind != "select")
-        what = "Index" if kind == "index" else "Rewrite"
+        what = {"index": "Index", "rewrite": "Rewrite", "settings": "Setting"}[kind]
         equal = f" Same rows as the original for all {m.samples} sampled parameter set(s)." if kind == "rewrite" else ""
         text = (
             f"{what} proposed by the model ({self.model}), verified by pg-architect: measured ({m.method}, "
@@ -308,7 +324,7 @@ class Architect:
             f"Model's reasoning (model output): {reasoning}"
         )
         recommendation = Recommendation(
-            type="index" if kind == "index" else "rewrite",
+            type="index" if kind == "index" else "rewrite" if kind == "rewrite" else "settings",
             sql=checked.sql,
             rollback_sql=checked.rollback_sql,
             reasoning=text,
@@ -339,7 +355,7 @@ class Architect:
         else:
             m = checked.measurement
             value = 0.45
-            terms = ["rewrite run beside the original: base 0.45"]
+            terms = [f"{kind} timed beside the original: base 0.45"]
             gain = max(min(m.gain_percent, 100.0), 0.0) / 100.0
             value += 0.30 * gain
             terms.append(f"gain {m.gain_percent:.0f} %: +{0.30 * gain:.2f}")

@@ -22,8 +22,10 @@ from typing import Any
 
 import openai
 
+from pg_architect.auditor.llm.errors import BudgetExhausted, ModelError, ModelUnavailable
 from pg_architect.core.config import Config
-from pg_architect.core.errors import PgArchitectError
+
+__all__ = ["Budget", "BudgetExhausted", "ModelClient", "ModelError", "ModelUnavailable", "Usage", "parse_json_object"]
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +33,6 @@ log = logging.getLogger(__name__)
 OUTCOMES = ("ok", "malformed", "timeout", "rate_limited", "server_error", "error", "budget_exhausted")
 TOKEN_KINDS = ("prompt", "completion", "embedding")
 MAX_BACKOFF_S = 30.0
-
-
-class ModelError(PgArchitectError):
-    """The model gave no usable answer (after retries); the message says why, never a key or a prompt."""
-
-
-class BudgetExhausted(ModelError):
-    """This audit's request or token budget for the model is spent."""
-
-
-class ModelUnavailable(BudgetExhausted):
-    """The model's server failed several calls in a row: the rest of the audit goes on without it."""
 
 
 #: Calls (each after its retries) failing in a row before the client stops asking for this audit.

@@ -45,9 +45,13 @@ class StatementContext:
         return dataclasses.asdict(self)
 
 
+#: Columns described per table; a wider table is described by its first ones (the count says how many).
+MAX_COLUMNS = 80
+
+
 def _table_facts(catalog: Snapshot, table: TableInfo, share_stats: bool) -> dict[str, Any]:
     columns: list[dict[str, Any]] = []
-    for name, type_name in zip(table.columns, table.column_types, strict=False):
+    for name, type_name in list(zip(table.columns, table.column_types, strict=False))[:MAX_COLUMNS]:
         column: dict[str, Any] = {"name": name, "type": type_name}
         stats = catalog.column_stats(table.schema, table.name, name)
         if stats is not None:
@@ -69,6 +73,7 @@ def _table_facts(catalog: Snapshot, table: TableInfo, share_stats: bool) -> dict
         "estimated_rows": int(table.reltuples),
         "total_bytes": table.total_bytes,
         "columns": columns,
+        "column_count": len(table.columns),
         "indexes": indexes,
         "write_share": round(table.write_share, 3),
     }
@@ -102,6 +107,6 @@ def build(
         plan=plan_outline(plan),
         calls=calls,
         mean_ms=round(mean_ms, 3),
-        parse_explanation=parse_explanation,
+        parse_explanation=scrub_note(parse_explanation),
         advisor=advisor,
     )

@@ -5,7 +5,9 @@
 - ``rewrite``: one read-only SELECT (the same allow-list as EXPLAIN ANALYZE) using only the original's
   placeholders; for each sampled parameter set, the original and the rewrite run in one READ ONLY transaction
   that is rolled back, and their rows must be equal as multisets; then both are timed.
-- anything else (partition, cache, settings) cannot be measured here and is refused with that reason.
+- ``settings``: one ``SET`` of a planner or memory setting on a short allow-list, with one constant value;
+  the statement is timed with and without it (``SET LOCAL``) in one READ ONLY transaction that is rolled back.
+- anything else (partition, cache) cannot be measured here and is refused with that reason.
 
 Nothing the model wrote is executed as written: index DDL is re-composed from its parse, rewrites are re-printed
 by the parser and bound by auditor.params.
@@ -17,7 +19,7 @@ import collections
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from pglast import parser
+from pglast import ast, enums, parser
 from pglast.parser import ParseError
 
 from pg_architect.auditor import params, safety
@@ -26,10 +28,17 @@ from pg_architect.auditor.catalog import Snapshot, TableInfo
 from pg_architect.auditor.decision import worth_applying
 from pg_architect.auditor.measure import CannotMeasure, Measurer, Outcome, Plan, explain, rolled_back
 from pg_architect.auditor.models import Measurement
-from pg_architect.auditor.parsing import QueryShape, repair_placeholders
+from pg_architect.auditor.parsing import QueryShape, deparse, repair_placeholders
 from pg_architect.core import db
 from pg_architect.core.errors import DatabaseError, PgArchitectError, UnsafeSQLError
 from pg_architect.core.sqlfiles import mark
+
+#: Settings a model may propose: they change plans and memory of one transaction, nothing else.
+SETTINGS = frozenset(
+    {"work_mem", "hash_mem_multiplier", "random_page_cost", "seq_page_cost", "effective_cache_size", "jit"}
+)
+#: The most work_mem (or effective_cache_size) a measurement may set: more could exhaust the server's memory.
+MAX_MEMORY_BYTES = 1 << 30
 
 #: Rows compared per sample; a statement returning more is not compared (and the rewrite refused).
 MAX_COMPARED_ROWS = 100_000
@@ -128,7 +137,7 @@ def reprint_select(sql: str) -> str:
         raise Refused(f"refused: not valid SQL ({exc})") from None
     if len(statements) != 1:
         raise Refused(f"refused: exactly one statement allowed, found {len(statements)}")
-    return str(safety._deparse(statements[0].stmt))
+    return deparse(statements[0].stmt)
 
 
 def _rows(conn: db.Connection, sql: str) -> collections.Counter[str]:
@@ -241,6 +250,97 @@ def rewrite(
     return Verified(
         sql=text + ";",
         rollback_sql=None,
+        measurement=measurement,
+        outcome=None,
+        table=None,
+        consistent=all((b.ms or 0) > (a.ms or 0) for b, a in zip(before, after, strict=True)),
+        worth=gain > min_gain_percent,
+    )
+
+
+def _setting(sql: str) -> tuple[str, str]:
+    """(name, value) of one allow-listed ``SET name = constant``; Refused otherwise."""
+    try:
+        statements = parser.parse_sql(sql)
+    except ParseError as exc:
+        raise Refused(f"refused: not valid SQL ({exc})") from None
+    if len(statements) != 1:
+        raise Refused(f"refused: exactly one statement allowed, found {len(statements)}")
+    stmt = statements[0].stmt
+    if not isinstance(stmt, ast.VariableSetStmt) or stmt.kind != enums.VariableSetKind.VAR_SET_VALUE:
+        raise Refused("refused: a settings proposal must be one SET name = value")
+    name = str(stmt.name or "").lower()
+    if name not in SETTINGS:
+        raise Refused(f"refused: {name} is not one of the settings measured here ({', '.join(sorted(SETTINGS))})")
+    args = stmt.args or ()
+    if len(args) != 1 or not isinstance(args[0], ast.A_Const) or args[0].isnull:
+        raise Refused("refused: the setting's value must be one constant")
+    val = args[0].val
+    value = str(getattr(val, "sval", None) or getattr(val, "fval", None) or getattr(val, "ival", ""))
+    return name, value
+
+
+def settings(
+    conn: db.Connection,
+    sql: str,
+    *,
+    kind: str,
+    samples: Sequence[str],
+    statement_timeout_ms: int,
+    lock_timeout_ms: int,
+    min_gain_percent: float,
+) -> Verified:
+    if kind != "select":
+        raise Refused(f"refused: a setting for a {kind.upper()} cannot be timed without executing it")
+    name, value = _setting(sql)
+    before: list[Plan] = []
+    after: list[Plan] = []
+    try:
+        with rolled_back(conn):
+            db.execute(
+                conn,
+                mark(
+                    "SELECT pg_catalog.set_config('lock_timeout', %s, true),"
+                    " pg_catalog.set_config('statement_timeout', %s, true)"
+                ),
+                (str(lock_timeout_ms), str(statement_timeout_ms)),
+            )
+            db.execute(conn, mark("SET LOCAL transaction_read_only = on"))
+            for sample in samples:
+                safety.check_readonly_select(sample, conn)
+                before.append(_fastest(conn, sample))
+            # The server validates the value (unit, range); bound as a parameter, never spliced.
+            db.execute(conn, mark("SELECT pg_catalog.set_config(%s, %s, true)"), (name, value))
+            if name in ("work_mem", "effective_cache_size"):
+                size = db.fetch_value(
+                    conn, mark("SELECT pg_catalog.pg_size_bytes(pg_catalog.current_setting(%s))"), (name,)
+                )
+                if int(size) > MAX_MEMORY_BYTES:
+                    raise Refused(f"refused: {name} = {value} is over the {MAX_MEMORY_BYTES >> 20} MB measured here")
+            for sample in samples:
+                after.append(_fastest(conn, sample))
+    except DatabaseError as exc:
+        raise Refused(f"not verified: {exc}") from None
+    before_ms = sum(p.ms or 0.0 for p in before)
+    after_ms = sum(p.ms or 0.0 for p in after)
+    gain = (before_ms - after_ms) / before_ms * 100.0 if before_ms > 0 else 0.0
+    measurement = Measurement(
+        method="set_local",
+        before_cost=sum(p.cost for p in before),
+        after_cost=sum(p.cost for p in after),
+        before_ms=before_ms,
+        after_ms=after_ms,
+        gain_percent=gain,
+        worth_applying=gain > min_gain_percent,
+        plan_changed=any(a.shape() != b.shape() for a, b in zip(after, before, strict=True)),
+        plan_before=before[0].text if before else None,
+        plan_after=after[0].text if after else None,
+        samples=len(samples),
+    )
+    quoted = db.Literal(value).as_string(conn)
+    return Verified(
+        sql=f"SET LOCAL {name} = {quoted};  -- in this statement's transaction",
+        rollback_sql="-- SET LOCAL ends with the transaction: nothing to roll back",
         measurement=measurement,
         outcome=None,
         table=None,
