@@ -272,7 +272,7 @@ class Auditor:
             )
             return dataclasses.replace(base, skip_reason=f"no candidate index: {reason}", rejected=tuple(notes))
         try:
-            facts = analysis.analyse(self.catalog, resolved, tables, N_DRAWN)
+            facts = analysis.analyse(self.catalog, resolved, tables, N_DRAWN, rows_per_call)
             samples = representative(self.conn, facts.samples, rows_per_call, len(facts.samples))
         except UnsafeSQLError as exc:
             return dataclasses.replace(base, status="error", skip_reason=str(exc), rejected=tuple(notes))

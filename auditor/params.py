@@ -10,6 +10,7 @@ positions, so a ``$1`` inside a string or a comment is left alone.
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -332,9 +333,16 @@ def _prepared_types(conn: db.Connection, text: str, types: Sequence[str]) -> lis
 
 
 def sample_parameters(
-    catalog: Snapshot, shape: QueryShape, types: Mapping[int, str], n_samples: int = 3
+    catalog: Snapshot,
+    shape: QueryShape,
+    types: Mapping[int, str],
+    n_samples: int = 3,
+    rows_per_call: float | None = None,
 ) -> list[dict[int, str]]:
     """``n_samples`` sets of real values for the statement's placeholders.
+
+    A ``LIMIT $n`` (pg_stat_statements normalises ``LIMIT 1000`` too) takes the rows each call returned when
+    that is more than the default: a page of 1,000 rows wants another plan than a page of 20.
 
     Per placeholder: equality and IN take a common value first, then a rare one (pg_stats MCVs and
     histogram); ranges take histogram bounds for realistic selectivities; LIKE a real value's prefix plus
@@ -396,6 +404,9 @@ def sample_parameters(
             if combos.get(number):
                 values[number] = combos[number][k % len(combos[number])]
                 continue
+            if param is not None and param.context == "limit":
+                values[number] = limit_for(rows_per_call)
+                continue
             values[number] = _sample_value(
                 number, param, type_name, k, pool_for(param) if param else None, in_lists, bounded
             )
@@ -435,6 +446,13 @@ def _combinations(catalog: Snapshot, table: TableRef, columns: Sequence[str], li
                 low, high = low + 1, high - 1
             return ordered
     return []
+
+
+def limit_for(rows_per_call: float | None) -> str:
+    """The value of a normalised ``LIMIT $n``: the rows each call returned, at least DEFAULT_LIMIT."""
+    if rows_per_call is None or rows_per_call <= int(DEFAULT_LIMIT):
+        return DEFAULT_LIMIT
+    return str(math.ceil(rows_per_call))
 
 
 def _sample_value(

@@ -261,3 +261,15 @@ def test_equality_on_several_columns_samples_combinations_real_rows_have(conn: p
     assert len(statements) >= 2, statements
     for sql in statements:
         assert conn.execute(sql).fetchall(), f"no row for {sql}"
+
+
+def test_a_normalised_limit_takes_the_rows_each_call_returned(conn: psycopg.Connection) -> None:
+    """``LIMIT 1000`` reaches pg_stat_statements as ``LIMIT $2``: sampled as 20 it returns 20 rows against the
+    1,000 recorded per call, a sample of another statement (Dexter's ORDER BY ... LIMIT 1000)."""
+    text = "SELECT id FROM orders WHERE status = $1 ORDER BY created_at LIMIT $2"
+    snapshot = Snapshot(conn)
+    resolved, tables = analysis.resolve(snapshot, parse_query(text))
+    for sql in analysis.analyse(snapshot, resolved, tables, 2, rows_per_call=1000.0).samples:
+        assert "LIMIT ('1000'::bigint)" in sql, sql
+    for sql in analysis.analyse(snapshot, resolved, tables, 2, rows_per_call=3.0).samples:
+        assert f"'{DEFAULT_LIMIT}'" in sql, sql
