@@ -161,6 +161,7 @@ class Auditor:
                 f"[{i}/{len(slow)}] {result.status:<17} {statement.mean_ms:9.1f} ms x {statement.calls} "
                 f"calls  {_short(statement.query)}  ({time.monotonic() - started:.1f}s)"
             )
+        results = _shared_indexes(results)
         notes = list(win.notes)
         index_health: list[IndexHealth] = []
         forecasts: list[Forecast] = []
@@ -375,6 +376,36 @@ def _writes(shape: QueryShape, tables: analysis.Tables, indexes: Sequence[IndexI
         indexed=frozenset(indexed),
         indexes=len(own),
     )
+
+
+def _shared_indexes(results: list[SlowQuery]) -> list[SlowQuery]:
+    """One index recommended for several statements is one index: each of them says which others it serves,
+    so a reviewer (and a migration) sees it once. The first statement (the heaviest: the window is ordered by
+    total time) carries it; the others point to it."""
+    by_sql: dict[str, list[SlowQuery]] = {}
+    for r in results:
+        if r.status == "recommended" and r.recommendation is not None:
+            by_sql.setdefault(r.recommendation.sql, []).append(r)
+    notes: dict[str, str] = {}
+    for group in by_sql.values():
+        if len(group) < 2:
+            continue
+        first = group[0]
+        others = ", ".join(r.queryid for r in group[1:])
+        notes[first.fingerprint] = f" The same index serves {len(group) - 1} other slow statement(s) of this audit " \
+            f"(queryid {others}): one index, one migration."
+        for r in group[1:]:
+            notes[r.fingerprint] = (
+                f" The same index is recommended for statement {first.queryid} of this audit: one index, one migration."
+            )
+    out = []
+    for r in results:
+        note = notes.get(r.fingerprint)
+        if note and r.recommendation is not None and r.status == "recommended":
+            rec = dataclasses.replace(r.recommendation, reasoning=r.recommendation.reasoning + note)
+            r = dataclasses.replace(r, recommendation=rec)
+        out.append(r)
+    return out
 
 
 def _skip_for(similar: list[SimilarRecommendation]) -> str | None:
