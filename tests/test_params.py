@@ -273,3 +273,12 @@ def test_a_normalised_limit_takes_the_rows_each_call_returned(conn: psycopg.Conn
         assert "LIMIT ('1000'::bigint)" in sql, sql
     for sql in analysis.analyse(snapshot, resolved, tables, 2, rows_per_call=3.0).samples:
         assert f"'{DEFAULT_LIMIT}'" in sql, sql
+
+
+def test_a_range_that_is_the_only_filter_takes_the_selectivity_each_call_had(conn: psycopg.Connection) -> None:
+    """``id < $1`` returning 2.5 rows a call is no 1 % slice: the first sample selects about what was recorded
+    (HypoPG's and pg_qualstats' ``id < $1`` cases were otherwise sampled at 5,000 rows and more)."""
+    snapshot = Snapshot(conn)
+    resolved, tables = analysis.resolve(snapshot, parse_query("SELECT * FROM orders WHERE id < $1"))
+    first = analysis.analyse(snapshot, resolved, tables, 3, rows_per_call=2.5).samples[0]
+    assert len(conn.execute(first).fetchall()) <= 25, first
