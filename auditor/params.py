@@ -403,7 +403,9 @@ def sample_parameters(
         ">", ">=", "<", "<=")}
     others = [u for u in shape.parameters.values() if u.context in ("compare", "in_list", "any_array", "like")
               and (u.table, u.column) not in ranges]
-    if rows_per_call is not None and len(ranges) == 1 and not others:
+    # Rows per call are the filter's rows only when nothing aggregates, deduplicates or cuts them.
+    plain = not (shape.aggregates or shape.distinct or shape.has_limit or shape.uses("group_by"))
+    if rows_per_call is not None and plain and len(ranges) == 1 and not others:
         range_table = next(iter(ranges))[0]
         info = (
             catalog.tables([range_table]).get((range_table.schema, range_table.name))
