@@ -300,10 +300,7 @@ def _for_table(snapshot: Snapshot, shape: QueryShape, table: TableInfo, uses: li
         )
     if order_keys and shape.has_limit:
         add(order_keys, "the ORDER BY columns, so the LIMIT stops after the first rows of the index")
-    elif order_keys and not (eq_keys or range_keys or null_uses):
-        # A sorted read of the whole table: an index scan returns the rows in order, with no sort step (and no
-        # spill to disk); whether that beats a sequential scan and a sort is for the measurement to say.
-        add(order_keys, "the ORDER BY columns, so the rows come out of the index already sorted")
+
     for k in range_keys:
         add([k], f"range filter on {k.column or k.expression}")
     for k in join_keys:

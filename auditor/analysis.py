@@ -62,7 +62,9 @@ def resolve(catalog: Snapshot, shape: QueryShape) -> tuple[QueryShape, Tables]:
     return resolved, catalog.tables(resolved.tables)
 
 
-def analyse(catalog: Snapshot, resolved: QueryShape, tables: Tables, n_samples: int) -> Analysis:
+def analyse(
+    catalog: Snapshot, resolved: QueryShape, tables: Tables, n_samples: int, rows_per_call: float | None = None
+) -> Analysis:
     """Steps 3-7 for a resolved statement; NotMeasurable (or UnsafeSQLError) says why it cannot go on."""
     types = params.infer_parameter_types(catalog, resolved)
     # The statement as written (its placeholders already repaired to valid SQL by the parse) must pass
@@ -71,7 +73,7 @@ def analyse(catalog: Snapshot, resolved: QueryShape, tables: Tables, n_samples: 
     # Where the text alone could not tell (a placeholder inside arithmetic), the server's own inference wins.
     server = params.server_parameter_types(catalog.conn, resolved.text, types)
     types.update({k: v for k, v in server.items() if types.get(k, "text") == "text"})
-    values = params.sample_parameters(catalog, resolved, types, n_samples) if types else [{}]
+    values = params.sample_parameters(catalog, resolved, types, n_samples, rows_per_call) if types else [{}]
     samples: list[str] = []
     for v in values:
         try:

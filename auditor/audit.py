@@ -195,6 +195,7 @@ class Auditor:
             )
         if self.architect is not None:
             self.architect.close()
+        results = _shared_indexes(results)
         regressions = self.regressions(win, target_id, ident)
         index_health: list[IndexHealth] = []
         forecasts: list[Forecast] = []
@@ -369,7 +370,7 @@ class Auditor:
             )
             return dataclasses.replace(base, skip_reason=f"no candidate index: {reason}", rejected=tuple(notes))
         try:
-            facts = analysis.analyse(self.catalog, resolved, tables, N_DRAWN)
+            facts = analysis.analyse(self.catalog, resolved, tables, N_DRAWN, rows_per_call)
             samples = representative(self.conn, facts.samples, rows_per_call, len(facts.samples))
         except UnsafeSQLError as exc:
             return dataclasses.replace(base, status="error", skip_reason=str(exc), rejected=tuple(notes))
@@ -477,6 +478,36 @@ def _writes(shape: QueryShape, tables: analysis.Tables, indexes: Sequence[IndexI
         indexed=frozenset(indexed),
         indexes=len(own),
     )
+
+
+def _shared_indexes(results: list[SlowQuery]) -> list[SlowQuery]:
+    """One index recommended for several statements is one index: each of them says which others it serves,
+    so a reviewer (and a migration) sees it once. The first statement (the heaviest: the window is ordered by
+    total time) carries it; the others point to it."""
+    by_sql: dict[str, list[SlowQuery]] = {}
+    for r in results:
+        if r.status == "recommended" and r.recommendation is not None:
+            by_sql.setdefault(r.recommendation.sql, []).append(r)
+    notes: dict[str, str] = {}
+    for group in by_sql.values():
+        if len(group) < 2:
+            continue
+        first = group[0]
+        others = ", ".join(r.queryid for r in group[1:])
+        notes[first.fingerprint] = f" The same index serves {len(group) - 1} other slow statement(s) of this audit " \
+            f"(queryid {others}): one index, one migration."
+        for r in group[1:]:
+            notes[r.fingerprint] = (
+                f" The same index is recommended for statement {first.queryid} of this audit: one index, one migration."
+            )
+    out = []
+    for r in results:
+        note = notes.get(r.fingerprint)
+        if note and r.recommendation is not None and r.status == "recommended":
+            rec = dataclasses.replace(r.recommendation, reasoning=r.recommendation.reasoning + note)
+            r = dataclasses.replace(r, recommendation=rec)
+        out.append(r)
+    return out
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

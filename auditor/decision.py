@@ -42,6 +42,17 @@ TIME_NOISE_MS = 0.05
 COST_NOISE = 0.02
 
 
+def same_family(a: Outcome, b: Outcome) -> bool:
+    """One candidate's keys begin with the other's on the same table: ``(customer_id)`` and
+    ``(customer_id, created_at)``, which timing noise alone tells apart."""
+    x, y = a.candidate, b.candidate
+    if x.table.oid != y.table.oid or x.predicate != y.predicate:
+        return False
+    kx, ky = [k.normalised() for k in x.keys], [k.normalised() for k in y.keys]
+    n = min(len(kx), len(ky))
+    return kx[:n] == ky[:n]
+
+
 def as_good(outcome: Outcome, best: Outcome) -> bool:
     """``outcome`` measured as well as ``best`` up to the noise of one measurement."""
     m, b = outcome.measurement, best.measurement
@@ -68,9 +79,11 @@ def decide(
     for o in measured[1:]:
         if rank(o) > rank(best):
             best = o
-    # Timing noise must not pick the index: among candidates as good as the best within noise, the advisor's
-    # first wins, so the same data gives the same recommendation run after run.
-    best = next((o for o in measured if o.used_index == best.used_index and as_good(o, best)), best)
+    # Timing noise must not pick the index: among the best's family (one's keys begin with the other's) as good
+    # as it within noise, the advisor's first wins, so the same data gives the same recommendation each run.
+    best = next(
+        (o for o in measured if o.used_index == best.used_index and same_family(o, best) and as_good(o, best)), best
+    )
     rejected += [
         f"{o.candidate.describe()}: gain {o.measurement.gain_percent:.0f} %"
         for o in measured

@@ -10,6 +10,7 @@ positions, so a ``$1`` inside a string or a comment is left alone.
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -332,9 +333,16 @@ def _prepared_types(conn: db.Connection, text: str, types: Sequence[str]) -> lis
 
 
 def sample_parameters(
-    catalog: Snapshot, shape: QueryShape, types: Mapping[int, str], n_samples: int = 3
+    catalog: Snapshot,
+    shape: QueryShape,
+    types: Mapping[int, str],
+    n_samples: int = 3,
+    rows_per_call: float | None = None,
 ) -> list[dict[int, str]]:
     """``n_samples`` sets of real values for the statement's placeholders.
+
+    A ``LIMIT $n`` (pg_stat_statements normalises ``LIMIT 1000`` too) takes the rows each call returned when
+    that is more than the default: a page of 1,000 rows wants another plan than a page of 20.
 
     Per placeholder: equality and IN take a common value first, then a rare one (pg_stats MCVs and
     histogram); ranges take histogram bounds for realistic selectivities; LIKE a real value's prefix plus
@@ -388,6 +396,25 @@ def sample_parameters(
             for number in by_column[column]:
                 combos[number] = [row[position] for row in rows]
 
+    # A range that is the statement's only filter: the share of the table each call returned is its selectivity
+    # (``id < $1`` returning 2 rows of 500,000 is no 1 % slice), tried first.
+    recorded: tuple[float, ...] = ()
+    ranges = {(u.table, u.column) for u in shape.parameters.values() if u.context == "compare" and u.operator in (
+        ">", ">=", "<", "<=")}
+    others = [u for u in shape.parameters.values() if u.context in ("compare", "in_list", "any_array", "like")
+              and (u.table, u.column) not in ranges]
+    # Rows per call are the filter's rows only when nothing aggregates, deduplicates or cuts them.
+    plain = not (shape.aggregates or shape.distinct or shape.has_limit or shape.uses("group_by"))
+    if rows_per_call is not None and plain and len(ranges) == 1 and not others:
+        range_table = next(iter(ranges))[0]
+        info = (
+            catalog.tables([range_table]).get((range_table.schema, range_table.name))
+            if range_table is not None
+            else None
+        )
+        if info is not None and info.reltuples > 0:
+            recorded = (min(max(rows_per_call / info.reltuples, 0.0), 1.0),)
+
     samples: list[dict[int, str]] = []
     for k in range(max(0, n_samples)):
         values: dict[int, str] = {}
@@ -396,8 +423,11 @@ def sample_parameters(
             if combos.get(number):
                 values[number] = combos[number][k % len(combos[number])]
                 continue
+            if param is not None and param.context == "limit":
+                values[number] = limit_for(rows_per_call)
+                continue
             values[number] = _sample_value(
-                number, param, type_name, k, pool_for(param) if param else None, in_lists, bounded
+                number, param, type_name, k, pool_for(param) if param else None, in_lists, bounded, recorded
             )
         samples.append(values)
     return samples
@@ -437,6 +467,13 @@ def _combinations(catalog: Snapshot, table: TableRef, columns: Sequence[str], li
     return []
 
 
+def limit_for(rows_per_call: float | None) -> str:
+    """The value of a normalised ``LIMIT $n``: the rows each call returned, at least DEFAULT_LIMIT."""
+    if rows_per_call is None or rows_per_call <= int(DEFAULT_LIMIT):
+        return DEFAULT_LIMIT
+    return str(math.ceil(rows_per_call))
+
+
 def _sample_value(
     number: int,
     use: ParamUse | None,
@@ -445,6 +482,7 @@ def _sample_value(
     pool: _Pool | None,
     in_lists: Mapping[tuple[TableRef | None, str | None], list[int]],
     bounded: Mapping[tuple[TableRef | None, str | None], set[str]],
+    selectivity_first: tuple[float, ...] = (),
 ) -> str:
     if use is None:
         return _default_value(type_name, k)
@@ -469,7 +507,8 @@ def _sample_value(
         return _escape_like(value[: max(1, min(3, len(value)))]) + "%"
     if use.context == "compare" and use.operator in (">", ">=", "<", "<=") and pool is not None:
         paired = len(bounded.get(key, set())) == 2
-        ranged = _range_value(pool, use.operator, _RANGE_SELECTIVITY[k % len(_RANGE_SELECTIVITY)], paired)
+        tried = (*selectivity_first, *_RANGE_SELECTIVITY)
+        ranged = _range_value(pool, use.operator, tried[k % len(tried)], paired)
         if ranged is not None:
             return ranged
     return values[k % len(values)]

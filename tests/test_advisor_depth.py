@@ -228,3 +228,25 @@ def test_an_equality_on_a_joined_key_is_carried_to_the_other_table(embedded_pg: 
     sql = q["recommendation"]["sql"]
     # Both carried filters in one index (a join column alone is what the text shows without carrying them).
     assert '"book" ("author_id", "publisher_id")' in sql or '"book" ("publisher_id", "author_id")' in sql, sql
+
+
+# -- workload ------------------------------------------------------------------------------------------
+
+
+def test_one_index_recommended_for_several_statements_is_named_as_one(embedded_pg: ServerInfo) -> None:
+    dsn = make_database(embedded_pg, "depth_shared", ("pg_stat_statements",))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE posts (id int PRIMARY KEY, user_id int NOT NULL, title text NOT NULL)")
+        conn.execute("INSERT INTO posts SELECT i, i % 30000, 'title ' || i FROM generate_series(1, 300000) i")
+        conn.execute("ANALYZE posts")
+        for n in range(6):
+            conn.execute("SELECT id, title FROM posts WHERE user_id = %s", (n * 7,))
+            conn.execute("SELECT count(*) FROM posts WHERE user_id = %s", (n * 11,))
+    kb = make_database(embedded_pg, "depth_shared_kb", ("vector",))
+    report = audit(dsn, kb, min_mean_ms="0.5")
+    served = [_query(report, "SELECT id, title"), _query(report, "SELECT count(*)")]
+    assert all(q["status"] == "recommended" for q in served), served
+    assert served[0]["recommendation"]["sql"] == served[1]["recommendation"]["sql"]
+    assert all("one index, one migration" in q["recommendation"]["reasoning"] for q in served), [
+        q["recommendation"]["reasoning"] for q in served
+    ]

@@ -261,3 +261,24 @@ def test_equality_on_several_columns_samples_combinations_real_rows_have(conn: p
     assert len(statements) >= 2, statements
     for sql in statements:
         assert conn.execute(sql).fetchall(), f"no row for {sql}"
+
+
+def test_a_normalised_limit_takes_the_rows_each_call_returned(conn: psycopg.Connection) -> None:
+    """``LIMIT 1000`` reaches pg_stat_statements as ``LIMIT $2``: sampled as 20 it returns 20 rows against the
+    1,000 recorded per call, a sample of another statement (Dexter's ORDER BY ... LIMIT 1000)."""
+    text = "SELECT id FROM orders WHERE status = $1 ORDER BY created_at LIMIT $2"
+    snapshot = Snapshot(conn)
+    resolved, tables = analysis.resolve(snapshot, parse_query(text))
+    for sql in analysis.analyse(snapshot, resolved, tables, 2, rows_per_call=1000.0).samples:
+        assert "LIMIT ('1000'::bigint)" in sql, sql
+    for sql in analysis.analyse(snapshot, resolved, tables, 2, rows_per_call=3.0).samples:
+        assert f"'{DEFAULT_LIMIT}'" in sql, sql
+
+
+def test_a_range_that_is_the_only_filter_takes_the_selectivity_each_call_had(conn: psycopg.Connection) -> None:
+    """``id < $1`` returning 2.5 rows a call is no 1 % slice: the first sample selects about what was recorded
+    (HypoPG's and pg_qualstats' ``id < $1`` cases were otherwise sampled at 5,000 rows and more)."""
+    snapshot = Snapshot(conn)
+    resolved, tables = analysis.resolve(snapshot, parse_query("SELECT * FROM orders WHERE id < $1"))
+    first = analysis.analyse(snapshot, resolved, tables, 3, rows_per_call=2.5).samples[0]
+    assert len(conn.execute(first).fetchall()) <= 25, first
