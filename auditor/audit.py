@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from pg_architect.auditor import advisor, analysis, confidence, health, window
+from pg_architect.auditor import advisor, analysis, confidence, health, settings, window
 from pg_architect.auditor.catalog import Snapshot
 from pg_architect.auditor.decision import decide
 from pg_architect.auditor.delivery import after_audit
@@ -181,6 +181,8 @@ class Auditor:
             forecasts = health.forecasts(self.kb.health_history(target_id), health.table_sizes(self.conn))
         except PgArchitectError as exc:
             notes.append(f"growth forecasts skipped: {exc}")
+        suggestions, setting_notes = settings.suggest(self.conn, datetime.now(UTC))
+        notes += setting_notes
         finished = datetime.now(UTC)
         failed = bool(results) and all(r.status == "error" for r in results)
         report = AuditReport(
@@ -197,6 +199,7 @@ class Auditor:
             slow_queries=tuple(results),
             index_health=tuple(index_health),
             forecasts=tuple(forecasts),
+            settings=tuple(suggestions),
             kpis=Kpis.of(results),
             database=ident.datname,
             dry_run=self.options.dry_run,

@@ -29,10 +29,22 @@ def worth_applying(outcome: Outcome, min_gain_percent: float) -> bool:
     return m is not None and outcome.used_index and m.gain_percent > min_gain_percent
 
 
+# Timings within this factor of the fastest are the same to the measurement (a shared machine varies more).
+TIMING_NOISE = 1.25
+
+
 def rank(outcome: Outcome) -> tuple[bool, float]:
     """Candidates the plan uses first, then by measured gain; ties keep the advisor's order."""
     m = outcome.measurement
     return (outcome.used_index, m.gain_percent if m is not None else float("-inf"))
+
+
+def _within_noise(a: Outcome, b: Outcome) -> bool:
+    """Both timed, and ``a`` is at most TIMING_NOISE times slower than ``b``."""
+    ma, mb = a.measurement, b.measurement
+    if ma is None or mb is None or ma.after_ms is None or mb.after_ms is None:
+        return False
+    return ma.after_ms <= mb.after_ms * TIMING_NOISE
 
 
 def decide(
@@ -51,6 +63,12 @@ def decide(
     for o in measured[1:]:
         if rank(o) > rank(best):
             best = o
+    # Timings that differ by less than their noise do not decide: the plan's estimated cost does (the index
+    # that serves the whole filter beats one that serves part of it when both are "fast"); ties keep the
+    # advisor's order. Deterministic whatever the machine's load.
+    close = [o for o in measured if o.used_index == best.used_index and _within_noise(o, best)]
+    if len(close) > 1:
+        best = min(close, key=lambda o: o.measurement.after_cost if o.measurement is not None else float("inf"))
     rejected += [
         f"{o.candidate.describe()}: gain {o.measurement.gain_percent:.0f} %"
         for o in measured

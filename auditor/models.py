@@ -100,6 +100,10 @@ class SettingSuggestion:
     suggested: str
     evidence: str
     confidence: float
+    scope: str = "server"  # "server", "statement" (SET LOCAL), or "table <schema.name>"
+    sql: str = ""
+    rollback_sql: str = ""
+    restart: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -91,6 +91,17 @@ def _text(doc: dict[str, Any]) -> str:
                 f"  - {f['table']}: {f['size_bytes']:,} -> {f['projected_bytes_90d']:,} bytes"
                 + (f"  ({f['recommendation']})" if f.get("recommendation") else "")
             )
+    if doc.get("settings"):
+        lines.append("")
+        lines.append("settings (advisory):")
+        for s in doc["settings"]:
+            restart = ", needs a restart" if s.get("restart") else ""
+            lines.append(
+                f"  - {s['name']} ({s.get('scope', 'server')}): {s['current']} -> {s['suggested']}, "
+                f"confidence {s['confidence']:.2f}{restart}: {s['evidence']}"
+            )
+            if s.get("sql"):
+                lines.append(f"    apply: {s['sql']}    rollback: {s.get('rollback_sql', '')}")
     return "\n".join(lines)
 
 
@@ -134,4 +145,12 @@ def _markdown(doc: dict[str, Any]) -> str:
     if doc.get("index_health"):
         out += ["", "### Index health", ""]
         out += [f"- **{h['reason']}** `{h['index']}`: {h['evidence']} (`{h['sql']}`)" for h in doc["index_health"]]
+    if doc.get("settings"):
+        out += ["", "### Settings (advisory)", ""]
+        out += [
+            f"- **{s['name']}** ({s.get('scope', 'server')}): {s['current']} -> {s['suggested']}, confidence "
+            f"{s['confidence']:.2f}{', needs a restart' if s.get('restart') else ''}: {s['evidence']}"
+            + (f" (`{s['sql']}`, rollback `{s.get('rollback_sql', '')}`)" if s.get("sql") else "")
+            for s in doc["settings"]
+        ]
     return "\n".join(out)

@@ -65,6 +65,18 @@ def test_below_the_threshold_nothing_is_recommended_and_the_advisor_notes_lead_t
     )
 
 
+def test_timings_within_noise_are_decided_by_the_plans_cost() -> None:
+    """(status) measured 0.9 ms after, (status, created_at) 1.0 ms: noise; the composite's plan costs less."""
+    single = dataclasses.replace(outcome(cand("status"), 99.1), measurement=dataclasses.replace(
+        outcome(cand("status"), 99.1).measurement, after_ms=0.9, after_cost=400.0))  # type: ignore[type-var]
+    composite = dataclasses.replace(outcome(cand("status", "created_at"), 99.0), measurement=dataclasses.replace(
+        outcome(cand("status", "created_at"), 99.0).measurement, after_ms=1.0, after_cost=12.0))  # type: ignore[type-var]
+    assert decide([single, composite], method="rollback_build", min_gain_percent=20).best is composite
+    slow = dataclasses.replace(composite, measurement=dataclasses.replace(
+        composite.measurement, after_ms=5.0))  # type: ignore[type-var]
+    assert decide([single, slow], method="rollback_build", min_gain_percent=20).best is single
+
+
 def test_an_unused_best_candidate_says_the_plan_does_not_use_it() -> None:
     verdict = decide([outcome(cand("email"), 50.0, used=False)], method="hypothetical", min_gain_percent=20)
     assert verdict.status == "no_recommendation" and verdict.reason is not None
