@@ -18,7 +18,6 @@ from collections.abc import Sequence
 
 from pg_architect.auditor.catalog import IndexInfo, Snapshot, TableInfo, normalise_expression
 from pg_architect.auditor.parsing import ColumnUse, QueryShape
-from pg_architect.auditor.queries import QUERIES
 from pg_architect.core import db
 
 log = logging.getLogger(__name__)
@@ -36,28 +35,18 @@ def _hashed(stem: str, what: str) -> str:
     return f"{cut}_{digest}_idx"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Relation:
-    schema: str
-    name: str
-
-
-def taken_names(conn: db.Connection, candidates: Sequence[Candidate]) -> set[tuple[str, str]]:
+def taken_names(snapshot: Snapshot, candidates: Sequence[Candidate]) -> set[tuple[str, str]]:
     """(schema, name) of the relations that exist under the candidates' possible names."""
     names = sorted({n for c in candidates for n in (c.natural_name(), *(c.alternative_name(i) for i in range(3)))})
-    schemas = sorted({c.table.schema for c in candidates})
-    rows = db.fetch(
-        conn, db.query(conn, QUERIES, "relation_names_taken"), {"schemas": schemas, "names": names}, _Relation
-    )
-    return {(r.schema, r.name) for r in rows}
+    return snapshot.relations_named(sorted({c.table.schema for c in candidates}), names)
 
 
-def name_candidates(conn: db.Connection, candidates: Sequence[Candidate]) -> list[Candidate]:
+def name_candidates(snapshot: Snapshot, candidates: Sequence[Candidate]) -> list[Candidate]:
     """Give each candidate a name no relation of its schema has, nor another candidate: ``CREATE INDEX IF NOT
     EXISTS`` on a taken name silently does nothing, in a measurement and in a migration alike."""
     if not candidates:
         return []
-    taken = taken_names(conn, candidates)
+    taken = taken_names(snapshot, candidates)
     out = []
     for cand in candidates:
         options = [cand.natural_name(), *(cand.alternative_name(i) for i in range(3))]
@@ -235,7 +224,7 @@ def generate(
             notes.append(f"{cand.describe()} is already covered by index {index.qualified}")
             continue
         unique[cand.signature()] = cand
-    named = name_candidates(snapshot.conn, list(unique.values())[:MAX_CANDIDATES])
+    named = name_candidates(snapshot, list(unique.values())[:MAX_CANDIDATES])
     return Candidates(tuple(named), tuple(dict.fromkeys(notes)), tables, tuple(indexes))
 
 

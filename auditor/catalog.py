@@ -87,6 +87,12 @@ class _ColumnType:
     type_name: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RelationName:
+    schema: str
+    name: str
+
+
 class Snapshot:
     """The audited database's catalog as one audit sees it: each fact read once, then remembered.
 
@@ -163,6 +169,17 @@ class Snapshot:
     def role(self) -> str:
         """The role the audit connects as, quoted."""
         return self.quote(str(db.fetch_value(self.conn, "SELECT current_user /* pg-architect */")))
+
+    def relations_named(self, schemas: Sequence[str], names: Sequence[str]) -> set[tuple[str, str]]:
+        """(schema, name) of the relations of any kind (table, index, sequence, view...) with one of ``names``
+        in one of ``schemas``: an index name must be none of them. Read now, not remembered: names change."""
+        rows = db.fetch(
+            self.conn,
+            db.query(self.conn, QUERIES, "relation_names_taken"),
+            {"schemas": list(schemas), "names": list(names)},
+            _RelationName,
+        )
+        return {(r.schema, r.name) for r in rows}
 
     def quote(self, identifier: str) -> str:
         """``identifier`` quoted as this server would need it."""
