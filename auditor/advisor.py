@@ -54,13 +54,15 @@ def name_candidates(snapshot: Snapshot, candidates: Sequence[Candidate]) -> list
     return out
 
 
-def matches_definition(candidate: Candidate, index: IndexInfo) -> bool:
-    """Whether ``index`` (from the catalog) is exactly the candidate: same table, keys and predicate."""
+def matches_definition(candidate: Candidate, index: IndexInfo, table_oid: int | None = None) -> bool:
+    """Whether ``index`` (from the catalog) is exactly the candidate: same table (``table_oid`` on another
+    server, such as staging), keys and predicate."""
     have = [normalise_expression(d).removesuffix("desc").removesuffix("asc") for d in index.key_definitions]
     want = [k.normalised().removesuffix("desc") for k in candidate.keys]
     want_pred = normalise_expression(candidate.predicate) if candidate.predicate else None
     have_pred = normalise_expression(index.predicate) if index.predicate else None
-    return index.table_oid == candidate.table.oid and have == want and have_pred == want_pred
+    same_table = index.table_oid == (candidate.table.oid if table_oid is None else table_oid)
+    return same_table and have == want and have_pred == want_pred
 
 
 _EQUALITY = ("eq", "in", "is_null")
@@ -127,6 +129,10 @@ class Candidate:
             where=db.SQL(f" WHERE {self.predicate}" if self.predicate else ""),
         )
         return statement.as_string(conn)
+
+    def qualified_table(self, conn: db.Connection) -> str:
+        """The table's quoted, schema-qualified name."""
+        return db.Identifier(self.table.schema, self.table.name).as_string(conn)
 
     def rollback(self, conn: db.Connection, *, name: str | None = None) -> str:
         return (

@@ -82,15 +82,15 @@ class Relation:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _NamedRelation:
-    schema: str
-    name: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class _ColumnType:
     column_name: str
     type_name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RelationName:
+    schema: str
+    name: str
 
 
 class Snapshot:
@@ -188,20 +188,20 @@ class Snapshot:
             self._type_names[name] = str(value) if value and "(" not in name else name
         return self._type_names[name]
 
+    def role(self) -> str:
+        """The role the audit connects as, quoted."""
+        return self.quote(str(db.fetch_value(self.conn, "SELECT current_user /* pg-architect */")))
+
     def relations_named(self, schemas: Sequence[str], names: Sequence[str]) -> set[tuple[str, str]]:
-        """(schema, name) of the relations that exist under any of ``names`` in ``schemas`` (never cached: the
-        audit's own candidates must not collide with what exists right now)."""
+        """(schema, name) of the relations of any kind (table, index, sequence, view...) with one of ``names``
+        in one of ``schemas``: an index name must be none of them. Read now, not remembered: names change."""
         rows = db.fetch(
             self.conn,
             db.query(self.conn, QUERIES, "relation_names_taken"),
             {"schemas": list(schemas), "names": list(names)},
-            _NamedRelation,
+            _RelationName,
         )
         return {(r.schema, r.name) for r in rows}
-
-    def role(self) -> str:
-        """The role the audit connects as, quoted."""
-        return self.quote(str(db.fetch_value(self.conn, "SELECT current_user /* pg-architect */")))
 
     def quote(self, identifier: str) -> str:
         """``identifier`` quoted as this server would need it."""

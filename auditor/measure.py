@@ -491,8 +491,13 @@ class Measurer:
         started = time.monotonic()
         db.execute(conn, mark(ddl))
         log.debug("built %s in %.2fs", cand.describe(), time.monotonic() - started)
-        built = next((i for i in catalog.indexes(conn, [cand.table.oid]) if i.name == cand.name()), None)
-        if built is None or not advisor.matches_definition(cand, built):
+        # ``conn`` may be the staging server: the table is found there by name, not by the audited oid.
+        table_oid = db.fetch_value(
+            conn, mark("SELECT pg_catalog.to_regclass(%s)::oid::bigint"), (cand.qualified_table(conn),)
+        )
+        found_indexes = catalog.indexes(conn, [table_oid]) if table_oid is not None else []
+        built = next((i for i in found_indexes if i.name == cand.name()), None)
+        if built is None or not advisor.matches_definition(cand, built, table_oid=table_oid):
             # IF NOT EXISTS met an index of that name with another definition: measuring now would time it.
             found = built.definition if built is not None else "no index"
             return Outcome(cand, None, error=f"index name {cand.name()} is taken ({found}); not measured")

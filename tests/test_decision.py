@@ -124,11 +124,11 @@ class CannedSnapshot(Snapshot):
     def indexes(self, table_oids: Any) -> list[IndexInfo]:
         return list(self.existing)
 
+    def relations_named(self, schemas: Any, names: Any) -> set[tuple[str, str]]:
+        return {(i.schema, i.name) for i in self.existing if i.schema in schemas and i.name in names}
+
     def quote(self, identifier: str) -> str:
         return identifier if identifier.isidentifier() and identifier.islower() else f'"{identifier}"'
-
-    def relations_named(self, schemas: Any, names: Any) -> set[tuple[str, str]]:
-        return {(i.schema, i.name) for i in self.existing}
 
 
 def generate(text: str, snapshot: CannedSnapshot) -> advisor.Candidates:

@@ -76,6 +76,12 @@ def test_demo_twice_shows_where_migrations_and_report_are_and_remembers(tmp_path
     second = demo(tmp_path / "pg")
     assert "reusing the demo database pgarch_demo and its knowledge base" in second.stderr
     assert "loaded " not in second.stderr, "the data must not be reloaded"
-    assert branches(repo) == made, "a second demo must not write new branches"
-    assert f"pending review ({len(made)}), kept in the knowledge base across runs:" in second.stdout
-    assert "no new branch this time" in second.stdout and "migration written" not in second.stdout
+    # Nothing already delivered is written again: the first run's branches are untouched. A statement that
+    # only now crossed the demo's thresholds may get its own new branch, and then the output says so.
+    after = branches(repo)
+    assert set(made) <= set(after), "a branch of the first run was changed"
+    new = len(after) - len(made)
+    assert second.stdout.count("migration written to branch pg-architect/") == new, second.stdout[-3000:]
+    assert f"pending review ({len(after)}), kept in the knowledge base across runs:" in second.stdout
+    if new == 0:
+        assert "no new branch this time" in second.stdout
