@@ -727,17 +727,23 @@ class KnowledgeBase:
         if (target_id, model) in self._similarity_indexes:
             return
         digest = hashlib.sha1(model.encode()).hexdigest()[:8]
-        db.execute(
-            self.conn,
-            db.SQL(
-                "CREATE INDEX IF NOT EXISTS {} ON pgarch.recommendations USING hnsw (embedding vector_cosine_ops) "
-                "WHERE target_id = {} AND embedding_model = {}"
-            ).format(
-                db.Identifier(f"recommendations_embedding_t{target_id}_{digest}_idx"),
-                db.Literal(target_id),
-                db.Literal(model),
-            ),
-        )
+        name = f"recommendations_embedding_t{target_id}_{digest}_idx"
+        try:
+            with db.transaction(self.conn):
+                # A knowledge base that already holds this target's rows builds it once, longer than a
+                # knowledge-base statement may take: its own budget, and memory so the graph fits.
+                db.execute(self.conn, "SET LOCAL statement_timeout = '30min'")
+                db.execute(self.conn, "SET LOCAL maintenance_work_mem = '256MB'")
+                db.execute(
+                    self.conn,
+                    db.SQL(
+                        "CREATE INDEX IF NOT EXISTS {} ON pgarch.recommendations "
+                        "USING hnsw (embedding vector_cosine_ops) WHERE target_id = {} AND embedding_model = {}"
+                    ).format(db.Identifier(name), db.Literal(target_id), db.Literal(model)),
+                )
+        except DatabaseError as exc:  # the look-up still works, through the whole table's index
+            log.warning("knowledge base: could not build the similarity index %s: %s", name, exc)
+            return
         self._similarity_indexes.add((target_id, model))
 
     def similar(
