@@ -332,6 +332,7 @@ class KnowledgeBase:
         self.timeouts = timeouts or db.Timeouts()
         self.reminder_days = reminder_days  # auditor.lifecycle.pending_reminder_days
         self._similarity_indexes: set[tuple[int, str]] = set()
+        self._similarity_session = False
 
     @classmethod
     def open(
@@ -754,15 +755,18 @@ class KnowledgeBase:
         Planned with the values in hand (``force_custom_plan``), so the target's partial index
         (``ensure_similarity_index``) serves it; without one, pgvector >= 0.8 keeps scanning the whole table's
         graph until enough rows pass the filters (``hnsw.iterative_scan``; older versions ignore it)."""
-        with db.transaction(self.conn):
-            db.execute(self.conn, "SET LOCAL plan_cache_mode = force_custom_plan")
-            db.execute(self.conn, "SET LOCAL hnsw.iterative_scan = strict_order")
-            return db.fetch(
-                self.conn,
-                self._sql("kb_similar"),
-                {"embedding": _vector(embedding), "model": model, "target_id": target_id, "limit": limit},
-                SimilarRecommendation,
-            )
+        if not self._similarity_session:
+            # Once per session (a round trip each time would cost more than the look-up): this connection is
+            # the knowledge base's own, and its other statements are short and planned cheaply either way.
+            db.execute(self.conn, "SET plan_cache_mode = force_custom_plan")
+            db.execute(self.conn, "SET hnsw.iterative_scan = strict_order")
+            self._similarity_session = True
+        return db.fetch(
+            self.conn,
+            self._sql("kb_similar"),
+            {"embedding": _vector(embedding), "model": model, "target_id": target_id, "limit": limit},
+            SimilarRecommendation,
+        )
 
     def outcome_history(self, fingerprint: str) -> tuple[int, int]:
         """(applied, rejected) counts of past recommendations for this statement's fingerprint."""
