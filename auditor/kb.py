@@ -460,6 +460,7 @@ class KnowledgeBase:
         self.timeouts = timeouts or db.Timeouts()
         self.reminder_days = reminder_days  # auditor.lifecycle.pending_reminder_days
         self._similarity_indexes: set[tuple[int, str]] = set()
+        self._similarity_session = False
 
     @classmethod
     def open(
@@ -880,17 +881,23 @@ class KnowledgeBase:
         if (target_id, model) in self._similarity_indexes:
             return
         digest = hashlib.sha1(model.encode()).hexdigest()[:8]
-        db.execute(
-            self.conn,
-            db.SQL(
-                "CREATE INDEX IF NOT EXISTS {} ON pgarch.recommendations USING hnsw (embedding vector_cosine_ops) "
-                "WHERE target_id = {} AND embedding_model = {}"
-            ).format(
-                db.Identifier(f"recommendations_embedding_t{target_id}_{digest}_idx"),
-                db.Literal(target_id),
-                db.Literal(model),
-            ),
-        )
+        name = f"recommendations_embedding_t{target_id}_{digest}_idx"
+        try:
+            with db.transaction(self.conn):
+                # A knowledge base that already holds this target's rows builds it once, longer than a
+                # knowledge-base statement may take: its own budget, and memory so the graph fits.
+                db.execute(self.conn, "SET LOCAL statement_timeout = '30min'")
+                db.execute(self.conn, "SET LOCAL maintenance_work_mem = '256MB'")
+                db.execute(
+                    self.conn,
+                    db.SQL(
+                        "CREATE INDEX IF NOT EXISTS {} ON pgarch.recommendations "
+                        "USING hnsw (embedding vector_cosine_ops) WHERE target_id = {} AND embedding_model = {}"
+                    ).format(db.Identifier(name), db.Literal(target_id), db.Literal(model)),
+                )
+        except DatabaseError as exc:  # the look-up still works, through the whole table's index
+            log.warning("knowledge base: could not build the similarity index %s: %s", name, exc)
+            return
         self._similarity_indexes.add((target_id, model))
 
     def similar(
@@ -901,15 +908,18 @@ class KnowledgeBase:
         Planned with the values in hand (``force_custom_plan``), so the target's partial index
         (``ensure_similarity_index``) serves it; without one, pgvector >= 0.8 keeps scanning the whole table's
         graph until enough rows pass the filters (``hnsw.iterative_scan``; older versions ignore it)."""
-        with db.transaction(self.conn):
-            db.execute(self.conn, "SET LOCAL plan_cache_mode = force_custom_plan")
-            db.execute(self.conn, "SET LOCAL hnsw.iterative_scan = strict_order")
-            return db.fetch(
-                self.conn,
-                self._sql("kb_similar"),
-                {"embedding": _vector(embedding), "model": model, "target_id": target_id, "limit": limit},
-                SimilarRecommendation,
-            )
+        if not self._similarity_session:
+            # Once per session (a round trip each time would cost more than the look-up): this connection is
+            # the knowledge base's own, and its other statements are short and planned cheaply either way.
+            db.execute(self.conn, "SET plan_cache_mode = force_custom_plan")
+            db.execute(self.conn, "SET hnsw.iterative_scan = strict_order")
+            self._similarity_session = True
+        return db.fetch(
+            self.conn,
+            self._sql("kb_similar"),
+            {"embedding": _vector(embedding), "model": model, "target_id": target_id, "limit": limit},
+            SimilarRecommendation,
+        )
 
     def outcome_history(self, fingerprint: str) -> tuple[int, int]:
         """(applied, rejected) counts of past recommendations for this statement's fingerprint."""

@@ -193,9 +193,13 @@ def main() -> int:
                 (vector(rng, near(rng, rng.choice(stored))), 1 + n % args.targets) for n in range(args.probes + 3)
             ]
             results = run(kb, before, probes)
-            plan = "\n".join(
-                r[0] for r in before.execute("EXPLAIN " + BEFORE, params(*probes[0]), prepare=True).fetchall()
+            generic = (
+                BEFORE.replace("%(embedding)s", "$1")
+                .replace("%(model)s", "$2")
+                .replace("%(target_id)s", "$3")
+                .replace("%(limit)s", "$4")
             )
+            plan = "\n".join(r[0] for r in before.execute("EXPLAIN (GENERIC_PLAN) " + generic).fetchall())
         finally:
             before.close()
             kb.close()
