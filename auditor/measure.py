@@ -123,7 +123,7 @@ def explain(conn: db.Connection, sql: str, *, analyze: bool) -> Plan:
     that is rolled back: whatever planning or execution would try to write fails instead."""
     options = "ANALYZE, TIMING OFF, FORMAT JSON" if analyze else "FORMAT JSON"
     with rolled_back(conn):
-        db.execute(conn, "SET LOCAL transaction_read_only = on")
+        db.execute(conn, mark("SET LOCAL transaction_read_only = on"))
         doc = db.fetch_value(conn, mark(f"EXPLAIN ({options}) {sql}"))
     return Plan.from_json(doc if not isinstance(doc, str) else json.loads(doc))
 
@@ -564,7 +564,7 @@ class Measurer:
         budget = int(min(budget_ms, self.cfg.statement_timeout_ms))
         try:
             with rolled_back(conn):  # the timeout is local to this savepoint
-                db.execute(conn, "SELECT pg_catalog.set_config('statement_timeout', %s, true)", (str(budget),))
+                db.execute(conn, mark("SELECT pg_catalog.set_config('statement_timeout', %s, true)"), (str(budget),))
                 return explain(conn, sql, analyze=True)
         except QueryTimeout as exc:
             if "statement timeout" not in str(exc):
@@ -580,8 +580,10 @@ class Measurer:
         with rolled_back(conn):
             db.execute(
                 conn,
-                "SELECT pg_catalog.set_config('lock_timeout', %s, true),"
-                " pg_catalog.set_config('statement_timeout', %s, true)",
+                mark(
+                    "SELECT pg_catalog.set_config('lock_timeout', %s, true),"
+                    " pg_catalog.set_config('statement_timeout', %s, true)"
+                ),
                 (str(self.cfg.lock_timeout_ms), str(self.cfg.statement_timeout_ms)),
             )
             yield

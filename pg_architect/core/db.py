@@ -20,7 +20,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import class_row, dict_row
 
 from pg_architect.core.errors import DatabaseError, DatabaseUnavailable, PrivilegeError, QueryTimeout, redact
-from pg_architect.core.sqlfiles import SqlLibrary, extension_version_num
+from pg_architect.core.sqlfiles import MARKER, SqlLibrary, extension_version_num
 
 if TYPE_CHECKING:
     from pg_architect.core.config import Config
@@ -166,7 +166,7 @@ def connect(dsn: str, role: Role, timeouts: Timeouts, *, autocommit: bool = True
 UNTRACKED = frozenset({Role.AUDITOR, Role.STAGING})
 
 
-_UNTRACK = "SELECT pg_catalog.set_config('pg_stat_statements.track', 'none', false)"
+_UNTRACK = f"SELECT pg_catalog.set_config('pg_stat_statements.track', 'none', false) {MARKER}"
 
 
 def untrack(conn: Connection) -> bool:
@@ -261,11 +261,13 @@ def set_timeouts(conn: Connection, *, statement_timeout_ms: int, lock_timeout_ms
     """Change the session's timeouts (values are bound, never formatted into SQL)."""
     with translated():
         if lock_timeout_ms is None:
-            conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)", (str(statement_timeout_ms),))
+            conn.execute(
+                f"SELECT pg_catalog.set_config('statement_timeout', %s, false) {MARKER}", (str(statement_timeout_ms),)
+            )
         else:  # one round trip for both: the exporter sets them before every scrape
             conn.execute(
                 "SELECT pg_catalog.set_config('statement_timeout', %s, false),"
-                " pg_catalog.set_config('lock_timeout', %s, false)",
+                f" pg_catalog.set_config('lock_timeout', %s, false) {MARKER}",
                 (str(statement_timeout_ms), str(lock_timeout_ms)),
             )
 
@@ -346,7 +348,8 @@ def execute(conn: Connection, query: Query, params: Sequence[Any] | dict[str, An
 
 def copy_rows(conn: Connection, schema: str, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
     """Bulk-load ``rows`` with COPY; returns how many were written."""
-    statement = SQL("COPY {} ({}) FROM STDIN").format(
+    # Marked like every statement of ours, so the auditor never mistakes its own bulk load for the workload.
+    statement = SQL("COPY {} ({}) FROM STDIN " + MARKER).format(
         Identifier(schema, table), SQL(", ").join(Identifier(c) for c in columns)
     )
     written = 0
