@@ -28,6 +28,7 @@ from pg_architect.auditor.api import AdminServer
 from pg_architect.auditor.audit import AuditOptions, Auditor, run_audit
 from pg_architect.auditor.kb import KnowledgeBase
 from pg_architect.auditor.queries import QUERIES
+from pg_architect.auditor.redaction import safe_text
 from pg_architect.auditor.report import render
 from pg_architect.auditor.snapshot import take_snapshot
 from pg_architect.core import db
@@ -574,10 +575,9 @@ def test_week_over_week_regression_is_reported_below_the_slow_threshold_with_the
         window.take(conn, kb, target, ident, kind="daily", now=t0)
         workload(dsn)  # week 1: with the index
         window.take(conn, kb, target, ident, kind="daily", now=t0 + timedelta(days=7))
-        fp = window.fingerprint_of(
-            "SELECT id, status, total, created_at FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT $2",
-            0,
-        )
+        fp = safe_text(
+            "SELECT id, status, total, created_at FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT $2"
+        ).fingerprint
         kb.store_plan(
             target, fp, t0 + timedelta(days=7), 0.1, "Limit -> Index Scan using orders_customer_fast on orders"
         )
