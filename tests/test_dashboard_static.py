@@ -212,6 +212,11 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         "pgarch_audit_gain_avg_ratio",
         "pgarch_knowledge_base_records",
         "time() - (pgarch_audit_last_success_timestamp_seconds",
+        # What became of the recommendations (issue 16).
+        "pgarch_agent_accuracy_ratio",
+        "pgarch_time_saved_seconds_total",
+        "pgarch_recommendations{",
+        "pgarch_optimizations_verified_total",
     ]
     missing = [kpi for kpi in kpis if kpi not in everything]
     assert not missing, f"auditor KPIs missing from the dashboard: {missing}"
@@ -296,6 +301,12 @@ pgarch_audit_stuck 0
 pgarch_audit_prs_created_total 3
 pgarch_optimizations_applied_total 2
 pgarch_knowledge_base_records 12
+pgarch_agent_accuracy_ratio 0.75
+pgarch_time_saved_seconds_total 5400
+pgarch_recommendations{status="pending"} 3
+pgarch_recommendations{status="applied"} 4
+pgarch_optimizations_verified_total{outcome="improved"} 3
+pgarch_optimizations_verified_total{outcome="no_change"} 1
 pgarch_statement_p95_seconds{datname="shop",queryid="-4242"} 0.3
 """
 
