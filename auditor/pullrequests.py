@@ -118,10 +118,10 @@ def apply_state(kb: KnowledgeBase, ref: PullRequestRef, state: PullState, source
             source=source,
             from_statuses=("pending", "pr_open"),
             actor=state.actor,
-            reason=f"pull request {ref.url} was merged",
+            reason=f"pull request {ref.url} was merged" if ref.url else f"branch {ref.branch} was merged",
             at=now,
         )
-        return f"#{ref.recommendation_id} merged: {ref.url}" if moved else None
+        return f"#{ref.recommendation_id} merged: {ref.url or ref.branch}" if moved else None
     moved = kb.transition(
         ref.recommendation_id,
         "rejected",
@@ -150,7 +150,7 @@ def sync(
         try:
             if local_repo and ref.branch and git_merged(local_repo, base_branch, ref.branch):
                 line = apply_state(kb, ref, PullState("merged"), "git", now)
-            elif github is not None:
+            elif github is not None and ref.number > 0:  # a local branch has no pull request to ask about
                 line = apply_state(kb, ref, github(ref), "github", now)
             else:
                 continue
@@ -163,13 +163,25 @@ def sync(
 
 
 def refs_of(kb: KnowledgeBase, target_id: int) -> list[PullRequestRef]:
-    """The open recommendations' pull requests, from their ``pr_url``."""
+    """The open recommendations' pull requests (from their ``pr_url``) and branches (from their deliveries: a
+    branch of the local repository has no pull request, only its merge into the base branch)."""
+    open_recs = {r.recommendation_id: r for r in kb.tracked(target_id) if r.status in ("pending", "pr_open")}
+    if not open_recs:
+        return []
+    delivered = {
+        d.recommendation_id: d
+        for d in kb.deliveries(states=("committed", "pr_open"), limit=10_000)
+        if d.recommendation_id in open_recs
+    }
     refs = []
-    for rec in kb.tracked(target_id):
-        if rec.pr_url and rec.status in ("pending", "pr_open"):
-            parsed = parse_pr_url(rec.pr_url)
-            if parsed is not None:
-                refs.append(PullRequestRef(rec.recommendation_id, parsed[0], parsed[1], rec.pr_url))
+    for rid, rec in open_recs.items():
+        delivery = delivered.get(rid)
+        parsed = parse_pr_url(rec.pr_url) if rec.pr_url else None
+        if parsed is not None:
+            branch = delivery.branch if delivery is not None else None
+            refs.append(PullRequestRef(rid, parsed[0], parsed[1], rec.pr_url or "", branch))
+        elif delivery is not None and delivery.channel == "local_git":
+            refs.append(PullRequestRef(rid, delivery.repo, 0, "", delivery.branch))
     return refs
 
 

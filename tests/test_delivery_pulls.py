@@ -334,3 +334,38 @@ def test_local_repository_failure_is_counted_not_fatal(
     result = _deliver_again(config(PG_ARCHITECT_GITHUB_LOCAL_REPO=str(not_a_dir / "repo")), shop, kb_dsn, run_id)
     assert not result.records and [i for i, _ in result.failures] == ["git"], result.notes
     assert "git failed" in result.notes[0]
+
+
+def test_a_local_branch_merged_into_the_base_branch_makes_its_recommendation_merged(
+    shop: str, embedded_pg: ServerInfo, tmp_path: Path
+) -> None:
+    """The loop closes without GitHub: the audit commits a branch, a person merges it in the local repository, and
+    the next snapshot records the recommendation `merged` (source git)."""
+    from pg_architect.auditor.snapshot import take_snapshot
+
+    kb_dsn = make_database(embedded_pg, "delivery_kb_local_merge", ("vector",))
+    repo = tmp_path / "repo"
+    cfg = config(PG_ARCHITECT_GITHUB_LOCAL_REPO=str(repo))
+    report = run_audit(cfg, shop, kb_dsn, OPTIONS)
+    delivered = [d for d in report.deliveries if d.channel == "local_git"]
+    assert delivered, report.delivery_notes
+    chosen = delivered[0]
+    git(repo, "-c", "user.name=dba", "-c", "user.email=dba@example.org", "merge", "--no-edit", chosen.branch)
+    take_snapshot(cfg, shop, kb_dsn)
+    with psycopg.connect(kb_dsn) as conn:
+        rows = conn.execute(
+            "SELECT r.status, e.source, e.reason FROM pgarch.recommendations r"
+            " JOIN pgarch.deliveries d ON d.recommendation_id = r.recommendation_id"
+            " LEFT JOIN pgarch.recommendation_events e"
+            " ON e.recommendation_id = r.recommendation_id AND e.to_status = r.status"
+            " WHERE d.branch = %s",
+            (chosen.branch,),
+        ).fetchall()
+        others = conn.execute(
+            "SELECT count(*) FROM pgarch.recommendations r JOIN pgarch.deliveries d USING (recommendation_id)"
+            " WHERE d.branch <> %s AND r.status = 'merged'",
+            (chosen.branch,),
+        ).fetchone()
+    assert rows and rows[0][0] == "merged" and rows[0][1] == "git", rows
+    assert chosen.branch in (rows[0][2] or ""), rows
+    assert others == (0,), "only the merged branch's recommendation moved"
