@@ -14,6 +14,7 @@ from pg_architect.auditor.delivery import pulls, pushgateway
 from pg_architect.auditor.delivery.grafana import TAGS, Grafana, audit_text
 from pg_architect.auditor.kb import KnowledgeBase
 from pg_architect.auditor.models import AuditReport, DeliveryRecord, Kpis, SlowQuery
+from pg_architect.auditor.report import llm_lines
 from pg_architect.core import db
 from pg_architect.core.config import Config, parse_listen
 from pg_architect.core.errors import redact
@@ -70,7 +71,8 @@ def deliver(cfg: Config, conn: db.Connection, kb: KnowledgeBase, report: AuditRe
     except Exception as exc:
         failures.add("github", f"refreshing pull request states: {exc}")
     try:
-        result = pulls.deliver(cfg, conn, kb, report.run_id, run_url(cfg, report.run_id))
+        model = {q.fingerprint: llm_lines(dataclasses.asdict(q.llm)) for q in report.slow_queries if q.llm is not None}
+        result = pulls.deliver(cfg, conn, kb, report.run_id, run_url(cfg, report.run_id), model)
     except Exception as exc:  # a bug or the knowledge base: the audit still stands
         log.exception("delivery of run %s failed", report.run_id)
         result = pulls.PullResult(notes=[f"delivery failed: {exc}"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pg_architect.auditor.delivery.migrations import IndexDdl, Migration, measurement_summary, verdict
@@ -21,7 +22,9 @@ def _ms(value: Any) -> str:
     return f"{value:,.1f} ms" if value >= 10 else f"{value:.3g} ms"
 
 
-def body(rec: PrRecommendation, ddl: IndexDdl, migration: Migration, run_url: str | None) -> str:
+def body(
+    rec: PrRecommendation, ddl: IndexDdl, migration: Migration, run_url: str | None, model_notes: Sequence[str] = ()
+) -> str:
     """The design's pull-request body: confidence, gain, the statement, the SQL, reasoning, EXPLAIN ANALYZE
     before/after, and the reviewer's checklist."""
     m: dict[str, Any] = json.loads(rec.measurement) if isinstance(rec.measurement, str) else (rec.measurement or {})
@@ -69,6 +72,11 @@ def body(rec: PrRecommendation, ddl: IndexDdl, migration: Migration, run_url: st
         "### Reasoning",
         rec.reasoning,
         "",
+        *(
+            ["### The language model's view (model output, not evidence: the measurement decides)", *model_notes, ""]
+            if model_notes
+            else []
+        ),
         f"### {timed}",
         "| | time | cost | plan |",
         "|---|---:|---:|---|",

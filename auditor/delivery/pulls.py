@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from pg_architect.auditor.delivery import migrations, pull_request
@@ -55,8 +56,16 @@ def not_configured_note(cfg: Config, count: int) -> str:
     return f"PR threshold reached by {count} recommendation(s), GitHub not configured ({missing}): nothing written"
 
 
-def deliver(cfg: Config, conn: db.Connection, kb: KnowledgeBase, run_id: str, run_url: str | None = None) -> PullResult:
-    """Write the run's PR-level recommendations as migrations (GitHub or local git), once each."""
+def deliver(
+    cfg: Config,
+    conn: db.Connection,
+    kb: KnowledgeBase,
+    run_id: str,
+    run_url: str | None = None,
+    model_notes: Mapping[str, Sequence[str]] | None = None,
+) -> PullResult:
+    """Write the run's PR-level recommendations as migrations (GitHub or local git), once each. ``model_notes``:
+    a language model's explanation per statement fingerprint (already made inert), shown in the pull request."""
     result = PullResult()
     recs = kb.pr_recommendations(run_id)
     if not recs:
@@ -77,7 +86,8 @@ def deliver(cfg: Config, conn: db.Connection, kb: KnowledgeBase, run_id: str, ru
             local.ensure(cfg.github.base_branch)
         for rec in recs:
             try:
-                record = _deliver_one(cfg, conn, kb, rec, gh, local, run_url, result)
+                notes = (model_notes or {}).get(rec.fingerprint, ())
+                record = _deliver_one(cfg, conn, kb, rec, gh, local, run_url, result, notes)
             except migrations.MigrationError as exc:
                 result.notes.append(f"recommendation #{rec.recommendation_id}: no migration written: {exc}")
                 continue
@@ -120,6 +130,7 @@ def _deliver_one(
     local: LocalRepository | None,
     run_url: str | None,
     result: PullResult,
+    model_notes: Sequence[str] = (),
 ) -> DeliveryRecord | None:
     ddl = migrations.index_ddl(rec.sql, rec.rollback_sql)
     branch = migrations.branch_name(ddl)
@@ -148,7 +159,7 @@ def _deliver_one(
             migration.files,
             message,
             pull_request.title(rec, ddl),
-            pull_request.body(rec, ddl, migration, run_url),
+            pull_request.body(rec, ddl, migration, run_url, model_notes),
             cfg.github.labels,
         )
         delivery = NewDelivery(
