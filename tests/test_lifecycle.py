@@ -34,7 +34,7 @@ from pg_architect.auditor.snapshot import take_snapshot
 from pg_architect.core import db
 from pg_architect.core.config import Config, load_config
 from tests.conftest import ServerInfo, make_database
-from tests.fakes.github_pulls import github_pulls
+from tests.fakes.github_api import GitHubApi
 
 SCALE = {"customers": 40_000, "orders": 200_000, "jobs": 60_000}
 TEMPLATE = "lifecycle_shop"
@@ -356,7 +356,8 @@ def test_pull_request_closed_unmerged_rejects_and_merged_then_deployed_applies(
     kb = make_database(embedded_pg, "lc_prs_kb", ("vector",))
     audit(config(), dsn, kb)
     customer, email = rec_id(kb, CUSTOMER), rec_id(kb, EMAIL)
-    with github_pulls(TOKEN) as gh:
+    with GitHubApi(TOKEN) as gh:
+        gh.add_repo(REPO)
         # What issue 15's delivery stores: the pull request's URL on the recommendation.
         urls = {customer: gh.open_pull(REPO, 11), email: gh.open_pull(REPO, 12)}
         with psycopg.connect(kb, autocommit=True) as conn:
@@ -368,8 +369,8 @@ def test_pull_request_closed_unmerged_rejects_and_merged_then_deployed_applies(
         summary = take_snapshot(cfg, dsn, kb)
         assert state(kb, customer)["status"] == "pr_open" and state(kb, email)["status"] == "pr_open", summary
 
-        gh.close(REPO, 12)
-        gh.merge(REPO, 11, by="erin")
+        gh.close_pull(REPO, 12)
+        gh.merge_pull(REPO, 11, by="erin")
         summary = take_snapshot(cfg, dsn, kb)
         s = state(kb, email)
         assert s["status"] == "rejected", (summary, s)
@@ -391,10 +392,8 @@ def test_pull_request_closed_unmerged_rejects_and_merged_then_deployed_applies(
         take_snapshot(cfg, dsn, kb)
         s = state(kb, customer)
         assert s["status"] == "applied" and s["events"][-1][:3] == ("merged", "applied", "catalog"), s
-        assert all(r[2] is not None for r in gh.requests) and {r[1] for r in gh.requests} == {
-            f"/repos/{REPO}/pulls/11",
-            f"/repos/{REPO}/pulls/12",
-        }
+        # Only the pull requests were read (the stand-in answers 401 to a request without the token).
+        assert {path for _method, path in gh.requests} == {f"/repos/{REPO}/pulls/11", f"/repos/{REPO}/pulls/12"}
 
     # GitHub unreachable: logged, nothing changes, the snapshot still succeeds.
     broken = dataclasses.replace(cfg, github=dataclasses.replace(cfg.github, api_url="http://127.0.0.1:9"))

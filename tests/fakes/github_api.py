@@ -109,12 +109,36 @@ class GitHubApi:
             message="API rate limit exceeded",
         )
 
+    def open_pull(self, full_name: str, number: int, head: str | None = None) -> str:
+        """A pull request opened by someone else (its branch at the base's commit); returns its web URL, as
+        pg-architect stores it on a recommendation."""
+        repo = self.repos[full_name]
+        head = head or f"pg-architect/pr-{number}"
+        repo.branches.setdefault(head, repo.branches[repo.default_branch])
+        base = repo.default_branch
+        repo.pulls.append(
+            {
+                "number": number,
+                "state": "open",
+                "merged": False,
+                "merged_at": None,
+                "merged_by": None,
+                "title": f"pull request {number}",
+                "body": "",
+                "head": {"ref": head, "sha": repo.branches[head], "label": f"{full_name.split('/')[0]}:{head}"},
+                "base": {"ref": base, "sha": repo.branches[base]},
+            }
+        )
+        return f"https://github.com/{full_name}/pull/{number}"
+
     def close_pull(self, full_name: str, number: int) -> None:
         self._pull(full_name, number).update(state="closed", merged=False, merged_at=None)
 
-    def merge_pull(self, full_name: str, number: int) -> None:
+    def merge_pull(self, full_name: str, number: int, by: str | None = None) -> None:
         pr = self._pull(full_name, number)
         pr.update(state="closed", merged=True, merged_at="2026-01-05T10:00:00Z")
+        if by is not None:
+            pr["merged_by"] = {"login": by, "id": 1, "type": "User"}
         repo = self.repos[full_name]
         repo.branches[repo.default_branch] = repo.branches[pr["head"]["ref"]]
 
