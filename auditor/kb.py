@@ -250,23 +250,9 @@ class Delivery:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class DeliveryView:
+class DeliveryView(Delivery):
     """A delivery with the recommendation it carries."""
 
-    delivery_id: int
-    recommendation_id: int
-    channel: str
-    repo: str
-    base_branch: str
-    branch: str
-    commit_sha: str | None
-    migration_format: str
-    migration_path: str
-    pr_number: int | None
-    pr_url: str | None
-    state: str
-    created_at: datetime
-    updated_at: datetime
     run_id: str
     sql: str
     confidence: float

@@ -27,7 +27,7 @@ from pg_architect.auditor.advisor import Candidate, Key, covering_index
 from pg_architect.auditor.catalog import Snapshot, TableInfo
 from pg_architect.auditor.decision import worth_applying
 from pg_architect.auditor.measure import CannotMeasure, Measurer, Outcome, Plan, explain, rolled_back
-from pg_architect.auditor.models import Measurement
+from pg_architect.auditor.models import Measurement, MeasurementMethod
 from pg_architect.auditor.parsing import QueryShape, deparse, repair_placeholders
 from pg_architect.core import db
 from pg_architect.core.errors import DatabaseError, PgArchitectError, UnsafeSQLError
@@ -231,22 +231,7 @@ def rewrite(
         raise Refused(str(exc)) from None
     except DatabaseError as exc:
         raise Refused(f"not verified: {exc}") from None
-    before_ms = sum(p.ms or 0.0 for p in before)
-    after_ms = sum(p.ms or 0.0 for p in after)
-    gain = (before_ms - after_ms) / before_ms * 100.0 if before_ms > 0 else 0.0
-    measurement = Measurement(
-        method="equivalence",
-        before_cost=sum(p.cost for p in before),
-        after_cost=sum(p.cost for p in after),
-        before_ms=before_ms,
-        after_ms=after_ms,
-        gain_percent=gain,
-        worth_applying=gain > min_gain_percent,
-        plan_changed=any(a.shape() != b.shape() for a, b in zip(after, before, strict=True)),
-        plan_before=before[0].text,
-        plan_after=after[0].text,
-        samples=len(pairs),
-    )
+    measurement = _timed_measurement("equivalence", before, after, len(pairs), min_gain_percent)
     return Verified(
         sql=text + ";",
         rollback_sql=None,
@@ -254,7 +239,7 @@ def rewrite(
         outcome=None,
         table=None,
         consistent=all((b.ms or 0) > (a.ms or 0) for b, a in zip(before, after, strict=True)),
-        worth=gain > min_gain_percent,
+        worth=measurement.worth_applying,
     )
 
 
@@ -321,11 +306,28 @@ def settings(
                 after.append(_fastest(conn, sample))
     except DatabaseError as exc:
         raise Refused(f"not verified: {exc}") from None
+    measurement = _timed_measurement("set_local", before, after, len(samples), min_gain_percent)
+    quoted = db.Literal(value).as_string(conn)
+    return Verified(
+        sql=f"SET LOCAL {name} = {quoted};  -- in this statement's transaction",
+        rollback_sql="-- SET LOCAL ends with the transaction: nothing to roll back",
+        measurement=measurement,
+        outcome=None,
+        table=None,
+        consistent=all((b.ms or 0) > (a.ms or 0) for b, a in zip(before, after, strict=True)),
+        worth=measurement.worth_applying,
+    )
+
+
+def _timed_measurement(
+    method: MeasurementMethod, before: Sequence[Plan], after: Sequence[Plan], samples: int, min_gain_percent: float
+) -> Measurement:
+    """A measurement from timed plans of the same samples, before and after (a rewrite, a setting)."""
     before_ms = sum(p.ms or 0.0 for p in before)
     after_ms = sum(p.ms or 0.0 for p in after)
     gain = (before_ms - after_ms) / before_ms * 100.0 if before_ms > 0 else 0.0
-    measurement = Measurement(
-        method="set_local",
+    return Measurement(
+        method=method,
         before_cost=sum(p.cost for p in before),
         after_cost=sum(p.cost for p in after),
         before_ms=before_ms,
@@ -335,15 +337,5 @@ def settings(
         plan_changed=any(a.shape() != b.shape() for a, b in zip(after, before, strict=True)),
         plan_before=before[0].text if before else None,
         plan_after=after[0].text if after else None,
-        samples=len(samples),
-    )
-    quoted = db.Literal(value).as_string(conn)
-    return Verified(
-        sql=f"SET LOCAL {name} = {quoted};  -- in this statement's transaction",
-        rollback_sql="-- SET LOCAL ends with the transaction: nothing to roll back",
-        measurement=measurement,
-        outcome=None,
-        table=None,
-        consistent=all((b.ms or 0) > (a.ms or 0) for b, a in zip(before, after, strict=True)),
-        worth=gain > min_gain_percent,
+        samples=samples,
     )
