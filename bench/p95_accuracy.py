@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 from pg_architect.core import db
 from pg_architect.core.embedded import EmbeddedPostgres
-from pg_architect.core.pgss import Cumulative, Interval, interval_of
+from pg_architect.core.pgss import Cumulative, Interval, StatementRow, cumulative, interval_of
 from pg_architect.exporter.durationlog import DatabaseTail, Directory, DurationLog
 from pg_architect.exporter.latency import (
     BUCKETS,
@@ -74,7 +74,7 @@ DURATION = re.compile(r"^duration: ([0-9.]+) ms  (?:execute [^:]*|statement): ")
 SNAPSHOT_SQL = """
 SELECT s.userid::bigint AS userid, s.dbid::bigint AS dbid, s.queryid AS queryid, s.toplevel AS toplevel,
        s.calls AS calls, s.total_exec_time AS total_ms, s.stddev_exec_time AS stddev_ms,
-       s.min_exec_time AS min_ms, s.max_exec_time AS max_ms
+       s.min_exec_time AS min_ms, s.max_exec_time AS max_ms, NULL::float8 AS stats_since
 FROM pg_stat_statements s
 WHERE s.toplevel AND s.queryid IS NOT NULL AND s.dbid = (SELECT oid FROM pg_database WHERE datname = %s)
 """
@@ -133,19 +133,6 @@ LOCK_WAIT = (
     Statement("hot-update", "UPDATE hot SET v = v + 1 WHERE id = %s", LOCK_ROWS, 0.0, 0.8),
     Statement("hot-read", "SELECT v FROM hot WHERE id = %s", LOCK_ROWS, 0.0, 0.2),
 )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SnapshotRow:
-    userid: int
-    dbid: int
-    queryid: int
-    toplevel: bool
-    calls: int
-    total_ms: float
-    stddev_ms: float
-    min_ms: float
-    max_ms: float
 
 
 Key = tuple[int, int, int, bool]
@@ -446,11 +433,8 @@ def synthetic(seed: int) -> int:
 
 
 def snapshot(conn: db.Connection) -> dict[Key, Cumulative]:
-    rows = db.fetch(conn, SNAPSHOT_SQL, (WORKLOAD_DB,), SnapshotRow)
-    return {
-        (r.userid, r.dbid, r.queryid, r.toplevel): Cumulative(r.calls, r.total_ms, r.stddev_ms, r.min_ms, r.max_ms)
-        for r in rows
-    }
+    rows = map(StatementRow._make, db.fetch_tuples(conn, SNAPSHOT_SQL, (WORKLOAD_DB,)))
+    return {r.key: cumulative(r) for r in rows}
 
 
 def deltas(prev: dict[Key, Cumulative], cur: dict[Key, Cumulative]) -> dict[Key, Interval]:
