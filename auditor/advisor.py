@@ -271,7 +271,17 @@ def _for_table(snapshot: Snapshot, shape: QueryShape, table: TableInfo, uses: li
         if keys and len(keys) <= 4:
             out.append(Candidate(table, tuple(keys), predicate, reason))
 
-    if eq_keys and order_keys:
+    sorted_first = bool(eq_keys and order_keys)
+    ranged = bool(eq_keys and range_keys)
+    if ranged and not shape.has_limit:
+        # Without a LIMIT every matching row is read anyway: an index that reads only them (the range in the
+        # index) beats one that returns them sorted but filters the range row by row; first, so that it wins
+        # when the two measure alike.
+        add(
+            eq_keys + range_keys[:1],
+            "equality columns first, then the range column, so one index range scan finds exactly the matching rows",
+        )
+    if sorted_first:
         add(
             eq_keys + order_keys,
             "equality columns first, then the ORDER BY columns, so the index returns rows "
@@ -279,7 +289,7 @@ def _for_table(snapshot: Snapshot, shape: QueryShape, table: TableInfo, uses: li
             if shape.has_limit
             else "equality columns first, then the ORDER BY columns, so no sort is needed",
         )
-    if eq_keys and range_keys:
+    if ranged and shape.has_limit:
         add(
             eq_keys + range_keys[:1],
             "equality columns first, then the range column, so one index range scan finds exactly the matching rows",

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from pg_architect.auditor import advisor, analysis, confidence, health, lifecycle, plans, settings, window
+from pg_architect.auditor import advisor, analysis, confidence, health, lifecycle, plans, selection, settings, window
 from pg_architect.auditor.catalog import IndexInfo, Snapshot
 from pg_architect.auditor.decision import decide
 from pg_architect.auditor.delivery import after_audit
@@ -104,6 +104,8 @@ class Auditor:
         self.staging = staging
         self.catalog = Snapshot(conn)  # the one catalog view of this audit
         self.architect: architect.Architect | None = None  # the model's part, when one is configured
+        # Every statement whose candidates were measured, in the window's order, for the workload check.
+        self.measured: list[tuple[selection.Measured, QueryShape]] = []
 
     def run(self) -> AuditReport:
         ident = window.identity(self.conn)
@@ -195,6 +197,7 @@ class Auditor:
             )
         if self.architect is not None:
             self.architect.close()
+        results = self._select_for_workload(results, measurer)
         results = _shared_indexes(results)
         regressions = self.regressions(win, target_id, ident)
         index_health: list[IndexHealth] = []
@@ -400,6 +403,23 @@ class Auditor:
             outcomes, method=method, notes=found.notes, min_gain_percent=self.cfg.auditor.thresholds.min_gain_percent
         )
         rejected = tuple([*notes, *verdict.rejected])
+        if verdict.best is not None:
+            self.measured.append(
+                (
+                    selection.Measured(
+                        fingerprint=base.fingerprint,
+                        queryid=base.queryid,
+                        kind=facts.kind,
+                        samples=measurer.kept,
+                        tables=tuple(tables.values()),
+                        recorded=Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call),
+                        writes=_writes(resolved, tables, found.indexes),
+                        total_ms=base.total_ms,
+                        chosen=verdict.best if verdict.status == "recommended" else None,
+                    ),
+                    resolved,
+                )
+            )
         if verdict.best is None:
             return dataclasses.replace(base, status=verdict.status, skip_reason=verdict.reason, rejected=rejected)
         recommendation = self._recommendation(verdict.best, resolved, base.fingerprint)
@@ -419,6 +439,58 @@ class Auditor:
         )
         recommendation = dataclasses.replace(recommendation, reasoning=recommendation.reasoning + note + reproposal)
         return dataclasses.replace(base, status="recommended", recommendation=recommendation, rejected=rejected)
+
+    def _select_for_workload(self, results: list[SlowQuery], measurer: Measurer) -> list[SlowQuery]:
+        """The statements' own choices checked as one set for the whole workload (auditor.selection): a wider
+        index that serves a narrower one's statements replaces it, and an index that makes another slow
+        statement more than 10 % slower is withdrawn (or kept for a review when it saves more than it costs)."""
+        own = {
+            m.fingerprint: m.chosen.candidate.ddl(self.conn) + ";"
+            for m, _ in self.measured
+            if m.chosen is not None
+        }
+        # Only what is still the advisor's index (the model's review may have replaced it) takes part.
+        current = {
+            r.fingerprint
+            for r in results
+            if r.status == "recommended"
+            and r.recommendation is not None
+            and r.recommendation.sql == own.get(r.fingerprint)
+        }
+        statements = [
+            m if m.fingerprint in current else dataclasses.replace(m, chosen=None) for m, _ in self.measured
+        ]
+        if not any(m.chosen is not None for m in statements):
+            return results
+        try:
+            chosen = selection.select(
+                measurer, statements, min_gain_percent=self.cfg.auditor.thresholds.min_gain_percent
+            )
+        except PgArchitectError as exc:  # the statements' own choices stand
+            log.warning("workload check failed: %s", exc)
+            return results
+        shapes = {m.fingerprint: shape for m, shape in self.measured}
+        out = []
+        for r in results:
+            change = chosen.changes.get(r.fingerprint)
+            if change is not None and r.recommendation is not None and r.fingerprint in current:
+                rec: Recommendation = r.recommendation
+                if change.outcome is None:
+                    r = dataclasses.replace(
+                        r, status="no_recommendation", skip_reason=change.note, rejected=(*r.rejected, change.note)
+                    )
+                else:
+                    if rec.sql != change.outcome.candidate.ddl(self.conn) + ";":  # served by another's index
+                        rec = self._recommendation(change.outcome, shapes[r.fingerprint], r.fingerprint)
+                    if change.demote and rec.action == "pr_merge":
+                        rec = dataclasses.replace(rec, action="pr_review")
+                    rec = dataclasses.replace(rec, reasoning=rec.reasoning + change.note)
+                    r = dataclasses.replace(r, recommendation=rec)
+            note = chosen.regressed.get(r.fingerprint)
+            if note is not None:
+                r = dataclasses.replace(r, rejected=(*r.rejected, note))
+            out.append(r)
+        return out
 
     def _recommendation(self, outcome: Outcome, shape: QueryShape, fingerprint: str) -> Recommendation:
         m = outcome.measurement

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Literal
 
-from pg_architect.auditor.measure import Outcome
+from pg_architect.auditor.measure import COST_NOISE, TIME_NOISE, TIME_NOISE_MS, Outcome, clears_threshold
 
 Status = Literal["recommended", "no_recommendation", "error"]
 
@@ -24,33 +24,15 @@ class Decision:
 
 
 def worth_applying(outcome: Outcome, min_gain_percent: float) -> bool:
-    """The plan uses the index and the measured gain clears the threshold."""
+    """The plan uses the index and the measured gain clears the threshold by more than timing noise."""
     m = outcome.measurement
-    return m is not None and outcome.used_index and m.gain_percent > min_gain_percent
+    return m is not None and outcome.used_index and clears_threshold(m, min_gain_percent)
 
 
 def rank(outcome: Outcome) -> tuple[bool, float]:
     """Candidates the plan uses first, then by measured gain; ties keep the advisor's order."""
     m = outcome.measurement
     return (outcome.used_index, m.gain_percent if m is not None else float("-inf"))
-
-
-#: Two measurements this close are the same to us: timings within 25 % (and 0.05 ms; a shared, loaded machine
-#: varies that much between two runs of one statement), costs within 2 %.
-TIME_NOISE = 0.25
-TIME_NOISE_MS = 0.05
-COST_NOISE = 0.02
-
-
-def same_family(a: Outcome, b: Outcome) -> bool:
-    """One candidate's keys begin with the other's on the same table: ``(customer_id)`` and
-    ``(customer_id, created_at)``, which timing noise alone tells apart."""
-    x, y = a.candidate, b.candidate
-    if x.table.oid != y.table.oid or x.predicate != y.predicate:
-        return False
-    kx, ky = [k.normalised() for k in x.keys], [k.normalised() for k in y.keys]
-    n = min(len(kx), len(ky))
-    return kx[:n] == ky[:n]
 
 
 def as_good(outcome: Outcome, best: Outcome) -> bool:
@@ -79,11 +61,10 @@ def decide(
     for o in measured[1:]:
         if rank(o) > rank(best):
             best = o
-    # Timing noise must not pick the index: among the best's family (one's keys begin with the other's) as good
-    # as it within noise, the advisor's first wins, so the same data gives the same recommendation each run.
-    best = next(
-        (o for o in measured if o.used_index == best.used_index and same_family(o, best) and as_good(o, best)), best
-    )
+    # Timing noise must not pick the index: among the candidates as good as the best within noise (same table or
+    # not, one's keys the other's prefix or not), the advisor's first wins. Its order comes from the statement and
+    # the catalog, never from a timing, so the same data gives the same recommendation each run.
+    best = next((o for o in measured if o.used_index == best.used_index and as_good(o, best)), best)
     rejected += [
         f"{o.candidate.describe()}: gain {o.measurement.gain_percent:.0f} %"
         for o in measured
@@ -92,12 +73,46 @@ def decide(
     if worth_applying(best, min_gain_percent):
         return Decision("recommended", best, None, tuple(rejected))
     assert best.measurement is not None
-    why = (
-        "the plan does not use it"
-        if not best.used_index
-        else f"gain {best.measurement.gain_percent:.0f} % is not above {min_gain_percent:.0f} %"
-    )
+    if not best.used_index:
+        why = "the plan does not use it"
+    elif best.measurement.gain_percent > min_gain_percent:
+        why = (
+            f"gain {best.measurement.gain_percent:.0f} % is above {min_gain_percent:.0f} % by less than timing "
+            f"noise ({TIME_NOISE * 100:.0f} % between two runs of one statement here)"
+        )
+    else:
+        why = f"gain {best.measurement.gain_percent:.0f} % is not above {min_gain_percent:.0f} %"
     reason = "; ".join(
         [*notes, f"no new index helps enough: best candidate {best.candidate.describe()} ({method}): {why}"]
     )
     return Decision("no_recommendation", best, reason, tuple(rejected))
+
+
+#: Azure's rule for a workload's indexes: no other statement may get more than 10 % slower.
+REGRESSION = 0.10
+
+
+def regression_percent(with_other: Outcome, own: Outcome | None, *, upkeep: bool = False) -> float | None:
+    """How much slower a statement runs with another statement's index (``with_other``) than with its own
+    choice (``own``, or as it is now when it has none), in percent; None unless that is more than
+    ``REGRESSION`` beyond timing noise and the plan uses the other index (or, with ``upkeep``, the statement
+    is DML that must maintain it whether its plan uses it or not).
+
+    Timings are compared after the noise of one measurement: only a slowdown of more than
+    (1 + REGRESSION) x (1 + TIME_NOISE) counts, or a good index would be withdrawn for a loaded machine's hiccup.
+    Planner costs have no noise: more than REGRESSION counts.
+    """
+    m = with_other.measurement
+    if m is None or not (with_other.used_index or upkeep):
+        return None
+    ref = own.measurement if own is not None else None
+    if own is not None and ref is None:
+        return None
+    ref_ms = ref.after_ms if ref is not None else m.before_ms
+    ref_cost = ref.after_cost if ref is not None else m.before_cost
+    if m.after_ms is not None and ref_ms is not None and ref_ms > 0:
+        limit = ref_ms * (1 + REGRESSION) * (1 + TIME_NOISE) + TIME_NOISE_MS * max(m.samples, 1)
+        return (m.after_ms / ref_ms - 1) * 100.0 if m.after_ms > limit else None
+    if ref_cost > 0 and m.after_cost > ref_cost * (1 + REGRESSION):
+        return (m.after_cost / ref_cost - 1) * 100.0
+    return None

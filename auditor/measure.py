@@ -110,6 +110,28 @@ class Outcome:
     write_note: str | None = None  # DML: the maintenance the index adds to every row the statement writes
 
 
+#: Two measurements this close are the same to us: timings within 25 % (and 0.05 ms; a shared, loaded machine
+#: varies that much between two runs of one statement), costs within 2 %.
+TIME_NOISE = 0.25
+TIME_NOISE_MS = 0.05
+COST_NOISE = 0.02
+
+
+def clears_threshold(m: Measurement, min_gain_percent: float) -> bool:
+    """The gain is over ``min_gain_percent``; a timed gain still is with the time after slowed by timing noise.
+
+    One run of a statement on a shared machine varies by ``TIME_NOISE``: an index measured 1.3x faster may be no
+    faster at all (the plan that used it on one sample and not on the other measured 1.27x, then 1.03x), and a
+    gain the noise could have made is no gain to recommend. Planner costs do not vary between runs.
+    """
+    if m.gain_percent <= min_gain_percent:
+        return False
+    if m.before_ms is None or m.after_ms is None:
+        return True
+    slowed = m.after_ms * (1 + TIME_NOISE) + TIME_NOISE_MS * max(m.samples, 1)
+    return slowed < m.before_ms * (1 - min_gain_percent / 100.0)
+
+
 class CannotMeasure(PgArchitectError):
     """No safe measurement method applies to this statement here."""
 
@@ -171,6 +193,12 @@ class Recorded:
         if self.mean_ms is None or self.mean_ms <= 0:
             return None
         return max(SAMPLE_TIMEOUT_FACTOR * self.mean_ms, SAMPLE_TIMEOUT_FLOOR_MS)
+
+    def matched_nothing(self, plan: Plan) -> bool:
+        """The executed sample returned no row while each call returned at least one: an empty result runs
+        another plan (a hash join over no rows skips its other side, a LIMIT never stops early), so such a
+        sample is used only when no other one was drawn."""
+        return plan.actual_rows == 0 and self.rows_per_call is not None and self.rows_per_call >= 1.0
 
     def distrust(self, plan: Plan) -> str | None:
         """Why ``plan`` (a sample's, before any new index) is not what the workload runs; None when it is."""
@@ -335,6 +363,9 @@ class Measurer:
         self.staging = staging
         self.min_gain_percent = min_gain_percent
         self._writes: Writes | None = None  # of the statement being measured
+        # The samples the last ``measure`` kept (those that resembled the workload): the workload check
+        # (auditor.selection) re-plans the statement with these, so that every comparison uses the same values.
+        self.kept: tuple[str, ...] = ()
 
     @property
     def hypopg(self) -> bool:
@@ -352,6 +383,7 @@ class Measurer:
     ) -> tuple[MeasurementMethod, list[Outcome]]:
         """Measure ``candidates`` with the first ``keep`` of ``samples`` (best first) that resemble what was
         ``recorded``; NoRepresentativeSample when none does, CannotMeasure when no method is safe."""
+        self.kept = ()
         if not samples:
             raise CannotMeasure("no executable form of the statement (parameters could not be sampled)")
         method = choose_method(
@@ -386,6 +418,7 @@ class Measurer:
         kept: list[str] = []
         plans: list[Plan] = []
         why: list[str] = []
+        empty: list[tuple[str, Plan]] = []  # samples that matched no row while the workload's calls return rows
         for sql in samples:
             if keep is not None and len(kept) >= keep:
                 break
@@ -399,14 +432,79 @@ class Measurer:
                 log.info("sample not representative: %s", reason)
                 why.append(reason)
                 continue
+            if recorded.matched_nothing(plan):
+                empty.append((sql, plan))
+                continue
             kept.append(sql)
             plans.append(plan)
+        if not kept and empty:
+            # Nothing better was drawn: an empty result is still within the recorded rows' slack.
+            kept = [sql for sql, _ in empty[:keep]]
+            plans = [plan for _, plan in empty[:keep]]
+        self.kept = tuple(kept)
         if not kept:
             raise NoRepresentativeSample(
                 f"no representative sample: each of the {len(samples)} drawn parameter set(s) "
                 + "; ".join(dict.fromkeys(why))
             )
         return kept, plans
+
+    # -- the workload's whole set ------------------------------------------------------------------------
+    def indexes_used_with(
+        self,
+        candidates: Sequence[Candidate],
+        statements: Sequence[tuple[str, Sequence[str]]],
+        tables: Sequence[TableInfo],
+    ) -> list[frozenset[str]]:
+        """With every one of ``candidates`` in place at once, which of them (by ``name()``) each statement's plans
+        use; ``statements`` are (kind, samples) pairs. Planned only (EXPLAIN), by the method a statement over
+        ``tables`` would be measured with: hypothetical indexes, or real ones built in a transaction that is
+        rolled back (here or on staging). CannotMeasure when no method is safe."""
+        method = choose_method(
+            self.cfg,
+            kind="select",
+            tables=tables,
+            hypopg=self.hypopg,
+            staging=self.staging is not None,
+            server_major=db.server_facts(self.conn).version_num // 10000,
+        )
+        for kind, samples in statements:
+            for sql in samples:
+                if kind == "select":
+                    safety.check_readonly_select(sql, self.conn)
+                else:
+                    safety.check_explain_only_dml(sql, self.conn)
+        conn = self.staging if method == "staging" and self.staging is not None else self.conn
+        used: list[frozenset[str]] = []
+        with self._transaction(conn):
+            names: dict[str, str] = {}  # the index's name in plans -> the candidate's name
+            try:
+                if method == "hypothetical" and not self.hypopg_installed:
+                    db.execute(conn, mark("CREATE EXTENSION IF NOT EXISTS hypopg"))
+                for cand in candidates:
+                    ddl = cand.ddl(conn, concurrently=False)
+                    safety.check_index_target(conn, safety.check_index_ddl(ddl))
+                    if method == "hypothetical":
+                        name = db.fetch_value(conn, mark("SELECT indexname FROM hypopg_create_index(%s)"), (ddl,))
+                        names[str(name)] = cand.name()
+                        continue
+                    if self._relation_named(conn, cand) is not None:
+                        continue  # measured as "nothing was built" already; nothing to plan with
+                    db.execute(conn, mark(ddl))
+                    if any(k.column is None for k in cand.keys):
+                        db.execute(
+                            conn, db.SQL(mark("ANALYZE {}")).format(db.Identifier(cand.table.schema, cand.table.name))
+                        )
+                    names[cand.name()] = cand.name()
+                for _, samples in statements:
+                    seen: set[str] = set()
+                    for sql in samples:
+                        seen |= explain(conn, sql, analyze=False).index_names
+                    used.append(frozenset(names[n] for n in seen if n in names))
+            finally:
+                if method == "hypothetical":
+                    db.fetch_value(conn, mark("SELECT hypopg_reset()"))
+        return used
 
     # -- hypothetical -----------------------------------------------------------------------------------
     def _hypothetical(
@@ -600,6 +698,12 @@ class Measurer:
             with_index, write_note = self._writes.per_row(cand)
             before_cost += sum(p.rows for p in before) * without
             after_cost += sum(p.rows for p in after) * with_index
+        # A sample whose plan did not change runs what it ran before: any difference in its time is noise (on a
+        # loaded machine, one sample timed 3x apart with the same plan), so it counts as its time before.
+        after = [
+            dataclasses.replace(a, ms=b.ms) if a.ms is not None and _same_plan(b, a) else a
+            for b, a in zip(before, after, strict=True)
+        ]
         before_ms = sum(p.ms or 0.0 for p in before) if all(p.ms is not None for p in before) else None
         after_ms = sum(p.ms or 0.0 for p in after) if all(p.ms is not None for p in after) else None
         if before_ms is not None and after_ms is not None and before_ms > 0:
@@ -617,11 +721,14 @@ class Measurer:
             before_ms=before_ms,
             after_ms=after_ms,
             gain_percent=gain,
-            worth_applying=used and gain > self.min_gain_percent,
+            worth_applying=False,
             plan_changed=changed,
             plan_before=before[0].text,
             plan_after=after[0].text,
             samples=len(before),
+        )
+        measurement = dataclasses.replace(
+            measurement, worth_applying=used and clears_threshold(measurement, self.min_gain_percent)
         )
         return Outcome(
             cand,
@@ -637,6 +744,11 @@ class Measurer:
             seq_scanned=bool(before) and all(cand.table.name in p.scan_rows for p in before),
             write_note=write_note,
         )
+
+
+def _same_plan(before: Plan, after: Plan) -> bool:
+    """The same plan shape, and no index the plan before did not use."""
+    return before.shape() == after.shape() and not (after.index_names - before.index_names)
 
 
 def _untimed(plan: Plan) -> Plan:

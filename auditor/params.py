@@ -24,6 +24,7 @@ from pg_architect.auditor.parsing import (
     QueryShape,
     TableRef,
     UnparseableQuery,
+    carried_equalities,
     deparse,
     repair_placeholders,
 )
@@ -386,6 +387,15 @@ def sample_parameters(
     for number, use in shape.parameters.items():
         if use.table is not None and use.column is not None and use.context == "compare" and use.operator == "=":
             together.setdefault(use.table, {}).setdefault(use.column, []).append(number)
+    # ... and through the joins that carry them: ``author.id = $1 AND publisher.id = $2`` joined to
+    # ``book.author_id`` and ``book.publisher_id`` are drawn from one book's row. Drawn apart, an author and a
+    # publisher of no common book match nothing, and a hash join over no rows skips its other side: such a
+    # sample measures a plan that does not run what the workload runs.
+    for carried in carried_equalities(shape):
+        if carried.table is not None and carried.column is not None and carried.param in shape.parameters:
+            numbers = together.setdefault(carried.table, {}).setdefault(carried.column, [])
+            if carried.param not in numbers:
+                numbers.append(carried.param)
     combos: dict[int, list[str]] = {}  # placeholder -> its value in each combination
     for table, by_column in together.items():
         if len(by_column) < 2:
