@@ -92,21 +92,19 @@ def decide(
 REGRESSION = 0.10
 
 
-def regression_percent(with_other: Outcome, own: Outcome | None, *, upkeep: bool = False) -> float | None:
-    """How much slower a statement runs with another statement's index (``with_other``) than with its own
-    choice (``own``, or as it is now when it has none), in percent; None unless that is more than
-    ``REGRESSION`` beyond timing noise and the plan uses the other index (or, with ``upkeep``, the statement
-    is DML that must maintain it whether its plan uses it or not).
+def regression_percent(with_other: Outcome, own: Outcome | None) -> float | None:
+    """How much slower a statement runs with another statement's index in place (``with_other``, measured with
+    the statement's own choice alongside) than with its own choice alone (``own``, or as it is now when it has
+    none), in percent; None unless that is more than ``REGRESSION`` beyond timing noise.
 
     Timings are compared after the noise of one measurement: only a slowdown of more than
     (1 + REGRESSION) x (1 + TIME_NOISE) counts, or a good index would be withdrawn for a loaded machine's hiccup.
-    Planner costs have no noise: more than REGRESSION counts.
+    Planner costs (DML's include the upkeep of every index it writes to) have no noise: more than REGRESSION
+    counts.
     """
     m = with_other.measurement
-    if m is None or not (with_other.used_index or upkeep):
-        return None
     ref = own.measurement if own is not None else None
-    if own is not None and ref is None:
+    if m is None or (own is not None and ref is None):
         return None
     ref_ms = ref.after_ms if ref is not None else m.before_ms
     ref_cost = ref.after_cost if ref is not None else m.before_cost

@@ -363,6 +363,7 @@ class Measurer:
         self.staging = staging
         self.min_gain_percent = min_gain_percent
         self._writes: Writes | None = None  # of the statement being measured
+        self._alongside: tuple[Candidate, ...] = ()  # indexes in place with each candidate (see ``measure``)
         # The samples the last ``measure`` kept (those that resembled the workload): the workload check
         # (auditor.selection) re-plans the statement with these, so that every comparison uses the same values.
         self.kept: tuple[str, ...] = ()
@@ -380,10 +381,15 @@ class Measurer:
         recorded: Recorded | None = None,
         keep: int | None = None,
         writes: Writes | None = None,
+        alongside: Sequence[Candidate] = (),
     ) -> tuple[MeasurementMethod, list[Outcome]]:
         """Measure ``candidates`` with the first ``keep`` of ``samples`` (best first) that resemble what was
-        ``recorded``; NoRepresentativeSample when none does, CannotMeasure when no method is safe."""
+        ``recorded``; NoRepresentativeSample when none does, CannotMeasure when no method is safe.
+
+        With ``alongside``, each candidate is measured with those indexes in place too (the workload's other
+        choices, auditor.selection), against the statement without any of them."""
         self.kept = ()
+        self._alongside = tuple(alongside)
         if not samples:
             raise CannotMeasure("no executable form of the statement (parameters could not be sampled)")
         method = choose_method(
@@ -536,13 +542,16 @@ class Measurer:
         return outcomes
 
     def _hypothetical_one(self, cand: Candidate, samples: Sequence[str], before: list[Plan]) -> Outcome:
-        ddl = cand.ddl(self.conn, concurrently=False)
-        safety.check_index_target(self.conn, safety.check_index_ddl(ddl))
-        oid = db.fetch_value(self.conn, mark("SELECT indexrelid FROM hypopg_create_index(%s)"), (ddl,))
+        oids = []
         try:
+            for index in (*self._alongside, cand):
+                ddl = index.ddl(self.conn, concurrently=False)
+                safety.check_index_target(self.conn, safety.check_index_ddl(ddl))
+                oids.append(db.fetch_value(self.conn, mark("SELECT indexrelid FROM hypopg_create_index(%s)"), (ddl,)))
             after = [explain(self.conn, s, analyze=False) for s in samples]
         finally:
-            db.fetch_value(self.conn, mark("SELECT hypopg_drop_index(%s)"), (oid,))
+            for oid in oids:
+                db.fetch_value(self.conn, mark("SELECT hypopg_drop_index(%s)"), (oid,))
         return self._outcome(cand, "hypothetical", before, after)
 
     # -- real builds, rolled back -------------------------------------------------------------------
@@ -578,6 +587,29 @@ class Measurer:
         analyze: bool,
         recorded: Recorded,
     ) -> Outcome:
+        for index in self._alongside:
+            # The workload's other choices, in place first (errors as for the candidate itself).
+            built = self._build_index(conn, index)
+            if built is not None:
+                return Outcome(cand, None, error=f"{index.describe()} alongside: {built.error}")
+        built = self._build_index(conn, cand)
+        if built is not None:
+            return built
+        if analyze:
+            # Timing costs seconds on a large table: only when some sample's plan uses the new index at all.
+            planned = [explain(conn, s, analyze=False) for s in samples]
+            # New index names in the plan: the candidate's, or on a partitioned table its partitions' indexes.
+            if not any(p.index_names - b.index_names for b, p in zip(before, planned, strict=True)):
+                return self._outcome(cand, method, [_untimed(p) for p in before], planned)
+        try:
+            after = [self._timed(conn, s, analyze, recorded.budget_ms()) for s in samples]
+        except SampleTooSlow as exc:
+            return Outcome(cand, None, error=f"with this index a sample {exc}")
+        return self._outcome(cand, method, before, after)
+
+    def _build_index(self, conn: db.Connection, cand: Candidate) -> Outcome | None:
+        """Build ``cand`` for real (inside the caller's savepoint); an Outcome with the error when it is not
+        measurable (its name is taken, or the table's HOT chains hide it from this transaction), else None."""
         ddl = cand.ddl(conn, concurrently=False)
         safety.check_index_target(conn, safety.check_index_ddl(ddl))
         existing = self._relation_named(conn, cand)
@@ -609,17 +641,7 @@ class Measurer:
                 error="the table has HOT-updated rows, so an index built in this "
                 "transaction is invisible to its plans; measure with hypopg or a staging server",
             )
-        if analyze:
-            # Timing costs seconds on a large table: only when some sample's plan uses the new index at all.
-            planned = [explain(conn, s, analyze=False) for s in samples]
-            # New index names in the plan: the candidate's, or on a partitioned table its partitions' indexes.
-            if not any(p.index_names - b.index_names for b, p in zip(before, planned, strict=True)):
-                return self._outcome(cand, method, [_untimed(p) for p in before], planned)
-        try:
-            after = [self._timed(conn, s, analyze, recorded.budget_ms()) for s in samples]
-        except SampleTooSlow as exc:
-            return Outcome(cand, None, error=f"with this index a sample {exc}")
-        return self._outcome(cand, method, before, after)
+        return None
 
     def _relation_named(self, conn: db.Connection, cand: Candidate) -> str | None:
         """The definition of the relation (an index's ``pg_get_indexdef``, else its kind) that has the
@@ -696,6 +718,7 @@ class Measurer:
             # keep up is judged by the whole statement.
             without, _ = self._writes.per_row(None)
             with_index, write_note = self._writes.per_row(cand)
+            with_index += sum(self._writes.per_row(index)[0] - without for index in self._alongside)
             before_cost += sum(p.rows for p in before) * without
             after_cost += sum(p.rows for p in after) * with_index
         # A sample whose plan did not change runs what it ran before: any difference in its time is noise (on a

@@ -115,31 +115,34 @@ def select(measurer: Measurer, statements: Sequence[Measured], *, min_gain_perce
     except PgArchitectError as exc:
         log.warning("workload check skipped: %s", exc)
         return Selection(changes, {})
-    by_name = {c.name(): c for c in chosen.values()}
     harm: dict[tuple[int, tuple[str, ...], str | None], list[tuple[Measured, float]]] = {}
     for s, names in zip(check, used, strict=True):
         own = current.get(s.fingerprint)
         own_name = own.candidate.name() if own is not None else None
-        for name in sorted(names - {own_name}):
-            # Its plan uses another statement's index: measured with that index instead of its own choice.
-            other = by_name[name]
-            outcomes = _measure(measurer, s, [own.candidate, other] if own is not None else [other])
-            worse = None if outcomes is None else regression_percent(outcomes[-1], outcomes[0] if own else None)
+        # Another statement's index matters to this one when its plan uses it with the whole set in place, or
+        # when it is DML that must write to it (and may lose its HOT updates), used or not.
+        others = [
+            c
+            for c in chosen.values()
+            if c.name() != own_name
+            and (
+                c.name() in names
+                or (s.writes is not None and c.table.oid == s.writes.table_oid and s.writes.per_row(c)[1] is not None)
+            )
+        ]
+        if not others:
+            continue
+        reference = _measure(measurer, s, [own.candidate]) if own is not None else None
+        if own is not None and reference is None:
+            continue
+        for other in others:
+            outcomes = _measure(measurer, s, [other], alongside=[own.candidate] if own is not None else [])
+            if outcomes is None:
+                continue
+            worse = regression_percent(outcomes[0], reference[0] if reference is not None else None)
             if worse is not None:
                 harm.setdefault(other.signature(), []).append((s, worse))
                 log.info("workload: %s is %.0f %% slower with %s", s.queryid, worse, other.describe())
-        for other in chosen.values():
-            # DML pays for every index of its table it writes to, used or not (an UPDATE of an indexed column
-            # also loses its HOT updates): measured with that index against the statement as it is now.
-            if other.name() in names or other.name() == own_name or s.writes is None:
-                continue
-            if other.table.oid != s.writes.table_oid or s.writes.per_row(other)[1] is None:
-                continue
-            outcomes = _measure(measurer, s, [other])
-            worse = None if outcomes is None else regression_percent(outcomes[0], None, upkeep=True)
-            if worse is not None:
-                harm.setdefault(other.signature(), []).append((s, worse))
-                log.info("workload: %s is %.0f %% costlier to run with %s", s.queryid, worse, other.describe())
 
     regressed: dict[str, str] = {}
     for signature, hurt in harm.items():
@@ -148,7 +151,11 @@ def select(measurer: Measurer, statements: Sequence[Measured], *, min_gain_perce
         saved = sum(by_fingerprint[f].total_ms * max(_gain(current[f]), 0.0) / 100.0 for f in owners)
         lost = sum(s.total_ms * worse / 100.0 for s, worse in hurt)
         which = "; ".join(f"statement {s.queryid} {worse:.0f} % slower" for s, worse in hurt)
-        withdraw = lost >= saved
+        # A read's plan measured slower is evidence like the gain itself: it can withdraw the index. DML is only
+        # planned, and what an index adds to it is a modelled upkeep (auditor.measure.Writes): stated, and the
+        # index goes to a review, but a model does not outweigh a measured gain.
+        measured_loss = sum(s.total_ms * worse / 100.0 for s, worse in hurt if s.writes is None)
+        withdraw = measured_loss > 0 and measured_loss >= saved
         for f in owners:
             changes[f] = Change(
                 None if withdraw else current[f],
@@ -189,11 +196,21 @@ def _widest_extending(candidate: Candidate, others: Sequence[Outcome]) -> Outcom
     return best
 
 
-def _measure(measurer: Measurer, s: Measured, candidates: list[Candidate]) -> list[Outcome] | None:
-    """``candidates`` measured for ``s`` one after the other, with its own samples; None when any could not be."""
+def _measure(
+    measurer: Measurer, s: Measured, candidates: list[Candidate], alongside: Sequence[Candidate] = ()
+) -> list[Outcome] | None:
+    """``candidates`` measured for ``s`` one after the other (each with ``alongside`` in place too), with its own
+    samples; None when any could not be."""
     try:
         _, outcomes = measurer.measure(
-            s.kind, s.samples, candidates, s.tables, s.recorded, keep=len(s.samples), writes=s.writes
+            s.kind,
+            s.samples,
+            candidates,
+            s.tables,
+            s.recorded,
+            keep=len(s.samples),
+            writes=s.writes,
+            alongside=alongside,
         )
     except PgArchitectError as exc:
         log.info("workload: statement %s not measured again: %s", s.queryid, exc)
