@@ -5,7 +5,7 @@
 3. infer each placeholder's type from the column or expression it meets;
 4. check the statement itself against the allow-list (auditor.safety): nothing below runs otherwise;
 5. ask the server for the types only it can infer (PREPARE, planned and never executed, then deallocated);
-6. sample real values from pg_stats and bind them;
+6. sample real values from pg_stats and bind them (a range's bound fitted to the rows each call returned);
 7. check every bound form against the allow-list again.
 
 Only then may the audit EXPLAIN (auditor.measure). Nothing here decides anything: see auditor.decision.
@@ -14,9 +14,11 @@ Only then may the audit EXPLAIN (auditor.measure). Nothing here decides anything
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from pg_architect.auditor import params, safety
 from pg_architect.auditor.catalog import Snapshot, TableInfo
+from pg_architect.auditor.measure import explain
 from pg_architect.auditor.parsing import QueryShape, resolve_columns, resolve_ordinals, through_views
 from pg_architect.core.errors import PgArchitectError
 
@@ -62,6 +64,32 @@ def resolve(catalog: Snapshot, shape: QueryShape) -> tuple[QueryShape, Tables]:
     return resolved, catalog.tables(resolved.tables)
 
 
+#: A sample planned to return within this factor of the rows each call returned is close enough.
+FIT_TOLERANCE = 1.25
+
+
+def _range_fit(
+    catalog: Snapshot, shape: QueryShape, types: dict[int, str], values: list[dict[int, str]], rows_per_call: float
+) -> dict[int, float]:
+    """Per sample, the factor its range's selectivity needs for its planned rows to be the rows each call
+    returned. With an equality beside the range (``status = $1 AND amount > $2``) the share of the table the
+    calls return is not the range's own: a 'pending' sample with a 60 % range returned 180,000 rows where the
+    calls returned 270,000, and measured an index at 2.3-3.6x that the calls gain 1.45x from (a bitmap scan's
+    gain falls steeply near the point where a sequential scan wins)."""
+    scale: dict[int, float] = {}
+    for k, v in enumerate(values):
+        try:
+            sql = params.bind_parameters(shape.text, v, types)
+            check_allowed(catalog, sql, shape.kind)
+            rows = explain(catalog.conn, sql, analyze=False).rows
+        except PgArchitectError:
+            continue
+        ratio = (rows_per_call + 1.0) / (rows + 1.0)
+        if abs(math.log(ratio)) > math.log(FIT_TOLERANCE):
+            scale[k] = ratio
+    return scale
+
+
 def analyse(
     catalog: Snapshot, resolved: QueryShape, tables: Tables, n_samples: int, rows_per_call: float | None = None
 ) -> Analysis:
@@ -74,6 +102,10 @@ def analyse(
     server = params.server_parameter_types(catalog.conn, resolved.text, types)
     types.update({k: v for k, v in server.items() if types.get(k, "text") == "text"})
     values = params.sample_parameters(catalog, resolved, types, n_samples, rows_per_call) if types else [{}]
+    if types and rows_per_call is not None and params.range_fits_rows(resolved):
+        scale = _range_fit(catalog, resolved, types, values, rows_per_call)
+        if scale:
+            values = params.sample_parameters(catalog, resolved, types, n_samples, rows_per_call, scale)
     samples: list[str] = []
     for v in values:
         try:

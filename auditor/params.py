@@ -339,6 +339,7 @@ def sample_parameters(
     types: Mapping[int, str],
     n_samples: int = 3,
     rows_per_call: float | None = None,
+    range_scale: Mapping[int, float] | None = None,
 ) -> list[dict[int, str]]:
     """``n_samples`` sets of real values for the statement's placeholders.
 
@@ -437,10 +438,30 @@ def sample_parameters(
                 values[number] = limit_for(rows_per_call)
                 continue
             values[number] = _sample_value(
-                number, param, type_name, k, pool_for(param) if param else None, in_lists, bounded, recorded
+                number,
+                param,
+                type_name,
+                k,
+                pool_for(param) if param else None,
+                in_lists,
+                bounded,
+                recorded,
+                (range_scale or {}).get(k, 1.0),
             )
         samples.append(values)
     return samples
+
+
+def range_fits_rows(shape: QueryShape) -> bool:
+    """Whether the rows each call returned measure the statement's range filter: one table, one range column,
+    nothing that aggregates, deduplicates or cuts the rows. Then a range bound can be fitted to them."""
+    ranges = {
+        (u.table, u.column)
+        for u in shape.parameters.values()
+        if u.context == "compare" and u.operator in (">", ">=", "<", "<=")
+    }
+    plain = not (shape.aggregates or shape.distinct or shape.has_limit or shape.uses("group_by"))
+    return plain and len(ranges) == 1 and len(shape.tables) == 1
 
 
 def _combinations(catalog: Snapshot, table: TableRef, columns: Sequence[str], limit: int = 6) -> list[tuple[str, ...]]:
@@ -493,6 +514,7 @@ def _sample_value(
     in_lists: Mapping[tuple[TableRef | None, str | None], list[int]],
     bounded: Mapping[tuple[TableRef | None, str | None], set[str]],
     selectivity_first: tuple[float, ...] = (),
+    scale: float = 1.0,
 ) -> str:
     if use is None:
         return _default_value(type_name, k)
@@ -518,7 +540,7 @@ def _sample_value(
     if use.context == "compare" and use.operator in (">", ">=", "<", "<=") and pool is not None:
         paired = len(bounded.get(key, set())) == 2
         tried = (*selectivity_first, *_RANGE_SELECTIVITY)
-        ranged = _range_value(pool, use.operator, tried[k % len(tried)], paired)
+        ranged = _range_value(pool, use.operator, min(tried[k % len(tried)] * scale, 1.0), paired)
         if ranged is not None:
             return ranged
     return values[k % len(values)]
