@@ -36,12 +36,16 @@ def rank(outcome: Outcome) -> tuple[bool, float]:
 
 
 def as_good(outcome: Outcome, best: Outcome) -> bool:
-    """``outcome`` measured as well as ``best`` up to the noise of one measurement."""
+    """``outcome`` measured as well as ``best`` up to the noise of one measurement.
+
+    Each candidate's time is taken relative to the statement's time measured next to it (the machine's load
+    drifts from one candidate to the next): its time after is scaled to ``best``'s time before."""
     m, b = outcome.measurement, best.measurement
     if m is None or b is None:
         return False
     if m.after_ms is not None and b.after_ms is not None:
-        return m.after_ms <= b.after_ms * (1 + TIME_NOISE) + TIME_NOISE_MS
+        scale = b.before_ms / m.before_ms if m.before_ms and b.before_ms else 1.0
+        return m.after_ms * scale <= b.after_ms * (1 + TIME_NOISE) + TIME_NOISE_MS
     return m.after_cost <= b.after_cost * (1 + COST_NOISE)
 
 

@@ -364,6 +364,7 @@ class Measurer:
         self.min_gain_percent = min_gain_percent
         self._writes: Writes | None = None  # of the statement being measured
         self._alongside: tuple[Candidate, ...] = ()  # indexes in place with each candidate (see ``measure``)
+        self._after: list[Plan] | None = None  # the timed plans of the candidate ``_build_one`` measured last
         # The samples the last ``measure`` kept (those that resembled the workload): the workload check
         # (auditor.selection) re-plans the statement with these, so that every comparison uses the same values.
         self.kept: tuple[str, ...] = ()
@@ -569,10 +570,22 @@ class Measurer:
         outcomes: list[Outcome] = []
         with self._transaction(conn):
             samples, before = self._baseline(conn, samples, recorded, keep, analyze=analyze)
+            fresh = True  # the baseline was timed just now
             for cand in candidates[:MAX_BUILDS] if analyze else candidates:
+                self._after = None
                 try:
                     with rolled_back(conn):  # a savepoint: the index and its locks go at its end
-                        outcomes.append(self._build_one(conn, method, cand, samples, before, analyze, recorded))
+                        outcome = self._build_one(conn, method, cand, samples, before, analyze, recorded)
+                    after = self._after
+                    if after is not None and not fresh:
+                        # A shared machine's load drifts between one candidate and the next: each timed
+                        # candidate is compared with the statement timed again right after it, without it.
+                        again = [self._timed(conn, s, analyze, recorded.budget_ms()) for s in samples]
+                        outcome = self._outcome(cand, method, again, after)
+                    fresh = fresh and after is None
+                    outcomes.append(outcome)
+                except SampleTooSlow as exc:
+                    outcomes.append(Outcome(cand, None, error=f"without this index a sample {exc}"))
                 except (UnsafeSQLError, DatabaseError) as exc:
                     outcomes.append(Outcome(cand, None, error=str(exc)))
         return outcomes
@@ -605,6 +618,8 @@ class Measurer:
             after = [self._timed(conn, s, analyze, recorded.budget_ms()) for s in samples]
         except SampleTooSlow as exc:
             return Outcome(cand, None, error=f"with this index a sample {exc}")
+        if analyze:
+            self._after = after
         return self._outcome(cand, method, before, after)
 
     def _build_index(self, conn: db.Connection, cand: Candidate) -> Outcome | None:

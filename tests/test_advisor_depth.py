@@ -226,8 +226,16 @@ def test_an_equality_on_a_joined_key_is_carried_to_the_other_table(embedded_pg: 
     q = _query(report, "JOIN review")
     assert q["status"] == "recommended", q
     sql = q["recommendation"]["sql"]
-    # Both carried filters in one index (a join column alone is what the text shows without carrying them).
-    assert '"book" ("author_id", "publisher_id")' in sql or '"book" ("publisher_id", "author_id")' in sql, sql
+    # Both carried filters in one index (a join column alone is what the text shows without carrying them) is
+    # measured; with samples that match a book (drawn together, tests/test_workload_selection.py) the lookup of
+    # its reviews may gain more, as on the peer's own data (review (book_id) 3x, book's pair 1.4x).
+    carried = ("book (author_id, publisher_id)", "book (publisher_id, author_id)",
+               '"book" ("author_id", "publisher_id")', '"book" ("publisher_id", "author_id")')
+    measured = [sql, *q["rejected_candidates"]]
+    assert any(c in text for c in carried for text in measured), (sql, q["rejected_candidates"])
+    assert '"book" ("author_id", "publisher_id")' in sql or '"book" ("publisher_id", "author_id")' in sql or (
+        '"review" ("book_id")' in sql
+    ), sql
 
 
 # -- workload ------------------------------------------------------------------------------------------
