@@ -157,6 +157,7 @@ def select(measurer: Measurer, statements: Sequence[Measured], *, min_gain_perce
         measured_loss = sum(s.total_ms * worse / 100.0 for s, worse in hurt if s.writes is None)
         withdraw = measured_loss > 0 and measured_loss >= saved
         for f in owners:
+            merged = changes[f].note if f in changes else ""
             changes[f] = Change(
                 None if withdraw else current[f],
                 (
@@ -165,10 +166,12 @@ def select(measurer: Measurer, statements: Sequence[Measured], *, min_gain_perce
                     f"workload more time ({lost:.0f} ms in the window) than the index saves ({saved:.0f} ms)"
                 )
                 if withdraw
-                else (
-                    f" Workload check: with this index in place another slow statement's plan uses it and gets "
-                    f"worse by more than {REGRESSION * 100:.0f} % ({which}); the index saves more time in the "
-                    f"window ({saved:.0f} ms) than that costs ({lost:.0f} ms), so it stays, for a review."
+                else merged
+                + (
+                    f" Workload check: with this index in place another slow statement (its plan uses it, or it "
+                    f"writes to it) gets worse by more than {REGRESSION * 100:.0f} % ({which}); the index saves "
+                    f"more time in the window ({saved:.0f} ms) than that costs ({lost:.0f} ms), so it stays, for a "
+                    "review."
                 ),
                 demote=not withdraw,
             )
