@@ -574,19 +574,19 @@ class Measurer:
         outcomes: list[Outcome] = []
         with self._transaction(conn):
             samples, before = self._baseline(conn, samples, recorded, keep, analyze=analyze)
-            fresh = True  # the baseline was timed just now
             for cand in candidates[:MAX_BUILDS] if analyze else candidates:
                 self._after = None
                 try:
                     with rolled_back(conn):  # a savepoint: the index and its locks go at its end
                         outcome = self._build_one(conn, method, cand, samples, before, analyze, recorded)
                     after = self._after
-                    if after is not None and not fresh:
-                        # A shared machine's load drifts between one candidate and the next: each timed
-                        # candidate is compared with the statement timed again right after it, without it.
+                    if after is not None:
+                        # A shared machine's load drifts and spikes: each timed candidate is compared with the
+                        # statement timed again right after it, without it, each sample at the faster of that
+                        # and the first baseline (noise only ever adds time).
                         again = [self._timed(conn, s, analyze, recorded.budget_ms()) for s in samples]
-                        outcome = self._outcome(cand, method, again, after)
-                    fresh = fresh and after is None
+                        fastest = [min(a, b, key=lambda p: p.ms or 0.0) for a, b in zip(before, again, strict=True)]
+                        outcome = self._outcome(cand, method, fastest, after)
                     outcomes.append(outcome)
                 except SampleTooSlow as exc:
                     outcomes.append(Outcome(cand, None, error=f"without this index a sample {exc}"))
