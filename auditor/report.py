@@ -70,7 +70,10 @@ def rewrite_lines(doc: dict[str, Any], q: dict[str, Any]) -> list[str]:
         None,
     )
     where = f"issue #{issue['pr_number']} {issue['pr_url']}" if issue else "change it where the application sends it"
-    lines.append(f"confidence {rec['confidence']:.2f} -> {rec['action']}: never a migration; {where}")
+    lines.append(
+        f"confidence {rec['confidence']:.2f} -> {rec['action']} (source: {rec.get('source')}): never a migration; "
+        f"{where}"
+    )
     return lines
 
 
