@@ -119,6 +119,11 @@ def assert_verified_faster(rec: Recommendation, rule: str) -> None:
             "id = CAST($2 AS integer) - CAST($1 AS integer)",
         ),
         (
+            "sargable_predicate",
+            "SELECT status, total FROM orders WHERE id::text = $1",
+            "WHERE id = CAST($1 AS integer)",
+        ),
+        (
             "or_to_union_all",
             "SELECT o.id, c.email FROM orders o JOIN customers c ON c.id = o.customer_id "
             "WHERE o.ref = $1 OR c.email = $2",
