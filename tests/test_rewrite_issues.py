@@ -5,6 +5,7 @@ repository only, the call site found by ``git grep``. The audited database is un
 from __future__ import annotations
 
 import datetime
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import psycopg
 import pytest
 
 from pg_architect.auditor.audit import AuditOptions, run_audit
-from pg_architect.auditor.delivery import issues
+from pg_architect.auditor.delivery import html, issues, slack, weekly
 from pg_architect.auditor.kb import KnowledgeBase
 from pg_architect.auditor.models import AuditReport, SlowQuery
 from pg_architect.core.config import Config, load_config
@@ -102,8 +103,13 @@ def test_a_rewrite_becomes_one_issue_pointing_to_its_call_site_and_never_a_migra
         try:
             recs = [r for r in kb.pr_recommendations(report.run_id) if r.type == "rewrite"]
             again = issues.deliver(cfg, kb, report, recs, None)
+            week = weekly.build(kb, "https://architect.example/admin/database/report")
         finally:
             kb.close()
+        # The weekly report (Slack, markdown, HTML) lists the issue among what waits for a person.
+        shown = f"issue #{issue['number']} https://github.example/acme/shop/issues/{issue['number']}"
+        assert shown in json.dumps(slack.blocks(week)), slack.blocks(week)
+        assert shown in weekly.markdown(week) and shown in html.weekly_page(week)
         assert len(repo.issues) == 1 and [r.created for r in again.records] == [False], again
         assert api.count("POST", r"/issues$") == 1
     with psycopg.connect(kb_dsn) as conn:
