@@ -661,10 +661,12 @@ def scalar_subquery_to_join(ctx: _Context) -> Rewrite | None:
             return None
         alias = next(a for k in range(n, n + 100) if (a := f"sq{k}") not in taken)
         taken.add(alias)
-        value = "value" if "value" not in {k for k, _ in keys} else "value_"
+        # Names of the derived table's own, so no unqualified name of the outer statement becomes ambiguous.
+        names = [f"{alias}_key{j}" for j in range(1, len(keys) + 1)]
+        value = f"{alias}_value"
         grouped = ast.SelectStmt(
             targetList=tuple(
-                [ast.ResTarget(name=k, val=_column(rel.name, k)) for k, _ in keys]
+                [ast.ResTarget(name=name, val=_column(rel.name, k)) for name, (k, _) in zip(names, keys, strict=True)]
                 + [ast.ResTarget(name=value, val=agg)]
             ),
             fromClause=sub.fromClause,
@@ -678,10 +680,10 @@ def scalar_subquery_to_join(ctx: _Context) -> Rewrite | None:
                 ast.A_Expr(
                     kind=enums.A_Expr_Kind.AEXPR_OP,
                     name=(ast.String(sval="="),),
-                    lexpr=_column(alias, k),
+                    lexpr=_column(alias, name),
                     rexpr=outer,
                 )
-                for k, outer in keys
+                for name, (_, outer) in zip(names, keys, strict=True)
             ]
         )
         item = ast.JoinExpr(

@@ -144,8 +144,8 @@ def assert_verified_faster(rec: Recommendation, rule: str) -> None:
             "scalar_subquery_to_join",
             "SELECT c.id, (SELECT count(*) FROM orders o WHERE o.customer_id = c.id) AS orders FROM customers c "
             "WHERE c.region = $1",
-            "LEFT JOIN (SELECT o.customer_id AS customer_id, count(*) AS value FROM orders AS o "
-            "GROUP BY o.customer_id) AS sq1 ON sq1.customer_id = c.id",
+            "LEFT JOIN (SELECT o.customer_id AS sq1_key1, count(*) AS sq1_value FROM orders AS o "
+            "GROUP BY o.customer_id) AS sq1 ON sq1.sq1_key1 = c.id",
         ),
     ],
 )
