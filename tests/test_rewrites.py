@@ -27,7 +27,7 @@ SCHEMA = """
 ALTER DATABASE rewrites_shop SET work_mem = '64kB';
 CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL, name text NOT NULL, region int NOT NULL,
                         tier int NOT NULL, referrer_id int);
-INSERT INTO customers SELECT g, 'user' || g || '@example.com', 'Customer ' || g, g % 2000, g % 20,
+INSERT INTO customers SELECT g, 'user' || g || '@example.com', 'Customer ' || g, g % 500, g % 20,
                              CASE WHEN g % 10 = 0 THEN NULL ELSE g % 500 END
 FROM generate_series(1, 10000) g;
 CREATE INDEX customers_email ON customers (email);

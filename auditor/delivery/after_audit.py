@@ -78,7 +78,11 @@ def deliver(cfg: Config, conn: db.Connection, kb: KnowledgeBase, report: AuditRe
         result = pulls.PullResult(notes=[f"delivery failed: {exc}"])
     try:
         rewrites = [r for r in kb.pr_recommendations(report.run_id) if r.type == "rewrite"]
-        issued = issues.deliver(cfg, kb, report, rewrites, run_url(cfg, report.run_id))
+        if rewrites and any(i == "github" for i, _ in result.failures):
+            # The pull requests' failure (a token, the network, a rate limit) would be the issues' too.
+            issued = pulls.PullResult(notes=[f"{len(rewrites)} rewrite issue(s) not attempted: GitHub failed above"])
+        else:
+            issued = issues.deliver(cfg, kb, report, rewrites, run_url(cfg, report.run_id))
     except Exception as exc:
         log.exception("delivery of run %s's rewrites failed", report.run_id)
         issued = pulls.PullResult(notes=[f"delivery of rewrites failed: {exc}"])
