@@ -3,9 +3,11 @@
 1. snapshot pg_stat_statements into the knowledge base and take last week's delta (auditor.window);
 2. skip statements the knowledge base already has a pending or rejected answer for (similarity);
 3. explain each statement from its parse;
-4. propose candidate indexes (auditor.advisor);
-5. measure them safely (auditor.measure) with representative parameter values (auditor.params);
-6. keep the best if its gain clears ``min_gain_percent``, with a confidence from the evidence;
+4. propose candidate indexes (auditor.advisor) and rewrites (auditor.rewrites);
+5. measure them safely (auditor.measure; rewrites: auditor.verify) with representative parameter values
+   (auditor.params);
+6. keep the best if its gain clears ``min_gain_percent``, with a confidence from the evidence
+   (auditor.proposals);
 7. store everything, in one transaction, with an embedding for future look-ups.
 
 The audited database is only read: measurement transactions always roll back.
@@ -19,7 +21,18 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from pg_architect.auditor import advisor, analysis, confidence, health, lifecycle, plans, selection, settings, window
+from pg_architect.auditor import (
+    advisor,
+    analysis,
+    confidence,
+    health,
+    lifecycle,
+    plans,
+    proposals,
+    selection,
+    settings,
+    window,
+)
 from pg_architect.auditor.catalog import IndexInfo, Snapshot
 from pg_architect.auditor.decision import decide
 from pg_architect.auditor.delivery import after_audit
@@ -341,6 +354,25 @@ class Auditor:
         return result, vector
 
     def _advise(
+        self,
+        base: SlowQuery,
+        shape: QueryShape,
+        measurer: Measurer,
+        applied: SimilarRecommendation | None,
+        rows_per_call: float | None,
+        reproposal: str = "",
+    ) -> SlowQuery:
+        """One pipeline (auditor.proposals): the index advisor's candidates, measured and decided, then the rewrite
+        rules' proposals, verified; the most measured gain wins."""
+        result = self._advise_index(base, shape, measurer, applied, rows_per_call, reproposal)
+        # Even when no index could be measured (an index cannot hold date() of a timestamptz), a rewrite may help.
+        _, rejected_before = self.kb.outcome_history(base.fingerprint)
+        found = proposals.rewrite_findings(
+            self.cfg, self.conn, self.catalog, shape, rejected_before=rejected_before, staging=self.staging
+        )
+        return proposals.best(result, found)
+
+    def _advise_index(
         self,
         base: SlowQuery,
         shape: QueryShape,

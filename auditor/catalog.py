@@ -88,6 +88,11 @@ class _ColumnType:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class _NotNull:
+    column_name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _RelationName:
     schema: str
     name: str
@@ -107,6 +112,7 @@ class Snapshot:
         self._stats: dict[tuple[str, str, str], ColumnStats | None] = {}
         self._relations: dict[tuple[str | None, str], Relation | None] = {}
         self._columns: dict[int, dict[str, str]] = {}
+        self._not_null: dict[int, frozenset[str]] = {}
         self._type_names: dict[str, str] = {}
         self._views: dict[tuple[str, int], tuple[TableRef, dict[str, str] | None] | None] = {}
 
@@ -152,6 +158,17 @@ class Snapshot:
             rows = db.fetch(self.conn, sql, {"relid": found.relid}, _ColumnType)
             self._columns[found.relid] = {row.column_name: row.type_name for row in rows}
         return self._columns[found.relid]
+
+    def not_null(self, table: TableRef) -> frozenset[str]:
+        """The columns of ``table`` declared NOT NULL; empty when it does not exist."""
+        found = self.relation(table)
+        if found is None:
+            return frozenset()
+        if found.relid not in self._not_null:
+            sql = db.query(self.conn, QUERIES, "catalog_not_null")
+            rows = db.fetch(self.conn, sql, {"relid": found.relid}, _NotNull)
+            self._not_null[found.relid] = frozenset(row.column_name for row in rows)
+        return self._not_null[found.relid]
 
     def columns_by_table(self, tables: Sequence[TableRef]) -> dict[tuple[str, str], set[str]]:
         found: dict[tuple[str, str], set[str]] = {}

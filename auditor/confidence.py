@@ -19,6 +19,7 @@ from pg_architect.auditor.measure import Outcome
 if TYPE_CHECKING:
     from pg_architect.auditor.advisor import Candidate
     from pg_architect.auditor.kb import Accuracy
+    from pg_architect.auditor.models import Measurement
     from pg_architect.auditor.parsing import QueryShape
 
 #: How far past accuracy moves the score: +-HISTORY_WEIGHT/2 at 0 % or 100 %, reached after HISTORY_FULL outcomes.
@@ -106,4 +107,29 @@ def score(
             if found is not None:
                 value += found[0]
                 terms.append(found[1])
+    return Evidence(round(min(max(value, 0.0), 1.0), 3), tuple(terms))
+
+
+def timed(
+    m: Measurement, *, what: str, consistent: bool, rejected_before: int = 0, equal_sets: int = 0
+) -> Evidence:
+    """A proposal timed beside the original statement (a rewrite, a setting): from its measured gain, whether it
+    was faster on every sample, and, for a rewrite, on how many parameter sets it returned the same rows."""
+    value = 0.45
+    terms = [f"{what} timed beside the original: base 0.45"]
+    gain = max(min(m.gain_percent, 100.0), 0.0) / 100.0
+    value += 0.30 * gain
+    terms.append(f"gain {m.gain_percent:.0f} %: +{0.30 * gain:.2f}")
+    if consistent and m.samples > 1:
+        value += 0.05
+        terms.append(f"faster for all {m.samples} parameter samples: +0.05")
+    elif not consistent:
+        value -= 0.10
+        terms.append("slower for some parameter samples: -0.10")
+    if equal_sets > 1:
+        value += 0.05
+        terms.append(f"same rows as the original on all {equal_sets} parameter sets: +0.05")
+    if rejected_before:
+        value -= 0.15
+        terms.append(f"{rejected_before} similar recommendation(s) rejected before: -0.15")
     return Evidence(round(min(max(value, 0.0), 1.0), 3), tuple(terms))

@@ -1066,7 +1066,7 @@ class KnowledgeBase:
         """Insert or update a recommendation's delivery; a pull request's URL goes on the recommendation too."""
         with db.transaction(self.conn):
             delivery_id = int(db.fetch_value(self.conn, self._sql("kb_record_delivery"), dataclasses.asdict(delivery)))
-            if delivery.pr_url:
+            if delivery.pr_url and delivery.channel != "github_issue":  # an issue is not the recommendation's PR
                 db.execute(
                     self.conn,
                     self._sql("kb_set_pr_url"),

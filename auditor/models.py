@@ -10,7 +10,7 @@ SlowQueryStatus = Literal["recommended", "skipped", "no_recommendation", "error"
 Action = Literal["pr_merge", "pr_review", "log", "flag"]
 RecommendationType = Literal["index", "rewrite", "partition", "cache", "settings"]
 # "equivalence": a rewrite run beside the original, "set_local": the statement timed with and without a
-# setting, both in a rolled-back read-only transaction (auditor.llm.verify).
+# setting, both in a rolled-back read-only transaction (auditor.verify).
 MeasurementMethod = Literal["hypothetical", "rollback_build", "staging", "equivalence", "set_local"]
 
 
@@ -88,6 +88,20 @@ class Measurement:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Equivalence:
+    """How a rewrite was checked against the statement it replaces (auditor.verify), or why it was not."""
+
+    original_sql: str
+    rule: str | None  # the rewrite rule that proposed it (auditor.rewrites); None for a model's
+    verified: bool  # same rows on every compared set; False for an advisory rewrite, never compared
+    sets_compared: int = 0
+    rows: tuple[int, ...] = ()  # rows both returned, per parameter set
+    plan_before: str | None = None
+    plan_after: str | None = None
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Recommendation:
     type: RecommendationType
     sql: str
@@ -102,6 +116,7 @@ class Recommendation:
     # family (its kind and tables).
     kind: str | None = None
     family: str | None = None
+    equivalence: Equivalence | None = None  # rewrites: the original, both plans and the evidence of equal rows
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -333,4 +348,7 @@ def _slow_json(q: SlowQuery) -> dict[str, Any]:
             "outcome": None,
             "kind": rec.kind,
         }
+        if rec.equivalence is not None:
+            eq = rec.equivalence
+            out["recommendation"]["equivalence"] = dataclasses.asdict(eq) | {"rows": list(eq.rows)}
     return out

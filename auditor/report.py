@@ -39,6 +39,44 @@ def _delivered(doc: dict[str, Any], q: dict[str, Any]) -> str:
     return ": no pull request (see delivery below)"
 
 
+def rewrite_lines(doc: dict[str, Any], q: dict[str, Any]) -> list[str]:
+    """A rewrite (verified, or advisory) in a few lines: the rule, both statements, the evidence, the plans."""
+    rec = q.get("recommendation") or {}
+    eq = rec.get("equivalence")
+    if rec.get("type") != "rewrite" or not eq:
+        return []
+    rule = eq.get("rule") or "the model's"
+    if eq.get("verified"):
+        rows = ", ".join(str(n) for n in eq.get("rows") or [])
+        head = f"rewrite ({rule}), verified: the same rows on all {eq.get('sets_compared')} sampled parameter " \
+            f"set(s) ({rows} row(s)), compared as multisets in a rolled-back read-only transaction"
+    else:
+        head = f"advisory rewrite ({rule}): not verified equal, it changes what the statement takes or returns"
+    m = rec.get("measurement") or {}
+    lines = [head, f"original:  {' '.join(str(eq.get('original_sql')).split())}", f"rewritten: {rec['sql']}"]
+    if eq.get("reason"):
+        lines.append(f"why: {eq['reason']}")
+    if m:
+        lines.append(
+            f"measured ({m.get('method')}): {_ms(m.get('before_ms'))} -> {_ms(m.get('after_ms'))}, "
+            f"gain {m.get('gain_percent', 0):.0f} %"
+        )
+    if eq.get("plan_before"):
+        lines.append(f"plan before: {eq['plan_before']}")
+    if eq.get("plan_after"):
+        lines.append(f"plan after:  {eq['plan_after']}")
+    issue = next(
+        (d for d in doc.get("deliveries") or [] if d.get("fingerprint") == q.get("fingerprint") and d.get("pr_url")),
+        None,
+    )
+    where = f"issue #{issue['pr_number']} {issue['pr_url']}" if issue else "change it where the application sends it"
+    lines.append(
+        f"confidence {rec['confidence']:.2f} -> {rec['action']} (source: {rec.get('source')}): never a migration; "
+        f"{where}"
+    )
+    return lines
+
+
 def lifecycle_lines(doc: dict[str, Any]) -> list[str]:
     """The lifecycle in a few lines: waiting for review, reminders, applied this month, outcomes, time saved."""
     lc = doc.get("lifecycle")
@@ -136,7 +174,10 @@ def _text(doc: dict[str, Any]) -> str:
             lines.append(f"   intent: {e['intent']}  (complexity {e['complexity']})")
         lines.extend(f"   {line}" for line in llm_lines(q.get("llm")))
         rec = q.get("recommendation")
-        if rec and q["status"] == "recommended":
+        rewritten = rewrite_lines(doc, q)
+        if rewritten:
+            lines.extend(f"   {line}" for line in rewritten)
+        elif rec and q["status"] == "recommended":
             m = rec.get("measurement") or {}
             lines.append(f"   recommend: {rec['sql']}")
             lines.append(f"   rollback:  {rec['rollback_sql']}")
@@ -224,12 +265,21 @@ def _markdown(doc: dict[str, Any]) -> str:
         out.append(
             f"| {i} | {q['status']} | {q['calls']} | {_ms(q['mean_ms'])} | `{stmt}` | "
             + (
+                f"{'rewrite: ' if rec.get('type') == 'rewrite' else ''}"
                 f"`{rec['sql']}`{' (source: llm, verified)' if rec.get('source') == 'llm' else ''} | "
                 f"{m.get('gain_percent', 0):.0f} % | {rec['confidence']:.2f} ({rec['action']}) |"
                 if rec
                 else f"{(q.get('skip_reason') or '').replace('|', '/')[:160]} | | |"
             )
         )
+    rewritten = [(i, rewrite_lines(doc, q)) for i, q in enumerate(doc.get("slow_queries") or [], 1)]
+    if any(lines for _, lines in rewritten):
+        out += ["", "### Rewrites", ""]
+        for i, lines in rewritten:
+            if lines:
+                out.append(f"- **#{i}** " + lines[0])
+                out += [f"  - `{line}`" if line.startswith(("original:", "rewritten:")) else f"  - {line}"
+                        for line in lines[1:]]
     if doc.get("delivery_notes"):
         out += ["", "### Delivery", ""]
         out += [f"- {note}" for note in doc["delivery_notes"]]

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -920,12 +920,14 @@ def pg_bin() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_cleanly(
+    prefix: str, run: Callable[[argparse.Namespace, Path, contextlib.ExitStack], int], args: argparse.Namespace
+) -> int:
+    """Runs a benchmark in a fresh work directory; Ctrl-C or SIGTERM stops it and removes all it started."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     # Ctrl-C raises KeyboardInterrupt even when the shell started us with SIGINT ignored (a background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    work = Path(tempfile.mkdtemp(prefix="pgarch-bench-"))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     cleanup = contextlib.ExitStack()
     cleanup.callback(shutil.rmtree, work, True)
     try:
@@ -938,6 +940,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         cleanup.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cleanly("pgarch-bench-", run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -21,11 +21,8 @@ import gzip
 import http.client
 import json
 import os
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -41,8 +38,6 @@ for path in (REPO, REPO / "bench"):
 
 from exporter_vs_postgres_exporter import (  # noqa: E402
     Exporter,
-    Interrupted,
-    _on_sigterm,
     busy_cpus,
     cpu_sample,
     machine,
@@ -51,6 +46,7 @@ from exporter_vs_postgres_exporter import (  # noqa: E402
     pg_bin,
     proc_cpu_s,
     proc_status_kb,
+    run_cleanly,
     series_count,
     spawn,
     value,
@@ -294,21 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=15.0, help="seconds per round (Prometheus' scrape_interval)")
     p.add_argument("--budget", type=float, default=5.0, help="exporter.scrape_budget_s (timeout header: +0.5 s)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    args = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    work = Path(tempfile.mkdtemp(prefix="pgarch-fleet-"))
-    cleanup = contextlib.ExitStack()
-    cleanup.callback(shutil.rmtree, work, True)
-    try:
-        return run(args, work, cleanup)
-    except (KeyboardInterrupt, Interrupted):
-        print("\ninterrupted; stopping and removing everything the benchmark started", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        cleanup.close()
+    return run_cleanly("pgarch-fleet-", run, p.parse_args(argv))
 
 
 if __name__ == "__main__":

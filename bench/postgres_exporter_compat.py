@@ -60,8 +60,11 @@ import requests
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run from a checkout without installing: `python bench/...`
-    sys.path.insert(0, str(REPO))
+for path in (REPO, REPO / "bench"):  # run from a checkout without installing: `python bench/...`
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from exporter_vs_postgres_exporter import our_command  # noqa: E402
 
 from pg_architect.core.embedded import EmbeddedPostgres, free_port  # noqa: E402
 
@@ -245,17 +248,6 @@ def _ok(url: str) -> bool:
         return requests.get(url, timeout=5).status_code == 200
     except requests.RequestException:
         return False
-
-
-def our_command() -> list[str]:
-    # The console script next to this interpreter (CONTRACT.md: `pg-architect exporter`).
-    script = Path(sys.executable).parent / "pg-architect"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("pg-architect")
-    if found is None:
-        raise SystemExit("pg-architect is not installed (pip install -e .)")
-    return [found]
 
 
 def start_prometheus(name: str, target: str, binary: str, work: Path, cleanup: contextlib.ExitStack) -> str:

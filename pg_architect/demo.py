@@ -1,13 +1,15 @@
 """``pg-architect demo``: a shop database with real slow queries, on the embedded PostgreSQL.
 
 The schema lacks the indexes its queries need (orders by customer, a case-insensitive e-mail look-up,
-a work queue, a recent-orders report) and has statements no index can help (whole-table aggregates),
-so one audit shows both a measured recommendation and an honest "nothing to do".
+a work queue, a recent-orders report), has a statement only a rewrite fixes (``date(created_at) = $1`` hides
+an indexed column), and statements nothing can help (whole-table aggregates), so one audit shows measured
+index recommendations, a verified rewrite and an honest "nothing to do".
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import random
 import threading
 import time
@@ -42,6 +44,7 @@ SELECT 1 + (hashint8(g) & 2147483647) %% %(customers)s,
             ELSE 'cancelled' END,
        (g %% 50000) / 100.0, now() - ((hashint8(g + 7) & 2147483647) %% 31536000) * interval '1 second'
 FROM generate_series(1, %(orders)s) g;
+CREATE INDEX customers_created_at ON customers (created_at);
 INSERT INTO jobs (queue, run_at, finished_at, payload)
 SELECT (ARRAY['email', 'billing', 'export'])[1 + g %% 3], now() - (g %% 86400) * interval '1 second',
        CASE WHEN g %% 200 = 0 THEN NULL ELSE now() END, repeat('x', 50)
@@ -64,6 +67,9 @@ def workload(customers: int, calls: int) -> list[Shape]:
     def email(r: random.Random) -> tuple[object, ...]:
         return (f"USER{r.randint(1, customers)}@example.COM",)
 
+    def signup_day(r: random.Random) -> tuple[object, ...]:
+        return (datetime.date.today() - datetime.timedelta(days=r.randint(0, 999)),)
+
     return [
         Shape(
             "SELECT id, status, total, created_at FROM orders WHERE customer_id = %s ORDER BY created_at DESC LIMIT 20",
@@ -74,6 +80,12 @@ def workload(customers: int, calls: int) -> list[Shape]:
         Shape("SELECT id, payload FROM jobs WHERE finished_at IS NULL ORDER BY run_at LIMIT 10", lambda r: (), calls),
         Shape(
             "SELECT count(*), sum(total) FROM orders WHERE created_at >= now() - interval '2 days'", lambda r: (), calls
+        ),
+        # Only a rewrite helps: date() hides the indexed created_at (and date(timestamptz) cannot be indexed).
+        Shape("SELECT id, name, email FROM customers WHERE date(created_at) = %s", signup_day, calls),
+        # Fast: the same index, used.
+        Shape(
+            "SELECT count(*) FROM customers WHERE created_at >= now() - interval '1 day'", lambda r: (), calls
         ),
         # Decoys: whole-table aggregates, no index helps them.
         Shape("SELECT country, count(*) FROM customers GROUP BY country", lambda r: (), calls),

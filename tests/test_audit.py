@@ -27,6 +27,8 @@ MISSING_INDEX = {
     "created_at >= now()": "created_at",
 }
 DECOYS = ("GROUP BY country", "GROUP BY status")
+# Only a rewrite helps these: date() hides the indexed created_at (auditor.rewrites).
+REWRITES = {"date(created_at)": "sargable_predicate"}
 
 
 def fingerprint_of_database(dsn: str) -> dict[str, Any]:
@@ -134,19 +136,26 @@ def test_audit_recommends_measured_indexes_only_where_they_help_and_changes_noth
         assert m["gain_percent"] > 50 and m["worth_applying"], m
         assert rec["rollback_sql"].startswith("DROP INDEX CONCURRENTLY")
         assert rec["action"] in ("pr_merge", "pr_review") and rec["confidence"] >= 0.8, rec
+    for fragment, rule in REWRITES.items():
+        q = find(report, fragment)
+        rec = q["recommendation"]
+        assert q["status"] == "recommended" and rec["type"] == "rewrite", f"{fragment}: {q['status']} {rec}"
+        assert rec["equivalence"]["rule"] == rule and rec["equivalence"]["verified"], rec
+        assert rec["measurement"]["method"] == "equivalence" and rec["rollback_sql"] is None, rec
     for fragment in DECOYS:
         q = find(report, fragment)
         assert q["status"] != "recommended", f"decoy {fragment} got {q['recommendation']}"
         assert q["skip_reason"], "a decoy must say why nothing is recommended"
     k = report["kpis"]
-    assert k["recommended"] == len(MISSING_INDEX) and k["slow_queries"] >= len(MISSING_INDEX) + len(DECOYS)
+    recommended = len(MISSING_INDEX) + len(REWRITES)
+    assert k["recommended"] == recommended and k["slow_queries"] >= recommended + len(DECOYS)
     with psycopg.connect(kb) as conn:
         stored = conn.execute(
             "SELECT count(*) FILTER (WHERE worth_applying), count(*) FROM pgarch.recommendations"
         ).fetchone()
         run = conn.execute("SELECT status, recommended FROM pgarch.audit_runs").fetchall()
-    assert stored is not None and stored[0] == len(MISSING_INDEX), stored
-    assert run == [("ok", len(MISSING_INDEX))]
+    assert stored is not None and stored[0] == recommended, stored
+    assert run == [("ok", recommended)]
 
 
 def test_recommended_index_really_speeds_up_the_statement(shop: str, embedded_pg: ServerInfo) -> None:
@@ -184,7 +193,7 @@ def test_similar_pending_recommendation_is_skipped_and_applied_one_reports_regre
 ) -> None:
     kb = make_database(embedded_pg, "audit_kb_similar", ("vector",))
     first = audit_json(shop, kb)
-    assert first["kpis"]["recommended"] == len(MISSING_INDEX)
+    assert first["kpis"]["recommended"] == len(MISSING_INDEX) + len(REWRITES)
     second = audit_json(shop, kb)
     assert second["window"]["source"] in ("cumulative", "snapshot-delta")
     q = find(second, "orders WHERE customer_id")

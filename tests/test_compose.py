@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"
 
 # CONTRACT.md, "Configuration": the keys; env names are PG_ARCHITECT_<SECTION>_<KEY> (nested keys joined with
-# "_"), and any of them may be read from a file with a _FILE suffix.
+# "_"), and any of them may be read from a file with a _FILE suffix. auditor.api.public_url extends the contract
+# (the links in Slack, pull requests and annotations; docs/delivery.md).
 CONTRACT_CONFIG = """
 database:    {dsn: "postgresql://...", kb_dsn: null}
 exporter:    {listen: "0.0.0.0:9188", scrape_budget_s: 5, data_directory: null, disk_capacity_bytes: null}
@@ -26,7 +28,7 @@ auditor:
   thresholds: {min_mean_ms: 500, min_calls: 100, limit: 20, min_gain_percent: 20, similarity_skip: 0.85}
   schedule:   {timezone: "Asia/Ho_Chi_Minh", weekly_audit: "sunday 02:00", daily_snapshot: "03:00",
                weekly_report: "monday 09:00"}
-  api:        {listen: "127.0.0.1:3001", token_file: null}
+  api:        {listen: "127.0.0.1:3001", token_file: null, public_url: null}
 measurement: {mode: auto, staging_dsn: null, max_table_bytes: 1073741824, lock_timeout_ms: 2000,
               statement_timeout_ms: 30000}
 llm:         {base_url: null, model: null, api_key_file: null}
@@ -300,3 +302,14 @@ def test_auditor_points_at_the_stack() -> None:
     host, port = env["PG_ARCHITECT_AUDITOR_API_LISTEN"].rsplit(":", 1)
     # Inside the container it must listen beyond loopback to be reachable through the published port.
     assert host == "0.0.0.0" and int(port) in _container_ports("auditor"), env
+
+
+def test_auditor_links_point_at_its_published_port_by_default() -> None:
+    auditor = _services()["auditor"]
+    value = auditor["environment"]["PG_ARCHITECT_AUDITOR_API_PUBLIC_URL"]
+    # "${PG_ARCHITECT_AUDITOR_API_PUBLIC_URL:-http://localhost:3001}": overridable, with a default that works.
+    match = re.fullmatch(r"\$\{PG_ARCHITECT_AUDITOR_API_PUBLIC_URL:-(http://[^}]+)\}", value)
+    assert match, value
+    port = urllib.parse.urlsplit(match.group(1)).port
+    published = [str(p).split(":")[-2] for p in auditor["ports"]]
+    assert str(port) in published, (value, auditor["ports"])

@@ -68,6 +68,9 @@ def test_demo_twice_shows_where_migrations_and_report_are_and_remembers(tmp_path
         first.stderr
     )
     assert "try it on your own database: pg-architect check --dsn" in out
+    # The statement only a rewrite fixes (date() hides an indexed column): verified and shown, never a branch.
+    assert "rewrite (sargable_predicate), verified: the same rows on all" in out, out[-3000:]
+    assert "rewritten: SELECT id, name, email FROM customers WHERE created_at >= CAST($1 AS date)" in out
     assert out.count("migration written to branch pg-architect/") == len(made)
     # Nothing claims a pull request: GitHub is not configured in the demo.
     assert not re.search(r"pull request #\d+|PR opened|opened a pull request", first.stdout + first.stderr)

@@ -58,7 +58,10 @@ def pr_level(report: AuditReport) -> list[str]:
     return [
         q.fingerprint
         for q in report.slow_queries
-        if q.status == "recommended" and q.recommendation and q.recommendation.action in ("pr_merge", "pr_review")
+        if q.status == "recommended"
+        and q.recommendation
+        and q.recommendation.type == "index"  # a rewrite is never a migration (auditor.delivery.issues)
+        and q.recommendation.action in ("pr_merge", "pr_review")
     ]
 
 

@@ -33,12 +33,15 @@ SECRET_VALUES = (
     "ghp_never_sent",
     DSN_PASSWORD,
 )
+# Correlated by more than an equality: the rewrite rules (auditor.rewrites) decline it, so the model's rewrite is
+# the only one proposed for it.
 CORRELATED = (
-    "SELECT c.id, (SELECT count(*) FROM orders o WHERE o.customer_id = c.id) AS n FROM customers c WHERE c.country = %s"
+    "SELECT c.id, (SELECT count(*) FROM orders o WHERE o.customer_id = c.id AND o.id <> c.id) AS n "
+    "FROM customers c WHERE c.country = %s"
 )
 REWRITE = (
     "SELECT c.id, count(o.customer_id) AS n FROM customers c LEFT JOIN orders o ON o.customer_id = c.id "
-    "WHERE c.country = $1 GROUP BY c.id"
+    "AND o.id <> c.id WHERE c.country = $1 GROUP BY c.id"
 )
 WRONG_REWRITE = "SELECT c.id, count(*) AS n FROM customers c WHERE c.country = $1 GROUP BY c.id"
 WORKLOAD: list[tuple[str, Callable[[int], tuple[object, ...]]]] = [

@@ -10,7 +10,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from pg_architect.auditor.delivery import pulls, pushgateway
+from pg_architect.auditor.delivery import issues, pulls, pushgateway
 from pg_architect.auditor.delivery.grafana import TAGS, Grafana, audit_text
 from pg_architect.auditor.kb import KnowledgeBase
 from pg_architect.auditor.models import AuditReport, DeliveryRecord, Kpis, SlowQuery
@@ -76,6 +76,19 @@ def deliver(cfg: Config, conn: db.Connection, kb: KnowledgeBase, report: AuditRe
     except Exception as exc:  # a bug or the knowledge base: the audit still stands
         log.exception("delivery of run %s failed", report.run_id)
         result = pulls.PullResult(notes=[f"delivery failed: {exc}"])
+    try:
+        rewrites = [r for r in kb.pr_recommendations(report.run_id) if r.type == "rewrite"]
+        if rewrites and any(i == "github" for i, _ in result.failures):
+            # The pull requests' failure (a token, the network, a rate limit) would be the issues' too.
+            issued = pulls.PullResult(notes=[f"{len(rewrites)} rewrite issue(s) not attempted: GitHub failed above"])
+        else:
+            issued = issues.deliver(cfg, kb, report, rewrites, run_url(cfg, report.run_id))
+    except Exception as exc:
+        log.exception("delivery of run %s's rewrites failed", report.run_id)
+        issued = pulls.PullResult(notes=[f"delivery of rewrites failed: {exc}"])
+    result.records += issued.records
+    result.notes += issued.notes
+    result.failures += issued.failures
     for integration, error in result.failures:
         failures.add(integration, error)
     notes += [n for n in result.notes if " failed: " not in n]
@@ -95,12 +108,15 @@ def _with_deliveries(report: AuditReport, records: list[DeliveryRecord]) -> Audi
 
     def update(q: SlowQuery) -> SlowQuery:
         d = by_fingerprint.get(q.fingerprint)
-        if d is None or q.recommendation is None or d.pr_url is None:
+        if d is None or q.recommendation is None or d.pr_url is None or d.channel == "github_issue":
             return q
         return dataclasses.replace(q, recommendation=dataclasses.replace(q.recommendation, pr_url=d.pr_url))
 
     slow = tuple(update(q) for q in report.slow_queries)
-    kpis = dataclasses.replace(Kpis.of(list(slow)), prs_created=sum(1 for r in records if r.pr_url and r.created))
+    kpis = dataclasses.replace(
+        Kpis.of(list(slow)),
+        prs_created=sum(1 for r in records if r.pr_url and r.created and r.channel != "github_issue"),
+    )
     return dataclasses.replace(report, slow_queries=slow, kpis=kpis, deliveries=tuple(records))
 
 
@@ -117,7 +133,7 @@ def _annotate(cfg: Config, report: AuditReport, records: list[DeliveryRecord], f
             report.finished_at or datetime.now(UTC),
         )
         for r in records:
-            if r.pr_url and r.created:
+            if r.pr_url and r.created and r.channel != "github_issue":
                 grafana.annotate(
                     f"pg-architect opened pull request #{r.pr_number} ({r.branch}): "
                     f'<a href="{r.pr_url}">{r.pr_url}</a>',

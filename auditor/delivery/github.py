@@ -11,6 +11,7 @@ waited out when its reset is near (``GithubRetry``); anything else is one ``GitH
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -31,6 +32,23 @@ MAX_RATE_LIMIT_WAIT_S = 60.0
 
 class GitHubError(PgArchitectError):
     """A GitHub call failed for good (after the bounded retries)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssueRef:
+    number: int
+    url: str
+    created: bool  # False: an issue with the same marker existed already
+
+
+#: Files read when looking for a statement's call site in a repository (through the Git Data API).
+SOURCE_SUFFIXES = (
+    ".py", ".rb", ".js", ".ts", ".tsx", ".jsx", ".go", ".java", ".kt", ".scala", ".cs", ".php", ".rs", ".ex",
+    ".exs", ".sql", ".prisma", ".erb", ".clj", ".swift", ".dart", ".cpp", ".c", ".h",
+)
+MAX_BLOB_BYTES = 512 * 1024
+MAX_BLOBS = 400
+MAX_ISSUES_SCANNED = 300
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -166,3 +184,40 @@ class GitHubRepository:
             return state_of(self.repo().get_pull(number))
         except GithubException as exc:
             raise GitHubError(f"pull request #{number}: {_message(exc)}") from exc
+
+    # -- issues: a rewrite is delivered as an issue, never as a migration ------------------------------
+    def source_files(self, branch: str) -> tuple[dict[str, str], bool]:
+        """The text of the source files on ``branch`` (tree and blobs of the Git Data API), and whether the
+        listing was cut at MAX_BLOBS."""
+        try:
+            repo = self.repo()
+            head = repo.get_branch(branch).commit.sha
+            tree = repo.get_git_tree(repo.get_git_commit(head).tree.sha, recursive=True)
+            wanted = [
+                e
+                for e in tree.tree
+                if e.type == "blob" and e.path.endswith(SOURCE_SUFFIXES) and (e.size or 0) <= MAX_BLOB_BYTES
+            ]
+            found: dict[str, str] = {}
+            for entry in wanted[:MAX_BLOBS]:
+                blob = repo.get_git_blob(entry.sha)
+                raw = base64.b64decode(blob.content) if blob.encoding == "base64" else blob.content.encode()
+                found[entry.path] = raw.decode("utf-8", errors="replace")
+        except GithubException as exc:
+            raise GitHubError(f"reading {self.full_name}@{branch}: {_message(exc)}") from exc
+        return found, len(wanted) > MAX_BLOBS
+
+    def open_issue(self, marker: str, title: str, body: str, labels: Sequence[str]) -> IssueRef:
+        """The issue whose body carries ``marker`` (looked up first, so a rerun opens none twice), or a new one."""
+        try:
+            repo = self.repo()
+            for n, issue in enumerate(repo.get_issues(state="all")):
+                if n >= MAX_ISSUES_SCANNED:
+                    break
+                # The body first: reading pull_request of a listed issue costs one more request.
+                if marker in (issue.body or "") and issue.pull_request is None:
+                    return IssueRef(issue.number, issue.html_url, created=False)
+            made = repo.create_issue(title=title, body=body, labels=list(labels))
+        except GithubException as exc:
+            raise GitHubError(_message(exc)) from exc
+        return IssueRef(made.number, made.html_url, created=True)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from pg_architect.auditor.delivery.weekly import Point, WeeklyReport, headline, top_line, where
+from pg_architect.auditor.report import rewrite_lines
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 W, H, PAD_L, PAD_B, PAD_T, PAD_R = 560, 200, 64, 36, 14, 14
@@ -272,6 +273,11 @@ def _statements(doc: dict[str, Any]) -> str:
             if rec
             else _e(q.get("skip_reason") or "")
         )
+        rewritten = rewrite_lines(doc, q)
+        if rewritten:  # the evidence of a rewrite (or an advisory one), line by line
+            what = f"<b>{_e(rewritten[0])}</b><br>" + "<br>".join(
+                f"<code>{_e(line)}</code>" for line in rewritten[1:]
+            )
         rows.append(
             f'<tr><td><span class="badge">{_e(q["status"])}</span></td><td>{q["calls"]:,}</td>'
             f"<td>{_ms(q['mean_ms'])}</td><td><code>{_e(' '.join(q['query'].split())[:400])}</code></td>"

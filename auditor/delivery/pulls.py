@@ -67,7 +67,8 @@ def deliver(
     """Write the run's PR-level recommendations as migrations (GitHub or local git), once each. ``model_notes``:
     a language model's explanation per statement fingerprint (already made inert), shown in the pull request."""
     result = PullResult()
-    recs = kb.pr_recommendations(run_id)
+    # Only an index is a migration; a rewrite becomes an issue (auditor.delivery.issues).
+    recs = [r for r in kb.pr_recommendations(run_id) if r.type == "index"]
     if not recs:
         return result
     kind = channel(cfg)

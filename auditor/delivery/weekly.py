@@ -88,7 +88,10 @@ class WeeklyReport:
 
 
 def where(d: DeliveryView) -> str:
-    """Where a migration is, in words."""
+    """Where a migration (or a rewrite's issue) is, in words."""
+    if d.channel == "github_issue":
+        site = f", call site {d.migration_path}" if d.migration_path else ""
+        return f"issue #{d.pr_number} {d.pr_url} (a rewrite: the application's code changes{site})"
     if d.pr_url:
         state = {"pr_open": "open", "merged": "merged", "closed": "closed without merge"}.get(d.state, d.state)
         return f"pull request #{d.pr_number} ({state}) {d.pr_url}"
@@ -99,7 +102,7 @@ def build(kb: KnowledgeBase, report_url: str, now: datetime | None = None) -> We
     run = kb.latest_report("ok")
     run_id = run.get("run_id") if run else None
     deliveries = tuple(kb.deliveries(run_id=run_id)) if run_id else ()
-    pending = tuple(kb.deliveries(states=["committed", "pr_open"]))
+    pending = tuple(kb.deliveries(states=["committed", "pr_open", "issue_open"]))
     t = trends(kb, run, datname=(run or {}).get("database"))
     if not t.expected_gain_last_run and pending:
         # The last audit proposed nothing new (what it found is pending already): show what waits for a person.

@@ -14,16 +14,17 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pg_architect.auditor import analysis, confidence
+from pg_architect.auditor import analysis, confidence, verify
 from pg_architect.auditor.catalog import Snapshot
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL
 from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
-from pg_architect.auditor.llm import context, prompts, store, verify
+from pg_architect.auditor.llm import context, prompts, store
 from pg_architect.auditor.llm.errors import BudgetExhausted, ModelError
 from pg_architect.auditor.llm.sanitize import NotShareable, carries_mention_or_link, model_text, statement_for_model
 from pg_architect.auditor.measure import Measurer, Plan, explain
 from pg_architect.auditor.models import (
     AuditReport,
+    Equivalence,
     LlmReview,
     ModelExplanation,
     ModelProposal,
@@ -332,6 +333,17 @@ class Architect:
             source="llm",
             measurement=m,
             action=action_for(score),
+            equivalence=Equivalence(
+                original_sql=result.query,
+                rule=None,
+                verified=True,
+                sets_compared=m.samples,
+                rows=checked.rows,
+                plan_before=m.plan_before,
+                plan_after=m.plan_after,
+            )
+            if kind == "rewrite"
+            else None,
         )
         proposal = ModelProposal(
             kind, checked.sql, "verified", f"measured: {timing}, gain {m.gain_percent:.0f} %", self.model, stated
@@ -353,21 +365,10 @@ class Architect:
             value, terms = evidence.score, list(evidence.terms)
             cap = LLM_INDEX_CAP
         else:
-            m = checked.measurement
-            value = 0.45
-            terms = [f"{kind} timed beside the original: base 0.45"]
-            gain = max(min(m.gain_percent, 100.0), 0.0) / 100.0
-            value += 0.30 * gain
-            terms.append(f"gain {m.gain_percent:.0f} %: +{0.30 * gain:.2f}")
-            if checked.consistent and m.samples > 1:
-                value += 0.05
-                terms.append(f"faster for all {m.samples} parameter samples: +0.05")
-            elif not checked.consistent:
-                value -= 0.10
-                terms.append("slower for some parameter samples: -0.10")
-            if rejected_before:
-                value -= 0.15
-                terms.append(f"{rejected_before} similar recommendation(s) rejected before: -0.15")
+            evidence = confidence.timed(
+                checked.measurement, what=kind, consistent=checked.consistent, rejected_before=rejected_before
+            )
+            value, terms = evidence.score, list(evidence.terms)
             cap = LLM_REWRITE_CAP
         nudge = MODEL_WEIGHT * (2 * stated - 1)
         value += nudge

@@ -1,17 +1,18 @@
 """A local HTTP server speaking the GitHub REST endpoints pg-architect calls through PyGithub.
 
 GitHub is SaaS that cannot run here, so this server stands in for it, over the network: PyGithub talks to it
-exactly as to api.github.com (``base_url``). It keeps repositories in memory (branches, commits, trees, pull
-requests, labels), checks the bearer token (401 otherwise), answers 422 where GitHub does (a ref that exists,
-a pull request that exists), and can be told to fail: ``fail_next(method, path_regex, status, times)`` for
-5xx, ``rate_limit_next(...)`` for a 403 with ``X-RateLimit-Remaining: 0``. Tests close or merge a pull request
-with ``close_pull`` / ``merge_pull`` and read ``requests`` to see what was called.
+exactly as to api.github.com (``base_url``). It keeps repositories in memory (branches, commits, trees and
+blobs, pull requests, issues, labels), checks the bearer token (401 otherwise), answers 422 where GitHub does
+(a ref that exists, a pull request that exists), and can be told to fail: ``fail_next(method, path_regex,
+status, times)`` for 5xx, ``rate_limit_next(...)`` for a 403 with ``X-RateLimit-Remaining: 0``. Tests close
+or merge a pull request with ``close_pull`` / ``merge_pull`` and read ``requests`` to see what was called.
 
 Reusable: ``with GitHubApi(token="t") as api: api.add_repo("acme/shop")``.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -43,6 +44,7 @@ class Repo:
     trees: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # sha -> {path: content}
     pulls: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     labels: dict[int, list[str]] = dataclasses.field(default_factory=dict)
+    issues: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # issues share the pulls' numbers
 
 
 def _sha(*parts: str) -> str:
@@ -230,6 +232,10 @@ class GitHubApi:
             (r + r"/pulls", "POST", self._create_pull),
             (r + r"/pulls/(?P<number>\d+)", "GET", self._get_pull),
             (r + r"/issues/(?P<number>\d+)/labels", "POST", self._add_labels),
+            (r + r"/issues", "GET", self._list_issues),
+            (r + r"/issues/(?P<number>\d+)", "GET", self._get_issue),
+            (r + r"/issues", "POST", self._create_issue),
+            (r + r"/git/blobs/(?P<sha>[0-9a-f]+)", "GET", self._get_blob),
         ]
 
     # -- payloads --------------------------------------------------------------------------------------------
@@ -375,7 +381,7 @@ class GitHubApi:
                 "message": "Validation Failed",
                 "errors": [{"message": f"A pull request already exists for {head}."}],
             }
-        number = len(repo.pulls) + 1
+        number = len(repo.pulls) + len(repo.issues) + 1
         pr = {
             "number": number,
             "state": "open",
@@ -401,3 +407,57 @@ class GitHubApi:
         current = repo.labels.setdefault(n, [])
         current += [x for x in names if x not in current]
         return 200, [{"name": x, "url": f"{self.url}/repos/{repo.full_name}/labels/{x}"} for x in current]
+
+    def _issue_json(self, repo: Repo, issue: dict[str, Any]) -> dict[str, Any]:
+        n = issue["number"]
+        return {
+            **issue,
+            "id": 5000 + n,
+            "url": f"{self.url}/repos/{repo.full_name}/issues/{n}",
+            "html_url": f"https://github.example/{repo.full_name}/issues/{n}",
+            "labels": [{"name": label} for label in repo.labels.get(n, [])],
+        }
+
+    def _list_issues(self, repo: Repo, m: dict[str, str], q: dict[str, list[str]], b: Any) -> tuple[int, Any]:
+        # GitHub lists pull requests among the issues too (with a "pull_request" key), newest first.
+        state = (q.get("state") or ["open"])[0]
+        found = [self._issue_json(repo, i) for i in repo.issues if state == "all" or i["state"] == state]
+        found += [
+            {**self._pull_json(repo, p), "pull_request": {"url": self._pull_json(repo, p)["url"]}}
+            for p in repo.pulls
+            if state == "all" or p["state"] == state
+        ]
+        return 200, sorted(found, key=lambda i: -int(i["number"]))
+
+    def _get_issue(self, repo: Repo, m: dict[str, str], q: Any, b: Any) -> tuple[int, Any]:
+        number = int(m["number"])
+        issue = next((i for i in repo.issues if i["number"] == number), None)
+        if issue is not None:
+            return 200, self._issue_json(repo, issue)
+        pr = next((p for p in repo.pulls if p["number"] == number), None)
+        if pr is None:
+            return 404, {"message": "Not Found"}
+        return 200, {**self._pull_json(repo, pr), "pull_request": {"url": self._pull_json(repo, pr)["url"]}}
+
+    def _create_issue(self, repo: Repo, m: dict[str, str], q: Any, body: dict[str, Any]) -> tuple[int, Any]:
+        if not body.get("title"):
+            return 422, {"message": "Validation Failed", "errors": [{"field": "title", "code": "missing_field"}]}
+        number = len(repo.pulls) + len(repo.issues) + 1
+        issue = {"number": number, "state": "open", "title": body["title"], "body": body.get("body", "")}
+        repo.issues.append(issue)
+        repo.labels[number] = [str(x) for x in body.get("labels", [])]
+        return 201, self._issue_json(repo, issue)
+
+    def _get_blob(self, repo: Repo, m: dict[str, str], q: Any, b: Any) -> tuple[int, Any]:
+        for files in repo.trees.values():
+            for content in files.values():
+                if _sha("blob", content) == m["sha"]:
+                    data = content.encode()
+                    return 200, {
+                        "sha": m["sha"],
+                        "size": len(data),
+                        "encoding": "base64",
+                        "content": base64.b64encode(data).decode(),
+                        "url": f"{self.url}/repos/{repo.full_name}/git/blobs/{m['sha']}",
+                    }
+        return 404, {"message": "Not Found"}

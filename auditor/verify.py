@@ -1,4 +1,4 @@
-"""Checking a model's proposal like the advisor's own: allow-list first, then measurement, then evidence.
+"""Checking a proposal, whoever made it (the rewrite rules, a model): allow-list first, then measurement.
 
 - ``index``: the parser's index allow-list (auditor.safety), on a table the statement reads, not already
   covered, then measured by the audit's Measurer (hypopg, a rolled-back build or staging) like any candidate.
@@ -58,6 +58,7 @@ class Verified:
     table: TableInfo | None
     consistent: bool
     worth: bool
+    rows: tuple[int, ...] = ()  # rewrites: the rows both forms returned, per compared parameter set
 
 
 def _table_for(ddl: safety.IndexDDL, tables: Mapping[tuple[str | None, str], TableInfo]) -> TableInfo | None:
@@ -202,6 +203,7 @@ def rewrite(
         raise Refused("not verified: no parameter values could be bound to compare the rewrite with")
     before: list[Plan] = []
     after: list[Plan] = []
+    rows: list[int] = []
     try:
         with rolled_back(conn):
             db.execute(
@@ -225,6 +227,7 @@ def rewrite(
                         f"{sum(got.values())} row(s) against the original's {sum(want.values())} "
                         f"({missing} missing, {added} extra)"
                     )
+                rows.append(sum(want.values()))
                 before.append(_fastest(conn, original))
                 after.append(_fastest(conn, candidate))
     except UnsafeSQLError as exc:
@@ -240,6 +243,7 @@ def rewrite(
         table=None,
         consistent=all((b.ms or 0) > (a.ms or 0) for b, a in zip(before, after, strict=True)),
         worth=measurement.worth_applying,
+        rows=tuple(rows),
     )
 
 
