@@ -106,8 +106,12 @@ class Candidate:
 
     def natural_name(self) -> str:
         """``<table>_<keys>_idx``, shortened with a hash to PostgreSQL's 63 bytes."""
+        # A descending key is another index than an ascending one (mixed directions): another name, or one
+        # audit would recommend two different indexes under one name and IF NOT EXISTS would skip the second.
         parts = [
-            k.column or "_".join(re.findall(r"[a-z_][a-z0-9_]*", (k.expression or "expr").lower())) for k in self.keys
+            (k.column or "_".join(re.findall(r"[a-z_][a-z0-9_]*", (k.expression or "expr").lower())))
+            + ("_desc" if k.descending else "")
+            for k in self.keys
         ]
         base = f"{self.table.name}_{'_'.join(parts)}{'_partial' if self.predicate else ''}_idx"
         if len(base.encode()) <= MAX_NAME_BYTES:

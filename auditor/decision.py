@@ -35,8 +35,25 @@ def rank(outcome: Outcome) -> tuple[bool, float]:
     return (outcome.used_index, m.gain_percent if m is not None else float("-inf"))
 
 
-def as_good(outcome: Outcome, best: Outcome) -> bool:
-    """``outcome`` measured as well as ``best`` up to the noise of one measurement.
+#: Within one family (one candidate's keys begin with the other's, on the same table) the two serve the same
+#: lookups; on a loaded machine they were timed up to twice apart run after run, and the pick flipped between
+#: ``(col1)`` and ``(col1, date_col)``. Within a family, times this far apart are the same.
+FAMILY_NOISE = 1.0
+
+
+def same_family(a: Outcome, b: Outcome) -> bool:
+    """One candidate's keys begin with the other's on the same table: ``(customer_id)`` and
+    ``(customer_id, created_at)``."""
+    x, y = a.candidate, b.candidate
+    if x.table.oid != y.table.oid or x.predicate != y.predicate:
+        return False
+    kx, ky = [k.normalised() for k in x.keys], [k.normalised() for k in y.keys]
+    n = min(len(kx), len(ky))
+    return kx[:n] == ky[:n]
+
+
+def as_good(outcome: Outcome, best: Outcome, noise: float = TIME_NOISE) -> bool:
+    """``outcome`` measured as well as ``best`` up to the noise of one measurement (``noise``).
 
     Each candidate's time is taken relative to the statement's time measured next to it (the machine's load
     drifts from one candidate to the next): its time after is scaled to ``best``'s time before."""
@@ -45,7 +62,7 @@ def as_good(outcome: Outcome, best: Outcome) -> bool:
         return False
     if m.after_ms is not None and b.after_ms is not None:
         scale = b.before_ms / m.before_ms if m.before_ms and b.before_ms else 1.0
-        return m.after_ms * scale <= b.after_ms * (1 + TIME_NOISE) + TIME_NOISE_MS
+        return m.after_ms * scale <= b.after_ms * (1 + noise) + TIME_NOISE_MS
     return m.after_cost <= b.after_cost * (1 + COST_NOISE)
 
 
@@ -68,7 +85,18 @@ def decide(
     # Timing noise must not pick the index: among the candidates as good as the best within noise (same table or
     # not, one's keys the other's prefix or not), the advisor's first wins. Its order comes from the statement and
     # the catalog, never from a timing, so the same data gives the same recommendation each run.
-    best = next((o for o in measured if o.used_index == best.used_index and as_good(o, best)), best)
+    # Within a family the band is wider (FAMILY_NOISE); never so wide that a candidate below the threshold
+    # replaces one above it.
+    best = next(
+        (
+            o
+            for o in measured
+            if o.used_index == best.used_index
+            and (as_good(o, best) or (same_family(o, best) and as_good(o, best, FAMILY_NOISE)))
+            and (worth_applying(o, min_gain_percent) or not worth_applying(best, min_gain_percent))
+        ),
+        best,
+    )
     rejected += [
         f"{o.candidate.describe()}: gain {o.measurement.gain_percent:.0f} %"
         for o in measured

@@ -103,7 +103,7 @@ def select(measurer: Measurer, statements: Sequence[Measured], *, min_gain_perce
 
     # 2. With the whole set in place, no other statement's plan may get worse by more than REGRESSION.
     chosen: dict[tuple[int, tuple[str, ...], str | None], Candidate] = {}
-    for outcome in current.values():
+    for outcome in sorted(current.values(), key=lambda o: o.candidate.name()):
         chosen.setdefault(outcome.candidate.signature(), outcome.candidate)
     if not chosen:
         return Selection(changes, {})
@@ -188,15 +188,10 @@ def _gain(outcome: Outcome) -> float:
 
 
 def _widest_extending(candidate: Candidate, others: Sequence[Outcome]) -> Outcome | None:
-    """Of the other chosen indexes, the one with most keys that begins with all of ``candidate``'s (the first
-    such in the window's order on a tie)."""
-    best: Outcome | None = None
-    for other in others:
-        if not extends(other.candidate, candidate):
-            continue
-        if best is None or len(other.candidate.keys) > len(best.candidate.keys):
-            best = other
-    return best
+    """Of the other chosen indexes, the one with most keys that begins with all of ``candidate``'s."""
+    wider = [o for o in others if extends(o.candidate, candidate)]
+    # Most keys first, then by name: the window's order follows timings, a tie must not.
+    return min(wider, key=lambda o: (-len(o.candidate.keys), o.candidate.name()), default=None)
 
 
 def _measure(

@@ -286,3 +286,42 @@ def test_candidates_as_good_within_timing_noise_give_the_advisors_first_every_ru
     clearly_better = decide([outcome(first, 60.0), outcome(second, 97.0)], method="rollback_build",
                             min_gain_percent=20)
     assert clearly_better.best is not None and clearly_better.best.candidate is second
+
+
+def _after(candidate: advisor.Candidate, after_ms: float) -> Outcome:
+    """Measured 10 ms before and ``after_ms`` with the candidate."""
+    o = outcome(candidate, (10.0 - after_ms) * 10)
+    assert o.measurement is not None
+    return dataclasses.replace(o, measurement=dataclasses.replace(o.measurement, after_ms=after_ms))
+
+
+def test_within_a_family_twice_apart_is_the_same_and_the_advisors_first_wins() -> None:
+    """``(col1, date_col)`` and ``(col1)`` serve the same lookups; timed 1.6x apart on a loaded machine, each run
+    picked another. Within a family, up to twice apart is noise: the advisor's first wins every run; three times
+    apart is a difference. Across families the band stays 25 %."""
+    wide, narrow, other = cand("customer_id", "created_at"), cand("customer_id"), cand("status")
+    for times in ((1.6, 1.0), (1.0, 1.6), (1.9, 1.0)):
+        pair = [_after(wide, times[0]), _after(narrow, times[1])]
+        verdict = decide(pair, method="rollback_build", min_gain_percent=20)
+        assert verdict.best is not None and verdict.best.candidate is wide, times
+    far = decide([_after(wide, 3.0), _after(narrow, 1.0)], method="rollback_build", min_gain_percent=20)
+    assert far.best is not None and far.best.candidate is narrow
+    apart = decide([_after(other, 1.6), _after(narrow, 1.0)], method="rollback_build", min_gain_percent=20)
+    assert apart.best is not None and apart.best.candidate is narrow
+
+
+def test_a_noise_equal_first_candidate_below_the_threshold_never_replaces_one_above_it() -> None:
+    wide, narrow = cand("customer_id", "created_at"), cand("customer_id")
+    verdict = decide([_after(wide, 6.9), _after(narrow, 4.0)], method="rollback_build", min_gain_percent=20)
+    assert verdict.status == "recommended" and verdict.best is not None and verdict.best.candidate is narrow
+
+
+def test_a_descending_key_gets_another_name_than_the_ascending_one() -> None:
+    """``(user_id DESC, blog_id)`` (a mixed ORDER BY) and ``(user_id, blog_id)`` are two indexes: under one name,
+    one audit recommended both and a migration's IF NOT EXISTS would have skipped the second."""
+    ascending = advisor.Candidate(ORDERS, (advisor.Key("customer_id"), advisor.Key("created_at")), None, "test")
+    mixed = advisor.Candidate(
+        ORDERS, (advisor.Key("customer_id", descending=True), advisor.Key("created_at")), None, "test"
+    )
+    assert ascending.natural_name() == "orders_customer_id_created_at_idx"
+    assert mixed.natural_name() != ascending.natural_name()
