@@ -8,10 +8,12 @@ measured with (rollback_build builds in a transaction that is rolled back, hypop
    up than two. The narrower one's statements are measured again with the wider index; when it is as good
    within timing noise and still clears the threshold, they get the wider one, and one index serves them all.
 2. An index chosen for one statement may change another statement's plan for the worse (a LIMIT that hopes
-   to stop early on an index walks it to the end). With the whole set in place every measured statement on
-   those tables is planned again; one whose plan now uses another statement's index is measured with that
-   index, and when it runs more than ``REGRESSION`` slower than with its own choice (beyond timing noise) the
-   index is withdrawn if the workload loses more time than it saves, else kept with the regression stated.
+   to stop early on an index walks it to the end), and every DML statement on its table must write to it. With
+   the whole set in place every measured statement on those tables is planned again; one whose plan now uses
+   another statement's index, or that writes to it, is measured with that index beside its own choice against
+   its own choice alone. More than ``REGRESSION`` slower (beyond timing noise) is reported on that statement. A
+   read measured slower withdraws the index when the workload loses more time than the index saves; otherwise
+   (or when the loss is DML's modelled upkeep) the index stays, says so, and goes to a review.
 
 One index recommended for several statements is then one index (``audit._shared_indexes`` names it once).
 Deterministic: statements are taken in the window's order (heaviest first) and candidates in that order;
