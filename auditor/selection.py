@@ -16,8 +16,9 @@ measured with (rollback_build builds in a transaction that is rolled back, hypop
    (or when the loss is DML's modelled upkeep) the index stays, says so, and goes to a review.
 
 One index recommended for several statements is then one index (``audit._shared_indexes`` names it once).
-Deterministic: statements are taken in the window's order (heaviest first) and candidates in that order;
-timings only pass or fail thresholds that carry a noise margin, they never order anything.
+Deterministic: where two indexes could be chosen (two equally wide ones that serve a narrower one, two
+definitions with one signature) the index's name decides, never the window's order (which follows timings);
+timings only pass or fail thresholds that carry a noise margin.
 """
 
 from __future__ import annotations
