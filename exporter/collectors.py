@@ -26,7 +26,15 @@ from pg_architect.core import db, pgss
 from pg_architect.core.errors import DatabaseError
 from pg_architect.core.pgss import PgssInfoRow, StatementRow, StatementWindow
 from pg_architect.exporter import compat
-from pg_architect.exporter.latency import BUCKETS, Estimate, Interval, Mixture, row_quantile
+from pg_architect.exporter.latency import (
+    BUCKETS,
+    SOURCE_PGSS,
+    SOURCE_PGSS_ACTIVITY_HIDDEN,
+    Estimate,
+    Interval,
+    Mixture,
+    row_quantile,
+)
 from pg_architect.exporter.models import (
     ActivityRow,
     BgwriterRow,
@@ -43,7 +51,8 @@ from pg_architect.exporter.models import (
 from pg_architect.exporter.queries import QUERIES
 from pg_architect.exporter.statements import estimates
 
-if TYPE_CHECKING:  # the duration log's module loads only when exporter.duration_log is on
+if TYPE_CHECKING:  # the duration log's and the sampler's modules load only when they are on
+    from pg_architect.exporter.activity import ActivityWindow
     from pg_architect.exporter.durationlog import LogWindow
 
 log = logging.getLogger(__name__)
@@ -213,10 +222,12 @@ def statement_metrics(
     histograms: dict[str, HistogramState],
     top_n: int,
     log: LogWindow | None = None,
+    activity: ActivityWindow | None = None,
 ) -> list[Metric]:
     """Histogram and p95 per database, plus bounded per-queryid series for the top statements.
 
-    ``log`` is the server's duration log for the same window, when the exporter reads it (docs/p95.md).
+    ``log`` is the server's duration log for the same window, when the exporter reads it, and ``activity``
+    what sampling pg_stat_activity saw in it, when the exporter samples (docs/p95.md).
     """
     p95 = GaugeMetricFamily(
         "pgarch_query_p95_seconds",
@@ -227,18 +238,21 @@ def statement_metrics(
     suspect = GaugeMetricFamily(
         "pgarch_query_p95_suspect",
         "1 when a statement's own min or max in the window contradicts its fitted shape (a fast and a slow mode "
-        "in one statement): the p95 may be underestimated; see docs/p95.md.",
+        "in one statement) and the p95 rests on that model (not on the duration log or complete sampling): "
+        "it may be off either way; see docs/p95.md.",
         labels=["datname"],
     )
     source = GaugeMetricFamily(
         "pgarch_query_p95_source",
         "1 for the evidence pgarch_query_p95_seconds rests on: pg_stat_statements (the model alone), "
-        "duration_log (a logged call, exact), or pg_stat_statements+duration_log (the model below the log's "
-        "threshold, holding the calls the log left there).",
+        "duration_log (a logged call, exact), pg_stat_statements+duration_log (the model below the log's "
+        "threshold, holding the calls the log left there), activity_sampling (a call seen in pg_stat_activity "
+        "samples), pg_stat_statements+activity_sampling (the model below the sampler's threshold), or "
+        "pg_stat_statements:activity_hidden (the model alone: the sampler may not see other roles' sessions).",
         labels=["datname", "source"],
     )
     if window is not None:
-        for dbid, mixture in estimates(window, datnames, log).items():
+        for dbid, mixture in estimates(window, datnames, log, activity).items():
             datname = datnames.get(dbid)
             if datname is None or mixture.calls <= 0:
                 continue
@@ -247,7 +261,10 @@ def statement_metrics(
             if not math.isnan(value):
                 p95.add_metric([datname], value)
                 suspect.add_metric([datname], 1.0 if mixture.suspect_bimodal else 0.0)
-                source.add_metric([datname, mixture.source(0.95)], 1.0)
+                label = mixture.source(0.95)
+                if label == SOURCE_PGSS and activity is not None and dbid in activity.hidden:
+                    label = SOURCE_PGSS_ACTIVITY_HIDDEN
+                source.add_metric([datname, label], 1.0)
     for datname in datnames.values():
         # Zero-valued from the first scrape on, so rate() and absent() work before the first window closes.
         histograms.setdefault(datname, HistogramState())

@@ -14,9 +14,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pg_architect.core.pgss import PgssInfoRow, RowKey, StatementRow, StatementWindow, diff
-from pg_architect.exporter.latency import Estimate, Interval, LoggedTail, Mixture, estimate
+from pg_architect.exporter.latency import Estimate, Interval, LoggedTail, Mixture, estimate, merge_tails
 
-if TYPE_CHECKING:  # the duration log's module loads only when exporter.duration_log is on
+if TYPE_CHECKING:  # the duration log's and the sampler's modules load only when they are on
+    from pg_architect.exporter.activity import ActivityWindow
     from pg_architect.exporter.durationlog import LogWindow
 
 
@@ -93,10 +94,19 @@ class _Snapshot:
         return (row.stats_since is None) if math.isnan(since) else row.stats_since == since
 
 
-def estimates(window: StatementWindow, datnames: dict[int, str], log: LogWindow | None = None) -> dict[int, Estimate]:
-    """Each database's latency estimate for ``window``, backed by the duration log where it is complete."""
+def estimates(
+    window: StatementWindow,
+    datnames: dict[int, str],
+    log: LogWindow | None = None,
+    activity: ActivityWindow | None = None,
+) -> dict[int, Estimate]:
+    """Each database's latency estimate for ``window``, backed by the duration log and by sampling
+    pg_stat_activity where they are complete. The sampler's own statement is no part of any p95."""
+    own = activity.own if activity is not None else None
     grouped: dict[int, dict[int, list[Interval]]] = {}
     for key, iv in window.intervals.items():
+        if own is not None and key[:3] == own:
+            continue
         grouped.setdefault(key[1], {}).setdefault(key[2], []).append(iv)
     out: dict[int, Estimate] = {}
     for dbid, statements in grouped.items():
@@ -107,7 +117,8 @@ def estimates(window: StatementWindow, datnames: dict[int, str], log: LogWindow 
             durations = [ms / 1000.0 for ms in logged.durations_ms] if logged is not None else []
             query_ids = list(logged.query_ids) if logged is not None else []
             tail = LoggedTail(threshold, durations, query_ids)
-        out[dbid] = estimate(statements, tail)
+        sampled = activity.tail(dbid) if activity is not None else None
+        out[dbid] = estimate(statements, merge_tails(tail, sampled))
     return out
 
 
