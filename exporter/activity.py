@@ -147,6 +147,8 @@ class ActivitySampler:
         self.samples = 0
         self.failures = 0
         self.sampling_seconds = 0.0  # wall time spent in samples (round trip and bookkeeping)
+        self.cpu_seconds = 0.0  # this process's CPU time spent in samples
+        self.backend_pid: int | None = None  # the server process answering the samples
         self.last_error: str | None = None
 
     # -- the thread -----------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ class ActivitySampler:
         next_at = time.monotonic()
         try:
             while not self._stop.is_set():
-                started = time.monotonic()
+                started, cpu = time.monotonic(), time.thread_time()
                 try:
                     self._sample()
                 except Exception as exc:  # a worker thread reports, never dies silently
@@ -207,6 +209,7 @@ class ActivitySampler:
                     next_at = time.monotonic()
                     continue
                 self.sampling_seconds += time.monotonic() - started
+                self.cpu_seconds += time.thread_time() - cpu
                 next_at += self.period_s
                 now = time.monotonic()
                 if next_at < now - self.period_s:
@@ -242,6 +245,7 @@ class ActivitySampler:
             # where it may not, the p95 leaves the sampler's own statement out by its query id.
             db.untrack(conn)
             self._conn = conn
+            self.backend_pid = conn.info.backend_pid
         return conn
 
     def _sample(self) -> None:

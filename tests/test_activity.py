@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from pg_architect.core import db
-from pg_architect.core.config import ConfigError
 from pg_architect.core.embedded import EmbeddedPostgres
+from pg_architect.core.errors import ConfigError
 from pg_architect.exporter.activity import ActivitySampler, SampleRow
 from pg_architect.exporter.latency import SOURCE_SAMPLING, Interval, LoggedTail, estimate
 from pg_architect.exporter.target import Target
