@@ -19,7 +19,7 @@ from pg_architect.core import db
 from pg_architect.core.embedded import EmbeddedPostgres
 from pg_architect.core.errors import ConfigError
 from pg_architect.exporter.activity import ActivitySampler, SampleRow
-from pg_architect.exporter.latency import SOURCE_SAMPLING, Interval, LoggedTail, estimate
+from pg_architect.exporter.latency import SOURCE_SAMPLING, Interval, LoggedTail, estimate, merge_tails
 from pg_architect.exporter.target import Target
 from tests.conftest import ServerInfo, make_database
 from tests.exporter_helpers import (
@@ -276,3 +276,58 @@ def test_probed_targets_run_no_sampler(embedded_pg: ServerInfo) -> None:
         assert all(p.own.activity is None for p in fleet.probes.values())
     finally:
         fleet.close()
+
+
+def test_the_log_stands_above_its_threshold_and_sampling_fills_in_below_it() -> None:
+    logged = LoggedTail(0.25, [0.3, 0.5], [1, 1])
+    sampled = LoggedTail(0.04, [0.05, 0.1, 0.31, 0.49], [1, 2, 1, 1], sampled_below_s=math.inf)
+    merged = merge_tails(logged, sampled)
+    assert merged is not None
+    # The log's two calls (exact) above 0.25 s, the sampled ones between G and 0.25 s; the sampled copies of
+    # the logged calls are dropped, not counted twice.
+    assert sorted(merged.durations_s) == [0.05, 0.1, 0.3, 0.5]
+    assert merged.threshold_s == 0.04 and merged.sampled_below_s == 0.25
+    assert merge_tails(LoggedTail(0.01, [0.3], [1]), sampled) == LoggedTail(0.01, [0.3], [1])
+    assert merge_tails(None, sampled) is sampled and merge_tails(logged, None) is logged
+    # 100 calls, 6 of them in the tail: the p95 (rank 95) is the tail's first, a logged call when it lies
+    # above the log's threshold, a sampled one between G and it.
+    rows = {1: [Interval(98, 0.01, 0.05, 0.55, True, 0.001)], 2: [Interval(2, 0.1, 0.0, 0.1, True, 0.1)]}
+    ids = [1] * 6
+    at_log = estimate(rows, LoggedTail(0.04, [0.3, 0.35, 0.4, 0.45, 0.5, 0.55], ids, 0.25))
+    assert at_log.quantile(0.95) == 0.3 and at_log.source(0.95) == "duration_log"
+    at_sampled = estimate(rows, LoggedTail(0.04, [0.05, 0.06, 0.07, 0.08, 0.09, 0.5], ids, 0.25))
+    assert at_sampled.quantile(0.95) == 0.05 and at_sampled.source(0.95) == SOURCE_SAMPLING
+    below = estimate(rows, LoggedTail(0.04, [0.5], [1], math.inf))
+    assert below.source(0.95) == "pg_stat_statements+activity_sampling"
+
+
+def test_the_samplers_own_statement_is_no_part_of_the_p95(embedded_pg: ServerInfo) -> None:
+    """A role that may not switch pg_stat_statements tracking off (pg_monitor, not superuser): the sampler's
+    statement is counted there 50 times a second, and left out of the exporter's histogram by its query id."""
+    dbname = "p95_sampler_own"
+    dsn = make_database(embedded_pg, dbname, ("pg_stat_statements",))
+    with psycopg.connect(embedded_pg.dsn(), autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS exporter_monitor")
+        admin.execute("CREATE ROLE exporter_monitor LOGIN IN ROLE pg_monitor")
+    t = target(embedded_pg.dsn(dbname, user="exporter_monitor"), exporter_activity_sampling_hz=str(HZ))
+    sampler = t.activity
+    assert sampler is not None
+    try:
+        before = scrape(t)  # baseline, once the sampler has taken its first sample
+        seen = sampler.samples
+        wait_for(lambda: sampler.samples >= seen + 40, 60, "40 samples")
+        after = scrape(t)
+        window = sampler.window(0.0, 0.0)  # only to read the sampler's own statement's identity
+    finally:
+        t.close()
+    assert window.own is not None
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE queryid = %s", (window.own[2],)
+        ).fetchone()
+    assert row is not None and row[0] >= 40, f"the sampler's statement should be tracked: {row}"
+    counted = (after.value("pgarch_query_duration_seconds_count", datname=dbname) or 0.0) - (
+        before.value("pgarch_query_duration_seconds_count", datname=dbname) or 0.0
+    )
+    # Only the scrape's own statements (about ten) are this database's calls in the window.
+    assert 0 < counted < 30, f"{counted} calls counted in the window: the sampler's own were not left out"
