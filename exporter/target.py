@@ -420,8 +420,9 @@ class Target:
         read_at = time.time()
         rows, info = collectors.read_statements(conn, server)
         window = self.statements.advance(rows, info, time.time())
-        log_window, log_metrics = self._read_duration_log(conn)
+        # The sampler's window is cut with pg_stat_statements' baseline, before anything else can fail.
         activity_window, activity_metrics = self._read_activity(read_at)
+        log_window, log_metrics = self._read_duration_log(conn)
         snapshot = self.statements.snapshot or ()  # the rows again, made one at a time
         top_n = self.config.exporter.top_queries
         families = collectors.statement_metrics(
