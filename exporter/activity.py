@@ -16,8 +16,10 @@ seen at least once: above G the records are complete, exactly like the duration 
 ``log_min_duration_statement``. ``ActivityWindow.tail(dbid)`` hands them to ``latency.LoggedTail`` (the same
 machinery as the log); below G the model of pg_stat_statements' moments stands.
 
-Bounded: one row per backend being followed, at most ``activity_sampling_max_records`` records between two
-scrapes (32 bytes each), only records at least one sampling interval long (shorter ones are below any G).
+Bounded: one entry per backend being followed, at most ``activity_sampling_max_records`` records between
+two scrapes (32 bytes each), only records at least one sampling interval long (shorter ones are below any
+G), and the times of at most 200,000 sample pairs (16 bytes each; past that, an hour without a scrape at
+50 Hz, the window is incomplete).
 The sampler's own statement is left out of what it reads and, where pg_stat_statements still counts it (a role
 that may not switch tracking off), out of the p95 (``ActivityWindow.own``). A role that may not see other
 roles' sessions (no pg_read_all_stats / pg_monitor) sees their state as NULL: that database's window is then
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 
 _RETRY_S = 1.0  # after a failed sample, before reconnecting
 _OFFSET_SAMPLES = 64  # the server-minus-client clock offset is taken from the quickest of this many samples
-_MAX_GAPS = 500_000  # sample pairs kept between two scrapes (an hour at 100 Hz); past it coverage is lost
+_MAX_GAPS = 200_000  # sample pairs kept between two scrapes (16 bytes each; over an hour at 50 Hz)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -136,7 +138,9 @@ class ActivitySampler:
         self._exact = 0
         self._bounded = 0
         self._overflow = False
-        self._gaps: list[tuple[float, float]] = []  # (sampled_at of one sample, read_by of the next)
+        # Each pair of consecutive samples: sampled_at of the first, read_by of the second (server time).
+        self._gap_from = array("d")
+        self._gap_to = array("d")
         self._gaps_lost = False
         self._hidden: dict[int, float] = {}  # datid -> last sample (server time) that could not see a session
         self._first: float | None = None  # sampled_at of the first sample (since the last restart or forget)
@@ -270,10 +274,13 @@ class ActivitySampler:
         with self._cond:
             self._offsets.append((received - sent, sampled_at - 0.5 * (sent + received)))
             if self._last is not None:
-                if len(self._gaps) >= _MAX_GAPS:
-                    self._gaps = [(self._gaps[0][0], self._gaps[-1][1])]  # one long gap: coverage is lost
+                if len(self._gap_from) >= _MAX_GAPS:
+                    # No scrape for an hour: one long gap stands for them all (the window is incomplete).
+                    self._gap_from = array("d", [self._gap_from[0]])
+                    self._gap_to = array("d", [self._gap_to[-1]])
                     self._gaps_lost = True
-                self._gaps.append((self._last, read_by))
+                self._gap_from.append(self._last)
+                self._gap_to.append(read_by)
             else:
                 self._first = sampled_at
             seen: set[tuple[int, float]] = set()
@@ -344,7 +351,8 @@ class ActivitySampler:
         with self._cond:
             self._running.clear()
             self._drop_records(math.inf)
-            self._gaps = []
+            self._gap_from = array("d")
+            self._gap_to = array("d")
             self._gaps_lost = False
             self._hidden.clear()
             self._first = None
@@ -399,9 +407,12 @@ class ActivitySampler:
                 reason = "the window was too long to keep every sample's time"
             gap = math.inf
             if previous is not None:
-                gap = max((b - a for a, b in self._gaps if b > previous and a < at), default=math.inf)
+                pairs = zip(self._gap_from, self._gap_to, strict=True)
+                gap = max((b - a for a, b in pairs if b > previous and a < at), default=math.inf)
             hidden = frozenset(d for d, t in self._hidden.items() if previous is None or t > previous)
-            self._gaps = [g for g in self._gaps if g[1] > at]
+            keep = [i for i, b in enumerate(self._gap_to) if b > at]
+            self._gap_from = array("d", (self._gap_from[i] for i in keep))
+            self._gap_to = array("d", (self._gap_to[i] for i in keep))
             self._hidden = {d: t for d, t in self._hidden.items() if t > at}
             self._overflow = False
             self._gaps_lost = False
