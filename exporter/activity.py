@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 _RETRY_S = 1.0  # after a failed sample, before reconnecting
 _OFFSET_SAMPLES = 64  # the server-minus-client clock offset is taken from the quickest of this many samples
+_RUNNING = ("active", "fastpath function call")  # states of a backend running a statement
 _MAX_GAPS = 200_000  # sample pairs kept between two scrapes (16 bytes each; over an hour at 50 Hz)
 
 
@@ -145,6 +146,7 @@ class ActivitySampler:
         self._hidden: dict[int, float] = {}  # datid -> last sample (server time) that could not see a session
         self._first: float | None = None  # sampled_at of the first sample (since the last restart or forget)
         self._last: float | None = None  # sampled_at of the latest sample
+        self._last_taken = -math.inf  # time.monotonic() when the latest sample was taken
         self._cut: float | None = None  # the previous window's end, server time
         self._own: tuple[int, int, int] | None = None
         self._offsets: collections.deque[tuple[float, float]] = collections.deque(maxlen=_OFFSET_SAMPLES)
@@ -298,7 +300,7 @@ class ActivitySampler:
                 key = (r.pid, r.backend_start)
                 seen.add(key)
                 run = self._running.get(key)
-                if r.state == "active":
+                if r.state in _RUNNING:
                     if run is not None and run.query_start == r.query_start:
                         run.seen_at = sampled_at
                         run.query_id = r.query_id or run.query_id  # 0 until the executor starts
@@ -317,6 +319,7 @@ class ActivitySampler:
                 run = self._running.pop(key)
                 self._record(run, run.seen_at, read_by)
             self._last = sampled_at
+            self._last_taken = time.monotonic()
             self.samples += 1
             self._cond.notify_all()
 
@@ -357,6 +360,7 @@ class ActivitySampler:
             self._hidden.clear()
             self._first = None
             self._last = None
+            self._last_taken = -math.inf
             self._cut = None
             self._own = None
             self._offsets.clear()
@@ -376,7 +380,10 @@ class ActivitySampler:
         has been seen ending. The first window is a baseline.
         """
         at = cut + self.offset_s()
-        deadline = time.monotonic() + wait_s
+        now = time.monotonic()
+        if self.last_error is not None or now - self._last_taken > max(10 * self.period_s, 0.5):
+            wait_s = 0.0  # the sampler is failing or stalled: scrapes do not wait for it
+        deadline = now + wait_s
         with self._cond:
             while (self._last is None or self._last < at) and not self._stop.is_set():
                 remaining = deadline - time.monotonic()

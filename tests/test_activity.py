@@ -331,3 +331,28 @@ def test_the_samplers_own_statement_is_no_part_of_the_p95(embedded_pg: ServerInf
     )
     # Only the scrape's own statements (about ten) are this database's calls in the window.
     assert 0 < counted < 30, f"{counted} calls counted in the window: the sampler's own were not left out"
+
+
+def test_a_sampler_that_cannot_connect_degrades_the_p95_source_not_the_scrape(embedded_pg: ServerInfo) -> None:
+    dbname = "p95_sampler_refused"
+    dsn = make_database(embedded_pg, dbname, ("pg_stat_statements",))
+    with psycopg.connect(embedded_pg.dsn(), autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS exporter_one_conn")
+        # The scrape's connection takes the only slot: the sampler's is refused, again and again.
+        admin.execute("CREATE ROLE exporter_one_conn LOGIN CONNECTION LIMIT 1 IN ROLE pg_monitor")
+    t = target(embedded_pg.dsn(dbname, user="exporter_one_conn"), exporter_activity_sampling_hz=str(HZ))
+    sampler = t.activity
+    assert sampler is not None
+    try:
+        scrape(t)
+        wait_for(lambda: sampler.failures >= 1, 60, "the sampler's connection to be refused")
+        run_concurrently(dsn, [("SELECT pg_sleep(%s)", (0.001,))] * 20, threads=2)
+        after = scrape(t)
+    finally:
+        t.close()
+    assert after.value("pg_up") == 1.0
+    assert after.value("pgarch_scrape_collector_success", collector="statements") == 1.0
+    assert after.value("pgarch_activity_sampling_complete") == 0.0
+    assert (after.value("pgarch_activity_sample_failures_total") or 0.0) >= 1.0
+    assert after.value("pgarch_query_p95_source", datname=dbname, source="pg_stat_statements") == 1.0
+    assert not sampler.alive

@@ -14,4 +14,5 @@ SELECT a.pid AS pid, a.pid = pg_catalog.pg_backend_pid() AS own,
        extract(epoch FROM pg_catalog.clock_timestamp())::float8 AS read_by
 FROM pg_catalog.pg_stat_activity a
 WHERE (a.backend_type = 'client backend' OR a.backend_type IS NULL)
-  AND (a.state = 'active' OR a.state IS NULL OR a.state_change >= pg_catalog.to_timestamp(%(since)s))
+  AND (a.state IN ('active', 'fastpath function call') OR a.state IS NULL
+       OR a.state_change >= pg_catalog.to_timestamp(%(since)s))
