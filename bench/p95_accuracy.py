@@ -64,6 +64,7 @@ from pg_architect.exporter.latency import (
     row_quantile,
     row_suspect_bimodal,
 )
+from pg_architect.exporter.statements import statement_tail
 
 WORKLOAD_DB = "p95bench"
 WORKLOAD_APP = "p95bench-workload"
@@ -556,7 +557,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     thresholds = sorted(args.log_threshold_ms)
-    results, row_errors = [], []
+    results, row_errors, sampled_row_errors = [], [], []
     print(
         f"\n{'win':>3} {'calls':>6} {'logged':>6} {'true p95':>10} {'gauge':>10} {'err':>7} "
         f"{'histogram':>10} {'err':>7} {'means-only':>10} {'err':>7}  flag"
@@ -589,6 +590,10 @@ def run(args: argparse.Namespace) -> int:
             )
         print(line)
         row_errors.extend(per_row_errors(intervals, windows[k]))
+        sampled_window = activity[k + 1] if activity else None
+        sampled_tail = sampled_window.tail(next(iter(intervals))[1]) if sampled_window and intervals else None
+        if sampled_tail is not None:
+            sampled_row_errors.extend(per_row_errors(intervals, windows[k], sampled_tail))
     mismatched = [r.index for r in results if r.calls != r.logged]
     print(f"\nwindows whose pg_stat_statements calls differ from the logged count: {mismatched or 'none'}")
     print(f"true p95 {min(r.truth_s for r in results) * 1000:.1f}-{max(r.truth_s for r in results) * 1000:.1f} ms")
@@ -619,6 +624,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  still flagged suspect: {sum(r.with_log[t][3] for r in backed)}")
     if args.sampling_hz > 0:
         print_sampling(results, thresholds, cost_start, cost_end, args.sampling_hz)
+        if sampled_row_errors:
+            print("  " + summarise("per-row p95", sampled_row_errors) + f"   ({len(sampled_row_errors)} row-windows)")
     median_ms, worst_ms = time_scrape_math()
     print(f"latency math for 5,000 rows x {len(BUCKETS)} buckets: median {median_ms:.1f} ms, worst {worst_ms:.1f} ms")
     return 0
@@ -671,8 +678,11 @@ def print_sampling(
     )
 
 
-def per_row_errors(intervals: dict[Key, Interval], durations: list[tuple[float, int | None]]) -> list[float]:
-    """row_quantile(0.95) against each row's own logged p95 (csvlog carries query_id), rows with >= 50 calls."""
+def per_row_errors(
+    intervals: dict[Key, Interval], durations: list[tuple[float, int | None]], tail: LoggedTail | None = None
+) -> list[float]:
+    """row_quantile(0.95) against each row's own logged p95 (csvlog carries query_id), rows with >= 50 calls;
+    with ``tail`` (the database's sampled calls), the exporter's per-statement p95 backed by the row's share."""
     by_query: dict[int, list[float]] = {}
     for ms, query_id in durations:
         if query_id is not None:
@@ -681,7 +691,9 @@ def per_row_errors(intervals: dict[Key, Interval], durations: list[tuple[float, 
     for key, iv in intervals.items():
         logged = by_query.get(key[2], [])
         if iv.calls >= 50 and len(logged) == iv.calls:
-            errors.append(row_quantile(iv, 0.95) / true_p95(logged) - 1)
+            own = statement_tail(tail, key[2]) if tail is not None else None
+            value = estimate({key[2]: [iv]}, own).quantile(0.95) if own is not None else row_quantile(iv, 0.95)
+            errors.append(value / true_p95(logged) - 1)
     return errors
 
 

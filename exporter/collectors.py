@@ -32,7 +32,9 @@ from pg_architect.exporter.latency import (
     SOURCE_PGSS_ACTIVITY_HIDDEN,
     Estimate,
     Interval,
+    LoggedTail,
     Mixture,
+    estimate,
     row_quantile,
 )
 from pg_architect.exporter.models import (
@@ -49,7 +51,7 @@ from pg_architect.exporter.models import (
     SettingRow,
 )
 from pg_architect.exporter.queries import QUERIES
-from pg_architect.exporter.statements import estimates
+from pg_architect.exporter.statements import estimates, statement_tail, tails
 
 if TYPE_CHECKING:  # the duration log's and the sampler's modules load only when they are on
     from pg_architect.exporter.activity import ActivityWindow
@@ -251,8 +253,11 @@ def statement_metrics(
         "pg_stat_statements:activity_hidden (the model alone: the sampler may not see other roles' sessions).",
         labels=["datname", "source"],
     )
+    own = activity.own if activity is not None else None
+    # The calls the duration log and the sampler know one by one, per database: the p95s rest on them.
+    known = tails({key[1] for key in window.intervals}, datnames, log, activity) if window is not None else {}
     if window is not None:
-        for dbid, mixture in estimates(window, datnames, log, activity).items():
+        for dbid, mixture in estimates(window, known, own).items():
             datname = datnames.get(dbid)
             if datname is None or mixture.calls <= 0:
                 continue
@@ -295,7 +300,8 @@ def statement_metrics(
         "p95 latency of a top statement between the last two scrapes.",
         labels=["datname", "queryid"],
     )
-    top = top_statements(window, rows, top_n)
+    sampler = (own[1], own[2]) if own is not None else None
+    top = [key for key in top_statements(window, rows, top_n + 1) if key != sampler][:top_n]
     totals = statement_totals(rows, set(top))
     per_statement = window.by_statement() if window is not None else {}
     for key in top:
@@ -307,13 +313,17 @@ def statement_metrics(
         seconds.add_metric(labels, totals[key].total_s)
         intervals = per_statement.get(key)
         if intervals:
-            value = _statement_p95(intervals)
+            value = _statement_p95(intervals, known.get(key[0]), key[1])
             if not math.isnan(value):
                 stmt_p95.add_metric(labels, value)
     return [p95, suspect, source, hist, calls, seconds, stmt_p95]
 
 
-def _statement_p95(intervals: list[Interval]) -> float:
+def _statement_p95(intervals: list[Interval], tail: LoggedTail | None, query_id: int) -> float:
+    """One statement's p95: backed by its own calls in the database's tail where they can be told apart."""
+    own = statement_tail(tail, query_id) if tail is not None else None
+    if own is not None:
+        return estimate({query_id: intervals}, own).quantile(0.95)
     return row_quantile(intervals[0], 0.95) if len(intervals) == 1 else Mixture(intervals).quantile(0.95)
 
 

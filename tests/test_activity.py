@@ -201,6 +201,14 @@ def test_a_slow_mode_above_the_samplers_threshold_is_exported_exactly_from_sampl
     assert after.value("pgarch_query_p95_suspect", datname=dbname) == 0.0
     from_histogram = histogram_quantile(0.95, bucket_delta(before, after, dbname))
     assert abs(from_histogram - truth) / truth < 0.10, f"histogram p95 {from_histogram:.4f}s vs {truth:.4f}s"
+    # The statement's own p95 rests on its own sampled calls too (the database holds this one statement).
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT queryid FROM pg_stat_statements WHERE query LIKE %s", ("%sampled two-modes%",)
+        ).fetchone()
+    assert found is not None
+    statement = after.value("pgarch_statement_p95_seconds", datname=dbname, queryid=str(found[0]))
+    assert statement is not None and abs(statement - truth) / truth <= 0.05, f"statement p95 {statement} vs {truth}"
 
 
 def test_a_role_that_may_not_see_other_sessions_degrades_with_the_source_saying_so(embedded_pg: ServerInfo) -> None:
