@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+import time
 
 import psycopg
 import pytest
@@ -269,8 +270,8 @@ def test_the_sampler_stops_cleanly_and_leaves_no_session(embedded_pg: ServerInfo
     t.close()
     assert not sampler.alive, "the sampler's thread ended"
     wait_for(lambda: sampler_sessions() == 0 or None, 60, "the sampler's session to end")
-    samples = sampler.samples
-    assert sampler.samples == samples and not sampler.alive
+    after = sampler.window(time.time(), 1.0)
+    assert not after.complete and after.tail(1) is None, "a stopped sampler backs no window"
 
 
 def test_probed_targets_run_no_sampler(embedded_pg: ServerInfo) -> None:
