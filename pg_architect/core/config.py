@@ -87,6 +87,10 @@ def _ratio(value: Any) -> str | None:
     return None if 0 <= value <= 1 else f"must be between 0 and 1, got {value!r}"
 
 
+def _sampling_hz(value: Any) -> str | None:
+    return None if value == 0 or 1 <= value <= 200 else f"must be 0 (off) or between 1 and 200, got {value!r}"
+
+
 def _one_of(*allowed: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if value in allowed else f"must be one of {', '.join(allowed)}, got {value!r}"
@@ -200,6 +204,9 @@ class ExporterConfig:
     duration_log_format: str = _field("auto", _one_of("auto", "csvlog", "jsonlog", "stderr"))
     duration_log_max_bytes: int = _field(64 * 1024 * 1024, _positive)
     duration_log_max_records: int = _field(500_000, _positive)
+    # Sampling pg_stat_activity as a pseudo duration log, this many times a second (0: off); docs/p95.md.
+    activity_sampling_hz: float = _field(0.0, _sampling_hz)
+    activity_sampling_max_records: int = _field(100_000, _positive)
 
 
 @dataclasses.dataclass(frozen=True)
