@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from pg_architect.auditor import advisor, analysis, confidence, health, lifecycle, plans, settings, window
+from pg_architect.auditor import advisor, analysis, confidence, health, lifecycle, partitioning, plans, settings, window
 from pg_architect.auditor.catalog import IndexInfo, Snapshot
 from pg_architect.auditor.decision import decide
 from pg_architect.auditor.delivery import after_audit
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL, embed
-from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
+from pg_architect.auditor.kb import HealthPoint, KnowledgeBase, SimilarRecommendation
 from pg_architect.auditor.llm import architect
 from pg_architect.auditor.measure import (
     CannotMeasure,
@@ -209,10 +209,20 @@ class Auditor:
             index_health = health.index_health(self.conn)
         except PgArchitectError as exc:
             notes.append(f"index health skipped: {exc}")
+        history: list[HealthPoint] = []
         try:
-            forecasts = health.forecasts(self.kb.health_history(target_id), health.table_sizes(self.conn))
+            history = self.kb.health_history(target_id)
+            forecasts = health.forecasts(history, health.table_sizes(self.conn))
         except PgArchitectError as exc:
             notes.append(f"growth forecasts skipped: {exc}")
+        # Issue 18, partitioning: growing tables filtered on ranges get a measured plan (auditor.partitioning).
+        try:
+            forecasts, partition_notes = partitioning.recommend(
+                self.cfg, self.catalog, forecasts, results, self.staging, len(history)
+            )
+            notes += partition_notes
+        except PgArchitectError as exc:
+            notes.append(f"partitioning plans skipped: {exc}")
         suggestions, setting_notes = settings.suggest(self.conn, datetime.now(UTC))
         notes += setting_notes
         finished = datetime.now(UTC)
