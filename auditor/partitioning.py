@@ -430,7 +430,8 @@ def _recommendation(
         evidence = (
             f" Measured on a copy of a {m.samples}-sample workload ({measured.where}, scratch schema dropped): "
             f"{m.before_ms or 0:.1f} ms on the plain copy -> {m.after_ms or 0:.1f} ms partitioned, "
-            f"{m.gain_percent:.0f} % faster{"" if measured.consistent else " (not on every sample)"}; the statements read {measured.partitions_scanned:.1f} of "
+            f"{m.gain_percent:.0f} % faster{'' if measured.consistent else ' (not on every sample)'}; "
+            f"the statements read {measured.partitions_scanned:.1f} of "
             f"{measured.partitions} partitions. Plan before: {m.plan_before}. Plan after: {m.plan_after}."
         )
     else:
