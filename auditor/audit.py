@@ -19,7 +19,18 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from pg_architect.auditor import advisor, analysis, confidence, health, lifecycle, partitioning, plans, settings, window
+from pg_architect.auditor import (
+    advisor,
+    analysis,
+    caching,
+    confidence,
+    health,
+    lifecycle,
+    partitioning,
+    plans,
+    settings,
+    window,
+)
 from pg_architect.auditor.catalog import IndexInfo, Snapshot
 from pg_architect.auditor.decision import decide
 from pg_architect.auditor.delivery import after_audit
@@ -186,6 +197,9 @@ class Auditor:
             except PgArchitectError as exc:
                 log.warning("statement %s: %s", statement.queryids, exc)
                 result, vector = _error(statement, str(exc)), None
+            # Issue 18, caching: a hot statement nothing else fixed, over rarely written tables (auditor.caching).
+            if result.status == "no_recommendation" and result.recommendation is None:
+                result = caching.recommend(self.cfg, self.catalog, self.kb, result, statement, win, target_id)
             if vector is not None:
                 embeddings[statement.fingerprint] = vector
             results.append(result)

@@ -157,7 +157,9 @@ def _text(doc: dict[str, Any]) -> str:
             lines.append(f"   intent: {e['intent']}  (complexity {e['complexity']})")
         lines.extend(f"   {line}" for line in llm_lines(q.get("llm")))
         rec = q.get("recommendation")
-        if rec and q["status"] == "recommended":
+        if rec and q["status"] == "recommended" and rec.get("type") == "cache":  # advisory, nothing measured
+            lines += [f"   {line}" for line in beyond_index_lines(q)]
+        elif rec and q["status"] == "recommended":
             m = rec.get("measurement") or {}
             lines.append(f"   recommend: {rec['sql']}")
             lines.append(f"   rollback:  {rec['rollback_sql']}")
