@@ -6,7 +6,10 @@
 - ``max_wal_size``: most checkpoints are requested by WAL volume rather than timed;
 - ``pg_stat_statements.max``: entries were evicted (``pg_stat_statements_info.dealloc``), so statements go
   missing from every window (needs a restart);
-- autovacuum lag: tables whose dead rows pile up without a vacuum (``ALTER TABLE ... SET`` per table).
+- autovacuum lag: tables whose dead rows pile up without a vacuum (``ALTER TABLE ... SET`` per table);
+- ``shared_buffers`` and ``effective_cache_size``: the database's cache hit ratio is low. The server's memory is
+  not visible over SQL: it is read from /proc/meminfo only when the server is on this machine (a Unix socket or
+  a loopback address), and said so; otherwise the suggestion is relative to the current value, less confident.
 
 Advisory: confidence stays below the pull-request threshold; nothing here changes the server.
 """
@@ -34,6 +37,9 @@ REQUESTED_SHARE = 0.5
 MIN_DEAD_ROWS = 10_000
 DEAD_RATIO = 0.2
 STALE_HOURS = 24
+MIN_READ_BLOCKS = 10_000
+HIT_TARGET = 0.99
+MEMINFO = "/proc/meminfo"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,6 +74,91 @@ class _Lag:
     dead: int
     last_vacuum: datetime | None
     changes: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Cache:
+    blks_hit: int
+    blks_read: int
+    shared_buffers: str
+    shared_buffers_bytes: int
+    effective_cache_size: str
+    effective_cache_size_bytes: int
+    local: bool
+
+
+def visible_memory(local: bool, meminfo: str = MEMINFO) -> int | None:
+    """The machine's memory in bytes when the server runs on it (MemTotal of /proc/meminfo); None otherwise."""
+    if not local:
+        return None
+    try:
+        with open(meminfo, encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _bytes_setting(n: float) -> str:
+    """A memory setting in whole MB (GB from 1 GB up)."""
+    mb = int(n // (1024 * 1024))
+    return f"{mb // 1024}GB" if mb >= 1024 and mb % 1024 == 0 else f"{max(mb, 1)}MB"
+
+
+def buffers(cache: _Cache, memory: int | None) -> list[SettingSuggestion]:
+    """shared_buffers and effective_cache_size when the cache hit ratio is low, sized from the visible memory."""
+    total = cache.blks_hit + cache.blks_read
+    if cache.blks_read < MIN_READ_BLOCKS or total == 0:
+        return []
+    ratio = cache.blks_hit / total
+    if ratio >= HIT_TARGET:
+        return []
+    seen = f"cache hit ratio {ratio:.1%} over {total:,} block requests (target {HIT_TARGET:.0%})"
+    out: list[SettingSuggestion] = []
+    if memory is not None:
+        where = f"the server runs on this machine: {MEMINFO} shows {memory / 1024**3:.1f} GB"
+        if cache.shared_buffers_bytes < memory // 4 * 0.9:
+            suggested = _bytes_setting(memory // 4)
+            out.append(_shared_buffers(cache, suggested, f"{seen}; {where}; 25 % of it is {suggested}", 0.6))
+        if cache.effective_cache_size_bytes < memory // 2:
+            suggested = _bytes_setting(memory * 3 // 4)
+            out.append(
+                SettingSuggestion(
+                    name="effective_cache_size",
+                    current=cache.effective_cache_size,
+                    suggested=suggested,
+                    evidence=f"{seen}; {where}: the planner assumes {cache.effective_cache_size} of cache, the "
+                    f"operating system's cache and shared_buffers together are closer to {suggested} (75 %)",
+                    confidence=0.5,
+                    scope="server",
+                    sql=f"ALTER SYSTEM SET effective_cache_size = '{suggested}'; SELECT pg_reload_conf();",
+                    rollback_sql="ALTER SYSTEM RESET effective_cache_size; SELECT pg_reload_conf();",
+                    restart=False,
+                )
+            )
+        return out
+    suggested = _bytes_setting(cache.shared_buffers_bytes * 2)
+    where = (
+        "the server's memory is not visible from here (a remote server): doubling is a step, keep shared_buffers "
+        "near 25 % of its memory"
+    )
+    return [_shared_buffers(cache, suggested, f"{seen}; {where}", 0.4)]
+
+
+def _shared_buffers(cache: _Cache, suggested: str, evidence: str, confidence: float) -> SettingSuggestion:
+    return SettingSuggestion(
+        name="shared_buffers",
+        current=cache.shared_buffers,
+        suggested=suggested,
+        evidence=evidence,
+        confidence=confidence,
+        scope="server",
+        sql=f"ALTER SYSTEM SET shared_buffers = '{suggested}';  -- takes effect after a restart",
+        rollback_sql="ALTER SYSTEM RESET shared_buffers;  -- after a restart",
+        restart=True,
+    )
 
 
 def _memory(kb: float) -> str:
@@ -230,6 +321,7 @@ def suggest(conn: db.Connection, now: datetime) -> tuple[list[SettingSuggestion]
         ("checkpoints", checkpoints),
         ("pg_stat_statements evictions", lambda: pgss_max(facts, pgss.read_info(conn) if schema else None)),
         ("autovacuum", lambda: vacuum_lag(_lags(conn), now)),
+        ("cache hit ratio", lambda: _buffers(conn)),
     ]
     for what, step in steps:
         try:
@@ -237,6 +329,11 @@ def suggest(conn: db.Connection, now: datetime) -> tuple[list[SettingSuggestion]
         except PgArchitectError as exc:
             notes.append(f"settings: {what} not read: {exc}")
     return out, notes
+
+
+def _buffers(conn: db.Connection) -> list[SettingSuggestion]:
+    cache = db.fetch_one(conn, db.query(conn, QUERIES, "settings_cache"), None, _Cache)
+    return buffers(cache, visible_memory(cache.local)) if cache is not None else []
 
 
 def _spills(conn: db.Connection, schema: str | None) -> list[_Spill]:
