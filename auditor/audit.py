@@ -239,6 +239,10 @@ class Auditor:
             notes.append(f"partitioning plans skipped: {exc}")
         suggestions, setting_notes = settings.suggest(self.conn, datetime.now(UTC))
         notes += setting_notes
+        # Issue 18: random_page_cost, timed on the slow statements' sequential-scan plans (auditor.settings).
+        page_cost, setting_notes = settings.random_page_cost(self.cfg, self.catalog, results)
+        suggestions += page_cost
+        notes += setting_notes
         finished = datetime.now(UTC)
         failed = bool(results) and all(r.status == "error" for r in results)
         report = AuditReport(

@@ -9,7 +9,11 @@
 - autovacuum lag: tables whose dead rows pile up without a vacuum (``ALTER TABLE ... SET`` per table);
 - ``shared_buffers`` and ``effective_cache_size``: the database's cache hit ratio is low. The server's memory is
   not visible over SQL: it is read from /proc/meminfo only when the server is on this machine (a Unix socket or
-  a loopback address), and said so; otherwise the suggestion is relative to the current value, less confident.
+  a loopback address), and said so; otherwise the suggestion is relative to the current value, less confident;
+- ``random_page_cost``: slow statements whose plans scan tables sequentially are timed (EXPLAIN ANALYZE) with and
+  without ``SET LOCAL random_page_cost = 1.1`` in a rolled-back read-only transaction (the verifier's settings
+  check, auditor.llm.verify.settings); a plan that changes and runs faster says the storage (SSD, or a working
+  set that stays cached) makes random reads cheaper than the default assumes.
 
 Advisory: confidence stays below the pull-request threshold; nothing here changes the server.
 """
@@ -21,13 +25,18 @@ import math
 from collections.abc import Callable
 from datetime import datetime
 
-from pg_architect.auditor.models import SettingSuggestion
+from pg_architect.auditor import analysis
+from pg_architect.auditor.catalog import Snapshot
+from pg_architect.auditor.llm import verify
+from pg_architect.auditor.measure import explain
+from pg_architect.auditor.models import SettingSuggestion, SlowQuery
 from pg_architect.auditor.parsing import UnparseableQuery, parse_query
 from pg_architect.auditor.queries import QUERIES
 from pg_architect.auditor.redaction import safe_text
 from pg_architect.core import db, pgss
+from pg_architect.core.config import Config
 from pg_architect.core.errors import PgArchitectError
-from pg_architect.core.sqlfiles import MARKER
+from pg_architect.core.sqlfiles import MARKER, mark
 
 BLOCK = 8192
 # Evidence bounds: below these the statistics say too little to suggest anything.
@@ -40,6 +49,9 @@ STALE_HOURS = 24
 MIN_READ_BLOCKS = 10_000
 HIT_TARGET = 0.99
 MEMINFO = "/proc/meminfo"
+SSD_PAGE_COST = "1.1"
+MAX_TIMED_STATEMENTS = 3
+TIMED_SAMPLES = 2
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -312,6 +324,7 @@ def suggest(conn: db.Connection, now: datetime) -> tuple[list[SettingSuggestion]
         return [], [f"settings not read: {exc}"]
     assert facts is not None
     schema = db.server_facts(conn).extension_schema("pg_stat_statements")
+
     def checkpoints() -> list[SettingSuggestion]:
         sql = db.query(conn, QUERIES, "settings_checkpoints")
         return max_wal_size(facts, db.fetch_one(conn, sql, None, _Checkpoints))
@@ -345,3 +358,103 @@ def _spills(conn: db.Connection, schema: str | None) -> list[_Spill]:
 def _lags(conn: db.Connection) -> list[_Lag]:
     params = {"min_dead": MIN_DEAD_ROWS, "ratio": DEAD_RATIO, "stale": STALE_HOURS}
     return db.fetch(conn, db.query(conn, QUERIES, "settings_vacuum_lag"), params, _Lag)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Timed:
+    queryid: str
+    before_ms: float
+    after_ms: float
+    gain_percent: float
+    plan_before: str
+    plan_after: str
+
+
+def random_page_cost(
+    cfg: Config, catalog: Snapshot, slow: list[SlowQuery]
+) -> tuple[list[SettingSuggestion], list[str]]:
+    """A lower random_page_cost when the slow statements' sequential-scan plans measure slower than the plans
+    it gives; notes on what could not be timed. Nothing is changed: every timing is rolled back."""
+    conn = catalog.conn
+    try:
+        current = str(db.fetch_value(conn, mark("SELECT pg_catalog.current_setting('random_page_cost')")))
+    except PgArchitectError as exc:
+        return [], [f"settings: random_page_cost not read: {exc}"]
+    if float(current) <= float(SSD_PAGE_COST) * 1.5:
+        return [], []
+    timed: list[_Timed] = []
+    notes: list[str] = []
+    tried = 0
+    for q in slow:
+        if tried == MAX_TIMED_STATEMENTS:
+            break
+        samples = _seq_scan_samples(catalog, q)
+        if not samples:
+            continue
+        tried += 1
+        m = cfg.measurement
+        try:
+            checked = verify.settings(
+                conn,
+                f"SET random_page_cost = {SSD_PAGE_COST}",
+                kind="select",
+                samples=samples,
+                statement_timeout_ms=m.statement_timeout_ms,
+                lock_timeout_ms=m.lock_timeout_ms,
+                min_gain_percent=cfg.auditor.thresholds.min_gain_percent,
+            )
+        except PgArchitectError as exc:
+            notes.append(f"settings: random_page_cost not timed on statement {q.queryid}: {exc}")
+            continue
+        t = checked.measurement
+        if checked.worth and checked.consistent and t.plan_changed:
+            timed.append(
+                _Timed(
+                    q.queryid,
+                    t.before_ms or 0.0,
+                    t.after_ms or 0.0,
+                    t.gain_percent,
+                    t.plan_before or "",
+                    t.plan_after or "",
+                )
+            )
+    if not timed:
+        return [], notes
+    shown = "; ".join(
+        f"statement {t.queryid}: {t.before_ms:.1f} ms ({t.plan_before}) -> {t.after_ms:.1f} ms ({t.plan_after}), "
+        f"{t.gain_percent:.0f} % faster"
+        for t in timed
+    )
+    return [
+        SettingSuggestion(
+            name="random_page_cost",
+            current=current,
+            suggested=SSD_PAGE_COST,
+            evidence=f"{len(timed)} of {tried} slow statement(s) planned with sequential scans run faster with "
+            f"random_page_cost = {SSD_PAGE_COST} (EXPLAIN ANALYZE with and without SET LOCAL, rolled back): "
+            f"{shown}. The default {current} assumes spinning disks; SSD-backed storage, or a working set that stays "
+            "in cache, makes random reads nearly as cheap as sequential ones",
+            confidence=round(min(0.5 + 0.1 * (len(timed) - 1), 0.7), 2),
+            scope="server",
+            sql=f"ALTER SYSTEM SET random_page_cost = {SSD_PAGE_COST}; SELECT pg_reload_conf();",
+            rollback_sql="ALTER SYSTEM RESET random_page_cost; SELECT pg_reload_conf();",
+            restart=False,
+        )
+    ], notes
+
+
+def _seq_scan_samples(catalog: Snapshot, q: SlowQuery) -> list[str]:
+    """Executable samples of a slow SELECT whose plan scans a table sequentially; empty otherwise."""
+    try:
+        shape = parse_query(q.query)
+        if shape.kind != "select" or shape.is_utility:
+            return []
+        resolved, tables = analysis.resolve(catalog, shape)
+        if not tables:
+            return []
+        samples = list(analysis.analyse(catalog, resolved, tables, TIMED_SAMPLES, None).samples)
+        if not any("Seq Scan" in node for node in explain(catalog.conn, samples[0], analyze=False).nodes):
+            return []
+    except (UnparseableQuery, PgArchitectError):
+        return []
+    return samples[:TIMED_SAMPLES]

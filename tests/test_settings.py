@@ -8,8 +8,12 @@ from pathlib import Path
 import psycopg
 
 from pg_architect.auditor import settings
+from pg_architect.auditor.catalog import Snapshot
+from pg_architect.auditor.models import SlowQuery
 from pg_architect.auditor.queries import QUERIES
 from pg_architect.core import db, pgss
+from pg_architect.core.config import load_config
+from tests.test_audit import fingerprint_of_database
 
 FACTS = settings._Facts(work_mem="4MB", work_mem_kb=4096, max_wal_size="1GB", max_wal_size_mb=1024,
                         checkpoint_timeout="5min", pgss_max="5000")
@@ -129,3 +133,39 @@ def test_the_cache_facts_are_read_from_the_server_and_a_loopback_server_counts_a
         conn.close()
     assert cache is not None and cache.local and cache.shared_buffers == "256MB", cache
     assert not [n for n in notes if "cache hit ratio" in n], notes
+
+
+JOIN = "SELECT count(*), max(b.pad) FROM small s JOIN big b ON b.k = s.k"
+
+
+def test_sequential_scan_plans_that_measure_slower_than_index_plans_suggest_a_lower_random_page_cost(
+    postgresql: psycopg.Connection,
+) -> None:
+    postgresql.autocommit = True
+    postgresql.execute(
+        "CREATE TABLE big AS SELECT g AS id, (g * 7919 % 200000) AS k, repeat('x', 300) AS pad "
+        "FROM generate_series(1, 200000) g;"
+        "CREATE INDEX ON big (k);"
+        "CREATE TABLE small AS SELECT g AS k FROM generate_series(1, 200000, 80) g;"
+        "ANALYZE big; ANALYZE small;"
+    )
+    dsn = f"postgresql://{postgresql.info.user}@127.0.0.1:{postgresql.info.port}/{postgresql.info.dbname}"
+    cfg = load_config(env={})
+    conn = db.connect(dsn, db.Role.AUDITOR, db.policy(cfg, db.Role.AUDITOR))
+    try:
+        before = fingerprint_of_database(dsn)
+        slow = [SlowQuery("42", JOIN, 10, 60.0, 600.0, "no_recommendation")]
+        found, notes = settings.random_page_cost(cfg, Snapshot(conn), slow)
+        assert fingerprint_of_database(dsn) == before
+        current = db.fetch_value(conn, "SHOW random_page_cost")
+    finally:
+        conn.close()
+    assert current == "4", "the setting leaked out of the rolled-back measurement"
+    assert not notes, notes
+    (s,) = found
+    assert (s.name, s.current, s.suggested, s.restart) == ("random_page_cost", "4", "1.1", False)
+    assert "1 of 1 slow statement(s) planned with sequential scans run faster" in s.evidence, s.evidence
+    assert "Seq Scan on big" in s.evidence and "Index" in s.evidence, s.evidence
+    assert s.sql == "ALTER SYSTEM SET random_page_cost = 1.1; SELECT pg_reload_conf();"
+    assert s.rollback_sql == "ALTER SYSTEM RESET random_page_cost; SELECT pg_reload_conf();"
+    assert s.confidence < 0.8
