@@ -4,6 +4,7 @@ audited database is left as it was."""
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,10 +14,13 @@ import pytest
 
 from pg_architect.auditor import report as report_render
 from pg_architect.auditor.audit import AuditOptions, Auditor
+from pg_architect.auditor.delivery import html as delivery_html
+from pg_architect.auditor.delivery import slack, weekly
 from pg_architect.auditor.kb import KnowledgeBase
 from pg_architect.auditor.window import identity
 from pg_architect.core import db
 from pg_architect.core.config import Config, load_config
+from pg_architect.core.errors import ConfigError
 from tests.conftest import ServerInfo, make_database
 from tests.test_audit import fingerprint_of_database
 
@@ -25,7 +29,7 @@ RANGE = "SELECT count(*), sum(kind) FROM events WHERE created_at >= %s AND creat
 
 @pytest.fixture(scope="module")
 def growing(embedded_pg: ServerInfo) -> Iterator[str]:
-    """Two years of events, 200,000 rows, and a slow monthly range statement run a few times."""
+    """Two years of events, 100,000 rows, and a slow monthly range statement run a few times."""
     dsn = make_database(embedded_pg, "part_growing")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
@@ -34,7 +38,7 @@ def growing(embedded_pg: ServerInfo) -> Iterator[str]:
         )
         conn.execute(
             "INSERT INTO events (created_at, kind, payload) SELECT timestamptz '2024-01-01 00:00+00' + "
-            "(g * interval '315 seconds'), g % 7, repeat(md5(g::text), 3) FROM generate_series(1, 200000) g"
+            "(g * interval '630 seconds'), g % 7, repeat(md5(g::text), 3) FROM generate_series(1, 100000) g"
         )
         conn.execute("ANALYZE events")
         conn.execute("SELECT pg_stat_statements_reset()")
@@ -47,7 +51,7 @@ def growing(embedded_pg: ServerInfo) -> Iterator[str]:
 def _config(**env: str) -> Config:
     base = {
         "PG_ARCHITECT_AUDITOR_PARTITIONING_MIN_PROJECTED_BYTES": str(64 * 1024 * 1024),
-        "PG_ARCHITECT_AUDITOR_PARTITIONING_SAMPLE_ROWS": "60000",
+        "PG_ARCHITECT_AUDITOR_PARTITIONING_SAMPLE_ROWS": "40000",
         "PG_ARCHITECT_AUDITOR_THRESHOLDS_MIN_CALLS": "3",
         "PG_ARCHITECT_AUDITOR_THRESHOLDS_MIN_MEAN_MS": "0",
     }
@@ -125,6 +129,23 @@ def test_a_growing_table_filtered_on_a_time_range_gets_a_measured_monthly_partit
     assert 'ALTER TABLE "public"."events_unpartitioned" RENAME TO "events";' in rec["rollback_sql"]
     assert "partition created_at, 1 month" in doc["_markdown"], doc["_markdown"]
     assert "partition created_at, 1 month" in doc["_text"]
+    # The weekly report's renderers (markdown, Slack, HTML) show it with the other advisory recommendations.
+    run = {k: v for k, v in doc.items() if not k.startswith("_")}
+    line = "Partition public.events by range of created_at, 1 month per partition (measured on a copy (staging server)"
+    weekly_report = weekly.WeeklyReport(
+        generated_at=datetime.now(UTC),
+        run=run,
+        deliveries=(),
+        pending=(),
+        applied=(),
+        trends=weekly.Trends((), (), (), (), (), (), ()),
+        report_url="http://127.0.0.1:3001/admin/database/report",
+    )
+    assert line in weekly.markdown(weekly_report)
+    assert line in json.dumps(slack.blocks(weekly_report))
+    assert html.escape(line) in delivery_html.run_page(run) and html.escape(line) in delivery_html.weekly_page(
+        weekly_report
+    )
 
 
 def test_without_daily_snapshots_the_report_says_so_and_invents_no_forecast(
@@ -147,3 +168,21 @@ def test_without_staging_the_copy_is_measured_on_an_embedded_server_never_on_the
     (forecast,) = [f for f in doc["forecasts"] if f["table"] == "public.events"]  # type: ignore[union-attr]
     assert forecast["partition"]["where_measured"] == "embedded server", forecast
     assert forecast["recommendation"]["measurement"]["gain_percent"] > 20
+
+
+def test_partitioning_and_caching_keys_are_validated_and_every_bad_one_is_listed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            env={
+                "PG_ARCHITECT_AUDITOR_PARTITIONING_HORIZON_DAYS": "0",
+                "PG_ARCHITECT_AUDITOR_PARTITIONING_SAMPLE_ROWS": "-5",
+                "PG_ARCHITECT_AUDITOR_CACHING_MAX_WRITE_SHARE": "1.5",
+            }
+        )
+    message = str(caught.value)
+    assert "auditor.partitioning.horizon_days: must be between 1 and 365 days, got 0" in message, message
+    assert "auditor.partitioning.sample_rows: must be > 0" in message, message
+    assert "auditor.caching.max_write_share: must be between 0 and 1, got 1.5" in message, message
+    defaults = load_config(env={}).auditor
+    assert (defaults.partitioning.min_projected_bytes, defaults.partitioning.horizon_days) == (64 * 1024**3, 90)
+    assert (defaults.caching.min_calls_per_hour, defaults.caching.max_ttl_s) == (60.0, 3600)
