@@ -289,7 +289,7 @@ class PartitioningConfig:
     min_projected_bytes: int = _field(64 * 1024**3, _positive)
     horizon_days: int = _field(90, _horizon)
     # Rows of the table copied (TABLESAMPLE) into the scratch schema where the pruning gain is measured.
-    sample_rows: int = _field(200_000, _positive)
+    sample_rows: int = _field(100_000, _positive)
 
 
 @dataclasses.dataclass(frozen=True)
