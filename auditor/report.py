@@ -118,8 +118,8 @@ def beyond_index_lines(item: dict[str, Any]) -> list[str]:
     head = f"partition {part.get('key')}, {part.get('interval')}" if rec["type"] == "partition" else "cache"
     m = rec.get("measurement") or {}
     measured = (
-        f"measured ({m.get('method')}): {_ms(m.get('before_ms'))} -> {_ms(m.get('after_ms'))}, "
-        f"gain {m.get('gain_percent', 0):.0f} %"
+        f"measured ({m.get('method')}): cost {m.get('before_cost', 0):,.0f} -> {m.get('after_cost', 0):,.0f}, "
+        f"gain {m.get('gain_percent', 0):.0f} % (timed {_ms(m.get('before_ms'))} -> {_ms(m.get('after_ms'))})"
         if m
         else "not measured"
     )

@@ -226,7 +226,7 @@ def beyond_indexes(run: dict[str, Any] | None) -> list[str]:
             continue
         m = rec.get("measurement") or {}
         measured = (
-            f"measured on a copy ({plan.get('where_measured')}): {m.get('gain_percent', 0):.0f} % faster, "
+            f"measured on a copy ({plan.get('where_measured')}): {m.get('gain_percent', 0):.0f} % less planner cost, "
             f"{plan.get('partitions_scanned') or 0:.1f} of {plan.get('partitions_measured')} partitions read"
             if m
             else "not measured"
