@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pg_architect.auditor import analysis
 from pg_architect.auditor.catalog import Snapshot, TableInfo
@@ -117,15 +117,21 @@ class _Since:
 
 
 def write_rates(
-    conn: db.Connection, tables: Sequence[TableInfo], history: Sequence[HealthPoint], now: datetime
+    conn: db.Connection,
+    tables: Sequence[TableInfo],
+    history: Sequence[HealthPoint],
+    now: datetime,
+    window_start: datetime | None = None,
 ) -> dict[str, TableWrites]:
-    """Rows written per hour to each table: since the oldest daily health snapshot that counted them (the
-    window's), else since the statistics began (a cumulative rate, said so)."""
+    """Rows written per hour to each table: since the oldest daily health snapshot of the window that counted
+    them, else since the statistics began (a cumulative rate, said so)."""
     out: dict[str, TableWrites] = {}
     since: datetime | None = None
+    # A daily snapshot taken up to half a day before the window opened still speaks for it.
+    points = [p for p in history if window_start is None or p.taken_at >= window_start - timedelta(hours=12)]
     for t in tables:
         then: tuple[datetime, int] | None = None
-        for point in history:  # oldest first
+        for point in points:  # oldest first
             for row in point.metrics.get("tables", []):
                 if row.get("table") == t.qualified and "writes" in row and int(row["writes"]) <= t.writes:
                     then = (point.taken_at, int(row["writes"]))
@@ -211,7 +217,7 @@ def recommend(
         if facts is None:
             return result
         history = kb.health_history(target_id, days=8)
-        rates = write_rates(catalog.conn, list(tables.values()), history, win.window.end)
+        rates = write_rates(catalog.conn, list(tables.values()), history, win.window.end, win.window.start)
     except (UnparseableQuery, PgArchitectError) as exc:
         log.info("statement %s: no cache evidence: %s", result.queryid, exc)
         return result
