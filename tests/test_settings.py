@@ -169,3 +169,29 @@ def test_sequential_scan_plans_that_measure_slower_than_index_plans_suggest_a_lo
     assert s.sql == "ALTER SYSTEM SET random_page_cost = 1.1; SELECT pg_reload_conf();"
     assert s.rollback_sql == "ALTER SYSTEM RESET random_page_cost; SELECT pg_reload_conf();"
     assert s.confidence < 0.8
+
+
+def test_a_table_read_past_shared_buffers_lowers_the_hit_ratio_and_suggests_buffers_from_local_memory(
+    postgresql: psycopg.Connection,
+) -> None:
+    postgresql.autocommit = True
+    # Over a quarter of shared_buffers (256MB here): sequential scans go through a small ring, so every scan
+    # reads the table from outside the buffer cache.
+    postgresql.execute("CREATE TABLE wide AS SELECT g AS id, repeat('x', 1000) AS pad FROM generate_series(1, 80000) g")
+    for _ in range(2):
+        postgresql.execute("SELECT count(*) FROM wide WHERE pad <> ''")
+    postgresql.execute("SELECT pg_stat_force_next_flush()")
+    postgresql.execute("SELECT 1")
+    conn = db.connect(f"postgresql://{postgresql.info.user}@127.0.0.1:{postgresql.info.port}/"
+                      f"{postgresql.info.dbname}", db.Role.AUDITOR, db.Timeouts())
+    try:
+        found, notes = settings.suggest(conn, datetime.now(UTC))
+    finally:
+        conn.close()
+    assert not notes, notes
+    memory = settings.visible_memory(True)
+    assert memory is not None, "/proc/meminfo is readable on the test machine"
+    (shared,) = [s for s in found if s.name == "shared_buffers"]
+    assert shared.current == "256MB" and shared.restart and shared.confidence == 0.6, shared
+    assert "the server runs on this machine: /proc/meminfo shows" in shared.evidence, shared.evidence
+    assert shared.suggested == settings._bytes_setting(memory // 4), (shared.suggested, memory)
