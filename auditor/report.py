@@ -274,12 +274,14 @@ def _markdown(doc: dict[str, Any]) -> str:
     if doc.get("index_health"):
         out += ["", "### Index health", ""]
         out += [f"- **{h['reason']}** `{h['index']}`: {h['evidence']} (`{h['sql']}`)" for h in doc["index_health"]]
-    planned = [f for f in doc.get("forecasts") or [] if isinstance(f.get("recommendation"), dict)]
+    planned = [f for f in doc.get("forecasts") or [] if beyond_index_lines(f)]
     if planned:
         out += ["", "### Partitioning (from the growth forecasts)", ""]
         for f in planned:
-            lines = beyond_index_lines(f)
-            out += [f"- **{f['table']}**: {lines[0]}. {lines[1]}", "", "```sql", *lines[3:], "```"]
+            rec = f["recommendation"]
+            head, reasoning = beyond_index_lines(f)[:2]
+            out += [f"- **{f['table']}**: {head}. {reasoning}", "", "```sql", rec["sql"], "```", "", "Rollback:", ""]
+            out += ["```sql", rec.get("rollback_sql") or "", "```"]
     if doc.get("settings"):
         out += ["", "### Settings (advisory)", ""]
         out += [
