@@ -8,15 +8,20 @@ import html
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
 
+from pg_architect.auditor import partitioning
 from pg_architect.auditor import report as report_render
 from pg_architect.auditor.audit import AuditOptions, Auditor
+from pg_architect.auditor.catalog import Snapshot
 from pg_architect.auditor.delivery import html as delivery_html
 from pg_architect.auditor.delivery import slack, weekly
 from pg_architect.auditor.kb import KnowledgeBase
+from pg_architect.auditor.models import SlowQuery
+from pg_architect.auditor.parsing import TableRef
 from pg_architect.auditor.window import identity
 from pg_architect.core import db
 from pg_architect.core.config import Config, load_config
@@ -58,7 +63,7 @@ def _config(**env: str) -> Config:
     return load_config(env=base | env)
 
 
-def _audit(cfg: Config, dsn: str, kb_dsn: str, days_of_growth: int, staging_dsn: str | None) -> dict[str, object]:
+def _audit(cfg: Config, dsn: str, kb_dsn: str, days_of_growth: int, staging_dsn: str | None) -> dict[str, Any]:
     conn = db.connect(dsn, db.Role.AUDITOR, db.policy(cfg, db.Role.AUDITOR))
     staging = db.connect(staging_dsn, db.Role.STAGING, db.policy(cfg, db.Role.STAGING)) if staging_dsn else None
     kb = KnowledgeBase.open(kb_dsn, cfg)
@@ -108,10 +113,10 @@ def test_a_growing_table_filtered_on_a_time_range_gets_a_measured_monthly_partit
     doc = _audit(_config(), growing, kb, days_of_growth=6, staging_dsn=staging)
     assert fingerprint_of_database(growing) == before, "the audited database changed"
     assert _scratch_schemas(staging) == [], "the scratch schema was left on the staging server"
-    (forecast,) = [f for f in doc["forecasts"] if f["table"] == "public.events"]  # type: ignore[union-attr]
+    (forecast,) = [f for f in doc["forecasts"] if f["table"] == "public.events"]
     rec, plan = forecast["recommendation"], forecast["partition"]
     assert rec is not None, f"no partition recommendation: {forecast['note']} / {doc['notes']} / " + str(
-        [(q["query"][:80], q["status"], q["skip_reason"]) for q in doc["slow_queries"]]  # type: ignore[union-attr]
+        [(q["query"][:80], q["status"], q["skip_reason"]) for q in doc["slow_queries"]]
     )
     assert (rec["type"], plan["key"], plan["interval"]) == ("partition", "created_at", "1 month"), (rec, plan)
     m = rec["measurement"]
@@ -166,7 +171,7 @@ def test_without_staging_the_copy_is_measured_on_an_embedded_server_never_on_the
     doc = _audit(_config(), growing, kb, days_of_growth=3, staging_dsn=None)
     assert fingerprint_of_database(growing) == before
     assert _scratch_schemas(growing) == []
-    (forecast,) = [f for f in doc["forecasts"] if f["table"] == "public.events"]  # type: ignore[union-attr]
+    (forecast,) = [f for f in doc["forecasts"] if f["table"] == "public.events"]
     assert forecast["partition"]["where_measured"] == "embedded server", forecast
     assert forecast["recommendation"]["measurement"]["gain_percent"] > 20
 
@@ -187,3 +192,25 @@ def test_partitioning_and_caching_keys_are_validated_and_every_bad_one_is_listed
     defaults = load_config(env={}).auditor
     assert (defaults.partitioning.min_projected_bytes, defaults.partitioning.horizon_days) == (64 * 1024**3, 90)
     assert (defaults.caching.min_calls_per_hour, defaults.caching.max_ttl_s) == (60.0, 3600)
+
+
+def test_an_integer_key_gets_a_round_step_and_its_partitions_reach_the_projected_ids(growing: str) -> None:
+    cfg = _config()
+    conn = db.connect(growing, db.Role.AUDITOR, db.policy(cfg, db.Role.AUDITOR))
+    try:
+        catalog = Snapshot(conn)
+        table = catalog.tables([TableRef("public", "events")])[("public", "events")]
+        by_id = SlowQuery("9", "SELECT kind FROM events WHERE id BETWEEN $1 AND $2", 50, 30.0, 1500.0, "recommended")
+        by_time = SlowQuery("8", "SELECT kind FROM events WHERE created_at > $1", 5, 30.0, 150.0, "recommended")
+        filters = partitioning.range_filters(catalog, table, [by_id, by_time])
+        assert {(r.column, r.statement.queryid) for r in filters} == {("id", "9"), ("created_at", "8")}
+        key = partitioning.choose_key(catalog, table, filters, horizon_days=90, growth_ratio=2.0)
+        assert key is not None and (key.column, key.interval, key.step) == ("id", "10000", 10000), key
+        bounds = partitioning.partition_bounds(key)
+        assert bounds[0] == (0, 10000) and bounds[-1][1] > 2 * 99_000, bounds  # the ids doubled by the horizon
+        sql, rollback = partitioning.migration(conn, table, key, catalog.indexes([table.oid]), 90000)
+    finally:
+        conn.close()
+    assert '"public"."events_p0" PARTITION OF "public"."events_partitioned" FOR VALUES FROM (0) TO (10000);' in sql
+    assert 'WHERE "id" >= 80000 AND "id" < 90000;' in sql and 'WHERE "id" >= 90000;' in sql, sql
+    assert 'DELETE FROM "public"."events_unpartitioned" WHERE "id" >= 90000;' in rollback, rollback
