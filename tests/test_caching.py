@@ -11,8 +11,10 @@ import psycopg
 from pg_architect.auditor import caching, health, window
 from pg_architect.auditor import report as report_render
 from pg_architect.auditor.catalog import Snapshot
+from pg_architect.auditor.fingerprint import EMBEDDING_MODEL, embed
 from pg_architect.auditor.kb import KnowledgeBase
-from pg_architect.auditor.models import AuditReport, SlowQuery
+from pg_architect.auditor.models import AuditReport, Kpis, SlowQuery
+from pg_architect.auditor.parsing import parse_query
 from pg_architect.auditor.window import identity
 from pg_architect.core import db
 from pg_architect.core.config import CachingConfig, load_config
@@ -64,19 +66,30 @@ def test_a_hot_statement_over_an_unwritten_table_gets_a_cache_recommendation_and
             catalog = Snapshot(conn)
             results = {}
             for s in window.select_slow(win.statements, min_calls=100, min_mean_ms=0, limit=20):
-                base = SlowQuery(s.fingerprint, s.query, s.calls, s.mean_ms, s.total_ms, "no_recommendation")
+                base = SlowQuery(
+                    str(s.queryids[0]), s.query, s.calls, s.mean_ms, s.total_ms, "no_recommendation", s.fingerprint
+                )
                 results[s.query] = caching.recommend(cfg, catalog, kb, base, s, win, target)
+            # Stored like any recommendation: the knowledge base takes a cache recommendation as it is.
+            run_id, started = kb.start_run(target, "manual", True)
+            report = AuditReport(
+                run_id=run_id,
+                started_at=started,
+                finished_at=win.window.end,
+                status="ok",
+                window=win.window,
+                slow_queries=tuple(results.values()),
+                kpis=Kpis.of(list(results.values())),
+            )
+            vectors = {q.fingerprint: embed(parse_query(q.query)) for q in results.values()}
+            kb.finish_run(report, target, vectors, EMBEDDING_MODEL)
+            stored = kb.run_report(run_id)
         finally:
             conn.close()
             kb.close()
-    report = AuditReport(
-        run_id="t",
-        started_at=win.window.end,
-        finished_at=None,
-        status="ok",
-        window=win.window,
-        slow_queries=tuple(results.values()),
-    )
+    assert stored is not None
+    (stored_hot,) = [q for q in stored["slow_queries"] if q["query"] == READ_MOSTLY]
+    assert stored_hot["recommendation"]["type"] == "cache", stored_hot
     hot, busy = results[READ_MOSTLY], results[WRITE_HEAVY]
     assert hot.status == "recommended" and hot.recommendation is not None, (hot.status, hot.skip_reason)
     rec = hot.recommendation
