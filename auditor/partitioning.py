@@ -255,7 +255,10 @@ def _round_step(value: float) -> int:
 
 
 def _timestamp(text: str) -> datetime:
-    return datetime.fromisoformat(text.strip('"'))
+    try:
+        return datetime.fromisoformat(text.strip('"'))
+    except ValueError:  # "infinity", or a DateStyle other than ISO
+        raise PgArchitectError(f"the key's value {text!r} is not an ISO timestamp") from None
 
 
 def _truncate(at: datetime, unit: str) -> datetime:
