@@ -162,7 +162,7 @@ class PartitionPlan:
     statements: tuple[str, ...]  # queryids of the slow statements whose range filters chose the key
     partitions_scanned: float | None = None  # measured: mean partitions a statement still read, of the copy's
     partitions_measured: int | None = None  # partitions of the measured copy
-    where_measured: str | None = None  # "staging" | "embedded"
+    where_measured: str | None = None  # "staging server" | "embedded server"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
