@@ -638,12 +638,14 @@ def _copy_sample(
             raise PgArchitectError(f"the key's type {kind} does not exist on the {'scratch'} server")
         columns.append((name, kind if known else "text"))
     rows = cfg.auditor.partitioning.sample_rows
-    percent = min(100.0, rows / max(table.reltuples, 1.0) * 100.0 * 1.2)
+    # Pages drawn at random across the whole table, about ``rows`` rows. The LIMIT only guards against a stale
+    # reltuples: cutting a sample short keeps its first pages, the table's oldest rows, and biases the copy.
+    percent = min(100.0, rows / max(table.reltuples, 1.0) * 100.0)
     select = db.SQL(mark("SELECT {} FROM ONLY {} TABLESAMPLE SYSTEM ({}) LIMIT {}")).format(
         db.SQL(", ").join(db.SQL("{}::text").format(db.Identifier(c)) for c, _ in columns),
         db.Identifier(table.schema, table.name),
         db.Literal(percent),
-        db.Literal(rows),
+        db.Literal(rows * 2),
     )
     create = db.SQL(mark("CREATE TABLE {} ({})")).format(
         db.Identifier(schema, "plain"),
