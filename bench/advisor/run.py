@@ -976,7 +976,8 @@ class Result:
             "spelling). Same recommendations: the same set of indexes in every run (pg-architect: also the same "
             "index and action for each statement). False recs: an index that already exists or serves no "
             "statement, or DDL that builds nothing, whatever its action. Measured: every distinct index built "
-            "alone on the bench's data; its speed-up is the best before/after ratio over the statements whose plans read it (fixed parameter sets, fastest of "
+            "alone on the bench's data; its speed-up is the best before/after ratio over the statements whose "
+            "plans read it (fixed parameter sets, fastest of "
             f"{TIMING_REPEATS} after a warm-up). Cells with ' / ' differ between runs (run 1 / run 2 / ...).",
             "",
             h + "pg-architect's confidence against the measured speed-up",
