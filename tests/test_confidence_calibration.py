@@ -30,7 +30,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "confidence.md"
 
 
 def _query(report: dict[str, Any], fragment: str) -> dict[str, Any]:
-    found = [q for q in report["slow_queries"] if fragment in q["query"]]
+    found: list[dict[str, Any]] = [q for q in report["slow_queries"] if fragment in q["query"]]
     assert len(found) == 1, [q["query"] for q in report["slow_queries"]]
     return found[0]
 
