@@ -452,7 +452,7 @@ class Auditor:
         rejected = tuple([*notes, *verdict.rejected])
         if verdict.best is None:
             return dataclasses.replace(base, status=verdict.status, skip_reason=verdict.reason, rejected=rejected)
-        recommendation = self._recommendation(verdict.best, resolved, base.fingerprint)
+        recommendation = self._recommendation(verdict.best, resolved, base.fingerprint, base.mean_ms)
         if verdict.status != "recommended":
             return dataclasses.replace(
                 base,
@@ -470,7 +470,9 @@ class Auditor:
         recommendation = dataclasses.replace(recommendation, reasoning=recommendation.reasoning + note + reproposal)
         return dataclasses.replace(base, status="recommended", recommendation=recommendation, rejected=rejected)
 
-    def _recommendation(self, outcome: Outcome, shape: QueryShape, fingerprint: str) -> Recommendation:
+    def _recommendation(
+        self, outcome: Outcome, shape: QueryShape, fingerprint: str, mean_ms: float | None = None
+    ) -> Recommendation:
         m = outcome.measurement
         assert m is not None
         cand = outcome.candidate
@@ -484,6 +486,7 @@ class Auditor:
             write_share=cand.table.write_share,
             dml=shape.kind != "select",
             history=self.kb.accuracy(kind, family),
+            recorded_mean_ms=mean_ms,  # samples far faster than the recorded calls speak less for them
         )
         timing = (
             f"{m.before_ms:.1f} ms -> {m.after_ms:.1f} ms"
