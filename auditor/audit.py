@@ -24,9 +24,11 @@ from datetime import UTC, datetime
 from pg_architect.auditor import (
     advisor,
     analysis,
+    caching,
     confidence,
     health,
     lifecycle,
+    partitioning,
     plans,
     proposals,
     selection,
@@ -37,7 +39,7 @@ from pg_architect.auditor.catalog import IndexInfo, Snapshot
 from pg_architect.auditor.decision import decide
 from pg_architect.auditor.delivery import after_audit
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL, embed
-from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
+from pg_architect.auditor.kb import HealthPoint, KnowledgeBase, SimilarRecommendation
 from pg_architect.auditor.llm import architect
 from pg_architect.auditor.measure import (
     CannotMeasure,
@@ -201,6 +203,9 @@ class Auditor:
             except PgArchitectError as exc:
                 log.warning("statement %s: %s", statement.queryids, exc)
                 result, vector = _error(statement, str(exc)), None
+            # Issue 18, caching: a hot statement nothing else fixed, over rarely written tables (auditor.caching).
+            if result.status == "no_recommendation" and result.recommendation is None:
+                result = caching.recommend(self.cfg, self.catalog, self.kb, result, statement, win, target_id)
             if vector is not None:
                 embeddings[statement.fingerprint] = vector
             results.append(result)
@@ -225,11 +230,25 @@ class Auditor:
             index_health = health.index_health(self.conn)
         except PgArchitectError as exc:
             notes.append(f"index health skipped: {exc}")
+        history: list[HealthPoint] = []
         try:
-            forecasts = health.forecasts(self.kb.health_history(target_id), health.table_sizes(self.conn))
+            history = self.kb.health_history(target_id)
+            forecasts = health.forecasts(history, health.table_sizes(self.conn))
         except PgArchitectError as exc:
             notes.append(f"growth forecasts skipped: {exc}")
+        # Issue 18, partitioning: growing tables filtered on ranges get a measured plan (auditor.partitioning).
+        try:
+            forecasts, partition_notes = partitioning.recommend(
+                self.cfg, self.catalog, forecasts, results, self.staging, len(history)
+            )
+            notes += partition_notes
+        except PgArchitectError as exc:
+            notes.append(f"partitioning plans skipped: {exc}")
         suggestions, setting_notes = settings.suggest(self.conn, datetime.now(UTC))
+        notes += setting_notes
+        # Issue 18: random_page_cost, timed on the slow statements' sequential-scan plans (auditor.settings).
+        page_cost, setting_notes = settings.random_page_cost(self.cfg, self.catalog, results)
+        suggestions += page_cost
         notes += setting_notes
         finished = datetime.now(UTC)
         failed = bool(results) and all(r.status == "error" for r in results)
@@ -454,7 +473,7 @@ class Auditor:
             )
         if verdict.best is None:
             return dataclasses.replace(base, status=verdict.status, skip_reason=verdict.reason, rejected=rejected)
-        recommendation = self._recommendation(verdict.best, resolved, base.fingerprint)
+        recommendation = self._recommendation(verdict.best, resolved, base.fingerprint, base.mean_ms)
         if verdict.status != "recommended":
             return dataclasses.replace(
                 base,
@@ -513,7 +532,7 @@ class Auditor:
                     )
                 else:
                     if rec.sql != change.outcome.candidate.ddl(self.conn) + ";":  # served by another's index
-                        rec = self._recommendation(change.outcome, shapes[r.fingerprint], r.fingerprint)
+                        rec = self._recommendation(change.outcome, shapes[r.fingerprint], r.fingerprint, r.mean_ms)
                     if change.demote and rec.action == "pr_merge":
                         rec = dataclasses.replace(rec, action="pr_review")
                     rec = dataclasses.replace(rec, reasoning=rec.reasoning + change.note)
@@ -524,7 +543,9 @@ class Auditor:
             out.append(r)
         return out
 
-    def _recommendation(self, outcome: Outcome, shape: QueryShape, fingerprint: str) -> Recommendation:
+    def _recommendation(
+        self, outcome: Outcome, shape: QueryShape, fingerprint: str, mean_ms: float | None = None
+    ) -> Recommendation:
         m = outcome.measurement
         assert m is not None
         cand = outcome.candidate
@@ -538,6 +559,7 @@ class Auditor:
             write_share=cand.table.write_share,
             dml=shape.kind != "select",
             history=self.kb.accuracy(kind, family),
+            recorded_mean_ms=mean_ms,  # samples far faster than the recorded calls speak less for them
         )
         timing = (
             f"{m.before_ms:.1f} ms -> {m.after_ms:.1f} ms"

@@ -32,6 +32,7 @@ class TableSize:
     name: str
     size_bytes: int
     rows: float
+    writes: int = 0  # rows inserted, updated and deleted since statistics began (caching reads the deltas)
 
 
 def index_health(conn: db.Connection) -> list[IndexHealth]:
@@ -84,10 +85,10 @@ def forecasts(
             continue
         slope = _slope(points)  # bytes per second
         projected = int(max(t.size_bytes + slope * FORECAST_DAYS * 86400, 0))
-        advice = None
+        note = None
         if slope > 0 and projected > 2 * t.size_bytes and t.size_bytes > 1024**3:
-            advice = f"{name} doubles within {FORECAST_DAYS} days: consider partitioning it by time"
-        out.append(Forecast(table=name, size_bytes=t.size_bytes, projected_bytes_90d=projected, recommendation=advice))
+            note = f"{name} doubles within {FORECAST_DAYS} days"
+        out.append(Forecast(table=name, size_bytes=t.size_bytes, projected_bytes_90d=projected, note=note))
     out.sort(key=lambda f: -(f.projected_bytes_90d - f.size_bytes))
     return out[:limit]
 
@@ -124,7 +125,8 @@ def health_metrics(conn: db.Connection) -> dict[str, Any]:
         "usable_connections": connections.usable_connections,
         "databases": [dataclasses.asdict(d) for d in databases],
         "tables": [
-            {"table": f"{t.schema}.{t.name}", "size_bytes": t.size_bytes, "rows": t.rows} for t in table_sizes(conn)
+            {"table": f"{t.schema}.{t.name}", "size_bytes": t.size_bytes, "rows": t.rows, "writes": t.writes}
+            for t in table_sizes(conn)
         ],
     }
 

@@ -373,6 +373,12 @@ class WindowFigures:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RowsPerCall:
+    before: float | None
+    within: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class LifecycleSummary:
     pending_review: int
     oldest_pending_days: float | None
@@ -981,6 +987,11 @@ class KnowledgeBase:
             Figures,
         )
         return row or Figures(0, 0.0, 0)
+
+    def rows_per_call(self, from_snapshot: int, to_snapshot: int, fingerprint: str) -> RowsPerCall | None:
+        """A statement's rows per call before a window and within it (caching checks they are stable)."""
+        params = {"from_snapshot": from_snapshot, "to_snapshot": to_snapshot, "fingerprint": fingerprint}
+        return db.fetch_one(self.conn, self._sql("kb_rows_per_call"), params, RowsPerCall)
 
     def window_figures(self, from_snapshot: int | None, to_snapshot: int, dbid: int) -> list[WindowFigures]:
         return db.fetch(

@@ -10,8 +10,11 @@ SlowQueryStatus = Literal["recommended", "skipped", "no_recommendation", "error"
 Action = Literal["pr_merge", "pr_review", "log", "flag"]
 RecommendationType = Literal["index", "rewrite", "partition", "cache", "settings"]
 # "equivalence": a rewrite run beside the original, "set_local": the statement timed with and without a
-# setting, both in a rolled-back read-only transaction (auditor.verify).
-MeasurementMethod = Literal["hypothetical", "rollback_build", "staging", "equivalence", "set_local"]
+# setting, both in a rolled-back read-only transaction (auditor.verify); "partitioned_copy": a sample of a
+# table copied, plain and partitioned, into a scratch schema away from the audited database (auditor.partitioning).
+MeasurementMethod = Literal[
+    "hypothetical", "rollback_build", "staging", "equivalence", "set_local", "partitioned_copy"
+]
 
 
 def action_for(confidence: float) -> Action:
@@ -164,11 +167,27 @@ class IndexHealth:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PartitionPlan:
+    """What a partition recommendation proposes (auditor.partitioning)."""
+
+    key: str
+    key_type: str
+    interval: str
+    partitions: int  # in the migration, the default partition included
+    statements: tuple[str, ...]  # queryids of the slow statements whose range filters chose the key
+    partitions_scanned: float | None = None  # measured: mean partitions a statement still read, of the copy's
+    partitions_measured: int | None = None  # partitions of the measured copy
+    where_measured: str | None = None  # "staging server" | "embedded server"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Forecast:
     table: str
     size_bytes: int
     projected_bytes_90d: int
-    recommendation: str | None = None
+    recommendation: Recommendation | None = None  # a partition recommendation (auditor.partitioning)
+    note: str | None = None  # why the growth matters, or why no partitioning is recommended
+    partition: PartitionPlan | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -277,7 +296,7 @@ class AuditReport:
             else {"from": _iso(self.window.start), "to": _iso(self.window.end), "source": self.window.source},
             "slow_queries": [_slow_json(q) for q in self.slow_queries],
             "index_health": [dataclasses.asdict(h) for h in self.index_health],
-            "forecasts": [dataclasses.asdict(f) for f in self.forecasts],
+            "forecasts": [_forecast_json(f) for f in self.forecasts],
             "settings": [dataclasses.asdict(s) for s in self.settings],
             "kpis": dataclasses.asdict(self.kpis),
             "notes": list(self.notes),
@@ -320,35 +339,52 @@ def _slow_json(q: SlowQuery) -> dict[str, Any]:
     if q.llm is not None:
         out["llm"] = q.llm.as_json()
     if rec is not None:
-        m = rec.measurement
-        out["recommendation"] = {
-            "type": rec.type,
-            "sql": rec.sql,
-            "rollback_sql": rec.rollback_sql,
-            "reasoning": rec.reasoning,
-            "confidence": round(rec.confidence, 3),
-            "source": rec.source,
-            "measurement": None
-            if m is None
-            else {
-                "method": m.method,
-                "before_ms": None if m.before_ms is None else round(m.before_ms, 3),
-                "after_ms": None if m.after_ms is None else round(m.after_ms, 3),
-                "before_cost": round(m.before_cost, 2),
-                "after_cost": round(m.after_cost, 2),
-                "gain_percent": round(m.gain_percent, 2),
-                "worth_applying": m.worth_applying,
-                "plan_changed": m.plan_changed,
-                "samples": m.samples,
-            },
-            "action": rec.action,
-            "pr_url": rec.pr_url,
+        out["recommendation"] = _recommendation_json(rec) | {
             # What became of it; the stored report is brought up to date when read (KnowledgeBase.run_report).
             "status": "pending" if q.status == "recommended" else None,
             "outcome": None,
-            "kind": rec.kind,
         }
-        if rec.equivalence is not None:
-            eq = rec.equivalence
-            out["recommendation"]["equivalence"] = dataclasses.asdict(eq) | {"rows": list(eq.rows)}
     return out
+
+
+def _forecast_json(f: Forecast) -> dict[str, Any]:
+    return {
+        "table": f.table,
+        "size_bytes": f.size_bytes,
+        "projected_bytes_90d": f.projected_bytes_90d,
+        "recommendation": None if f.recommendation is None else _recommendation_json(f.recommendation),
+        "note": f.note,
+        "partition": None if f.partition is None else dataclasses.asdict(f.partition),
+    }
+
+
+def _recommendation_json(rec: Recommendation) -> dict[str, Any]:
+    m = rec.measurement
+    return {
+        "type": rec.type,
+        "sql": rec.sql,
+        "rollback_sql": rec.rollback_sql,
+        "reasoning": rec.reasoning,
+        "confidence": round(rec.confidence, 3),
+        "source": rec.source,
+        "measurement": None
+        if m is None
+        else {
+            "method": m.method,
+            "before_ms": None if m.before_ms is None else round(m.before_ms, 3),
+            "after_ms": None if m.after_ms is None else round(m.after_ms, 3),
+            "before_cost": round(m.before_cost, 2),
+            "after_cost": round(m.after_cost, 2),
+            "gain_percent": round(m.gain_percent, 2),
+            "worth_applying": m.worth_applying,
+            "plan_changed": m.plan_changed,
+            "samples": m.samples,
+        },
+        "action": rec.action,
+        "pr_url": rec.pr_url,
+        "kind": rec.kind,
+    } | (
+        {}
+        if rec.equivalence is None
+        else {"equivalence": dataclasses.asdict(rec.equivalence) | {"rows": list(rec.equivalence.rows)}}
+    )

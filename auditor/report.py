@@ -146,6 +146,27 @@ def llm_lines(llm: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def beyond_index_lines(item: dict[str, Any]) -> list[str]:
+    """A partition recommendation of a forecast (or a cache one of a statement), in a few lines: what, how sure,
+    measured how, and the migration with its rollback."""
+    rec = item.get("recommendation")
+    if not isinstance(rec, dict) or rec.get("type") not in ("partition", "cache"):
+        return []
+    part = item.get("partition") or {}
+    head = f"partition {part.get('key')}, {part.get('interval')}" if rec["type"] == "partition" else "cache"
+    m = rec.get("measurement") or {}
+    measured = (
+        f"measured ({m.get('method')}): cost {m.get('before_cost', 0):,.0f} -> {m.get('after_cost', 0):,.0f}, "
+        f"gain {m.get('gain_percent', 0):.0f} % (timed {_ms(m.get('before_ms'))} -> {_ms(m.get('after_ms'))})"
+        if m
+        else "not measured"
+    )
+    out = [f"{head}: confidence {rec['confidence']:.2f} -> {rec['action']}, {measured}", rec["reasoning"]]
+    if rec["type"] == "partition":
+        out += ["migration:", *rec["sql"].splitlines(), "rollback:", *(rec.get("rollback_sql") or "").splitlines()]
+    return out
+
+
 def _text(doc: dict[str, Any]) -> str:
     lines = [f"pg-architect audit {doc['run_id']}  [{doc['status']}]  database {doc.get('database') or '?'}"]
     w = doc.get("window") or {}
@@ -177,6 +198,8 @@ def _text(doc: dict[str, Any]) -> str:
         rewritten = rewrite_lines(doc, q)
         if rewritten:
             lines.extend(f"   {line}" for line in rewritten)
+        elif rec and q["status"] == "recommended" and rec.get("type") == "cache":  # advisory, nothing measured
+            lines += [f"   {line}" for line in beyond_index_lines(q)]
         elif rec and q["status"] == "recommended":
             m = rec.get("measurement") or {}
             lines.append(f"   recommend: {rec['sql']}")
@@ -217,8 +240,9 @@ def _text(doc: dict[str, Any]) -> str:
         for f in doc["forecasts"]:
             lines.append(
                 f"  - {f['table']}: {f['size_bytes']:,} -> {f['projected_bytes_90d']:,} bytes"
-                + (f"  ({f['recommendation']})" if f.get("recommendation") else "")
+                + (f"  ({f['note']})" if f.get("note") else "")
             )
+            lines += [f"    {line}" for line in beyond_index_lines(f)]
     if doc.get("settings"):
         lines.append("")
         lines.append("settings (advisory):")
@@ -300,6 +324,14 @@ def _markdown(doc: dict[str, Any]) -> str:
     if doc.get("index_health"):
         out += ["", "### Index health", ""]
         out += [f"- **{h['reason']}** `{h['index']}`: {h['evidence']} (`{h['sql']}`)" for h in doc["index_health"]]
+    planned = [f for f in doc.get("forecasts") or [] if beyond_index_lines(f)]
+    if planned:
+        out += ["", "### Partitioning (from the growth forecasts)", ""]
+        for f in planned:
+            rec = f["recommendation"]
+            head, reasoning = beyond_index_lines(f)[:2]
+            out += [f"- **{f['table']}**: {head}. {reasoning}", "", "```sql", rec["sql"], "```", "", "Rollback:", ""]
+            out += ["```sql", rec.get("rollback_sql") or "", "```"]
     if doc.get("settings"):
         out += ["", "### Settings (advisory)", ""]
         out += [

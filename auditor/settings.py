@@ -6,7 +6,14 @@
 - ``max_wal_size``: most checkpoints are requested by WAL volume rather than timed;
 - ``pg_stat_statements.max``: entries were evicted (``pg_stat_statements_info.dealloc``), so statements go
   missing from every window (needs a restart);
-- autovacuum lag: tables whose dead rows pile up without a vacuum (``ALTER TABLE ... SET`` per table).
+- autovacuum lag: tables whose dead rows pile up without a vacuum (``ALTER TABLE ... SET`` per table);
+- ``shared_buffers`` and ``effective_cache_size``: the database's cache hit ratio is low. The server's memory is
+  not visible over SQL: it is read from /proc/meminfo only when the server is on this machine (a Unix socket or
+  a loopback address), and said so; otherwise the suggestion is relative to the current value, less confident;
+- ``random_page_cost``: slow statements no index fixed, whose plans scan tables sequentially, are timed
+  (EXPLAIN ANALYZE) with and without ``SET LOCAL random_page_cost = 1.1`` in a rolled-back read-only transaction
+  (the verifier's settings check, auditor.verify.settings); a plan that changes and runs faster says the
+  storage (SSD, or a working set that stays cached) makes random reads cheaper than the default assumes.
 
 Advisory: confidence stays below the pull-request threshold; nothing here changes the server.
 """
@@ -18,13 +25,17 @@ import math
 from collections.abc import Callable
 from datetime import datetime
 
-from pg_architect.auditor.models import SettingSuggestion
+from pg_architect.auditor import analysis, verify
+from pg_architect.auditor.catalog import Snapshot
+from pg_architect.auditor.measure import explain
+from pg_architect.auditor.models import SettingSuggestion, SlowQuery
 from pg_architect.auditor.parsing import UnparseableQuery, parse_query
 from pg_architect.auditor.queries import QUERIES
 from pg_architect.auditor.redaction import safe_text
 from pg_architect.core import db, pgss
+from pg_architect.core.config import Config
 from pg_architect.core.errors import PgArchitectError
-from pg_architect.core.sqlfiles import MARKER
+from pg_architect.core.sqlfiles import MARKER, mark
 
 BLOCK = 8192
 # Evidence bounds: below these the statistics say too little to suggest anything.
@@ -34,6 +45,15 @@ REQUESTED_SHARE = 0.5
 MIN_DEAD_ROWS = 10_000
 DEAD_RATIO = 0.2
 STALE_HOURS = 24
+MIN_READ_BLOCKS = 10_000
+HIT_TARGET = 0.99
+MEMINFO = "/proc/meminfo"
+SSD_PAGE_COST = "1.1"
+MAX_TIMED_STATEMENTS = 3
+TIMED_SAMPLES = 2
+# Each timed statement runs about 2 x 2 x TIMED_SAMPLES times (with and without, the fastest of two): the
+# timings of one audit stay within this budget, by the statements' recorded means.
+TIMING_BUDGET_MS = 10_000.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,6 +88,91 @@ class _Lag:
     dead: int
     last_vacuum: datetime | None
     changes: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Cache:
+    blks_hit: int
+    blks_read: int
+    shared_buffers: str
+    shared_buffers_bytes: int
+    effective_cache_size: str
+    effective_cache_size_bytes: int
+    local: bool
+
+
+def visible_memory(local: bool, meminfo: str = MEMINFO) -> int | None:
+    """The machine's memory in bytes when the server runs on it (MemTotal of /proc/meminfo); None otherwise."""
+    if not local:
+        return None
+    try:
+        with open(meminfo, encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _bytes_setting(n: float) -> str:
+    """A memory setting in whole MB (GB from 1 GB up)."""
+    mb = int(n // (1024 * 1024))
+    return f"{mb // 1024}GB" if mb >= 1024 and mb % 1024 == 0 else f"{max(mb, 1)}MB"
+
+
+def buffers(cache: _Cache, memory: int | None) -> list[SettingSuggestion]:
+    """shared_buffers and effective_cache_size when the cache hit ratio is low, sized from the visible memory."""
+    total = cache.blks_hit + cache.blks_read
+    if cache.blks_read < MIN_READ_BLOCKS or total == 0:
+        return []
+    ratio = cache.blks_hit / total
+    if ratio >= HIT_TARGET:
+        return []
+    seen = f"cache hit ratio {ratio:.1%} over {total:,} block requests (target {HIT_TARGET:.0%})"
+    out: list[SettingSuggestion] = []
+    if memory is not None:
+        where = f"the server runs on this machine: {MEMINFO} shows {memory / 1024**3:.1f} GB"
+        if cache.shared_buffers_bytes < memory // 4 * 0.9:
+            suggested = _bytes_setting(memory // 4)
+            out.append(_shared_buffers(cache, suggested, f"{seen}; {where}; 25 % of it is {suggested}", 0.6))
+        if cache.effective_cache_size_bytes < memory // 2:
+            suggested = _bytes_setting(memory * 3 // 4)
+            out.append(
+                SettingSuggestion(
+                    name="effective_cache_size",
+                    current=cache.effective_cache_size,
+                    suggested=suggested,
+                    evidence=f"{seen}; {where}: the planner assumes {cache.effective_cache_size} of cache, the "
+                    f"operating system's cache and shared_buffers together are closer to {suggested} (75 %)",
+                    confidence=0.5,
+                    scope="server",
+                    sql=f"ALTER SYSTEM SET effective_cache_size = '{suggested}'; SELECT pg_reload_conf();",
+                    rollback_sql="ALTER SYSTEM RESET effective_cache_size; SELECT pg_reload_conf();",
+                    restart=False,
+                )
+            )
+        return out
+    suggested = _bytes_setting(cache.shared_buffers_bytes * 2)
+    where = (
+        "the server's memory is not visible from here (a remote server): doubling is a step, keep shared_buffers "
+        "near 25 % of its memory"
+    )
+    return [_shared_buffers(cache, suggested, f"{seen}; {where}", 0.4)]
+
+
+def _shared_buffers(cache: _Cache, suggested: str, evidence: str, confidence: float) -> SettingSuggestion:
+    return SettingSuggestion(
+        name="shared_buffers",
+        current=cache.shared_buffers,
+        suggested=suggested,
+        evidence=evidence,
+        confidence=confidence,
+        scope="server",
+        sql=f"ALTER SYSTEM SET shared_buffers = '{suggested}';  -- takes effect after a restart",
+        rollback_sql="ALTER SYSTEM RESET shared_buffers;  -- after a restart",
+        restart=True,
+    )
 
 
 def _memory(kb: float) -> str:
@@ -221,6 +326,7 @@ def suggest(conn: db.Connection, now: datetime) -> tuple[list[SettingSuggestion]
         return [], [f"settings not read: {exc}"]
     assert facts is not None
     schema = db.server_facts(conn).extension_schema("pg_stat_statements")
+
     def checkpoints() -> list[SettingSuggestion]:
         sql = db.query(conn, QUERIES, "settings_checkpoints")
         return max_wal_size(facts, db.fetch_one(conn, sql, None, _Checkpoints))
@@ -230,6 +336,7 @@ def suggest(conn: db.Connection, now: datetime) -> tuple[list[SettingSuggestion]
         ("checkpoints", checkpoints),
         ("pg_stat_statements evictions", lambda: pgss_max(facts, pgss.read_info(conn) if schema else None)),
         ("autovacuum", lambda: vacuum_lag(_lags(conn), now)),
+        ("cache hit ratio", lambda: _buffers(conn)),
     ]
     for what, step in steps:
         try:
@@ -237,6 +344,11 @@ def suggest(conn: db.Connection, now: datetime) -> tuple[list[SettingSuggestion]
         except PgArchitectError as exc:
             notes.append(f"settings: {what} not read: {exc}")
     return out, notes
+
+
+def _buffers(conn: db.Connection) -> list[SettingSuggestion]:
+    cache = db.fetch_one(conn, db.query(conn, QUERIES, "settings_cache"), None, _Cache)
+    return buffers(cache, visible_memory(cache.local)) if cache is not None else []
 
 
 def _spills(conn: db.Connection, schema: str | None) -> list[_Spill]:
@@ -248,3 +360,107 @@ def _spills(conn: db.Connection, schema: str | None) -> list[_Spill]:
 def _lags(conn: db.Connection) -> list[_Lag]:
     params = {"min_dead": MIN_DEAD_ROWS, "ratio": DEAD_RATIO, "stale": STALE_HOURS}
     return db.fetch(conn, db.query(conn, QUERIES, "settings_vacuum_lag"), params, _Lag)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Timed:
+    queryid: str
+    before_ms: float
+    after_ms: float
+    gain_percent: float
+    plan_before: str
+    plan_after: str
+
+
+def random_page_cost(
+    cfg: Config, catalog: Snapshot, slow: list[SlowQuery]
+) -> tuple[list[SettingSuggestion], list[str]]:
+    """A lower random_page_cost when the slow statements' sequential-scan plans measure slower than the plans
+    it gives; notes on what could not be timed. Nothing is changed: every timing is rolled back."""
+    conn = catalog.conn
+    try:
+        current = str(db.fetch_value(conn, mark("SELECT pg_catalog.current_setting('random_page_cost')")))
+    except PgArchitectError as exc:
+        return [], [f"settings: random_page_cost not read: {exc}"]
+    if float(current) <= float(SSD_PAGE_COST) * 1.5:
+        return [], []
+    timed: list[_Timed] = []
+    notes: list[str] = []
+    tried = 0
+    # Statements nothing else fixed: where an index is recommended, the index is the fix.
+    budget = TIMING_BUDGET_MS
+    for q in [q for q in slow if q.status == "no_recommendation"]:
+        cost = q.mean_ms * 4 * TIMED_SAMPLES
+        if tried == MAX_TIMED_STATEMENTS or cost > budget:
+            continue
+        samples = _seq_scan_samples(catalog, q)
+        if not samples:
+            continue
+        tried += 1
+        budget -= cost
+        m = cfg.measurement
+        try:
+            checked = verify.settings(
+                conn,
+                f"SET random_page_cost = {SSD_PAGE_COST}",
+                kind="select",
+                samples=samples,
+                statement_timeout_ms=m.statement_timeout_ms,
+                lock_timeout_ms=m.lock_timeout_ms,
+                min_gain_percent=cfg.auditor.thresholds.min_gain_percent,
+            )
+        except PgArchitectError as exc:
+            notes.append(f"settings: random_page_cost not timed on statement {q.queryid}: {exc}")
+            continue
+        t = checked.measurement
+        if checked.worth and checked.consistent and t.plan_changed:
+            timed.append(
+                _Timed(
+                    q.queryid,
+                    t.before_ms or 0.0,
+                    t.after_ms or 0.0,
+                    t.gain_percent,
+                    t.plan_before or "",
+                    t.plan_after or "",
+                )
+            )
+    if not timed:
+        return [], notes
+    shown = "; ".join(
+        f"statement {t.queryid}: {t.before_ms:.1f} ms ({t.plan_before}) -> {t.after_ms:.1f} ms ({t.plan_after}), "
+        f"{t.gain_percent:.0f} % faster"
+        for t in timed
+    )
+    return [
+        SettingSuggestion(
+            name="random_page_cost",
+            current=current,
+            suggested=SSD_PAGE_COST,
+            evidence=f"{len(timed)} of {tried} slow statement(s) planned with sequential scans run faster with "
+            f"random_page_cost = {SSD_PAGE_COST} (EXPLAIN ANALYZE with and without SET LOCAL, rolled back): "
+            f"{shown}. The default {current} assumes spinning disks; SSD-backed storage, or a working set that stays "
+            "in cache, makes random reads nearly as cheap as sequential ones",
+            confidence=round(min(0.5 + 0.1 * (len(timed) - 1), 0.7), 2),
+            scope="server",
+            sql=f"ALTER SYSTEM SET random_page_cost = {SSD_PAGE_COST}; SELECT pg_reload_conf();",
+            rollback_sql="ALTER SYSTEM RESET random_page_cost; SELECT pg_reload_conf();",
+            restart=False,
+        )
+    ], notes
+
+
+def _seq_scan_samples(catalog: Snapshot, q: SlowQuery) -> list[str]:
+    """Executable samples of a slow SELECT whose plan scans a table sequentially; empty otherwise."""
+    try:
+        shape = parse_query(q.query)
+        if shape.kind != "select" or shape.is_utility:
+            return []
+        resolved, tables = analysis.resolve(catalog, shape)
+        if not tables:
+            return []
+        samples = list(analysis.analyse(catalog, resolved, tables, TIMED_SAMPLES, None).samples)
+        if not any("Seq Scan" in node for node in explain(catalog.conn, samples[0], analyze=False).nodes):
+            return []
+    except (UnparseableQuery, PgArchitectError):
+        return []
+    return samples[:TIMED_SAMPLES]

@@ -16,6 +16,12 @@ Truth is the duration of each statement's ``execute`` message, the part pg_stat_
 execution (planning is timed apart). Run from the repository root:
 
     python -m bench.p95_accuracy [--windows 20] [--window-seconds 3] [--threads 2] [--seed 1]
+                                 [--bimodal | --lock-wait] [--log-threshold-ms T ...] [--sampling-hz HZ]
+
+With ``--sampling-hz`` the exporter's pg_stat_activity sampler (exporter/activity.py) runs beside the workload,
+from the ``postgres`` database, and each window is also estimated from sampling alone and from sampling merged
+with the log at each ``--log-threshold-ms``; its cost (server CPU of its backend, this process's CPU in the
+sampler thread, samples per second) is printed at the end.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import csv
 import dataclasses
 import math
+import os
 import random
 import re
 import shutil
@@ -44,16 +51,20 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 from pg_architect.core import db
 from pg_architect.core.embedded import EmbeddedPostgres
 from pg_architect.core.pgss import Cumulative, Interval, StatementRow, cumulative, interval_of
+from pg_architect.exporter.activity import ActivitySampler, ActivityWindow
 from pg_architect.exporter.durationlog import DatabaseTail, Directory, DurationLog
 from pg_architect.exporter.latency import (
     BUCKETS,
     SOURCE_LOG,
+    SOURCE_SAMPLING,
     LoggedTail,
     Mixture,
     estimate,
+    merge_tails,
     row_quantile,
     row_suspect_bimodal,
 )
+from pg_architect.exporter.statements import statement_tail
 
 WORKLOAD_DB = "p95bench"
 WORKLOAD_APP = "p95bench-workload"
@@ -290,6 +301,10 @@ class WindowResult:
     suspect: bool
     # With the duration log at each threshold (ms): (gauge, histogram_quantile, source, suspect).
     with_log: dict[float, tuple[float, float, str, bool]] = dataclasses.field(default_factory=dict)
+    # Sampling pg_stat_activity alone, and merged with the log at each threshold: the same tuple.
+    sampled: tuple[float, float, str, bool] | None = None
+    sampled_with_log: dict[float, tuple[float, float, str, bool]] = dataclasses.field(default_factory=dict)
+    sampling_threshold_s: float = math.nan
 
     def error(self, estimate: float) -> float:
         return estimate / self.truth_s - 1
@@ -301,8 +316,10 @@ def evaluate(
     index: int,
     tail: DatabaseTail | None = None,
     thresholds_ms: Sequence[float] = (),
+    activity: ActivityWindow | None = None,
 ) -> WindowResult:
-    """The window's estimates against its truth; with ``tail`` (the reader's records) at each threshold too."""
+    """The window's estimates against its truth; with ``tail`` (the reader's records) at each threshold too,
+    and with ``activity`` (the sampler's window) alone and merged with the log."""
     mix = Mixture(intervals.values())
     means = Mixture(Interval(iv.calls, iv.mean_s, 0.0, None, False, None) for iv in intervals.values())
     result = WindowResult(
@@ -318,18 +335,33 @@ def evaluate(
     statements: dict[int, list[Interval]] = {}
     for key, iv in intervals.items():
         statements.setdefault(key[2], []).append(iv)
+    dbid = next(iter(intervals))[1] if intervals else 0
+    sampled = activity.tail(dbid) if activity is not None else None
+    if activity is not None:
+        result.sampling_threshold_s = activity.threshold_s
+    if sampled is not None:
+        result.sampled = _estimates(statements, sampled)
     for t_ms in thresholds_ms if tail is not None else ():
         assert tail is not None
         # What a server logging at this threshold would have written: the reader's records at or above it.
         kept = [(ms / 1000.0, qid) for ms, qid in zip(tail.durations_ms, tail.query_ids, strict=True) if ms >= t_ms]
-        est = estimate(statements, LoggedTail(t_ms / 1000.0, [d for d, _ in kept], [q for _, q in kept]))
-        result.with_log[t_ms] = (
-            est.quantile(0.95),
-            histogram_quantile(0.95, BUCKETS, est.bucket_counts(BUCKETS), est.calls),
-            est.source(0.95),
-            est.suspect_bimodal,
-        )
+        logged = LoggedTail(t_ms / 1000.0, [d for d, _ in kept], [q for _, q in kept])
+        result.with_log[t_ms] = _estimates(statements, logged)
+        if sampled is not None:
+            merged = merge_tails(logged, sampled)
+            assert merged is not None
+            result.sampled_with_log[t_ms] = _estimates(statements, merged)
     return result
+
+
+def _estimates(statements: dict[int, list[Interval]], tail: LoggedTail) -> tuple[float, float, str, bool]:
+    est = estimate(statements, tail)
+    return (
+        est.quantile(0.95),
+        histogram_quantile(0.95, BUCKETS, est.bucket_counts(BUCKETS), est.calls),
+        est.source(0.95),
+        est.suspect_bimodal,
+    )
 
 
 def summarise(name: str, errors: Sequence[float]) -> str:
@@ -451,6 +483,7 @@ def run(args: argparse.Namespace) -> int:
     server = EmbeddedPostgres(root / "data", settings=LOG_SETTINGS)
     print(f"starting embedded PostgreSQL in {root} ...", flush=True)
     server.start()
+    statements: tuple[Statement, ...]
     if args.lock_wait:
         statements, name = LOCK_WAIT, "the lock-wait workload"
     elif args.bimodal:
@@ -474,13 +507,27 @@ def run(args: argparse.Namespace) -> int:
         # The exporter's own reader of the server's csvlog, cutting windows by the server's clock.
         reader = DurationLog(Directory(str(server.data_dir / "log")), "csvlog")
         tails: list[DatabaseTail | None] = []
+        sampler = None
+        activity: list[ActivityWindow | None] = []
+        if args.sampling_hz > 0:
+            # The exporter's sampler, from the postgres database like an exporter watching the whole server.
+            sampler = ActivitySampler("bench", server.dsn(), db.Timeouts(), args.sampling_hz)
+            sampler.start()
+            if not sampler.wait_for_sample(10.0):
+                raise RuntimeError(f"the activity sampler took no sample: {sampler.last_error}")
 
         def take() -> None:
+            cut = time.time()
             snapshots.append(snapshot(snap_conn))
             window = reader.collect(snap_conn)
             if window.reason not in (None, "baseline"):
                 print(f"  duration log does not back window {len(tails)}: {window.reason}", flush=True)
             tails.append(window.by_database.get(WORKLOAD_DB, DatabaseTail()) if window.complete else None)
+            if sampler is not None:
+                sampled = sampler.window(cut, 2.0)
+                if sampled.reason not in (None, "baseline"):
+                    print(f"  sampling does not back window {len(activity)}: {sampled.reason}", flush=True)
+                activity.append(sampled if sampled.complete else None)
 
         print(
             f"PostgreSQL {version}; {args.windows} windows of {args.window_seconds:g} s, {args.threads} client "
@@ -488,13 +535,17 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         workload.start()
+        cost_start = _sampler_cost(sampler)
         workload.at_boundary(take)
         for k in range(args.windows):
             time.sleep(args.window_seconds)
             if workload.errors:
                 raise RuntimeError(f"a client failed: {workload.errors[0]!r}")
             workload.at_boundary(take, last=k == args.windows - 1)
+        cost_end = _sampler_cost(sampler)
         workload.join()
+        if sampler is not None:
+            sampler.stop()
         snap_conn.close()
         server.stop()  # flushes the log
         windows = logged_windows(read_log(server.data_dir), args.windows)
@@ -506,7 +557,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     thresholds = sorted(args.log_threshold_ms)
-    results, row_errors = [], []
+    results, row_errors, sampled_row_errors = [], [], []
     print(
         f"\n{'win':>3} {'calls':>6} {'logged':>6} {'true p95':>10} {'gauge':>10} {'err':>7} "
         f"{'histogram':>10} {'err':>7} {'means-only':>10} {'err':>7}  flag"
@@ -514,7 +565,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for k in range(args.windows):
         intervals = deltas(snapshots[k], snapshots[k + 1])
-        result = evaluate(intervals, windows[k], k + 1, tails[k + 1], thresholds)
+        result = evaluate(intervals, windows[k], k + 1, tails[k + 1], thresholds, activity[k + 1] if activity else None)
         results.append(result)
         line = (
             f"{result.index:>3} {result.calls:>6} {result.logged:>6} {result.truth_s * 1000:>8.2f}ms "
@@ -530,8 +581,19 @@ def run(args: argparse.Namespace) -> int:
                 line += f"  {gauge * 1000:>8.2f}ms{mark} {result.error(gauge):>+7.1%} {result.error(hist):>+7.1%}"
             else:
                 line += f"  {'(no log)':>10} {'':>7} {'':>7}"
+        if result.sampled is not None:
+            gauge, hist, source, _ = result.sampled
+            mark = "*" if source == SOURCE_SAMPLING else " "
+            line += (
+                f"  sampled {gauge * 1000:>8.2f}ms{mark} {result.error(gauge):>+7.1%} {result.error(hist):>+7.1%}"
+                f" G={result.sampling_threshold_s * 1000:.0f}ms"
+            )
         print(line)
         row_errors.extend(per_row_errors(intervals, windows[k]))
+        sampled_window = activity[k + 1] if activity else None
+        sampled_tail = sampled_window.tail(next(iter(intervals))[1]) if sampled_window and intervals else None
+        if sampled_tail is not None:
+            sampled_row_errors.extend(per_row_errors(intervals, windows[k], sampled_tail))
     mismatched = [r.index for r in results if r.calls != r.logged]
     print(f"\nwindows whose pg_stat_statements calls differ from the logged count: {mismatched or 'none'}")
     print(f"true p95 {min(r.truth_s for r in results) * 1000:.1f}-{max(r.truth_s for r in results) * 1000:.1f} ms")
@@ -560,13 +622,67 @@ def run(args: argparse.Namespace) -> int:
             worst = max(abs(r.error(r.with_log[t][0])) for r in above)
             print(f"  windows with true p95 >= {t:g} ms: {len(above)}, gauge worst error {worst:.2%}")
         print(f"  still flagged suspect: {sum(r.with_log[t][3] for r in backed)}")
+    if args.sampling_hz > 0:
+        print_sampling(results, thresholds, cost_start, cost_end, args.sampling_hz)
+        if sampled_row_errors:
+            print("  " + summarise("per-row p95", sampled_row_errors) + f"   ({len(sampled_row_errors)} row-windows)")
     median_ms, worst_ms = time_scrape_math()
     print(f"latency math for 5,000 rows x {len(BUCKETS)} buckets: median {median_ms:.1f} ms, worst {worst_ms:.1f} ms")
     return 0
 
 
-def per_row_errors(intervals: dict[Key, Interval], durations: list[tuple[float, int | None]]) -> list[float]:
-    """row_quantile(0.95) against each row's own logged p95 (csvlog carries query_id), rows with >= 50 calls."""
+def _sampler_cost(sampler: ActivitySampler | None) -> tuple[float, float, float, int]:
+    """(wall clock, the sampler backend's server CPU seconds, this process's sampler CPU seconds, samples)."""
+    if sampler is None:
+        return (time.monotonic(), 0.0, 0.0, 0)
+    server_cpu = math.nan
+    if sampler.backend_pid is not None:
+        try:
+            fields = Path(f"/proc/{sampler.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+            server_cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass  # a server on another machine: its CPU is not ours to read
+    return (time.monotonic(), server_cpu, sampler.cpu_seconds, sampler.samples)
+
+
+def print_sampling(
+    results: Sequence[WindowResult],
+    thresholds: Sequence[float],
+    start: tuple[float, float, float, int],
+    end: tuple[float, float, float, int],
+    hz: float,
+) -> None:
+    backed = [r for r in results if r.sampled is not None]
+    print(f"with sampling pg_stat_activity at {hz:g} Hz ({len(backed)} of {len(results)} windows backed):")
+    if backed:
+        print("  " + summarise("gauge", [r.error(r.sampled[0]) for r in backed if r.sampled is not None]))
+        print("  " + summarise("histogram", [r.error(r.sampled[1]) for r in backed if r.sampled is not None]))
+        gaps = sorted(r.sampling_threshold_s * 1000 for r in backed)
+        above = sum(r.sampled is not None and r.sampled[2] == SOURCE_SAMPLING for r in backed)
+        print(
+            f"  sampler threshold G per window: median {statistics.median(gaps):.1f} ms, max {gaps[-1]:.1f} ms; "
+            f"p95 a sampled call in {above} of {len(backed)}; "
+            f"still flagged suspect: {sum(bool(r.sampled and r.sampled[3]) for r in backed)}"
+        )
+    for t in thresholds:
+        merged = [r for r in results if t in r.sampled_with_log]
+        if merged:
+            print(f"  merged with the duration log at {t:g} ms ({len(merged)} windows):")
+            print("    " + summarise("gauge", [r.error(r.sampled_with_log[t][0]) for r in merged]))
+            print("    " + summarise("histogram", [r.error(r.sampled_with_log[t][1]) for r in merged]))
+    seconds = end[0] - start[0]
+    print(
+        f"  cost over {seconds:.1f} s: {(end[3] - start[3]) / seconds:.1f} samples/s; server CPU of the sampler's "
+        f"backend {(end[1] - start[1]) / seconds * 100:.2f} % of a core; this process's CPU in the sampler thread "
+        f"{(end[2] - start[2]) / seconds * 100:.2f} % of a core"
+    )
+
+
+def per_row_errors(
+    intervals: dict[Key, Interval], durations: list[tuple[float, int | None]], tail: LoggedTail | None = None
+) -> list[float]:
+    """row_quantile(0.95) against each row's own logged p95 (csvlog carries query_id), rows with >= 50 calls;
+    with ``tail`` (the database's sampled calls), the exporter's per-statement p95 backed by the row's share."""
     by_query: dict[int, list[float]] = {}
     for ms, query_id in durations:
         if query_id is not None:
@@ -575,7 +691,9 @@ def per_row_errors(intervals: dict[Key, Interval], durations: list[tuple[float, 
     for key, iv in intervals.items():
         logged = by_query.get(key[2], [])
         if iv.calls >= 50 and len(logged) == iv.calls:
-            errors.append(row_quantile(iv, 0.95) / true_p95(logged) - 1)
+            own = statement_tail(tail, key[2]) if tail is not None else None
+            value = estimate({key[2]: [iv]}, own).quantile(0.95) if own is not None else row_quantile(iv, 0.95)
+            errors.append(value / true_p95(logged) - 1)
     return errors
 
 
@@ -596,6 +714,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         help="also estimate with the duration log at this log_min_duration_statement (repeatable)",
+    )
+    parser.add_argument(
+        "--sampling-hz",
+        type=float,
+        default=0.0,
+        help="also estimate from sampling pg_stat_activity at this rate (exporter/activity.py), and print its cost",
     )
     parser.add_argument(
         "--synthetic", action="store_true", help="no server: synthetic accuracy, the bimodality flag's rates, speed"

@@ -26,7 +26,17 @@ from pg_architect.core import db, pgss
 from pg_architect.core.errors import DatabaseError
 from pg_architect.core.pgss import PgssInfoRow, StatementRow, StatementWindow
 from pg_architect.exporter import compat
-from pg_architect.exporter.latency import BUCKETS, Estimate, Interval, Mixture, row_quantile
+from pg_architect.exporter.latency import (
+    BUCKETS,
+    SOURCE_PGSS,
+    SOURCE_PGSS_ACTIVITY_HIDDEN,
+    Estimate,
+    Interval,
+    LoggedTail,
+    Mixture,
+    estimate,
+    row_quantile,
+)
 from pg_architect.exporter.models import (
     ActivityRow,
     BgwriterRow,
@@ -41,9 +51,10 @@ from pg_architect.exporter.models import (
     SettingRow,
 )
 from pg_architect.exporter.queries import QUERIES
-from pg_architect.exporter.statements import estimates
+from pg_architect.exporter.statements import estimates, statement_tail, tails
 
-if TYPE_CHECKING:  # the duration log's module loads only when exporter.duration_log is on
+if TYPE_CHECKING:  # the duration log's and the sampler's modules load only when they are on
+    from pg_architect.exporter.activity import ActivityWindow
     from pg_architect.exporter.durationlog import LogWindow
 
 log = logging.getLogger(__name__)
@@ -213,10 +224,12 @@ def statement_metrics(
     histograms: dict[str, HistogramState],
     top_n: int,
     log: LogWindow | None = None,
+    activity: ActivityWindow | None = None,
 ) -> list[Metric]:
     """Histogram and p95 per database, plus bounded per-queryid series for the top statements.
 
-    ``log`` is the server's duration log for the same window, when the exporter reads it (docs/p95.md).
+    ``log`` is the server's duration log for the same window, when the exporter reads it, and ``activity``
+    what sampling pg_stat_activity saw in it, when the exporter samples (docs/p95.md).
     """
     p95 = GaugeMetricFamily(
         "pgarch_query_p95_seconds",
@@ -227,18 +240,24 @@ def statement_metrics(
     suspect = GaugeMetricFamily(
         "pgarch_query_p95_suspect",
         "1 when a statement's own min or max in the window contradicts its fitted shape (a fast and a slow mode "
-        "in one statement): the p95 may be underestimated; see docs/p95.md.",
+        "in one statement) and the p95 rests on that model (not on the duration log or complete sampling): "
+        "it may be off either way; see docs/p95.md.",
         labels=["datname"],
     )
     source = GaugeMetricFamily(
         "pgarch_query_p95_source",
         "1 for the evidence pgarch_query_p95_seconds rests on: pg_stat_statements (the model alone), "
-        "duration_log (a logged call, exact), or pg_stat_statements+duration_log (the model below the log's "
-        "threshold, holding the calls the log left there).",
+        "duration_log (a logged call, exact), pg_stat_statements+duration_log (the model below the log's "
+        "threshold, holding the calls the log left there), activity_sampling (a call seen in pg_stat_activity "
+        "samples), pg_stat_statements+activity_sampling (the model below the sampler's threshold), or "
+        "pg_stat_statements:activity_hidden (the model alone: the sampler may not see other roles' sessions).",
         labels=["datname", "source"],
     )
+    own = activity.own if activity is not None else None
+    # The calls the duration log and the sampler know one by one, per database: the p95s rest on them.
+    known = tails({key[1] for key in window.intervals}, datnames, log, activity) if window is not None else {}
     if window is not None:
-        for dbid, mixture in estimates(window, datnames, log).items():
+        for dbid, mixture in estimates(window, known, own).items():
             datname = datnames.get(dbid)
             if datname is None or mixture.calls <= 0:
                 continue
@@ -247,7 +266,10 @@ def statement_metrics(
             if not math.isnan(value):
                 p95.add_metric([datname], value)
                 suspect.add_metric([datname], 1.0 if mixture.suspect_bimodal else 0.0)
-                source.add_metric([datname, mixture.source(0.95)], 1.0)
+                label = mixture.source(0.95)
+                if label == SOURCE_PGSS and activity is not None and dbid in activity.hidden:
+                    label = SOURCE_PGSS_ACTIVITY_HIDDEN
+                source.add_metric([datname, label], 1.0)
     for datname in datnames.values():
         # Zero-valued from the first scrape on, so rate() and absent() work before the first window closes.
         histograms.setdefault(datname, HistogramState())
@@ -278,7 +300,8 @@ def statement_metrics(
         "p95 latency of a top statement between the last two scrapes.",
         labels=["datname", "queryid"],
     )
-    top = top_statements(window, rows, top_n)
+    sampler = (own[1], own[2]) if own is not None else None
+    top = [key for key in top_statements(window, rows, top_n + 1) if key != sampler][:top_n]
     totals = statement_totals(rows, set(top))
     per_statement = window.by_statement() if window is not None else {}
     for key in top:
@@ -290,13 +313,17 @@ def statement_metrics(
         seconds.add_metric(labels, totals[key].total_s)
         intervals = per_statement.get(key)
         if intervals:
-            value = _statement_p95(intervals)
+            value = _statement_p95(intervals, known.get(key[0]), key[1])
             if not math.isnan(value):
                 stmt_p95.add_metric(labels, value)
     return [p95, suspect, source, hist, calls, seconds, stmt_p95]
 
 
-def _statement_p95(intervals: list[Interval]) -> float:
+def _statement_p95(intervals: list[Interval], tail: LoggedTail | None, query_id: int) -> float:
+    """One statement's p95: backed by its own calls in the database's tail where they can be told apart."""
+    own = statement_tail(tail, query_id) if tail is not None else None
+    if own is not None:
+        return estimate({query_id: intervals}, own).quantile(0.95)
     return row_quantile(intervals[0], 0.95) if len(intervals) == 1 else Mixture(intervals).quantile(0.95)
 
 

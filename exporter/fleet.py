@@ -74,9 +74,13 @@ class Fleet:
             members.setdefault(server_key(dsn), []).append(dsn)
         for key, dsns in members.items():
             label = f"{key[0] or 'local'}:{key[1]}"
-            self.servers[key] = Target(f"server {label}", dsns[0], config, groups=CLUSTER, fallback_dsns=dsns[1:])
+            # No pg_stat_activity sampler for probed servers (Target's docstring): their p95 rests on
+            # pg_stat_statements and, where configured, the duration log.
+            self.servers[key] = Target(
+                f"server {label}", dsns[0], config, groups=CLUSTER, fallback_dsns=dsns[1:], activity_sampling=False
+            )
         for name, dsn in resolved:
-            own = Target(name, dsn, config, groups=PER_DATABASE)
+            own = Target(name, dsn, config, groups=PER_DATABASE, activity_sampling=False)
             own.datname = _database_of(dsn)
             self.probes[name] = Probe(name, own, self.servers[server_key(dsn)])
 

@@ -30,12 +30,16 @@ __all__ = [
     "SOURCE_LOG",
     "SOURCE_LOG_TAIL",
     "SOURCE_PGSS",
+    "SOURCE_PGSS_ACTIVITY_HIDDEN",
+    "SOURCE_SAMPLING",
+    "SOURCE_SAMPLING_TAIL",
     "Estimate",
     "Interval",
     "LogBacked",
     "LoggedTail",
     "Mixture",
     "estimate",
+    "merge_tails",
     "row_quantile",
     "row_suspect_bimodal",
 ]
@@ -46,6 +50,12 @@ SOURCE_LOG = "duration_log"
 """The p95 lies above the log's threshold: it is a logged call's duration, exact."""
 SOURCE_LOG_TAIL = "pg_stat_statements+duration_log"
 """The p95 lies below the log's threshold: the model, holding exactly as many calls as the log left below it."""
+SOURCE_SAMPLING = "activity_sampling"
+"""The p95 lies above the sampler's threshold: a sampled call's duration (pg_stat_activity, exporter/activity.py)."""
+SOURCE_SAMPLING_TAIL = "pg_stat_statements+activity_sampling"
+"""The p95 lies below the sampler's threshold: the model, holding exactly as many calls as sampling left below it."""
+SOURCE_PGSS_ACTIVITY_HIDDEN = "pg_stat_statements:activity_hidden"
+"""The model alone, because the sampler's role may not see other roles' sessions (grant pg_read_all_stats)."""
 
 
 def _buckets(first: float = 0.001, last: float = 60.0, per_doubling: int = 4) -> tuple[float, ...]:
@@ -503,14 +513,35 @@ class Estimate(Protocol):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LoggedTail:
-    """Every call of one database's window at or above ``threshold_s``, from the server's duration log.
+    """Every call of one database's window at or above ``threshold_s``, from the server's duration log or from
+    sampling pg_stat_activity.
 
-    ``query_ids`` runs parallel to ``durations_s`` (0 where the log did not say); empty when unknown.
+    ``query_ids`` runs parallel to ``durations_s`` (0 where the source did not say); empty when unknown. Calls
+    shorter than ``sampled_below_s`` come from sampling, the others from the log (0: the log alone; infinity:
+    sampling alone).
     """
 
     threshold_s: float
     durations_s: Sequence[float]
     query_ids: Sequence[int] = ()
+    sampled_below_s: float = 0.0
+
+
+def merge_tails(logged: LoggedTail | None, sampled: LoggedTail | None) -> LoggedTail | None:
+    """One tail from the duration log and from sampling: the log's calls above its threshold (exact), sampled
+    calls between the sampler's threshold and the log's. The log alone when its threshold is the lower."""
+    if sampled is None or (logged is not None and logged.threshold_s <= sampled.threshold_s):
+        return logged
+    if logged is None:
+        return sampled
+    cut = logged.threshold_s
+    durations = [d for d in logged.durations_s if d >= cut]
+    ids = [q for d, q in itertools.zip_longest(logged.durations_s, logged.query_ids, fillvalue=0) if d >= cut]
+    for d, q in itertools.zip_longest(sampled.durations_s, sampled.query_ids, fillvalue=0):
+        if d < cut:
+            durations.append(d)
+            ids.append(q)
+    return LoggedTail(sampled.threshold_s, durations, ids, sampled_below_s=cut)
 
 
 class LogBacked:
@@ -523,7 +554,17 @@ class LogBacked:
     slow mode above T no longer distorts the fast one.
     """
 
-    __slots__ = ("_below", "_calls", "_durations", "_model", "_scale", "_threshold", "_total_s", "refined")
+    __slots__ = (
+        "_below",
+        "_calls",
+        "_durations",
+        "_model",
+        "_sampled_below",
+        "_scale",
+        "_threshold",
+        "_total_s",
+        "refined",
+    )
 
     def __init__(self, statements: Mapping[int, Sequence[Interval]], tail: LoggedTail) -> None:
         threshold = tail.threshold_s
@@ -551,6 +592,7 @@ class LogBacked:
         self._calls = calls
         self._total_s = total
         self._threshold = threshold
+        self._sampled_below = tail.sampled_below_s
         self._durations = durations
         self._below = max(calls - len(durations), 0)
         self._model = Mixture(rows)
@@ -570,10 +612,12 @@ class LogBacked:
     @property
     def suspect_bimodal(self) -> bool:
         """Only the model below T can hide a second mode, and only when the p95 rests on it."""
-        return self.source(0.95) != SOURCE_LOG and self._model.suspect_bimodal
+        return self.source(0.95) not in (SOURCE_LOG, SOURCE_SAMPLING) and self._model.suspect_bimodal
 
     def source(self, q: float = 0.95) -> str:
-        return SOURCE_LOG if q * self._calls > self._below else SOURCE_LOG_TAIL
+        if q * self._calls > self._below and self._durations:
+            return SOURCE_SAMPLING if self.quantile(q) < self._sampled_below else SOURCE_LOG
+        return SOURCE_SAMPLING_TAIL if self._threshold < self._sampled_below else SOURCE_LOG_TAIL
 
     def quantile(self, q: float) -> float:
         """The smallest x with F(x) >= q: a logged duration above T, the scaled model below it."""

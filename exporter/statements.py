@@ -14,9 +14,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pg_architect.core.pgss import PgssInfoRow, RowKey, StatementRow, StatementWindow, diff
-from pg_architect.exporter.latency import Estimate, Interval, LoggedTail, Mixture, estimate
+from pg_architect.exporter.latency import Estimate, Interval, LoggedTail, Mixture, estimate, merge_tails
 
-if TYPE_CHECKING:  # the duration log's module loads only when exporter.duration_log is on
+if TYPE_CHECKING:  # the duration log's and the sampler's modules load only when they are on
+    from pg_architect.exporter.activity import ActivityWindow
     from pg_architect.exporter.durationlog import LogWindow
 
 
@@ -93,13 +94,16 @@ class _Snapshot:
         return (row.stats_since is None) if math.isnan(since) else row.stats_since == since
 
 
-def estimates(window: StatementWindow, datnames: dict[int, str], log: LogWindow | None = None) -> dict[int, Estimate]:
-    """Each database's latency estimate for ``window``, backed by the duration log where it is complete."""
-    grouped: dict[int, dict[int, list[Interval]]] = {}
-    for key, iv in window.intervals.items():
-        grouped.setdefault(key[1], {}).setdefault(key[2], []).append(iv)
-    out: dict[int, Estimate] = {}
-    for dbid, statements in grouped.items():
+def tails(
+    dbids: Iterable[int],
+    datnames: dict[int, str],
+    log: LogWindow | None = None,
+    activity: ActivityWindow | None = None,
+) -> dict[int, LoggedTail]:
+    """Each database's calls known one by one in the window (the duration log's above its threshold, sampled
+    ones above the sampler's), where either source is complete for it."""
+    out: dict[int, LoggedTail] = {}
+    for dbid in dbids:
         tail = None
         threshold = log.threshold_s(dbid) if log is not None else None
         if log is not None and threshold is not None and dbid in datnames:
@@ -107,8 +111,31 @@ def estimates(window: StatementWindow, datnames: dict[int, str], log: LogWindow 
             durations = [ms / 1000.0 for ms in logged.durations_ms] if logged is not None else []
             query_ids = list(logged.query_ids) if logged is not None else []
             tail = LoggedTail(threshold, durations, query_ids)
-        out[dbid] = estimate(statements, tail)
+        merged = merge_tails(tail, activity.tail(dbid) if activity is not None else None)
+        if merged is not None:
+            out[dbid] = merged
     return out
+
+
+def statement_tail(tail: LoggedTail, query_id: int) -> LoggedTail | None:
+    """One statement's share of a database's tail; None when some of the tail's calls have no query id (they
+    may be this statement's)."""
+    if len(tail.query_ids) != len(tail.durations_s) or 0 in tail.query_ids:
+        return None
+    durations = [d for d, q in zip(tail.durations_s, tail.query_ids, strict=True) if q == query_id]
+    return LoggedTail(tail.threshold_s, durations, [query_id] * len(durations), tail.sampled_below_s)
+
+
+def estimates(
+    window: StatementWindow, known: dict[int, LoggedTail], own: tuple[int, int, int] | None = None
+) -> dict[int, Estimate]:
+    """Each database's latency estimate for ``window``, backed by its ``known`` tail (:func:`tails`) where
+    there is one. ``own`` (userid, dbid, queryid), the activity sampler's statement, is no part of any p95."""
+    grouped: dict[int, dict[int, list[Interval]]] = {}
+    for key, iv in window.intervals.items():
+        if key[:3] != own:
+            grouped.setdefault(key[1], {}).setdefault(key[2], []).append(iv)
+    return {dbid: estimate(statements, known.get(dbid)) for dbid, statements in grouped.items()}
 
 
 class StatementTracker:

@@ -36,6 +36,7 @@ from pg_architect.exporter.models import DatabaseRow, ServerRow
 from pg_architect.exporter.statements import StatementTracker
 
 if TYPE_CHECKING:
+    from pg_architect.exporter.activity import ActivitySampler, ActivityWindow
     from pg_architect.exporter.durationlog import DurationLog, LogWindow
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ class Target:
     ``groups`` limits the collector groups run (``server`` always runs): ``/probe`` runs the cluster-wide
     groups once per server and the per-database ones (``knowledge_base``) per database. ``fallback_dsns``
     are other databases of the same server, tried in turn when ``dsn`` cannot be connected to.
+    ``activity_sampling`` allows the pg_stat_activity sampler (``exporter.activity_sampling_hz``) for this
+    target: the exporter's own target has it, ``/probe`` targets do not (a thread, a connection and tens of
+    statements a second per probed server would not scale to a fleet).
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Target:
         kb_dsn: str | None = None,
         groups: Collection[str] = COLLECTORS,
         fallback_dsns: Sequence[str] = (),
+        activity_sampling: bool = True,
     ) -> None:
         self.name = name
         self.dsn = dsn
@@ -119,6 +124,17 @@ class Target:
             from pg_architect.exporter import durationlog  # loaded only when asked for
 
             self.duration_log = durationlog.from_config(exporter)
+        self.activity: ActivitySampler | None = None
+        if exporter.activity_sampling_hz > 0 and activity_sampling and "statements" in self.groups:
+            from pg_architect.exporter import activity  # loaded only when asked for
+
+            self.activity = activity.ActivitySampler(
+                name,
+                dsn,
+                db.policy(config, db.Role.EXPORTER),
+                exporter.activity_sampling_hz,
+                exporter.activity_sampling_max_records,
+            )
         self.histograms: dict[str, collectors.HistogramState] = {}
         self._blocks: dict[str, tuple[int, int]] | None = None
         self._sizes: dict[int, int] = {}  # database sizes, refreshed every database_size_interval_s
@@ -259,6 +275,8 @@ class Target:
                 self.statements.forget()
                 if self.duration_log is not None:
                     self.duration_log.forget()
+                if self.activity is not None:
+                    self.activity.forget()
                 self._blocks = None
                 self._sizes_at = None
                 self._system_identifier = server.system_identifier
@@ -393,13 +411,37 @@ class Target:
         return [*state.families, _statements_age(age, interval)]
 
     def _read_statements(self, conn: db.Connection, server: ServerRow, datnames: dict[int, str]) -> list[Metric]:
+        sampler = self.activity
+        budget = self.config.exporter.scrape_budget_s
+        if sampler is not None and not sampler.started:
+            # Sampling must cover the first window from its start: its first sample comes before the baseline.
+            sampler.start()
+            sampler.wait_for_sample(min(1.0, budget / 4))
+        read_at = time.time()
         rows, info = collectors.read_statements(conn, server)
         window = self.statements.advance(rows, info, time.time())
+        # The sampler's window is cut with pg_stat_statements' baseline, before anything else can fail.
+        activity_window, activity_metrics = self._read_activity(read_at)
         log_window, log_metrics = self._read_duration_log(conn)
         snapshot = self.statements.snapshot or ()  # the rows again, made one at a time
         top_n = self.config.exporter.top_queries
-        families = collectors.statement_metrics(window, snapshot, datnames, self.histograms, top_n, log_window)
-        return families + log_metrics
+        families = collectors.statement_metrics(
+            window, snapshot, datnames, self.histograms, top_n, log_window, activity_window
+        )
+        return families + log_metrics + activity_metrics
+
+    def _read_activity(self, read_at: float) -> tuple[ActivityWindow | None, list[Metric]]:
+        """What the pg_stat_activity sampler saw in the window closed at ``read_at``; never fails the scrape."""
+        sampler = self.activity
+        if sampler is None:
+            return None, []
+        from pg_architect.exporter import activity
+
+        # Waits (briefly: about one sampling interval) for a sample taken after the window's end.
+        window = sampler.window(read_at, wait_s=min(1.0, self.config.exporter.scrape_budget_s / 4))
+        if window.reason not in (None, "baseline"):
+            log.info("activity sampling of %s does not back this window: %s", self.name, window.reason)
+        return window, activity.metrics(window, sampler)
 
     def _read_duration_log(self, conn: db.Connection) -> tuple[LogWindow | None, list[Metric]]:
         """The server's duration log for the window just closed; a failure degrades the p95, not the scrape."""
@@ -514,6 +556,8 @@ class Target:
     def close(self) -> None:
         self._closed = True
         self._pgss_wake.set()
+        if self.activity is not None:
+            self.activity.stop()
         with self._conn_lock:
             conn, self._conn = self._conn, None
         for c in (conn, self._kb_conn, self._pgss.conn):

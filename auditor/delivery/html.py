@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from pg_architect.auditor.delivery.weekly import Point, WeeklyReport, headline, top_line, where
+from pg_architect.auditor.delivery.weekly import Point, WeeklyReport, beyond_indexes, headline, top_line, where
 from pg_architect.auditor.report import rewrite_lines
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -237,9 +237,18 @@ def weekly_page(w: WeeklyReport) -> str:
             + "".join(f"<li>{_e(n)}</li>" for n in notes)
             + "</ul></section>"
         )
+    sections.append(_beyond_indexes(run))
     if run:
         sections.append(_statements(run))
     return _page(title, subtitle, "".join(sections))
+
+
+def _beyond_indexes(run: dict[str, Any] | None) -> str:
+    lines = beyond_indexes(run)
+    if not lines:
+        return ""
+    items = "".join(f"<li>{_e(x)}</li>" for x in lines)
+    return f"<section><b>Beyond indexes (advisory)</b><ul>{items}</ul></section>"
 
 
 def _pending(w: WeeklyReport) -> str:
@@ -331,6 +340,7 @@ def run_page(doc: dict[str, Any]) -> str:
     notes = doc.get("delivery_notes") or []
     if notes:
         body.append("<section><b>Delivery</b><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul></section>")
+    body.append(_beyond_indexes(doc))
     if doc.get("slow_queries") is not None:
         body.append(_statements(doc))
     return _page(title, subtitle, "".join(body))

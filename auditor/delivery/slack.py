@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pg_architect.auditor.delivery.http import DeliveryError, host_of, post_json
-from pg_architect.auditor.delivery.weekly import WeeklyReport, headline, top_line, where
+from pg_architect.auditor.delivery.weekly import WeeklyReport, beyond_indexes, headline, top_line, where
 from pg_architect.core.errors import redact
 
 MAX_BLOCKS = 50
@@ -62,6 +62,9 @@ def blocks(w: WeeklyReport) -> dict[str, Any]:
     notes = (w.run or {}).get("delivery_notes") or []
     if notes:
         out.append(_section("*Delivery*\n" + "\n".join(f"• {_escape(n)}" for n in notes)))
+    advisory = beyond_indexes(w.run)
+    if advisory:
+        out.append(_section("*Beyond indexes (advisory)*\n" + "\n".join(f"• {_escape(a)}" for a in advisory)))
     out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{w.report_url}|Full report>"}]})
     fallback = _cut(f"{title}: " + ", ".join(f"{label.lower()} {value}" for label, value in headline(w)[:5]), MAX_TEXT)
     return {"text": fallback, "blocks": out[:MAX_BLOCKS]}

@@ -217,6 +217,43 @@ def top_line(w: WeeklyReport) -> str | None:
     return f"{rec['sql']} ({gain:.0f} % faster, confidence {rec['confidence']:.2f}): {place}"
 
 
+def beyond_indexes(run: dict[str, Any] | None) -> list[str]:
+    """The last audit's advisory recommendations beyond indexes, one line each: partitioning plans (from the growth
+    forecasts), caches (per statement) and settings. Markdown, Slack and HTML show the same lines."""
+    if not run:
+        return []
+    out: list[str] = []
+    for f in run.get("forecasts") or []:
+        rec, plan = f.get("recommendation"), f.get("partition")
+        if not isinstance(rec, dict) or not plan:
+            continue
+        m = rec.get("measurement") or {}
+        measured = (
+            f"measured on a copy ({plan.get('where_measured')}): {m.get('gain_percent', 0):.0f} % less planner cost, "
+            f"{plan.get('partitions_scanned') or 0:.1f} of {plan.get('partitions_measured')} partitions read"
+            if m
+            else "not measured"
+        )
+        out.append(
+            f"Partition {f['table']} by range of {plan['key']}, {plan['interval']} per partition ({measured}; "
+            f"confidence {rec['confidence']:.2f}, {rec['action']}): migration and rollback in the full report"
+        )
+    for q in run.get("slow_queries") or []:
+        rec = q.get("recommendation")
+        if q.get("status") == "recommended" and rec and rec.get("type") == "cache":
+            out.append(
+                f"Cache statement {q['queryid']}: {rec['sql'].lstrip('- ')} (advisory, confidence "
+                f"{rec['confidence']:.2f})"
+            )
+    for st in run.get("settings") or []:
+        restart = ", needs a restart" if st.get("restart") else ""
+        out.append(
+            f"Setting {st['name']} ({st.get('scope', 'server')}): {st['current']} -> {st['suggested']} "
+            f"(confidence {st['confidence']:.2f}{restart})"
+        )
+    return out
+
+
 def markdown(w: WeeklyReport) -> str:
     if w.run is None:
         return "## pg-architect weekly report\n\nNo successful audit yet: run `pg-architect audit`.\n"
@@ -241,6 +278,11 @@ def markdown(w: WeeklyReport) -> str:
     if w.applied:
         out += ["### Applied this month", ""]
         out += [f"- `{a.sql}`: {a.gain_percent or 0:.0f} % faster" for a in w.applied]
+        out.append("")
+    advisory = beyond_indexes(run)
+    if advisory:
+        out += ["### Beyond indexes (advisory)", ""]
+        out += [f"- {line}" for line in advisory]
         out.append("")
     if run.get("delivery_notes"):
         out += ["### Delivery", ""]

@@ -5,7 +5,8 @@ Matching rule (documented in BENCHMARKS.md): an index is read back from the cata
 *serves* a shape exactly when it matches one of the shape's ``good`` patterns: same table, leading keys
 consumed group by group (keys within a group in any order, e.g. two equality columns), extra trailing
 keys allowed, and the same partial-index predicate (or none). It serves *partly* when it matches a
-``partial`` pattern instead (e.g. the equality column without the sort column). A recommendation is
+``partial`` pattern instead (e.g. the equality column without the sort column), or when it is built on one
+partition of a partitioned table (a good or partial pattern of the partitioned table). A recommendation is
 *false* when it is already indexed (an index that existed when the tool ran, including one created after
 the statistics were collected, has the same leading keys and no narrower predicate) or when it serves
 no shape of the workload, exactly or partly. The same index recommended twice counts once, and the
@@ -32,6 +33,7 @@ class IndexDef:
     method: str
     size_bytes: int = 0
     sql: str = ""
+    partition_of: str | None = None  # an index on one partition: the partitioned table
 
     def signature(self) -> tuple[str, tuple[str, ...], str | None, str]:
         return (self.table, self.keys, self.where, self.method)
@@ -48,7 +50,7 @@ def strip_direction(key: str) -> str:
 
 
 def matches(index: IndexDef, pattern: Pattern) -> bool:
-    if index.table != pattern.table or index.method != "btree":
+    if (index.partition_of or index.table) != pattern.table or index.method != "btree":
         return False
     if not pattern.any_where and index.where != pattern.where:
         return False
@@ -144,11 +146,15 @@ def score(tool: str, recommended: Sequence[IndexDef], existing: Sequence[IndexDe
         verdicts.append(
             Verdict(
                 index=index,
-                serves=tuple(s.name for s in shapes if any(matches(index, p) for p in s.good)),
+                # An index on one partition serves only the statements' rows in that partition: partly at most.
+                serves=tuple(
+                    s.name for s in shapes if index.partition_of is None and any(matches(index, p) for p in s.good)
+                ),
                 serves_partly=tuple(
                     s.name
                     for s in shapes
-                    if not any(matches(index, p) for p in s.good) and any(matches(index, p) for p in s.partial)
+                    if (index.partition_of is not None or not any(matches(index, p) for p in s.good))
+                    and any(matches(index, p) for p in (*s.good, *s.partial))
                 ),
                 already=covered_by(index, existing),
                 duplicate_of=dup,

@@ -87,6 +87,10 @@ def _ratio(value: Any) -> str | None:
     return None if 0 <= value <= 1 else f"must be between 0 and 1, got {value!r}"
 
 
+def _sampling_hz(value: Any) -> str | None:
+    return None if value == 0 or 1 <= value <= 200 else f"must be 0 (off) or between 1 and 200, got {value!r}"
+
+
 def _one_of(*allowed: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if value in allowed else f"must be one of {', '.join(allowed)}, got {value!r}"
@@ -200,6 +204,9 @@ class ExporterConfig:
     duration_log_format: str = _field("auto", _one_of("auto", "csvlog", "jsonlog", "stderr"))
     duration_log_max_bytes: int = _field(64 * 1024 * 1024, _positive)
     duration_log_max_records: int = _field(500_000, _positive)
+    # Sampling pg_stat_activity as a pseudo duration log, this many times a second (0: off); docs/p95.md.
+    activity_sampling_hz: float = _field(0.0, _sampling_hz)
+    activity_sampling_max_records: int = _field(100_000, _positive)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,12 +283,42 @@ class LifecycleConfig:
     retention_days: int = _field(400, _retention)
 
 
+def _horizon(value: Any) -> str | None:
+    # The forecasts fit at most 30 days of daily snapshots: projecting much beyond a year is guesswork.
+    return None if 1 <= value <= 365 else f"must be between 1 and 365 days, got {value!r}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitioningConfig:
+    """When a growing table gets a partitioning plan (auditor.partitioning)."""
+
+    # A table projected to pass this size within the horizon, filtered on a range by slow statements.
+    min_projected_bytes: int = _field(64 * 1024**3, _positive)
+    horizon_days: int = _field(90, _horizon)
+    # Rows of the table copied (TABLESAMPLE) into the scratch schema where the pruning gain is measured.
+    sample_rows: int = _field(100_000, _positive)
+
+
+@dataclasses.dataclass(frozen=True)
+class CachingConfig:
+    """When a slow statement gets an application-cache suggestion (auditor.caching)."""
+
+    min_calls_per_hour: float = _field(60.0, _positive)
+    # Writes to the statement's tables against writes plus the statement's calls, over the window.
+    max_write_share: float = _field(0.05, _ratio)
+    # Rows per call in the window against before it: at most this relative change counts as stable.
+    max_rows_change: float = _field(0.1, _ratio)
+    max_ttl_s: int = _field(3600, _positive)
+
+
 @dataclasses.dataclass(frozen=True)
 class AuditorConfig:
     thresholds: ThresholdsConfig = dataclasses.field(default_factory=ThresholdsConfig)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     api: ApiConfig = dataclasses.field(default_factory=ApiConfig)
     lifecycle: LifecycleConfig = dataclasses.field(default_factory=LifecycleConfig)
+    partitioning: PartitioningConfig = dataclasses.field(default_factory=PartitioningConfig)
+    caching: CachingConfig = dataclasses.field(default_factory=CachingConfig)
 
 
 @dataclasses.dataclass(frozen=True)
