@@ -17,6 +17,7 @@ import pytest
 from pg_architect import demo
 from pg_architect.auditor import window
 from pg_architect.auditor.kb import KnowledgeBase
+from pg_architect.auditor.measure import Plan, Recorded
 from pg_architect.core import db
 from tests.conftest import ServerInfo, make_database
 from tests.test_audit import BLOCKING_BUILDS, SCALE, find, fingerprint_of_database
@@ -313,3 +314,24 @@ def test_an_aggregate_over_a_range_is_sampled_as_heavy_as_its_recorded_calls(emb
     light = find(report, "max(total)")
     assert heavy["status"] != "recommended", heavy.get("recommendation")
     assert light["status"] == "recommended" and "created_at" in light["recommendation"]["sql"], light
+
+
+def test_where_rows_cannot_tell_a_sample_must_run_near_the_recorded_mean_either_way() -> None:
+    """The numbers of the advisor bench's decoy: a GROUP BY month sampled at 3 % ran in 207 ms against a recorded
+    mean of 2,170 ms. Where the rows per call tell (no aggregate), only a 20x gap is distrusted; where they cannot,
+    3x either way is, except a sample faster thanks to an index made since the window (trusted: the candidates then
+    show no gain)."""
+
+    def plan(ms: float, *indexes: str) -> Plan:
+        return Plan(cost=1.0, ms=ms, rows=13.0, nodes=(), index_names=frozenset(indexes), text="", actual_rows=13.0)
+
+    aggregate = Recorded(mean_ms=2170.0, rows_per_call=13.0, rows_tell=False)
+    assert aggregate.distrust(plan(207.0)) is not None
+    assert aggregate.distrust(plan(207.0, "orders_created_at_idx")) is None
+    assert aggregate.distrust(plan(1500.0)) is None
+    assert aggregate.distrust(plan(2170.0 * 3.5)) is not None
+    plain = Recorded(mean_ms=2170.0, rows_per_call=13.0)
+    assert plain.distrust(plan(207.0)) is None
+    assert plain.distrust(plan(90.0)) is not None
+    # Without a recorded mean the rows still judge, aggregate or not.
+    assert Recorded(rows_per_call=13.0, rows_tell=False).distrust(plan(1.0)) is None
