@@ -28,6 +28,7 @@ from pg_architect.auditor import (
     confidence,
     health,
     lifecycle,
+    params,
     partitioning,
     plans,
     proposals,
@@ -435,13 +436,14 @@ class Auditor:
                 skip_reason=f"cannot plan the statement with sampled values: {exc}",
                 rejected=tuple(notes),
             )
+        recorded = Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call, rows_tell=params.rows_tell(resolved))
         try:
             method, outcomes = measurer.measure(
                 facts.kind,
                 samples,
                 found.candidates,
                 list(tables.values()),
-                Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call),
+                recorded,
                 keep=N_SAMPLES,
                 writes=_writes(resolved, tables, found.indexes),
             )
@@ -463,7 +465,7 @@ class Auditor:
                         kind=facts.kind,
                         samples=measurer.kept,
                         tables=tuple(tables.values()),
-                        recorded=Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call),
+                        recorded=recorded,
                         writes=_writes(resolved, tables, found.indexes),
                         total_ms=base.total_ms,
                         chosen=verdict.best if verdict.status == "recommended" else None,
