@@ -148,8 +148,7 @@ def explain(conn: db.Connection, sql: str, *, analyze: bool) -> Plan:
         # EXPLAIN ANALYZE neither fetches TOASTed output values nor formats rows: a page of 5 kB values timed 24
         # ms -> 4 ms with an index and 17 ms -> 17 ms when really fetched. SERIALIZE (17+) times that too.
         options += ", SERIALIZE"
-    with rolled_back(conn):
-        db.execute(conn, mark("SET LOCAL transaction_read_only = on"))
+    with rolled_back(conn, read_only=True):
         doc = db.fetch_value(conn, mark(f"EXPLAIN ({options}) {sql}"))
     return Plan.from_json(doc if not isinstance(doc, str) else json.loads(doc))
 
@@ -758,15 +757,7 @@ class Measurer:
     @contextmanager
     def _transaction(self, conn: db.Connection) -> Iterator[None]:
         """A transaction that always rolls back, under the configured lock and statement timeouts."""
-        with rolled_back(conn):
-            db.execute(
-                conn,
-                mark(
-                    "SELECT pg_catalog.set_config('lock_timeout', %s, true),"
-                    " pg_catalog.set_config('statement_timeout', %s, true)"
-                ),
-                (str(self.cfg.lock_timeout_ms), str(self.cfg.statement_timeout_ms)),
-            )
+        with rolled_back(conn, self.cfg.lock_timeout_ms, self.cfg.statement_timeout_ms):
             yield
 
     def _outcome(self, cand: Candidate, method: MeasurementMethod, before: list[Plan], after: list[Plan]) -> Outcome:
@@ -853,10 +844,28 @@ class _Rollback(Exception):
 
 
 @contextmanager
-def rolled_back(conn: db.Connection) -> Iterator[None]:
-    """A transaction (a savepoint when nested) that always ends in ROLLBACK, whatever the block did."""
+def rolled_back(
+    conn: db.Connection,
+    lock_timeout_ms: int | None = None,
+    statement_timeout_ms: int | None = None,
+    *,
+    read_only: bool = False,
+) -> Iterator[None]:
+    """A transaction (a savepoint when nested) that always ends in ROLLBACK, whatever the block did; with the
+    timeouts given (local to it), and READ ONLY when asked."""
     try:
         with db.transaction(conn):
+            if lock_timeout_ms is not None and statement_timeout_ms is not None:
+                db.execute(
+                    conn,
+                    mark(
+                        "SELECT pg_catalog.set_config('lock_timeout', %s, true),"
+                        " pg_catalog.set_config('statement_timeout', %s, true)"
+                    ),
+                    (str(lock_timeout_ms), str(statement_timeout_ms)),
+                )
+            if read_only:
+                db.execute(conn, mark("SET LOCAL transaction_read_only = on"))
             yield
             raise _Rollback
     except _Rollback:

@@ -219,7 +219,7 @@ def repair_placeholders(text: str) -> str:
     tokens = _tokens(text)
     param_at = {tok.start: i for i, tok in enumerate(tokens) if tok.name == "PARAM"}
     edits: list[tuple[int, int, str]] = []
-    for node in _walk(statements):
+    for node in walk(statements):
         if not (isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.ParamRef)):
             continue
         type_name: Any = node.typeName
@@ -248,7 +248,7 @@ def deparse(node: Any) -> str:
     return str(_STREAM()(node))
 
 
-def _walk(node: Any, *, into_sublinks: bool = True) -> Iterator[Any]:
+def walk(node: Any, *, into_sublinks: bool = True) -> Iterator[Any]:
     """Every node under ``node`` (pre-order); a SubLink is yielded but not entered unless asked."""
     stack: list[Any] = [node]
     while stack:
@@ -277,7 +277,7 @@ def _op_name(name: Iterable[Any] | None) -> str:
 def _strip_qualifiers(node: Any) -> Any:
     """A copy of ``node`` whose column references keep only the column name (for index expressions)."""
     clone = copy.deepcopy(node)
-    for sub in _walk(clone, into_sublinks=False):
+    for sub in walk(clone, into_sublinks=False):
         if isinstance(sub, ast.ColumnRef) and sub.fields and len(sub.fields) > 1:
             sub.fields = (sub.fields[-1],)
     return clone
@@ -392,7 +392,7 @@ def projection(node: Any) -> tuple[TableRef, dict[str, str] | None] | None:
 def _references(node: Any, name: str) -> int:
     """How many times ``name`` is used as a relation in ``node`` (a CTE referenced twice is not inlined)."""
     return sum(
-        1 for n in _walk(node) if isinstance(n, ast.RangeVar) and not n.schemaname and str(n.relname) == name
+        1 for n in walk(node) if isinstance(n, ast.RangeVar) and not n.schemaname and str(n.relname) == name
     )
 
 
@@ -756,10 +756,10 @@ class _Analyzer:
             return _Side(table, column, None, (column,), owners)
         if isinstance(node, ast.SubLink | ast.ParamRef | ast.A_Const):
             return None
-        refs = [sub for sub in _walk(node, into_sublinks=False) if isinstance(sub, ast.ColumnRef)]
-        if not refs or any(isinstance(sub, ast.SubLink) for sub in _walk(node, into_sublinks=False)):
+        refs = [sub for sub in walk(node, into_sublinks=False) if isinstance(sub, ast.ColumnRef)]
+        if not refs or any(isinstance(sub, ast.SubLink) for sub in walk(node, into_sublinks=False)):
             return None
-        if any(isinstance(sub, ast.FuncCall) and _is_aggregate(sub) for sub in _walk(node, into_sublinks=False)):
+        if any(isinstance(sub, ast.FuncCall) and _is_aggregate(sub) for sub in walk(node, into_sublinks=False)):
             return None
         tables: set[TableRef | None] = set()
         columns: list[str] = []
@@ -1038,7 +1038,7 @@ class _Analyzer:
         if node is None:
             return
         scope = scope or _Scope(None)
-        for sub in _walk(node, into_sublinks=False):
+        for sub in walk(node, into_sublinks=False):
             if isinstance(sub, ast.SubLink):
                 self.subqueries += 1
                 if sub.testexpr is not None:
@@ -1070,7 +1070,7 @@ def _all_rels(scope: _Scope) -> Iterator[_Rel]:
 
 
 def _reads_columns(node: Any) -> bool:
-    return any(isinstance(sub, ast.ColumnRef) for sub in _walk(node, into_sublinks=False))
+    return any(isinstance(sub, ast.ColumnRef) for sub in walk(node, into_sublinks=False))
 
 
 def _side_table(node: Any, scope: _Scope) -> TableRef | None:

@@ -31,7 +31,7 @@ from pglast import ast, enums, parser
 from pglast.parser import ParseError
 
 from pg_architect.auditor.catalog import IndexInfo, Snapshot, TableInfo
-from pg_architect.auditor.parsing import TableRef, deparse, repair_placeholders
+from pg_architect.auditor.parsing import TableRef, deparse, repair_placeholders, walk
 
 #: count(*) of a table below this many rows is fast enough exact.
 COUNT_ESTIMATE_MIN_ROWS = 100_000
@@ -63,19 +63,9 @@ class _Declined(Exception):
 # -- the tree --------------------------------------------------------------------------------------
 
 
-def _walk(node: Any, *, into_sublinks: bool = False) -> Iterator[Any]:
-    stack: list[Any] = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, list | tuple):
-            stack.extend(reversed(current))
-            continue
-        if not _is(current, ast.Node):
-            continue
-        yield current
-        if _is(current, ast.SubLink) and not into_sublinks:
-            continue
-        stack.extend(reversed([getattr(current, name) for name in current]))
+def _own_nodes(node: Any) -> Iterator[Any]:
+    """The nodes of ``node`` itself: a subquery (SubLink) is yielded but not entered."""
+    return walk(node, into_sublinks=False)
 
 
 def _is(node: Any, cls: type[Any] | tuple[type[Any], ...]) -> bool:
@@ -130,11 +120,11 @@ def _base_type(type_name: str) -> str:
 
 
 def _max_param(stmt: Any) -> int:
-    return max((int(n.number) for n in _walk(stmt, into_sublinks=True) if _is(n, ast.ParamRef)), default=0)
+    return max((int(n.number) for n in walk(stmt, into_sublinks=True) if _is(n, ast.ParamRef)), default=0)
 
 
 def _has_aggregate_or_window(nodes: Any) -> bool:
-    for n in _walk(nodes):
+    for n in _own_nodes(nodes):
         if _is(n, ast.FuncCall) and (
             n.over is not None or n.agg_star or bool(set(_names(n.funcname)[-1:]) & _AGGREGATES)
         ):
@@ -185,7 +175,7 @@ class _Scope:
     def refs(self, node: Any) -> set[tuple[str, str]] | None:
         """(relation, column) pairs ``node`` reads; None when it holds a subquery or a name we cannot place."""
         found: set[tuple[str, str]] = set()
-        for n in _walk(node):
+        for n in _own_nodes(node):
             if _is(n, ast.SubLink):
                 return None
             if _is(n, ast.ColumnRef):
@@ -292,7 +282,7 @@ def left_join_to_inner(ctx: _Context) -> Rewrite | None:
     scope = _Scope(_rels(ctx.catalog, stmt.fromClause))
     conjuncts = _conjuncts(stmt.whereClause)
     changed: list[str] = []
-    for join in _walk(stmt.fromClause):
+    for join in _own_nodes(stmt.fromClause):
         if not (_is(join, ast.JoinExpr) and join.jointype == enums.JoinType.JOIN_LEFT):
             continue
         if not _is(join.rarg, ast.RangeVar):
@@ -544,18 +534,18 @@ def distinct_to_exists(ctx: _Context) -> Rewrite | None:
         raise _Declined("SELECT DISTINCT ON: not rewritten")
     if stmt.groupClause or stmt.havingClause or _has_aggregate_or_window(stmt.targetList):
         raise _Declined("SELECT DISTINCT with grouping or aggregates: not rewritten")
-    for join in _walk(stmt.fromClause):
+    for join in _own_nodes(stmt.fromClause):
         if _is(join, ast.JoinExpr) and join.jointype != enums.JoinType.JOIN_INNER:
             raise _Declined("SELECT DISTINCT over an outer join: not rewritten")
     shown = ctx.scope.refs([stmt.targetList, stmt.sortClause])
-    if not shown or any(_is(n, ast.A_Star) for n in _walk(stmt.targetList)):
+    if not shown or any(_is(n, ast.A_Star) for n in _own_nodes(stmt.targetList)):
         raise _Declined("SELECT DISTINCT: the select list holds a subquery, a * or a name that cannot be placed")
     kept_names = {name for name, _ in shown}
     if len(kept_names) != 1:
         return None  # the output needs more than one table: the join is not only a filter
     kept = ctx.scope.own(next(iter(kept_names)))
     assert kept is not None
-    conditions = [c for j in _walk(stmt.fromClause) if _is(j, ast.JoinExpr) for c in _conjuncts(j.quals)]
+    conditions = [c for j in _own_nodes(stmt.fromClause) if _is(j, ast.JoinExpr) for c in _conjuncts(j.quals)]
     conditions += _conjuncts(stmt.whereClause)
     own: list[Any] = []
     moved: list[Any] = []

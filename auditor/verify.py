@@ -205,16 +205,7 @@ def rewrite(
     after: list[Plan] = []
     rows: list[int] = []
     try:
-        with rolled_back(conn):
-            db.execute(
-                conn,
-                mark(
-                    "SELECT pg_catalog.set_config('lock_timeout', %s, true),"
-                    " pg_catalog.set_config('statement_timeout', %s, true)"
-                ),
-                (str(lock_timeout_ms), str(statement_timeout_ms)),
-            )
-            db.execute(conn, mark("SET LOCAL transaction_read_only = on"))
+        with rolled_back(conn, lock_timeout_ms, statement_timeout_ms, read_only=True):
             for i, (original, candidate) in enumerate(pairs, 1):
                 safety.check_readonly_select(original, conn)
                 safety.check_readonly_select(candidate, conn)
@@ -285,16 +276,7 @@ def settings(
     before: list[Plan] = []
     after: list[Plan] = []
     try:
-        with rolled_back(conn):
-            db.execute(
-                conn,
-                mark(
-                    "SELECT pg_catalog.set_config('lock_timeout', %s, true),"
-                    " pg_catalog.set_config('statement_timeout', %s, true)"
-                ),
-                (str(lock_timeout_ms), str(statement_timeout_ms)),
-            )
-            db.execute(conn, mark("SET LOCAL transaction_read_only = on"))
+        with rolled_back(conn, lock_timeout_ms, statement_timeout_ms, read_only=True):
             for sample in samples:
                 safety.check_readonly_select(sample, conn)
                 before.append(_fastest(conn, sample))
