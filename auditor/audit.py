@@ -28,7 +28,6 @@ from pg_architect.auditor import (
     confidence,
     health,
     lifecycle,
-    params,
     partitioning,
     plans,
     proposals,
@@ -436,14 +435,13 @@ class Auditor:
                 skip_reason=f"cannot plan the statement with sampled values: {exc}",
                 rejected=tuple(notes),
             )
-        recorded = Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call, rows_tell=params.rows_tell(resolved))
         try:
             method, outcomes = measurer.measure(
                 facts.kind,
                 samples,
                 found.candidates,
                 list(tables.values()),
-                recorded,
+                Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call),
                 keep=N_SAMPLES,
                 writes=_writes(resolved, tables, found.indexes),
             )
@@ -465,7 +463,7 @@ class Auditor:
                         kind=facts.kind,
                         samples=measurer.kept,
                         tables=tuple(tables.values()),
-                        recorded=recorded,
+                        recorded=Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call),
                         writes=_writes(resolved, tables, found.indexes),
                         total_ms=base.total_ms,
                         chosen=verdict.best if verdict.status == "recommended" else None,

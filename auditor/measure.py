@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -182,13 +182,6 @@ TOO_FAST_FACTOR = 20.0
 #: Rows off by more than this factor either way (with 10 rows of slack, so 0 against 20 is not "far").
 ROWS_FACTOR = 10.0
 ROWS_SLACK = 10.0
-#: When the rows each call returned say nothing of its filters (it aggregates, deduplicates or cuts its rows), a
-#: sample must run within this factor of the recorded mean either way (with some slack for 1 ms statements). A
-#: GROUP BY month over a range the application keeps 94 % of was sampled at 3 %: one row per month either way,
-#: 207 ms against a 2,170 ms mean (10x), and its index measured 1.06x for real. Warm samples against a mean with
-#: cold reads differ up to about 2x; 3x leaves that room and catches a sample reading a tenth of the workload's.
-TIME_FACTOR = 3.0
-TIME_SLACK_MS = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -197,13 +190,6 @@ class Recorded:
 
     mean_ms: float | None = None
     rows_per_call: float | None = None
-    # Whether the rows per call measure the statement's filters (auditor.params.rows_tell); when they do not, the
-    # recorded mean is what a sample must resemble (TIME_FACTOR).
-    rows_tell: bool = True
-
-    def fits_time(self) -> bool:
-        """Whether samples are judged by their time: the rows cannot tell, and a mean was recorded."""
-        return not self.rows_tell and self.mean_ms is not None and self.mean_ms > 0
 
     def budget_ms(self) -> float | None:
         """How long one run of a sample may take before it is cancelled."""
@@ -220,34 +206,14 @@ class Recorded:
     def distrust(self, plan: Plan) -> str | None:
         """Why ``plan`` (a sample's, before any new index) is not what the workload runs; None when it is."""
         rows = plan.actual_rows if plan.actual_rows is not None else plan.rows
-        # An aggregate's rows follow its grouping, not its filter (and a normalised ``date_trunc($1, ...)`` is
-        # sampled by day where the calls grouped by month): where the time can tell, the rows do not judge.
-        if (self.rows_tell or not self.fits_time()) and self.rows_per_call is not None and self.rows_per_call >= 0:
+        if self.rows_per_call is not None and self.rows_per_call >= 0:
             ratio = (rows + ROWS_SLACK) / (self.rows_per_call + ROWS_SLACK)
             if ratio > ROWS_FACTOR or ratio < 1.0 / ROWS_FACTOR:
                 measured = "returned" if plan.actual_rows is not None else "is planned to return"
                 return f"{measured} {rows:.0f} rows against {self.rows_per_call:.1f} per call recorded"
         # Far faster with an index in its plan is what an index made since the statistics does: trusted, and
         # the candidates then show no gain. Far faster without one reads less than the workload does.
-        # When the rows cannot tell, the time must be close either way.
-        factor, slack = (TIME_FACTOR, TIME_SLACK_MS) if self.fits_time() else (TOO_FAST_FACTOR, 0.0)
-        too_slow = (
-            self.fits_time()
-            and plan.ms is not None
-            and self.mean_ms is not None
-            and plan.ms + slack > factor * (self.mean_ms + slack)
-        )
-        if too_slow:
-            assert plan.ms is not None and self.mean_ms is not None
-            return (
-                f"ran in {plan.ms:.1f} ms against a recorded mean of {self.mean_ms:.1f} ms (more than {factor:g}x "
-                "slower, and its rows per call cannot tell: it aggregates, deduplicates or cuts its rows)"
-            )
-        too_fast = (
-            plan.ms is not None
-            and self.mean_ms is not None
-            and (plan.ms + slack) * factor < self.mean_ms + slack
-        )
+        too_fast = plan.ms is not None and self.mean_ms is not None and plan.ms * TOO_FAST_FACTOR < self.mean_ms
         if too_fast and not plan.index_names:
             assert plan.ms is not None and self.mean_ms is not None
             return f"ran in {plan.ms:.1f} ms against a recorded mean of {self.mean_ms:.1f} ms"
@@ -457,28 +423,20 @@ class Measurer:
         """The first ``keep`` samples that resemble the workload, with their plans before any new index.
 
         A sample is cancelled once it runs over its budget, and dropped when its rows or its time are far
-        from what pg_stat_statements recorded: the next one is tried instead. When only the time can tell
-        (``Recorded.fits_time``), the next one tried is the sample whose planned cost, scaled by the last timed
-        sample's milliseconds per cost unit, comes closest to the recorded mean.
+        from what pg_stat_statements recorded: the next one is tried instead.
         """
         kept: list[str] = []
         plans: list[Plan] = []
         why: list[str] = []
         empty: list[tuple[str, Plan]] = []  # samples that matched no row while the workload's calls return rows
-        pending = list(samples)
-        fit = analyze and recorded.fits_time() and len(pending) > 1
-        costs = {sql: explain(conn, sql, analyze=False).cost for sql in pending} if fit else {}
-        while pending:
+        for sql in samples:
             if keep is not None and len(kept) >= keep:
                 break
-            sql = pending.pop(0)
             try:
                 plan = self._timed(conn, sql, analyze, recorded.budget_ms())
             except SampleTooSlow as exc:
                 why.append(str(exc))
                 continue
-            if fit and plan.ms is not None and plan.cost > 0 and recorded.mean_ms is not None:
-                pending.sort(key=_closest_time(costs, plan.ms / plan.cost, recorded.mean_ms))
             reason = recorded.distrust(plan)
             if reason is not None:
                 log.info("sample not representative: %s", reason)
@@ -819,15 +777,6 @@ class Measurer:
             seq_scanned=bool(before) and all(cand.table.name in p.scan_rows for p in before),
             write_note=write_note,
         )
-
-
-def _closest_time(costs: dict[str, float], ms_per_cost: float, mean_ms: float) -> Callable[[str], float]:
-    """Sort key: how far a sample's planned cost, scaled to milliseconds, is from the recorded mean."""
-
-    def distance(sql: str) -> float:
-        return abs(math.log((costs.get(sql, 0.0) * ms_per_cost + TIME_SLACK_MS) / (mean_ms + TIME_SLACK_MS)))
-
-    return distance
 
 
 def _same_plan(before: Plan, after: Plan) -> bool:

@@ -41,7 +41,6 @@ __all__ = [
     "ParameterError",
     "bind_parameters",
     "infer_parameter_types",
-    "rows_tell",
     "sample_parameters",
     "server_parameter_types",
 ]
@@ -416,7 +415,8 @@ def sample_parameters(
     others = [u for u in shape.parameters.values() if u.context in ("compare", "in_list", "any_array", "like")
               and (u.table, u.column) not in ranges]
     # Rows per call are the filter's rows only when nothing aggregates, deduplicates or cuts them.
-    if rows_per_call is not None and rows_tell(shape) and len(ranges) == 1 and not others:
+    plain = not (shape.aggregates or shape.distinct or shape.has_limit or shape.uses("group_by"))
+    if rows_per_call is not None and plain and len(ranges) == 1 and not others:
         range_table = next(iter(ranges))[0]
         info = (
             catalog.tables([range_table]).get((range_table.schema, range_table.name))
@@ -452,13 +452,6 @@ def sample_parameters(
     return samples
 
 
-def rows_tell(shape: QueryShape) -> bool:
-    """Whether the rows each call returned say how much its filters keep: not when the statement aggregates,
-    deduplicates or cuts its rows (a GROUP BY month returns one row per month whether its range keeps 3 % of the
-    table or 94 %). Then only the recorded time can say whether a sample runs what the workload runs."""
-    return not (shape.aggregates or shape.distinct or shape.has_limit or shape.uses("group_by"))
-
-
 def range_fits_rows(shape: QueryShape) -> bool:
     """Whether the rows each call returned measure the statement's range filter: one table, one range column,
     nothing that aggregates, deduplicates or cuts the rows. Then a range bound can be fitted to them."""
@@ -467,7 +460,8 @@ def range_fits_rows(shape: QueryShape) -> bool:
         for u in shape.parameters.values()
         if u.context == "compare" and u.operator in (">", ">=", "<", "<=")
     }
-    return rows_tell(shape) and len(ranges) == 1 and len(shape.tables) == 1
+    plain = not (shape.aggregates or shape.distinct or shape.has_limit or shape.uses("group_by"))
+    return plain and len(ranges) == 1 and len(shape.tables) == 1
 
 
 def _combinations(catalog: Snapshot, table: TableRef, columns: Sequence[str], limit: int = 6) -> list[tuple[str, ...]]:

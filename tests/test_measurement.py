@@ -17,7 +17,6 @@ import pytest
 from pg_architect import demo
 from pg_architect.auditor import window
 from pg_architect.auditor.kb import KnowledgeBase
-from pg_architect.auditor.measure import Plan, Recorded
 from pg_architect.core import db
 from tests.conftest import ServerInfo, make_database
 from tests.test_audit import BLOCKING_BUILDS, SCALE, find, fingerprint_of_database
@@ -287,51 +286,3 @@ def test_parameters_are_measured_as_the_workload_uses_them(embedded_pg: ServerIn
     assert wide["status"] != "recommended", wide["recommendation"]
     narrow = find(report, "status = $3")
     assert narrow["status"] == "recommended" and "created_at" in narrow["recommendation"]["sql"], narrow
-
-
-def test_an_aggregate_over_a_range_is_sampled_as_heavy_as_its_recorded_calls(embedded_pg: ServerInfo) -> None:
-    """A GROUP BY month over a range the application keeps 94 % of returns one row per month however much the
-    range keeps, so the rows per call cannot tell a 5 % sample from the workload's calls; only the recorded time
-    can. Such a statement gets no index (or no representative sample), while the same shape whose calls read a
-    small slice of the table still gets its index."""
-    prod = small_shop(embedded_pg, "measure_aggregate_range", orders=300_000)
-    with psycopg.connect(prod, autocommit=True) as conn:
-        # Orders are written in time order, as an application's are: a range of created_at is a range of pages.
-        conn.execute("CREATE INDEX orders_by_time ON orders (created_at)")
-        conn.execute("CLUSTER orders USING orders_by_time")
-        conn.execute("DROP INDEX orders_by_time")
-        conn.execute("ANALYZE orders")
-        aggregate = (
-            "SELECT date_trunc('month', created_at) AS month, count(*), sum(total), stddev(total), variance(total), "
-            "{} FROM orders WHERE created_at >= %s GROUP BY 1"
-        )
-        for _ in range(6):
-            conn.execute(aggregate.format("avg(total)"), (datetime.now(UTC) - timedelta(days=343),))
-            conn.execute(aggregate.format("max(total)"), (datetime.now(UTC) - timedelta(days=2),))
-    kb = make_database(embedded_pg, "measure_kb_aggregate_range", ("vector",))
-    report = audit(prod, kb, min_mean_ms="0.05")
-    heavy = find(report, "avg(total)")
-    light = find(report, "max(total)")
-    assert heavy["status"] != "recommended", heavy.get("recommendation")
-    assert light["status"] == "recommended" and "created_at" in light["recommendation"]["sql"], light
-
-
-def test_where_rows_cannot_tell_a_sample_must_run_near_the_recorded_mean_either_way() -> None:
-    """The numbers of the advisor bench's decoy: a GROUP BY month sampled at 3 % ran in 207 ms against a recorded
-    mean of 2,170 ms. Where the rows per call tell (no aggregate), only a 20x gap is distrusted; where they cannot,
-    3x either way is, except a sample faster thanks to an index made since the window (trusted: the candidates then
-    show no gain)."""
-
-    def plan(ms: float, *indexes: str) -> Plan:
-        return Plan(cost=1.0, ms=ms, rows=13.0, nodes=(), index_names=frozenset(indexes), text="", actual_rows=13.0)
-
-    aggregate = Recorded(mean_ms=2170.0, rows_per_call=13.0, rows_tell=False)
-    assert aggregate.distrust(plan(207.0)) is not None
-    assert aggregate.distrust(plan(207.0, "orders_created_at_idx")) is None
-    assert aggregate.distrust(plan(1500.0)) is None
-    assert aggregate.distrust(plan(2170.0 * 3.5)) is not None
-    plain = Recorded(mean_ms=2170.0, rows_per_call=13.0)
-    assert plain.distrust(plan(207.0)) is None
-    assert plain.distrust(plan(90.0)) is not None
-    # Without a recorded mean the rows still judge, aggregate or not.
-    assert Recorded(rows_per_call=13.0, rows_tell=False).distrust(plan(1.0)) is None
