@@ -108,6 +108,7 @@ class Outcome:
     returned_rows: float | None = None
     seq_scanned: bool = False  # the before-plans scan the candidate's table sequentially
     write_note: str | None = None  # DML: the maintenance the index adds to every row the statement writes
+    too_slow: bool = False  # with the index a sample ran over its budget and was cancelled (SampleTooSlow)
 
 
 #: Two measurements this close are the same to us: timings within 25 % (and 0.05 ms; a shared, loaded machine
@@ -620,7 +621,7 @@ class Measurer:
         try:
             after = [self._timed(conn, s, analyze, recorded.budget_ms()) for s in samples]
         except SampleTooSlow as exc:
-            return Outcome(cand, None, error=f"with this index a sample {exc}")
+            return Outcome(cand, None, error=f"with this index a sample {exc}", too_slow=True)
         if analyze:
             self._after = after
         return self._outcome(cand, method, before, after)

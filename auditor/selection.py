@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pg_architect.auditor.advisor import Candidate
 from pg_architect.auditor.catalog import TableInfo
 from pg_architect.auditor.decision import REGRESSION, as_good, regression_percent, worth_applying
-from pg_architect.auditor.measure import Measurer, Outcome, Recorded, Writes
+from pg_architect.auditor.measure import SAMPLE_TIMEOUT_FACTOR, Measurer, Outcome, Recorded, Writes
 from pg_architect.core.errors import PgArchitectError
 
 log = logging.getLogger(__name__)
@@ -139,10 +139,17 @@ def select(measurer: Measurer, statements: Sequence[Measured], *, min_gain_perce
         if own is not None and reference is None:
             continue
         for other in others:
-            outcomes = _measure(measurer, s, [other], alongside=[own.candidate] if own is not None else [])
+            outcomes = _measure(
+                measurer, s, [other], alongside=[own.candidate] if own is not None else [], too_slow_counts=True
+            )
             if outcomes is None:
                 continue
-            worse = regression_percent(outcomes[0], reference[0] if reference is not None else None)
+            worse = (
+                # Cancelled at SAMPLE_TIMEOUT_FACTOR times the recorded mean: slower by at least that much.
+                (SAMPLE_TIMEOUT_FACTOR - 1.0) * 100.0
+                if outcomes[0].too_slow
+                else regression_percent(outcomes[0], reference[0] if reference is not None else None)
+            )
             if worse is not None:
                 harm.setdefault(other.signature(), []).append((s, worse))
                 log.info("workload: %s is %.0f %% slower with %s", s.queryid, worse, other.describe())
@@ -198,10 +205,16 @@ def _widest_extending(candidate: Candidate, others: Sequence[Outcome]) -> Outcom
 
 
 def _measure(
-    measurer: Measurer, s: Measured, candidates: list[Candidate], alongside: Sequence[Candidate] = ()
+    measurer: Measurer,
+    s: Measured,
+    candidates: list[Candidate],
+    alongside: Sequence[Candidate] = (),
+    *,
+    too_slow_counts: bool = False,
 ) -> list[Outcome] | None:
     """``candidates`` measured for ``s`` one after the other (each with ``alongside`` in place too), with its own
-    samples; None when any could not be."""
+    samples; None when any could not be (a sample cancelled as too slow with the index is an outcome when
+    ``too_slow_counts``)."""
     try:
         _, outcomes = measurer.measure(
             s.kind,
@@ -216,6 +229,8 @@ def _measure(
     except PgArchitectError as exc:
         log.info("workload: statement %s not measured again: %s", s.queryid, exc)
         return None
-    if len(outcomes) != len(candidates) or any(o.measurement is None for o in outcomes):
+    if len(outcomes) != len(candidates) or any(
+        o.measurement is None and not (too_slow_counts and o.too_slow) for o in outcomes
+    ):
         return None
     return outcomes
