@@ -64,7 +64,7 @@ def test_demo_twice_shows_where_migrations_and_report_are_and_remembers(tmp_path
     assert "migration.sql" in shown and "CREATE INDEX CONCURRENTLY IF NOT EXISTS" in shown
     page = Path(re.search(r"^report page \(self-contained HTML\): (\S+)$", out, re.M).group(1))  # type: ignore[union-attr]
     assert page.is_relative_to(tmp_path) and "<svg" in page.read_text(encoding="utf-8")
-    assert "thresholds lowered for the demo: min_calls 5 (configured 100), min_mean_ms 5 (configured 500)" in (
+    assert "thresholds lowered for the demo: min_calls 5 (configured 100), min_mean_ms 2 (configured 500)" in (
         first.stderr
     )
     assert "try it on your own database: pg-architect check --dsn" in out
