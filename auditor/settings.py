@@ -139,16 +139,13 @@ def buffers(cache: _Cache, memory: int | None) -> list[SettingSuggestion]:
         if cache.effective_cache_size_bytes < memory // 2:
             suggested = _bytes_setting(memory * 3 // 4)
             out.append(
-                SettingSuggestion(
-                    name="effective_cache_size",
-                    current=cache.effective_cache_size,
-                    suggested=suggested,
-                    evidence=f"{seen}; {where}: the planner assumes {cache.effective_cache_size} of cache, the "
+                _system(
+                    "effective_cache_size",
+                    cache.effective_cache_size,
+                    suggested,
+                    f"{seen}; {where}: the planner assumes {cache.effective_cache_size} of cache, the "
                     f"operating system's cache and shared_buffers together are closer to {suggested} (75 %)",
-                    confidence=0.5,
-                    scope="server",
-                    sql=f"ALTER SYSTEM SET effective_cache_size = '{suggested}'; SELECT pg_reload_conf();",
-                    rollback_sql="ALTER SYSTEM RESET effective_cache_size; SELECT pg_reload_conf();",
+                    0.5,
                     restart=False,
                 )
             )
@@ -162,16 +159,26 @@ def buffers(cache: _Cache, memory: int | None) -> list[SettingSuggestion]:
 
 
 def _shared_buffers(cache: _Cache, suggested: str, evidence: str, confidence: float) -> SettingSuggestion:
+    return _system("shared_buffers", cache.shared_buffers, suggested, evidence, confidence, restart=True)
+
+
+def _system(
+    name: str, current: str, suggested: str, evidence: str, confidence: float, *, restart: bool, quoted: bool = True
+) -> SettingSuggestion:
+    """A server-wide setting through ALTER SYSTEM, reloaded (or taking effect after a restart), and its rollback."""
+    value = f"'{suggested}'" if quoted else suggested
+    after = "  -- takes effect after a restart" if restart else " SELECT pg_reload_conf();"
+    undo = "  -- after a restart" if restart else " SELECT pg_reload_conf();"
     return SettingSuggestion(
-        name="shared_buffers",
-        current=cache.shared_buffers,
+        name=name,
+        current=current,
         suggested=suggested,
         evidence=evidence,
         confidence=confidence,
         scope="server",
-        sql=f"ALTER SYSTEM SET shared_buffers = '{suggested}';  -- takes effect after a restart",
-        rollback_sql="ALTER SYSTEM RESET shared_buffers;  -- after a restart",
-        restart=True,
+        sql=f"ALTER SYSTEM SET {name} = {value};{after}",
+        rollback_sql=f"ALTER SYSTEM RESET {name};{undo}",
+        restart=restart,
     )
 
 
@@ -228,16 +235,13 @@ def work_mem(facts: _Facts, spills: list[_Spill]) -> list[SettingSuggestion]:
     if len(heavy) >= 3:
         suggested = _memory(facts.work_mem_kb * 4)
         out.append(
-            SettingSuggestion(
-                name="work_mem",
-                current=facts.work_mem,
-                suggested=suggested,
-                evidence=f"{len(heavy)} statements spill to temporary files; raise it server-wide only if memory "
+            _system(
+                "work_mem",
+                facts.work_mem,
+                suggested,
+                f"{len(heavy)} statements spill to temporary files; raise it server-wide only if memory "
                 "allows: every sort or hash node of every connection may use this much",
-                confidence=0.45,
-                scope="server",
-                sql=f"ALTER SYSTEM SET work_mem = '{suggested}'; SELECT pg_reload_conf();",
-                rollback_sql="ALTER SYSTEM RESET work_mem; SELECT pg_reload_conf();",
+                0.45,
                 restart=False,
             )
         )
@@ -253,17 +257,14 @@ def max_wal_size(facts: _Facts, cp: _Checkpoints | None) -> list[SettingSuggesti
     suggested = f"{facts.max_wal_size_mb * 2}MB" if facts.max_wal_size_mb < 1024 * 64 else facts.max_wal_size
     since = f" since {cp.since:%Y-%m-%d}" if cp.since else ""
     return [
-        SettingSuggestion(
-            name="max_wal_size",
-            current=facts.max_wal_size,
-            suggested=suggested,
-            evidence=f"{cp.requested} of {cp.timed + cp.requested} checkpoints{since} ({share:.0%}) were forced by "
+        _system(
+            "max_wal_size",
+            facts.max_wal_size,
+            suggested,
+            f"{cp.requested} of {cp.timed + cp.requested} checkpoints{since} ({share:.0%}) were forced by "
             f"WAL volume before checkpoint_timeout ({facts.checkpoint_timeout}): frequent checkpoints cost I/O and "
             "full-page writes",
-            confidence=round(0.5 + 0.2 * (share - REQUESTED_SHARE) / (1 - REQUESTED_SHARE), 2),
-            scope="server",
-            sql=f"ALTER SYSTEM SET max_wal_size = '{suggested}'; SELECT pg_reload_conf();",
-            rollback_sql="ALTER SYSTEM RESET max_wal_size; SELECT pg_reload_conf();",
+            round(0.5 + 0.2 * (share - REQUESTED_SHARE) / (1 - REQUESTED_SHARE), 2),
             restart=False,
         )
     ]
@@ -275,17 +276,15 @@ def pgss_max(facts: _Facts, info: pgss.PgssInfoRow | None) -> list[SettingSugges
     suggested = str(max(int(facts.pgss_max) * 2, 10_000))
     since = f" since {info.stats_reset:%Y-%m-%d}" if info.stats_reset else ""
     return [
-        SettingSuggestion(
-            name="pg_stat_statements.max",
-            current=facts.pgss_max,
-            suggested=suggested,
-            evidence=f"pg_stat_statements evicted entries {info.dealloc} time(s){since}: statements disappear from "
+        _system(
+            "pg_stat_statements.max",
+            facts.pgss_max,
+            suggested,
+            f"pg_stat_statements evicted entries {info.dealloc} time(s){since}: statements disappear from "
             "the statistics, so latency and the weekly audit miss them",
-            confidence=0.7,
-            scope="server",
-            sql=f"ALTER SYSTEM SET pg_stat_statements.max = {suggested};  -- takes effect after a restart",
-            rollback_sql="ALTER SYSTEM RESET pg_stat_statements.max;  -- after a restart",
+            0.7,
             restart=True,
+            quoted=False,
         )
     ]
 
@@ -432,19 +431,17 @@ def random_page_cost(
         for t in timed
     )
     return [
-        SettingSuggestion(
-            name="random_page_cost",
-            current=current,
-            suggested=SSD_PAGE_COST,
-            evidence=f"{len(timed)} of {tried} slow statement(s) planned with sequential scans run faster with "
+        _system(
+            "random_page_cost",
+            current,
+            SSD_PAGE_COST,
+            f"{len(timed)} of {tried} slow statement(s) planned with sequential scans run faster with "
             f"random_page_cost = {SSD_PAGE_COST} (EXPLAIN ANALYZE with and without SET LOCAL, rolled back): "
             f"{shown}. The default {current} assumes spinning disks; SSD-backed storage, or a working set that stays "
             "in cache, makes random reads nearly as cheap as sequential ones",
-            confidence=round(min(0.5 + 0.1 * (len(timed) - 1), 0.7), 2),
-            scope="server",
-            sql=f"ALTER SYSTEM SET random_page_cost = {SSD_PAGE_COST}; SELECT pg_reload_conf();",
-            rollback_sql="ALTER SYSTEM RESET random_page_cost; SELECT pg_reload_conf();",
+            round(min(0.5 + 0.1 * (len(timed) - 1), 0.7), 2),
             restart=False,
+            quoted=False,
         )
     ], notes
 
