@@ -34,28 +34,41 @@ import re
 import time
 from array import array
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from pg_architect.core import db
 from pg_architect.core.config import ExporterConfig
-from pg_architect.core.errors import PgArchitectError, PrivilegeError
+from pg_architect.core.serverlog import (
+    CSV_DATABASE,
+    CSV_MESSAGE,
+    CSV_QUERY_ID,
+    CSV_SEVERITY,
+    CSV_TIME,
+    FORMATS,
+    SUFFIXES,
+    Directory,
+    LogFile,
+    LogFiles,
+    ServerFiles,
+    ServerLogError,
+    as_int,
+    complete_csv,
+    complete_lines,
+    log_format,
+    stderr_pattern,
+)
 from pg_architect.exporter.queries import QUERIES
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("csvlog", "jsonlog", "stderr")
-SUFFIXES = {"csvlog": ".csv", "jsonlog": ".json", "stderr": ".log"}
-# csvlog columns (stable since PostgreSQL 9.0; query_id appended in 14).
-_CSV_TIME, _CSV_DATABASE, _CSV_SEVERITY, _CSV_MESSAGE, _CSV_QUERY_ID = 0, 2, 11, 13, 25
 _TIME_KEY = 23  # 'YYYY-MM-DD HH:MM:SS.mmm', the part of a log timestamp compared with the mark
 _MAX_TAIL = 16 * 1024 * 1024  # an unfinished record longer than this is dropped (and the window marked)
 _CHUNK = 4 * 1024 * 1024
 
 
-class DurationLogError(PgArchitectError):
-    """The duration log cannot be read (privileges, a missing directory, an unusable format)."""
+DurationLogError = ServerLogError
+"""The duration log cannot be read (privileges, a missing directory, an unusable format)."""
 
 
 # -- the server's settings ----------------------------------------------------------------------------
@@ -152,38 +165,18 @@ def duration_of(message: str, bare_counts: bool) -> float | None:
     return None
 
 
-def complete_csv(data: bytes) -> int:
-    """Length of the longest prefix of ``data`` made of whole csvlog records (a newline outside quotes)."""
-    end = 0
-    quotes = 0
-    pos = 0
-    while True:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            return end
-        quotes += data.count(b'"', pos, nl)
-        pos = nl + 1
-        if quotes % 2 == 0:
-            end = pos
-
-
-def complete_lines(data: bytes) -> int:
-    """Length of the prefix of ``data`` that ends with a newline (jsonlog and stderr write one per line)."""
-    return data.rfind(b"\n") + 1
-
-
 def parse_csv(text: str, bare_counts: bool) -> Iterator[Record]:
     for row in csv.reader(io.StringIO(text)):
-        if len(row) <= _CSV_MESSAGE or row[_CSV_SEVERITY] != "LOG":
+        if len(row) <= CSV_MESSAGE or row[CSV_SEVERITY] != "LOG":
             continue
-        ms = duration_of(row[_CSV_MESSAGE], bare_counts)
+        ms = duration_of(row[CSV_MESSAGE], bare_counts)
         if ms is None:
-            mark = _mark_record(row[_CSV_TIME][:_TIME_KEY], row[_CSV_MESSAGE])
+            mark = _mark_record(row[CSV_TIME][:_TIME_KEY], row[CSV_MESSAGE])
             if mark is not None:
                 yield mark
             continue
-        qid = row[_CSV_QUERY_ID] if len(row) > _CSV_QUERY_ID else ""
-        yield row[_CSV_TIME][:_TIME_KEY], row[_CSV_DATABASE], _int(qid), ms
+        qid = row[CSV_QUERY_ID] if len(row) > CSV_QUERY_ID else ""
+        yield row[CSV_TIME][:_TIME_KEY], row[CSV_DATABASE], as_int(qid), ms
 
 
 def parse_json(text: str, bare_counts: bool) -> Iterator[Record]:
@@ -203,71 +196,7 @@ def parse_json(text: str, bare_counts: bool) -> Iterator[Record]:
             if mark is not None:
                 yield mark
             continue
-        yield str(obj.get("timestamp", ""))[:_TIME_KEY], str(obj.get("dbname", "")), _int(obj.get("query_id")), ms
-
-
-def _int(value: object) -> int:
-    try:
-        return int(value)  # type: ignore[call-overload,no-any-return]
-    except (TypeError, ValueError):
-        return 0
-
-
-# log_line_prefix escapes as regular expressions; %m and %d are the two the reader needs.
-_PREFIX = {
-    "m": r"(?P<m>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})(?: \S+)?",
-    "d": r"(?P<d>.*?)",
-    "t": r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?: \S+)?",
-    "n": r"\d+\.\d+",
-    "p": r"\d+",
-    "P": r"\d*",
-    "l": r"\d+",
-    "x": r"\d+",
-    "e": r"[0-9A-Z]{5}",
-    "c": r"[0-9a-f]+\.[0-9a-f]+",
-    "Q": r"(?P<Q>-?\d+)",
-    "q": r"",
-}
-
-
-def stderr_pattern(prefix: str) -> re.Pattern[str]:
-    """A regular expression for one stderr log line with this ``log_line_prefix``.
-
-    Raises DurationLogError when the prefix lacks the time with milliseconds (``%m``) or the database
-    (``%d``): without them a line cannot be put in its window or its database.
-    """
-    out: list[str] = []
-    seen: set[str] = set()
-    i = 0
-    while i < len(prefix):
-        ch = prefix[i]
-        if ch != "%" or i + 1 >= len(prefix):
-            out.append(re.escape(ch))
-            i += 1
-            continue
-        j = i + 1
-        while j < len(prefix) and (prefix[j].isdigit() or prefix[j] == "-"):
-            j += 1  # padding, as in %-10d
-        if j >= len(prefix):
-            out.append(re.escape(prefix[i:]))
-            break
-        esc = prefix[j]
-        padded = j > i + 1
-        if esc == "%":
-            out.append("%")
-        else:
-            pattern = _PREFIX.get(esc, r".*?")
-            if esc in seen:
-                pattern = re.sub(r"\(\?P<\w+>", "(?:", pattern)
-            seen.add(esc)
-            out.append(rf"\s*{pattern}\s*" if padded else pattern)
-        i = j + 1
-    if "m" not in seen or "d" not in seen:
-        raise DurationLogError(
-            f"log_line_prefix {prefix!r} lacks %m or %d: stderr lines cannot be placed in a window and a database "
-            "(use csvlog or jsonlog, or add '%m' and '%d' to log_line_prefix)"
-        )
-    return re.compile("^" + "".join(out) + r"(?P<severity>[A-Z0-9]+):  (?P<message>.*)$")
+        yield str(obj.get("timestamp", ""))[:_TIME_KEY], str(obj.get("dbname", "")), as_int(obj.get("query_id")), ms
 
 
 def parse_stderr(text: str, bare_counts: bool, pattern: re.Pattern[str]) -> Iterator[Record]:
@@ -284,93 +213,7 @@ def parse_stderr(text: str, bare_counts: bool, pattern: re.Pattern[str]) -> Iter
                 yield mark
             continue
         qid = match.groupdict().get("Q")
-        yield match.group("m"), match.group("d"), _int(qid), ms
-
-
-# -- the files ---------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LogFile:
-    name: str
-    size: int
-    ident: object  # what says "the same file": (device, inode) on a mount, the modification time over SQL
-
-
-class LogFiles:
-    """Where the log files are: listed oldest first, read by byte range."""
-
-    def list(self, conn: db.Connection, settings: LogSettings, suffix: str) -> list[LogFile]:
-        raise NotImplementedError
-
-    def read(self, conn: db.Connection, settings: LogSettings, name: str, offset: int, length: int) -> bytes | None:
-        raise NotImplementedError
-
-
-class Directory(LogFiles):
-    """The server's log directory, mounted where the exporter can read it."""
-
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
-
-    def list(self, conn: db.Connection, settings: LogSettings, suffix: str) -> list[LogFile]:
-        try:
-            entries = list(os.scandir(self.path))
-        except OSError as exc:
-            raise DurationLogError(f"cannot list the log directory {self.path}: {exc.strerror or exc}") from exc
-        files = []
-        for entry in entries:
-            if not entry.name.endswith(suffix) or entry.name.startswith("."):
-                continue
-            try:
-                st = entry.stat()
-            except OSError:
-                continue  # rotated away between scandir and stat
-            if entry.is_file():
-                files.append((st.st_mtime, entry.name, LogFile(entry.name, st.st_size, (st.st_dev, st.st_ino))))
-        return [f for _, _, f in sorted(files, key=lambda t: (t[0], t[1]))]
-
-    def read(self, conn: db.Connection, settings: LogSettings, name: str, offset: int, length: int) -> bytes | None:
-        try:
-            with (self.path / name).open("rb") as fh:
-                fh.seek(offset)
-                return fh.read(length)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise DurationLogError(f"cannot read {self.path / name}: {exc.strerror or exc}") from exc
-
-
-_NO_PRIVILEGE = (
-    "the exporter's role may not read the server's log files ({}): grant it pg_monitor and EXECUTE ON FUNCTION "
-    "pg_read_binary_file(text, bigint, bigint, boolean), or mount the log directory and set "
-    "exporter.duration_log: directory"
-)
-
-
-class ServerFiles(LogFiles):
-    """The log files read through the exporter's own connection (pg_ls_logdir, pg_read_binary_file).
-
-    Over SQL a file has no inode: it is "the same file" for as long as it does not shrink (a file reused by
-    log_truncate_on_rotation that grew past the old offset before the next scrape is not detected).
-    """
-
-    def list(self, conn: db.Connection, settings: LogSettings, suffix: str) -> list[LogFile]:
-        try:
-            rows = db.fetch_tuples(conn, db.query(conn, QUERIES, "duration_log_files"))
-        except PrivilegeError as exc:
-            raise DurationLogError(_NO_PRIVILEGE.format(exc)) from exc
-        return [LogFile(str(name), int(size), None) for name, size, _ in rows if str(name).endswith(suffix)]
-
-    def read(self, conn: db.Connection, settings: LogSettings, name: str, offset: int, length: int) -> bytes | None:
-        if not settings.log_directory:
-            raise DurationLogError("log_directory is hidden from the exporter's role: grant it pg_read_all_settings")
-        params = {"path": f"{settings.log_directory.rstrip('/')}/{name}", "offset": offset, "length": length}
-        try:
-            value = db.fetch_value(conn, db.query(conn, QUERIES, "duration_log_read"), params)
-        except PrivilegeError as exc:
-            raise DurationLogError(_NO_PRIVILEGE.format(exc)) from exc
-        return bytes(value) if value is not None else None
+        yield match.group("m"), match.group("d"), as_int(qid), ms
 
 
 @dataclasses.dataclass(slots=True)
@@ -484,7 +327,7 @@ class DurationLog:
         baseline = self._cursors is None or self._mark is None
         if self._cursors is None:
             # The first scrape starts at the end of what is there: history is no window.
-            self._cursors = {f.name: _Cursor(f, f.size) for f in self.files.list(conn, settings, suffix)}
+            self._cursors = {f.name: _Cursor(f, f.size) for f in self.files.list(conn, settings.log_directory, suffix)}
             self._records = []
         token = os.urandom(8).hex()
         text = db.query(conn, QUERIES, "duration_log_mark")
@@ -530,7 +373,7 @@ class DurationLog:
         total = 0
         found: str | None = None
         seen: set[str] = set()
-        for listed in self.files.list(conn, settings, suffix):
+        for listed in self.files.list(conn, settings.log_directory, suffix):
             seen.add(listed.name)
             cursor = self._cursors.get(listed.name)
             if cursor is None or cursor.file.ident != listed.ident or listed.size < cursor.offset:
@@ -545,7 +388,8 @@ class DurationLog:
                 if time.monotonic() >= deadline:
                     self._gap = f"the log grew faster than {self.time_budget_s:g} s of a scrape could read"
                     break
-                chunk = self.files.read(conn, settings, listed.name, cursor.offset, min(_CHUNK, budget[0]))
+                length = min(_CHUNK, budget[0])
+                chunk = self.files.read(conn, settings.log_directory, listed.name, cursor.offset, length)
                 if not chunk:
                     break
                 budget[0] -= len(chunk)
@@ -581,15 +425,7 @@ class DurationLog:
         return found
 
     def _format(self, settings: LogSettings) -> str:
-        if self.format != "auto":
-            return self.format
-        destinations = {d.strip() for d in settings.destination.split(",")}
-        for fmt in ("csvlog", "jsonlog", "stderr"):
-            if fmt in destinations:
-                return fmt
-        raise DurationLogError(
-            f"log_destination {settings.destination!r} writes no file the exporter can read (csvlog, jsonlog, stderr)"
-        )
+        return log_format(settings.destination, self.format)
 
     def _parser(self, fmt: str, settings: LogSettings, bare_counts: bool) -> Callable[[str], Iterator[Record]]:
         if fmt == "csvlog":
@@ -639,7 +475,7 @@ def from_config(exporter: ExporterConfig) -> DurationLog | None:
     if exporter.duration_log == "directory":
         files: LogFiles = Directory(exporter.duration_log_directory or "")
     else:
-        files = ServerFiles()
+        files = ServerFiles("exporter", "exporter.duration_log")
     return DurationLog(
         files,
         exporter.duration_log_format,

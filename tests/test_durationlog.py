@@ -20,6 +20,7 @@ from pg_architect.exporter.durationlog import (
     Directory,
     DurationLog,
     DurationLogError,
+    LogFiles,
     LogSettings,
     ServerFiles,
     complete_csv,
@@ -184,7 +185,9 @@ def log_db(logging_pg: ServerInfo, request: pytest.FixtureRequest) -> str:
 
 
 def _reader(logging_pg: ServerInfo, via: str = "directory", **kw: float) -> DurationLog:
-    files = Directory(str(_log_dir(logging_pg))) if via == "directory" else ServerFiles()
+    files: LogFiles = Directory(str(_log_dir(logging_pg)))
+    if via != "directory":
+        files = ServerFiles("exporter", "exporter.duration_log")
     return DurationLog(files, "auto", **kw)  # type: ignore[arg-type]
 
 
