@@ -51,8 +51,9 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 from pg_architect.core import db
 from pg_architect.core.embedded import EmbeddedPostgres
 from pg_architect.core.pgss import Cumulative, Interval, StatementRow, cumulative, interval_of
+from pg_architect.core.serverlog import Directory
 from pg_architect.exporter.activity import ActivitySampler, ActivityWindow
-from pg_architect.exporter.durationlog import DatabaseTail, Directory, DurationLog
+from pg_architect.exporter.durationlog import DatabaseTail, DurationLog
 from pg_architect.exporter.latency import (
     BUCKETS,
     SOURCE_LOG,

@@ -16,20 +16,16 @@ from pg_architect.core import db
 from pg_architect.core.config import load_config
 from pg_architect.core.embedded import EmbeddedPostgres
 from pg_architect.core.errors import ConfigError
+from pg_architect.core.serverlog import Directory, LogFiles, ServerFiles, complete_csv, stderr_pattern
 from pg_architect.exporter.durationlog import (
-    Directory,
     DurationLog,
     DurationLogError,
-    LogFiles,
     LogSettings,
-    ServerFiles,
-    complete_csv,
     duration_of,
     parse_csv,
     parse_json,
     parse_ms,
     parse_stderr,
-    stderr_pattern,
 )
 from tests.conftest import LOG_THRESHOLD_MS, ServerInfo, make_database
 
