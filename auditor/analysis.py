@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 
-from pg_architect.auditor import params, safety
+from pg_architect.auditor import logged, params, safety
 from pg_architect.auditor.catalog import Snapshot, TableInfo
 from pg_architect.auditor.measure import explain
 from pg_architect.auditor.parsing import QueryShape, resolve_columns, resolve_ordinals, through_views
@@ -37,6 +38,7 @@ class Analysis:
     tables: Tables  # the tables it reads, from the catalog snapshot
     types: dict[int, str]  # placeholder number -> type name
     samples: tuple[str, ...]  # executable forms with real values, each accepted by the allow-list
+    logged: bool = False  # the values are the application's, from its logged calls (auditor.logged)
 
     @property
     def kind(self) -> str:
@@ -91,9 +93,17 @@ def _range_fit(
 
 
 def analyse(
-    catalog: Snapshot, resolved: QueryShape, tables: Tables, n_samples: int, rows_per_call: float | None = None
+    catalog: Snapshot,
+    resolved: QueryShape,
+    tables: Tables,
+    n_samples: int,
+    rows_per_call: float | None = None,
+    calls: Sequence[logged.LoggedCall] = (),
 ) -> Analysis:
-    """Steps 3-7 for a resolved statement; NotMeasurable (or UnsafeSQLError) says why it cannot go on."""
+    """Steps 3-7 for a resolved statement; NotMeasurable (or UnsafeSQLError) says why it cannot go on.
+
+    With the statement's logged ``calls`` (auditor.logged), their values are the samples, in their order:
+    what the application ran needs no fitting to the rows and times it recorded."""
     types = params.infer_parameter_types(catalog, resolved)
     # The statement as written (its placeholders already repaired to valid SQL by the parse) must pass
     # before the server plans anything of it.
@@ -101,11 +111,15 @@ def analyse(
     # Where the text alone could not tell (a placeholder inside arithmetic), the server's own inference wins.
     server = params.server_parameter_types(catalog.conn, resolved.text, types)
     types.update({k: v for k, v in server.items() if types.get(k, "text") == "text"})
-    values = params.sample_parameters(catalog, resolved, types, n_samples, rows_per_call) if types else [{}]
-    if types and rows_per_call is not None and params.range_fits_rows(resolved):
-        scale = _range_fit(catalog, resolved, types, values, rows_per_call)
-        if scale:
-            values = params.sample_parameters(catalog, resolved, types, n_samples, rows_per_call, scale)
+    from_log = logged.samples(calls, types, n_samples) if types else []
+    values: Sequence[Mapping[int, str | None]] = from_log
+    if not from_log:
+        drawn = params.sample_parameters(catalog, resolved, types, n_samples, rows_per_call) if types else [{}]
+        if types and rows_per_call is not None and params.range_fits_rows(resolved):
+            scale = _range_fit(catalog, resolved, types, drawn, rows_per_call)
+            if scale:
+                drawn = params.sample_parameters(catalog, resolved, types, n_samples, rows_per_call, scale)
+        values = drawn
     samples: list[str] = []
     for v in values:
         try:
@@ -118,4 +132,4 @@ def analyse(
         raise NotMeasurable("no executable form of the statement (parameters could not be sampled)")
     for sql in samples:
         check_allowed(catalog, sql, resolved.kind)
-    return Analysis(shape=resolved, tables=tables, types=types, samples=tuple(samples))
+    return Analysis(shape=resolved, tables=tables, types=types, samples=tuple(samples), logged=bool(from_log))

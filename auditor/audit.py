@@ -28,6 +28,7 @@ from pg_architect.auditor import (
     confidence,
     health,
     lifecycle,
+    logged,
     partitioning,
     plans,
     proposals,
@@ -65,6 +66,7 @@ from pg_architect.auditor.parsing import QueryShape, UnparseableQuery, parse_que
 from pg_architect.core import db
 from pg_architect.core.config import Config
 from pg_architect.core.errors import AuditError, PgArchitectError, QueryTimeout, UnsafeSQLError
+from pg_architect.core.serverlog import Directory, LogFiles, ServerFiles
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,8 @@ class Auditor:
         self.architect: architect.Architect | None = None  # the model's part, when one is configured
         # Every statement whose candidates were measured, in the window's order, for the workload check.
         self.measured: list[tuple[selection.Measured, QueryShape]] = []
+        # The slow statements' calls in the server's log (auditor.server_log), read once per audit.
+        self.logged: logged.LoggedCalls | None = None
 
     def run(self) -> AuditReport:
         ident = window.identity(self.conn)
@@ -179,6 +183,7 @@ class Auditor:
             limit=self.options.limit,
         )
         self.progress(f"{len(slow)} slow statement(s) of {len(win.statements)} in the window ({win.window.source})")
+        self.logged = self._read_logged(slow, ident.datname, notes)
         measurer = Measurer(
             self.conn,
             self.cfg.measurement,
@@ -325,6 +330,37 @@ class Auditor:
             self.progress(f"regression: x{r.ratio} {r.previous_mean_ms:.1f} -> {r.mean_ms:.1f} ms  {_short(r.query)}")
         return out
 
+    def _read_logged(
+        self, slow: Sequence[window.Statement], database: str, notes: list[str]
+    ) -> logged.LoggedCalls | None:
+        """The slow statements' calls in the server's log, when ``auditor.server_log`` says where it is; a
+        log that cannot be read is a note, and the audit samples from pg_stats as it would without it."""
+        auditor = self.cfg.auditor
+        if auditor.server_log == "off" or not slow:
+            return None
+        files: LogFiles = (
+            Directory(auditor.server_log_directory or "")
+            if auditor.server_log == "directory"
+            else ServerFiles("auditor", "auditor.server_log")
+        )
+        statements = {qid: s.query for s in slow for qid in s.queryids}
+        try:
+            found = logged.read(self.conn, files, database, statements, auditor.server_log_max_bytes)
+        except PgArchitectError as exc:
+            log.warning("server log: %s", exc)
+            notes.append(f"parameters from the server's log: not used, {exc}")
+            return None
+        with_calls = sum(1 for s in slow if found.of(s.queryids))
+        self.progress(
+            f"server log: logged calls for {with_calls} of {len(slow)} slow statement(s) "
+            f"({found.bytes_read / 1048576:.1f} MiB read)"
+        )
+        notes.append(
+            f"parameters from the server's log: {with_calls} of {len(slow)} slow statement(s) measured with the "
+            f"values of their logged calls (log_min_duration_statement {found.threshold_ms:g} ms)"
+        )
+        return found
+
     def _statement(
         self, statement: window.Statement, measurer: Measurer, target_id: int
     ) -> tuple[SlowQuery, list[float] | None]:
@@ -367,7 +403,16 @@ class Auditor:
         applied = next((s for s in similar if s.status == "applied"), None)
         if applied is not None:
             base = dataclasses.replace(base, regression_of=applied.recommendation_id)
-        result = self._advise(base, shape, measurer, applied, statement.rows_per_call, verdict.note)
+        calls = self.logged.of(statement.queryids) if self.logged is not None else []
+        advised = shape
+        constants = logged.shape_constants(calls, shape)
+        if constants:
+            # A constant the application writes inside an indexed expression (date_trunc('day', ...)): the
+            # statement is advised with it written back, so an expression index can hold it.
+            text, renumber = logged.with_constants(statement.query, constants)
+            advised = parse_query(text)
+            calls = logged.renumbered(calls, renumber)
+        result = self._advise(base, advised, measurer, applied, statement.rows_per_call, verdict.note, calls)
         if self.architect is not None:
             result = self.architect.review(result, shape, measurer)
         return result, vector
@@ -380,10 +425,11 @@ class Auditor:
         applied: SimilarRecommendation | None,
         rows_per_call: float | None,
         reproposal: str = "",
+        calls: Sequence[logged.LoggedCall] = (),
     ) -> SlowQuery:
         """One pipeline (auditor.proposals): the index advisor's candidates, measured and decided, then the rewrite
         rules' proposals, verified; the most measured gain wins."""
-        result = self._advise_index(base, shape, measurer, applied, rows_per_call, reproposal)
+        result = self._advise_index(base, shape, measurer, applied, rows_per_call, reproposal, calls)
         # Even when no index could be measured (an index cannot hold date() of a timestamptz), a rewrite may help.
         _, rejected_before = self.kb.outcome_history(base.fingerprint)
         found = proposals.rewrite_findings(
@@ -399,6 +445,7 @@ class Auditor:
         applied: SimilarRecommendation | None,
         rows_per_call: float | None,
         reproposal: str = "",
+        calls: Sequence[logged.LoggedCall] = (),
     ) -> SlowQuery:
         resolved, tables = analysis.resolve(self.catalog, shape)
         if not tables:
@@ -424,8 +471,12 @@ class Auditor:
             )
             return dataclasses.replace(base, skip_reason=f"no candidate index: {reason}", rejected=tuple(notes))
         try:
-            facts = analysis.analyse(self.catalog, resolved, tables, N_DRAWN, rows_per_call)
-            samples = representative(self.conn, facts.samples, rows_per_call, len(facts.samples))
+            facts = analysis.analyse(self.catalog, resolved, tables, N_DRAWN, rows_per_call, calls)
+            samples = (
+                list(facts.samples)  # the application's own values, in their order (auditor.logged.samples)
+                if facts.logged
+                else representative(self.conn, facts.samples, rows_per_call, len(facts.samples))
+            )
         except UnsafeSQLError as exc:
             return dataclasses.replace(base, status="error", skip_reason=str(exc), rejected=tuple(notes))
         except PgArchitectError as exc:
@@ -441,7 +492,7 @@ class Auditor:
                 samples,
                 found.candidates,
                 list(tables.values()),
-                Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call),
+                Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call, logged=facts.logged),
                 keep=N_SAMPLES,
                 writes=_writes(resolved, tables, found.indexes),
             )
@@ -463,7 +514,7 @@ class Auditor:
                         kind=facts.kind,
                         samples=measurer.kept,
                         tables=tuple(tables.values()),
-                        recorded=Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call),
+                        recorded=Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call, logged=facts.logged),
                         writes=_writes(resolved, tables, found.indexes),
                         total_ms=base.total_ms,
                         chosen=verdict.best if verdict.status == "recommended" else None,
@@ -473,7 +524,9 @@ class Auditor:
             )
         if verdict.best is None:
             return dataclasses.replace(base, status=verdict.status, skip_reason=verdict.reason, rejected=rejected)
-        recommendation = self._recommendation(verdict.best, resolved, base.fingerprint, base.mean_ms)
+        recommendation = self._recommendation(
+            verdict.best, resolved, base.fingerprint, base.mean_ms, "server_log" if facts.logged else "pg_stats"
+        )
         if verdict.status != "recommended":
             return dataclasses.replace(
                 base,
@@ -544,10 +597,16 @@ class Auditor:
         return out
 
     def _recommendation(
-        self, outcome: Outcome, shape: QueryShape, fingerprint: str, mean_ms: float | None = None
+        self,
+        outcome: Outcome,
+        shape: QueryShape,
+        fingerprint: str,
+        mean_ms: float | None = None,
+        parameters: str = "pg_stats",
     ) -> Recommendation:
         m = outcome.measurement
         assert m is not None
+        m = dataclasses.replace(m, parameters=parameters)
         cand = outcome.candidate
         applied_before, rejected_before = self.kb.outcome_history(fingerprint)
         kind = confidence.kind_of(cand, m.method)
@@ -568,7 +627,8 @@ class Auditor:
         )
         reasoning = (
             f"Index {cand.describe()}: {cand.reason}. Measured ({m.method}, {m.samples} parameter "
-            f"sample(s)): {timing}, {m.gain_percent:.0f} % faster"
+            f"sample(s){' of logged calls' if parameters == 'server_log' else ''}): {timing}, "
+            f"{m.gain_percent:.0f} % faster"
             + (f" (counting the index's upkeep: {outcome.write_note})" if outcome.write_note else "")
             + f". Plan before: {m.plan_before}. "
             f"Plan after: {m.plan_after}. Confidence: " + "; ".join(evidence.terms) + "."

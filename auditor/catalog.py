@@ -268,9 +268,16 @@ def relation(conn: db.Connection, schema: str | None, name: str) -> Relation | N
 _SPACE = re.compile(r"\s+")
 
 
+# A string constant's cast, which pg_get_indexdef adds to the constants an expression was written with
+# (``date_trunc('day', at)`` comes back as ``date_trunc('day'::text, at)``).
+_LITERAL_CAST = re.compile(r"('(?:[^']|'')*')::[a-z_0-9.]+(?:\([0-9,]*\))?(?:\[\])*")
+
+
 def normalise_expression(text: str) -> str:
-    """Compare index keys and predicates as text: no quotes, spacing, outer parentheses or case."""
+    """Compare index keys and predicates as text: no quotes, spacing, outer parentheses, case, or casts of
+    string constants."""
     text = _SPACE.sub("", text.replace('"', "")).lower()
+    text = _LITERAL_CAST.sub(r"\1", text)
     while text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]):
         text = text[1:-1]
     return text

@@ -191,6 +191,8 @@ class Recorded:
 
     mean_ms: float | None = None
     rows_per_call: float | None = None
+    # The samples are the application's own logged calls (auditor.logged): what it ran, trusted as it is.
+    logged: bool = False
 
     def budget_ms(self) -> float | None:
         """How long one run of a sample may take before it is cancelled."""
@@ -202,10 +204,14 @@ class Recorded:
         """The executed sample returned no row while each call returned at least one: an empty result runs
         another plan (a hash join over no rows skips its other side, a LIMIT never stops early), so such a
         sample is used only when no other one was drawn."""
+        if self.logged:
+            return False
         return plan.actual_rows == 0 and self.rows_per_call is not None and self.rows_per_call >= 1.0
 
     def distrust(self, plan: Plan) -> str | None:
         """Why ``plan`` (a sample's, before any new index) is not what the workload runs; None when it is."""
+        if self.logged:
+            return None  # a call the application made is what the workload runs
         rows = plan.actual_rows if plan.actual_rows is not None else plan.rows
         if self.rows_per_call is not None and self.rows_per_call >= 0:
             ratio = (rows + ROWS_SLACK) / (self.rows_per_call + ROWS_SLACK)

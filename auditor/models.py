@@ -88,6 +88,8 @@ class Measurement:
     plan_before: str | None = None
     plan_after: str | None = None
     samples: int = 0
+    # Where the samples' values came from: pg_stats (drawn) or server_log (the application's logged calls).
+    parameters: str = "pg_stats"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -379,6 +381,7 @@ def _recommendation_json(rec: Recommendation) -> dict[str, Any]:
             "worth_applying": m.worth_applying,
             "plan_changed": m.plan_changed,
             "samples": m.samples,
+            "parameters": m.parameters,
         },
         "action": rec.action,
         "pr_url": rec.pr_url,

@@ -236,6 +236,13 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
         )
     if exporter.duration_log_directory and exporter.duration_log != "directory":
         problems.append("exporter.duration_log_directory: set, but exporter.duration_log is not 'directory'")
+    auditor = cfg.auditor
+    if auditor.server_log == "directory" and not auditor.server_log_directory:
+        problems.append(
+            "auditor.server_log: 'directory' needs auditor.server_log_directory (the mounted log directory)"
+        )
+    if auditor.server_log_directory and auditor.server_log != "directory":
+        problems.append("auditor.server_log_directory: set, but auditor.server_log is not 'directory'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,6 +326,11 @@ class AuditorConfig:
     lifecycle: LifecycleConfig = dataclasses.field(default_factory=LifecycleConfig)
     partitioning: PartitioningConfig = dataclasses.field(default_factory=PartitioningConfig)
     caching: CachingConfig = dataclasses.field(default_factory=CachingConfig)
+    # The slow statements' real parameters, from the server's log (docs/logged-parameters.md): off, a mounted
+    # log directory, or pg_read_binary_file over the auditor's connection.
+    server_log: str = _field("off", _one_of("off", "directory", "pg_read_file"))
+    server_log_directory: str | None = None
+    server_log_max_bytes: int = _field(256 * 1024 * 1024, _positive)
 
 
 @dataclasses.dataclass(frozen=True)
