@@ -7,7 +7,9 @@
 3. Ask every tool ``--runs`` times, as a role the statistics extensions do not track:
    ``pg_qualstats_index_advisor()``; postgres-mcp's Database Tuning Advisor (bench/advisor/dta.py, run with
    the Python 3.12 interpreter named by ``PGARCH_BENCH_DTA_PYTHON``); ``pg-architect audit`` in hypothetical
-   mode (hypopg), each run with a fresh knowledge base; with ``--rollback-build`` once more with real builds.
+   mode (hypopg), each run with a fresh knowledge base, once sampling parameters from pg_stats and once
+   reading the logged calls' parameters from the server's log (it logs statements of 100 ms and more, as
+   production servers often do); with ``--rollback-build`` once more with real builds.
 4. Build every distinct index any of them (or the truth table) named, alone, from the tool's DDL as printed;
    time the statements whose plans read it with and without it; score each run against the truth table
    (bench.advisor.scoring): recall, false recommendations, indexes measuring under 1.5x and at 5x and more,
@@ -55,6 +57,9 @@ DB = "shop"
 MIN_CALLS, MIN_MEAN_MS, LIMIT = 5, 2, 40
 WORKLOAD_SEED, TIMING_SEED = 20240601, 7
 TIMING_SETS, TIMING_REPEATS = 3, 2
+#: The server logs every statement at least this slow, with its parameters, as a production server often does;
+#: pg-architect reads them in its "server log" runs (auditor.server_log), the other runs sample from pg_stats.
+LOG_MIN_DURATION_MS = 100
 #: Debian's server: data cached in shared_buffers, so timings compare plans, not disks; no autovacuum or
 #: JIT during the timings, so the only change between two timings is the set of indexes.
 SERVER_SETTINGS = {
@@ -74,6 +79,10 @@ SERVER_SETTINGS = {
     "pg_qualstats.sample_rate": "1",
     "pg_qualstats.max": "10000",
     "max_connections": "50",
+    "logging_collector": "on",
+    "log_destination": "'csvlog'",
+    "log_directory": "'log'",
+    "log_min_duration_statement": str(LOG_MIN_DURATION_MS),
 }
 
 
@@ -401,11 +410,12 @@ def dta_run(python: Path, dsn: str, run: int) -> ToolRun:
     return ToolRun("postgres-mcp DTA", run, list(doc["indexes"]), wall, doc)
 
 
-def audit(dsn: str, kb_dsn: str, mode: str, label: str, run: int) -> ToolRun:
+def audit(dsn: str, kb_dsn: str, mode: str, label: str, run: int, server_log: bool = False) -> ToolRun:
     env = {
         **os.environ,
         "PG_ARCHITECT_DATABASE_KB_DSN": kb_dsn,
         "PG_ARCHITECT_MEASUREMENT_MODE": mode,
+        "PG_ARCHITECT_AUDITOR_SERVER_LOG": "pg_read_file" if server_log else "off",
         "PYTHONPATH": str(ROOT),
     }
     if mode == "rollback_build":
@@ -433,12 +443,12 @@ def audit(dsn: str, kb_dsn: str, mode: str, label: str, run: int) -> ToolRun:
     return ToolRun(label, run, [q["recommendation"]["sql"] for q in recs], wall, {"report": report, "commit": commit})
 
 
-def audit_command(mode: str) -> str:
+def audit_command(mode: str, server_log: bool = False) -> str:
     extra = (
         " PG_ARCHITECT_MEASUREMENT_MAX_TABLE_BYTES=8589934592 PG_ARCHITECT_MEASUREMENT_MAX_BLOCKING_MS=600000"
         if mode == "rollback_build"
         else ""
-    )
+    ) + (" PG_ARCHITECT_AUDITOR_SERVER_LOG=pg_read_file" if server_log else "")
     return (
         f"PG_ARCHITECT_DATABASE_KB_DSN=<fresh kb> PG_ARCHITECT_MEASUREMENT_MODE={mode}{extra} python -m "
         f"pg_architect audit --dsn <shop> --config /dev/null --format json --min-calls {MIN_CALLS} "
@@ -563,6 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 TOOL_ROLE = "bench_tools"
+SERVER_LOG_TOOL = "pg-architect (hypothetical, server log)"
 
 
 def _bench(args: argparse.Namespace, tmp: Path) -> int:
@@ -581,7 +592,8 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
             conn.execute(f"CREATE ROLE {TOOL_ROLE} LOGIN SUPERUSER")
             conn.execute(f"ALTER ROLE {TOOL_ROLE} SET pg_stat_statements.track = 'none'")
             conn.execute(f"ALTER ROLE {TOOL_ROLE} SET pg_qualstats.enabled = off")
-        kb_names = [f"kb_hypothetical_{n}" for n in range(1, args.runs + 1)] + ["kb_rollback_build"]
+        kb_names = [f"kb_{kind}_{n}" for kind in ("hypothetical", "serverlog") for n in range(1, args.runs + 1)]
+        kb_names.append("kb_rollback_build")
         with connect(kb.dsn()) as conn:
             kb_version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
             for name in kb_names:
@@ -626,6 +638,12 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
         for n in range(1, args.runs + 1):
             runs.setdefault(hyp, []).append(audit(tool_dsn, kb.dsn(f"kb_hypothetical_{n}"), "hypothetical", hyp, n))
             log(f"  pg-architect hypothetical run {n}: {runs[hyp][-1].wall_s:.1f}s")
+        logged = SERVER_LOG_TOOL
+        for n in range(1, args.runs + 1):
+            runs.setdefault(logged, []).append(
+                audit(tool_dsn, kb.dsn(f"kb_serverlog_{n}"), "hypothetical", logged, n, server_log=True)
+            )
+            log(f"  pg-architect hypothetical with the server log, run {n}: {runs[logged][-1].wall_s:.1f}s")
         if args.rollback_build:
             rb = "pg-architect (rollback_build)"
             runs[rb] = [audit(tool_dsn, kb.dsn("kb_rollback_build"), "rollback_build", rb, 1)]
@@ -962,7 +980,9 @@ class Result:
             f"- audited server: Debian's PostgreSQL {h_['postgres_debian']} ({h_['extensions']}), "
             f"{h_['db_bytes']}; knowledge bases: embedded PostgreSQL {h_['postgres_kb']}",
             f"- pg-architect commit: {commit}",
-            f"- pg-architect: `{audit_command('hypothetical')}`",
+            f"- pg-architect: `{audit_command('hypothetical')}`; with the server log: "
+            f"`{audit_command('hypothetical', server_log=True)}` (the server logs statements of "
+            f"{LOG_MIN_DURATION_MS} ms and more, log_min_duration_statement)",
             "- pg_qualstats: `SELECT pg_qualstats_index_advisor()` (its defaults: min_filter 1000, min_selectivity 30)",
             "- postgres-mcp DTA: `bench/advisor/dta.py` (DatabaseTuningAdvisor, its defaults, a 10,000 MB budget), "
             f"same thresholds: {MIN_CALLS} calls, {MIN_MEAN_MS} ms, {LIMIT} statements",
