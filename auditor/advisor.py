@@ -16,6 +16,9 @@ import logging
 import re
 from collections.abc import Sequence
 
+from pglast import ast, parser
+from pglast.parser import ParseError
+
 from pg_architect.auditor.catalog import IndexInfo, Snapshot, TableInfo, normalise_expression
 from pg_architect.auditor.parsing import ColumnUse, QueryShape, carried_equalities
 from pg_architect.core import db
@@ -149,6 +152,45 @@ class Candidate:
         keys = ", ".join(k.column or f"({k.expression})" for k in self.keys)
         where = f" WHERE {self.predicate}" if self.predicate else ""
         return f"{self.table.qualified} ({keys}){where}"
+
+
+#: Casts that keep a column's order (a timestamp truncated to its date sorts as the timestamp does).
+_ORDER_KEEPING_CASTS = frozenset({"date", "timestamp", "timestamptz"})
+
+
+def order_column(key: Key) -> str | None:
+    """The column whose order ``key`` follows: the column itself, or the one column of an expression that only
+    coarsens it (``date_trunc('day', at)``, ``at::date``); None when the expression reorders (``lower(email)``)."""
+    if key.column is not None:
+        return key.column
+    try:
+        statements = parser.parse_sql(f"SELECT {key.expression}")
+    except ParseError:
+        return None
+    stmt = statements[0].stmt if len(statements) == 1 else None
+    targets = stmt.targetList if isinstance(stmt, ast.SelectStmt) and stmt.targetList else ()
+    node = targets[0].val if len(targets) == 1 else None
+    if isinstance(node, ast.FuncCall) and [n.sval for n in node.funcname or ()][-1:] == ["date_trunc"]:
+        args = node.args or ()
+        unit = args[0] if args else None
+        if isinstance(unit, ast.TypeCast):
+            unit = unit.arg
+        node = args[1] if len(args) == 2 and isinstance(unit, ast.A_Const) else None
+    elif isinstance(node, ast.TypeCast) and node.typeName is not None:
+        names = [n.sval for n in node.typeName.names or ()]
+        node = node.arg if names[-1:] and names[-1] in _ORDER_KEEPING_CASTS else None
+    if isinstance(node, ast.ColumnRef) and node.fields and isinstance(node.fields[-1], ast.String):
+        return str(node.fields[-1].sval)
+    return None
+
+
+def key_correlation(snapshot: Snapshot, cand: Candidate) -> float | None:
+    """pg_stats' correlation of the candidate's leading key with its table's physical order, when known."""
+    column = order_column(cand.keys[0]) if cand.keys else None
+    if column is None:
+        return None
+    stats = snapshot.column_stats(cand.table.schema, cand.table.name, column)
+    return stats.correlation if stats is not None else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

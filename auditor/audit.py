@@ -619,6 +619,7 @@ class Auditor:
             dml=shape.kind != "select",
             history=self.kb.accuracy(kind, family),
             recorded_mean_ms=mean_ms,  # samples far faster than the recorded calls speak less for them
+            correlation=advisor.key_correlation(self.catalog, cand),
         )
         timing = (
             f"{m.before_ms:.1f} ms -> {m.after_ms:.1f} ms"

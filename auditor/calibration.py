@@ -82,13 +82,23 @@ def estimated_speedup(outcome: Outcome) -> float:
     return 1.0
 
 
-def rows_speedup(outcome: Outcome) -> float | None:
+def fetch_factor(correlation: float | None) -> float:
+    """How many rows of a sequential scan one row fetched through the index costs, given the correlation between
+    the index's order and the table's physical order (pg_stats): PostgreSQL's own cost model interpolates an
+    index scan's I/O between random (uncorrelated) and sequential (perfectly correlated) by correlation², and
+    so does this. Rows of one day in a table written in time order sit together on a few pages."""
+    c2 = min(max(correlation or 0.0, -1.0), 1.0) ** 2
+    return 1.0 + (ROW_FETCH_FACTOR - 1.0) * (1.0 - c2)
+
+
+def rows_speedup(outcome: Outcome, correlation: float | None = None) -> float | None:
     """The speed-up an index reading only the rows the statement's sequential scan of the index's table keeps
-    would give over that scan; None when the statement was not executed or does not scan that table."""
+    would give over that scan; None when the statement was not executed or does not scan that table.
+    ``correlation``: of the index's leading key with the table's physical order (None: unknown, random)."""
     if outcome.returned_rows is None or not outcome.seq_scanned:
         return None
     table_rows = max(outcome.candidate.table.reltuples, 1.0)
-    return table_rows / (ROW_FETCH_FACTOR * (outcome.returned_rows + 1.0))
+    return table_rows / (fetch_factor(correlation) * (outcome.returned_rows + 1.0))
 
 
 def unseen_work_bound(speedup: float, sample_ms: float, recorded_mean_ms: float) -> float:
@@ -98,12 +108,15 @@ def unseen_work_bound(speedup: float, sample_ms: float, recorded_mean_ms: float)
     return recorded_mean_ms / max(sample_ms / max(speedup, 1e-3) + unseen, 1e-3)
 
 
-def evidence(outcome: Outcome, recorded_mean_ms: float | None = None) -> tuple[float, list[str]]:
+def evidence(
+    outcome: Outcome, recorded_mean_ms: float | None = None, correlation: float | None = None
+) -> tuple[float, list[str]]:
     """The calibrated part of the confidence: prior plus the estimated speed-up's worth, with its terms.
 
     ``recorded_mean_ms`` is the statement's mean in pg_stat_statements: samples that ran much faster than it
     did less work than the application's calls (a narrower range, fewer partitions, fewer groups), and the
-    speed-up measured on them says less about the recorded statement."""
+    speed-up measured on them says less about the recorded statement. ``correlation`` is the index's leading
+    key's with the table's physical order (see ``fetch_factor``), when the catalog knows it."""
     m = outcome.measurement
     if m is None:
         return 0.0, ["not measured"]
@@ -117,12 +130,17 @@ def evidence(outcome: Outcome, recorded_mean_ms: float | None = None) -> tuple[f
     if row.rows == "raise":
         # hypopg has no statistics for an expression or a partial index and understates them; the rows the
         # statement's scan of the table really keeps say what an index on them reads instead.
-        by_rows = rows_speedup(outcome)
+        by_rows = rows_speedup(outcome, correlation)
         if by_rows is not None and by_rows > speedup:
+            order = (
+                f", in the table's physical order (correlation {correlation:.2f})"
+                if correlation is not None and abs(correlation) >= 0.5
+                else ""
+            )
             terms.append(
                 f"hypopg has no statistics for this index; the statement's scan keeps {outcome.returned_rows:.0f} of "
-                f"{outcome.candidate.table.reltuples:.0f} rows, which an index reads about {by_rows:.0f}x faster "
-                f"than its scan (cost estimate {speedup:.1f}x)"
+                f"{outcome.candidate.table.reltuples:.0f} rows{order}, which an index reads about {by_rows:.0f}x "
+                f"faster than its scan (cost estimate {speedup:.1f}x)"
             )
             speedup = by_rows
         elif by_rows is None:

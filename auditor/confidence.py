@@ -74,12 +74,13 @@ def score(
     dml: bool = False,
     history: Accuracy | None = None,
     recorded_mean_ms: float | None = None,
+    correlation: float | None = None,
 ) -> Evidence:
     m = outcome.measurement
     if m is None:
         return Evidence(0.0, ("not measured",))
     # The measurement's own worth, per method and index kind, from the calibration table.
-    value, terms = calibration.evidence(outcome, recorded_mean_ms)
+    value, terms = calibration.evidence(outcome, recorded_mean_ms, correlation)
     if outcome.used_index and m.plan_changed:
         value += 0.08
         terms.append("plan changed to use the index: +0.08")

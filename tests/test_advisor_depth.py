@@ -258,3 +258,29 @@ def test_one_index_recommended_for_several_statements_is_named_as_one(embedded_p
     assert all("one index, one migration" in q["recommendation"]["reasoning"] for q in served), [
         q["recommendation"]["reasoning"] for q in served
     ]
+
+
+def test_hypothetical_expression_index_over_rows_in_physical_order_reaches_the_pr_threshold(
+    debian_pg: ServerInfo, embedded_pg: ServerInfo
+) -> None:
+    """hypopg has no statistics for ``(occurred_at::date)``; the rows a day keeps lie together in a table written
+    in time order, so reading them through the index costs about what scanning them does (pg_stats' correlation
+    of occurred_at, which the cast keeps), not 50 random fetches each: the index reaches a pull request."""
+    dsn = make_database(debian_pg, "depth_correlated", ("pg_stat_statements", "hypopg"))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE events (id int PRIMARY KEY, occurred_at timestamp NOT NULL, amount int NOT NULL)")
+        conn.execute("INSERT INTO events SELECT i, timestamp '2025-01-01' + i * interval '30 s', i % 100 "
+                     "FROM generate_series(1, 1000000) i")
+        conn.execute("ANALYZE events")
+        conn.execute("SELECT pg_stat_statements_reset()")
+        for n in range(6):
+            conn.execute("SELECT count(*), sum(amount) FROM events WHERE occurred_at::date = %s::date",
+                         (f"2025-0{1 + n}-1{n}",))
+    kb = make_database(embedded_pg, "depth_correlated_kb", ("vector",))
+    report = audit(dsn, kb, min_mean_ms="0.5", measurement_mode="hypothetical")
+    q = _query(report, "occurred_at::date")
+    assert q["status"] == "recommended", q["skip_reason"]
+    rec = q["recommendation"]
+    assert rec["type"] == "index" and "CAST(occurred_at AS date)" in rec["sql"], rec["sql"]
+    assert "correlation" in rec["reasoning"], rec["reasoning"]
+    assert rec["action"] == "pr_review", (rec["confidence"], rec["reasoning"])
