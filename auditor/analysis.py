@@ -38,7 +38,8 @@ class Analysis:
     tables: Tables  # the tables it reads, from the catalog snapshot
     types: dict[int, str]  # placeholder number -> type name
     samples: tuple[str, ...]  # executable forms with real values, each accepted by the allow-list
-    logged: bool = False  # the values are the application's, from its logged calls (auditor.logged)
+    logged: bool = False  # every sample is an application's logged call (auditor.logged): trusted as it is
+    from_log: int = 0  # how many of the first samples are logged calls' values
 
     @property
     def kind(self) -> str:
@@ -99,11 +100,14 @@ def analyse(
     n_samples: int,
     rows_per_call: float | None = None,
     calls: Sequence[logged.LoggedCall] = (),
+    tail_only: bool = False,
 ) -> Analysis:
     """Steps 3-7 for a resolved statement; NotMeasurable (or UnsafeSQLError) says why it cannot go on.
 
     With the statement's logged ``calls`` (auditor.logged), their values are the samples, in their order:
-    what the application ran needs no fitting to the rows and times it recorded."""
+    what the application ran needs no fitting to the rows and times it recorded. When they are only the slow
+    tail of its calls (``tail_only``: most calls ran under the log's threshold), values drawn from pg_stats
+    follow them, and every sample is checked against the record as a drawn one is."""
     types = params.infer_parameter_types(catalog, resolved)
     # The statement as written (its placeholders already repaired to valid SQL by the parse) must pass
     # before the server plans anything of it.
@@ -113,23 +117,32 @@ def analyse(
     types.update({k: v for k, v in server.items() if types.get(k, "text") == "text"})
     from_log = logged.samples(calls, types, n_samples) if types else []
     values: Sequence[Mapping[int, str | None]] = from_log
-    if not from_log:
+    if not from_log or tail_only:
         drawn = params.sample_parameters(catalog, resolved, types, n_samples, rows_per_call) if types else [{}]
         if types and rows_per_call is not None and params.range_fits_rows(resolved):
             scale = _range_fit(catalog, resolved, types, drawn, rows_per_call)
             if scale:
                 drawn = params.sample_parameters(catalog, resolved, types, n_samples, rows_per_call, scale)
-        values = drawn
+        values = [*from_log, *drawn]
     samples: list[str] = []
-    for v in values:
+    logged_samples = 0
+    for k, v in enumerate(values):
         try:
             bound = params.bind_parameters(resolved.text, v, types)
         except params.ParameterError:
             continue
         if bound not in samples:
             samples.append(bound)
+            logged_samples += k < len(from_log)
     if not samples:
         raise NotMeasurable("no executable form of the statement (parameters could not be sampled)")
     for sql in samples:
         check_allowed(catalog, sql, resolved.kind)
-    return Analysis(shape=resolved, tables=tables, types=types, samples=tuple(samples), logged=bool(from_log))
+    return Analysis(
+        shape=resolved,
+        tables=tables,
+        types=types,
+        samples=tuple(samples),
+        logged=bool(from_log) and not tail_only and logged_samples == len(samples),
+        from_log=logged_samples,
+    )

@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 N_SAMPLES = 2
+# How the reasoning names where the measured samples' values came from (Measurement.parameters).
+_SAMPLES_FROM = {"server_log": " of logged calls", "server_log+pg_stats": " of logged calls and drawn from pg_stats"}
 # Drawn, ordered by how close their planned rows are to the rows pg_stat_statements recorded per call; the
 # first N_SAMPLES that also resemble the recorded rows and time are measured (auditor.measure.Recorded).
 N_DRAWN = 6
@@ -125,6 +127,7 @@ class Auditor:
         self.measured: list[tuple[selection.Measured, QueryShape]] = []
         # The slow statements' calls in the server's log (auditor.server_log), read once per audit.
         self.logged: logged.LoggedCalls | None = None
+        self.measured_with_logged = 0  # statements whose samples were their logged calls' values
 
     def run(self) -> AuditReport:
         ident = window.identity(self.conn)
@@ -220,6 +223,13 @@ class Auditor:
             )
         if self.architect is not None:
             self.architect.close()
+        if self.logged is not None:
+            with_calls = sum(1 for s in slow if self.logged.of(s.queryids))
+            notes.append(
+                f"parameters from the server's log: {self.measured_with_logged} of {len(slow)} slow statement(s) "
+                f"measured with the values of their logged calls ({with_calls} had calls logged at "
+                f"log_min_duration_statement {self.logged.threshold_ms:g} ms; the others: values drawn from pg_stats)"
+            )
         results = self._select_for_workload(results, measurer)
         results = _shared_indexes(results)
         regressions = self.regressions(win, target_id, ident)
@@ -355,10 +365,6 @@ class Auditor:
             f"server log: logged calls for {with_calls} of {len(slow)} slow statement(s) "
             f"({found.bytes_read / 1048576:.1f} MiB read)"
         )
-        notes.append(
-            f"parameters from the server's log: {with_calls} of {len(slow)} slow statement(s) measured with the "
-            f"values of their logged calls (log_min_duration_statement {found.threshold_ms:g} ms)"
-        )
         return found
 
     def _statement(
@@ -471,12 +477,14 @@ class Auditor:
             )
             return dataclasses.replace(base, skip_reason=f"no candidate index: {reason}", rejected=tuple(notes))
         try:
-            facts = analysis.analyse(self.catalog, resolved, tables, N_DRAWN, rows_per_call, calls)
-            samples = (
-                list(facts.samples)  # the application's own values, in their order (auditor.logged.samples)
-                if facts.logged
-                else representative(self.conn, facts.samples, rows_per_call, len(facts.samples))
-            )
+            # Logged calls that are fewer than half the statement's calls are its slow tail: drawn values follow.
+            tail_only = len(calls) < min(base.calls / 2, logged.MAX_CALLS)
+            facts = analysis.analyse(self.catalog, resolved, tables, N_DRAWN, rows_per_call, calls, tail_only)
+            # The application's own values first, in their order (auditor.logged.samples), then drawn ones.
+            first = list(facts.samples[: facts.from_log])
+            rest = facts.samples[facts.from_log :]
+            samples = first + representative(self.conn, rest, rows_per_call, len(rest))
+            self.measured_with_logged += facts.from_log > 0
         except UnsafeSQLError as exc:
             return dataclasses.replace(base, status="error", skip_reason=str(exc), rejected=tuple(notes))
         except PgArchitectError as exc:
@@ -524,8 +532,10 @@ class Auditor:
             )
         if verdict.best is None:
             return dataclasses.replace(base, status=verdict.status, skip_reason=verdict.reason, rejected=rejected)
+        logged_kept = sum(1 for sql in measurer.kept if sql in facts.samples[: facts.from_log])
+        parameters = "server_log" if logged_kept == len(measurer.kept) else "server_log+pg_stats"
         recommendation = self._recommendation(
-            verdict.best, resolved, base.fingerprint, base.mean_ms, "server_log" if facts.logged else "pg_stats"
+            verdict.best, resolved, base.fingerprint, base.mean_ms, parameters if logged_kept else "pg_stats"
         )
         if verdict.status != "recommended":
             return dataclasses.replace(
@@ -628,7 +638,7 @@ class Auditor:
         )
         reasoning = (
             f"Index {cand.describe()}: {cand.reason}. Measured ({m.method}, {m.samples} parameter "
-            f"sample(s){' of logged calls' if parameters == 'server_log' else ''}): {timing}, "
+            f"sample(s){_SAMPLES_FROM.get(parameters, '')}): {timing}, "
             f"{m.gain_percent:.0f} % faster"
             + (f" (counting the index's upkeep: {outcome.write_note})" if outcome.write_note else "")
             + f". Plan before: {m.plan_before}. "

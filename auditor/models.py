@@ -88,7 +88,8 @@ class Measurement:
     plan_before: str | None = None
     plan_after: str | None = None
     samples: int = 0
-    # Where the samples' values came from: pg_stats (drawn) or server_log (the application's logged calls).
+    # Where the measured samples' values came from: pg_stats (drawn), server_log (the application's logged
+    # calls), or server_log+pg_stats (its logged slow calls, then drawn values for the faster majority).
     parameters: str = "pg_stats"
 
 

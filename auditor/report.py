@@ -204,8 +204,11 @@ def _text(doc: dict[str, Any]) -> str:
             m = rec.get("measurement") or {}
             lines.append(f"   recommend: {rec['sql']}")
             lines.append(f"   rollback:  {rec['rollback_sql']}")
+            values = {"server_log": ", values of logged calls", "server_log+pg_stats": ", logged and drawn values"}.get(
+                str(m.get("parameters")), ""
+            )
             lines.append(
-                f"   measured ({m.get('method')}): {_ms(m.get('before_ms'))} -> {_ms(m.get('after_ms'))}, "
+                f"   measured ({m.get('method')}{values}): {_ms(m.get('before_ms'))} -> {_ms(m.get('after_ms'))}, "
                 f"cost {m.get('before_cost', 0):,.0f} -> {m.get('after_cost', 0):,.0f}, "
                 f"gain {m.get('gain_percent', 0):.0f} %"
             )

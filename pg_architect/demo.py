@@ -195,7 +195,9 @@ def run_demo(cfg: Config, *, once: bool, scale: float, stop: threading.Event, re
     data_dir = Path(cfg.database.embedded_data_dir) if cfg.database.embedded_data_dir else default_data_dir()
     files = demo_files(data_dir)
     repo = files / "migrations-repo"
-    server = EmbeddedPostgres(data_dir)
+    # The demo's server logs its slow statements with their parameters, as production servers often do, and the
+    # audit reads them (auditor.server_log, docs/logged-parameters.md).
+    server = EmbeddedPostgres(data_dir, settings=DEMO_LOG_SETTINGS)
     with server:
         say(f"embedded PostgreSQL running at {server.dsn()} (data in {server.data_dir})")
         if reset and files.exists():
@@ -220,6 +222,12 @@ def run_demo(cfg: Config, *, once: bool, scale: float, stop: threading.Event, re
             database=_dc.replace(cfg.database, dsn=dsn, kb_dsn=dsn),
             github=_dc.replace(cfg.github, repo=None, local_repo=str(repo)),
         )
+        if cfg.auditor.server_log == "off":
+            cfg = _dc.replace(cfg, auditor=_dc.replace(cfg.auditor, server_log="pg_read_file"))
+            say(
+                f"parameters: the audit measures with the values of the statements' logged calls (the demo's server "
+                f"logs statements of {DEMO_MIN_MEAN_MS:g} ms and more; auditor.server_log: pg_read_file)"
+            )
         if not cfg.measurement.staging_dsn:
             # The demo owns its database and the embedded server has no hypopg: it may block its own writes.
             cfg = _dc.replace(
@@ -298,6 +306,13 @@ DEMO_MIN_CALLS = 5
 # Low enough that the slow shapes stay in at --scale 0.2 on a fast, idle machine (the date() statement and the
 # work queue read 40k-60k rows there: 5-7 ms), far above the fast ones (a primary-key look-up, an indexed range).
 DEMO_MIN_MEAN_MS = 2.0
+DEMO_LOG_SETTINGS = {
+    "logging_collector": "on",
+    "log_destination": "'csvlog'",
+    "log_directory": "'log'",
+    "log_min_duration_statement": f"{DEMO_MIN_MEAN_MS:g}",
+    "log_rotation_size": "'64MB'",
+}
 
 
 def _report_url(cfg: Config) -> str:

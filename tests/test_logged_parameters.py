@@ -120,9 +120,17 @@ def events_db(slow_log_pg: ServerInfo) -> str:
         conn.execute("CREATE TABLE orders (id int PRIMARY KEY, created_at timestamptz NOT NULL, total int NOT NULL)")
         conn.execute("INSERT INTO orders SELECT i, timestamptz '2022-01-01 00:00+00' + i * interval '75 s', i % 500 "
                      "FROM generate_series(1, 400000) i")
+        conn.execute("CREATE TABLE visits (id int PRIMARY KEY, session_id bigint NOT NULL)")
+        conn.execute("INSERT INTO visits SELECT i, i % 100000 FROM generate_series(1, 400000) i")
         conn.execute("ANALYZE events")
         conn.execute("ANALYZE orders")
+        conn.execute("ANALYZE visits")
         conn.execute("SELECT pg_stat_statements_reset()")
+        # Only the slowest call of ten reaches the log (the others ran under its threshold).
+        for n in range(10):
+            conn.execute("SET log_min_duration_statement = " + ("0" if n == 0 else "-1"))
+            conn.execute("SELECT count(*) FROM visits WHERE session_id = %s", (1000 + n * 37,))
+        conn.execute("RESET log_min_duration_statement")
         for day in DAYS:
             conn.execute("SELECT count(*), sum(amount) FROM events WHERE date_trunc('day', occurred_at) = %s", (day,))
             # The application's months keep 94 % of the orders: an index on created_at serves none of its calls.
@@ -160,6 +168,7 @@ def test_logged_values_recover_a_normalised_constant_and_keep_a_wide_range_wide(
     kb = make_database(slow_log_pg, "paramlog_kb", ("vector",))
     without = audit(events_db, kb, min_mean_ms="1")
     assert "replaced a constant" in (_query(without, "occurred_at").get("skip_reason") or "")
+    kb = make_database(slow_log_pg, "paramlog_kb_logged", ("vector",))  # nothing pending from the first audit
     report = audit(events_db, kb, min_mean_ms="1", auditor_server_log="pg_read_file")
     day = _query(report, "occurred_at")
     assert day["status"] == "recommended", day["skip_reason"]
@@ -169,8 +178,14 @@ def test_logged_values_recover_a_normalised_constant_and_keep_a_wide_range_wide(
     assert "of logged calls" in rec["reasoning"]
     # The application's months read 94 % of the orders: no index serves them, whatever a selective draw says.
     monthly = _query(report, "GROUP BY")
-    assert monthly["status"] != "recommended" and monthly["recommendation"] is None, monthly
-    assert any("parameters from the server's log: 2 of 2" in n for n in report["notes"]), report["notes"]
+    assert monthly["status"] == "no_recommendation", monthly["skip_reason"]
+    assert "the plan does not use it" in monthly["skip_reason"], monthly["skip_reason"]
+    # One logged call of ten is the statement's slow tail: drawn values stand for the other nine.
+    visits = _query(report, "visits")
+    assert visits["status"] == "recommended", visits["skip_reason"]
+    measured = visits["recommendation"]["measurement"]
+    assert measured["parameters"] == "server_log+pg_stats" and measured["samples"] == 2, measured
+    assert any("parameters from the server's log: 3 of 3" in n for n in report["notes"]), report["notes"]
     # The values themselves never leave the audit (the plans shown hold no filter value either).
     text = json.dumps(report)
     assert "2022-01-2" not in text
