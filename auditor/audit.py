@@ -513,7 +513,9 @@ class Auditor:
             outcomes, method=method, notes=found.notes, min_gain_percent=self.cfg.auditor.thresholds.min_gain_percent
         )
         rejected = tuple([*notes, *verdict.rejected])
-        if verdict.best is not None:
+        # Measured with or without a choice of its own: another statement's index may still make it slower (when
+        # its own candidates were all cancelled as too slow, that is the very evidence).
+        if verdict.best is not None or measurer.kept:
             self.measured.append(
                 (
                     selection.Measured(
@@ -595,7 +597,10 @@ class Auditor:
                     )
                 else:
                     if rec.sql != change.outcome.candidate.ddl(self.conn) + ";":  # served by another's index
-                        rec = self._recommendation(change.outcome, shapes[r.fingerprint], r.fingerprint, r.mean_ms)
+                        source = rec.measurement.parameters if rec.measurement is not None else "pg_stats"
+                        rec = self._recommendation(
+                            change.outcome, shapes[r.fingerprint], r.fingerprint, r.mean_ms, source
+                        )
                     if change.demote and rec.action == "pr_merge":
                         rec = dataclasses.replace(rec, action="pr_review")
                     rec = dataclasses.replace(rec, reasoning=rec.reasoning + change.note)
