@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pg_architect.auditor import logged, params, safety
 from pg_architect.auditor.catalog import Snapshot, TableInfo
@@ -146,3 +146,20 @@ def analyse(
         logged=bool(from_log) and not tail_only and logged_samples == len(samples),
         from_log=logged_samples,
     )
+
+
+def range_draws(catalog: Snapshot, analysed: Analysis) -> Callable[[float], str | None]:
+    """Draws of the statement whose range placeholders keep a given share of their rows, bound and accepted by
+    the allow-list (for the time fit, auditor.measure); a draw is None when its values cannot be bound."""
+    shape, types = analysed.shape, analysed.types
+
+    def draw(selectivity: float) -> str | None:
+        try:
+            values = params.sample_with_range(catalog, shape, types, selectivity)
+            sql = params.bind_parameters(shape.text, values, types)
+        except params.ParameterError:
+            return None
+        check_allowed(catalog, sql, shape.kind)
+        return sql
+
+    return draw

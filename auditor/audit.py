@@ -29,6 +29,7 @@ from pg_architect.auditor import (
     health,
     lifecycle,
     logged,
+    params,
     partitioning,
     plans,
     proposals,
@@ -494,15 +495,21 @@ class Auditor:
                 skip_reason=f"cannot plan the statement with sampled values: {exc}",
                 rejected=tuple(notes),
             )
+        # Where the rows per call cannot judge a sample's range, its time does: draws fitted to the recorded mean
+        # (the application's own logged values need no fitting).
+        fits_time = params.time_fits(resolved) and not facts.logged
         try:
             method, outcomes = measurer.measure(
                 facts.kind,
                 samples,
                 found.candidates,
                 list(tables.values()),
-                Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call, logged=facts.logged),
+                Recorded(
+                    mean_ms=base.mean_ms, rows_per_call=rows_per_call, logged=facts.logged, fits_time=fits_time
+                ),
                 keep=N_SAMPLES,
                 writes=_writes(resolved, tables, found.indexes),
+                draw=analysis.range_draws(self.catalog, facts) if fits_time else None,
             )
         except NoRepresentativeSample as exc:
             # The advisor's notes lead: a sample far faster than the record is often an index made since.
@@ -524,7 +531,13 @@ class Auditor:
                         kind=facts.kind,
                         samples=measurer.kept,
                         tables=tuple(tables.values()),
-                        recorded=Recorded(mean_ms=base.mean_ms, rows_per_call=rows_per_call, logged=facts.logged),
+                        # Kept samples fitted to the time are not judged again by rows that cannot tell (nor by
+                        # a time that load may push just past TIME_FACTOR).
+                        recorded=Recorded(
+                            mean_ms=base.mean_ms,
+                            rows_per_call=None if fits_time else rows_per_call,
+                            logged=facts.logged,
+                        ),
                         writes=_writes(resolved, tables, found.indexes),
                         total_ms=base.total_ms,
                         chosen=verdict.best if verdict.status == "recommended" else None,

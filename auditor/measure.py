@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -183,6 +183,25 @@ TOO_FAST_FACTOR = 20.0
 #: Rows off by more than this factor either way (with 10 rows of slack, so 0 against 20 is not "far").
 ROWS_FACTOR = 10.0
 ROWS_SLACK = 10.0
+#: Where the rows each call returned say nothing of a range (it aggregates, deduplicates or groups:
+#: auditor.params.time_fits), a sample must run within this factor of the recorded mean either way, with
+#: TIME_SLACK_MS for statements of a millisecond. Samples are timed warm (the faster of REPEATS runs) while the
+#: recorded mean holds the application's cold reads and its concurrency. On bench/advisor, in three runs under
+#: load, the samples of the ranged aggregates whose values were right ran at 61-177 % of their recorded means;
+#: those of the decoy whose application keeps 94 % of the table (sampled at 5 %) at 12-32 %, its recorded mean
+#: itself moving 2x with the load (940-1,965 ms). A table scan's floor compresses the gap (5 % of the rows against
+#: 94 % ran 3-8x faster, not 19x): 3x would let the decoy through in one run of four, 2x would catch faithful
+#: samples on a busier machine. 2.5x leaves both sides a margin.
+TIME_FACTOR = 2.5
+TIME_SLACK_MS = 1.0
+#: The shares of the table a range keeps that the time fit bisects over (``Measurer._fit_time``), and how many
+#: new draws it may time (each cancelled at TIME_FACTOR times the recorded mean): 2^4 covers the 11 intervals.
+FIT_SELECTIVITY = (0.001, 0.003, 0.01, 0.03, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0)
+MAX_FIT_DRAWS = 4
+#: Draws whose times all lie within this factor of each other show a range that hardly moves the time (a scan of
+#: the table does the work, whatever the range keeps): then the time cannot judge the range. The decoy's draws
+#: from 10 % to all of the table spread 2.5-4x; the same draws' noise on a loaded machine stays well under 2x.
+FIT_SPREAD = 2.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -193,6 +212,8 @@ class Recorded:
     rows_per_call: float | None = None
     # The samples are the application's own logged calls (auditor.logged): what it ran, trusted as it is.
     logged: bool = False
+    # The rows per call cannot judge the statement's range, its time must (auditor.params.time_fits).
+    fits_time: bool = False
 
     def budget_ms(self) -> float | None:
         """How long one run of a sample may take before it is cancelled."""
@@ -212,6 +233,8 @@ class Recorded:
         """Why ``plan`` (a sample's, before any new index) is not what the workload runs; None when it is."""
         if self.logged:
             return None  # a call the application made is what the workload runs
+        if self.fits_time and plan.ms is not None and self.mean_ms is not None and self.mean_ms > 0:
+            return self._far_in_time(plan)
         rows = plan.actual_rows if plan.actual_rows is not None else plan.rows
         if self.rows_per_call is not None and self.rows_per_call >= 0:
             ratio = (rows + ROWS_SLACK) / (self.rows_per_call + ROWS_SLACK)
@@ -225,6 +248,24 @@ class Recorded:
             assert plan.ms is not None and self.mean_ms is not None
             return f"ran in {plan.ms:.1f} ms against a recorded mean of {self.mean_ms:.1f} ms"
         return None
+
+    def time_distance(self, ms: float) -> float:
+        """How far ``ms`` is from the recorded mean, either way: the log of their ratio (with TIME_SLACK_MS)."""
+        return abs(math.log((ms + TIME_SLACK_MS) / ((self.mean_ms or 0.0) + TIME_SLACK_MS)))
+
+    def _far_in_time(self, plan: Plan) -> str | None:
+        # The rows an aggregate returns follow its grouping, not its range (and a normalised
+        # ``date_trunc($1, ...)`` is sampled by day where the calls grouped by month): only the time judges.
+        assert plan.ms is not None and self.mean_ms is not None
+        if self.time_distance(plan.ms) <= math.log(TIME_FACTOR):
+            return None
+        if plan.ms < self.mean_ms and plan.index_names:
+            return None  # an index made since the statistics (see above): trusted
+        way = "slower" if plan.ms > self.mean_ms else "faster"
+        return (
+            f"ran in {plan.ms:.1f} ms against a recorded mean of {self.mean_ms:.1f} ms, more than {TIME_FACTOR:g}x "
+            f"{way} (its rows per call cannot judge its range: it aggregates, deduplicates or groups)"
+        )
 
 
 #: Planner cost units per row a DML statement writes (heap tuple and WAL), and per index entry it adds.
@@ -375,6 +416,7 @@ class Measurer:
         self._writes: Writes | None = None  # of the statement being measured
         self._alongside: tuple[Candidate, ...] = ()  # indexes in place with each candidate (see ``measure``)
         self._after: list[Plan] | None = None  # the timed plans of the candidate ``_build_one`` measured last
+        self._draw: Callable[[float], str | None] | None = None  # of the statement being measured (``measure``)
         # The samples the last ``measure`` kept (those that resembled the workload): the workload check
         # (auditor.selection) re-plans the statement with these, so that every comparison uses the same values.
         self.kept: tuple[str, ...] = ()
@@ -393,14 +435,18 @@ class Measurer:
         keep: int | None = None,
         writes: Writes | None = None,
         alongside: Sequence[Candidate] = (),
+        draw: Callable[[float], str | None] | None = None,
     ) -> tuple[MeasurementMethod, list[Outcome]]:
         """Measure ``candidates`` with the first ``keep`` of ``samples`` (best first) that resemble what was
         ``recorded``; NoRepresentativeSample when none does, CannotMeasure when no method is safe.
 
         With ``alongside``, each candidate is measured with those indexes in place too (the workload's other
-        choices, auditor.selection), against the statement without any of them."""
+        choices, auditor.selection), against the statement without any of them. With ``draw`` (the statement
+        bound with its range keeping a given share of its rows) and ``recorded.fits_time``, samples timed far from
+        the recorded mean are replaced by draws fitted to it (``_fit_time``)."""
         self.kept = ()
         self._alongside = tuple(alongside)
+        self._draw = draw
         if not samples:
             raise CannotMeasure("no executable form of the statement (parameters could not be sampled)")
         method = choose_method(
@@ -430,8 +476,23 @@ class Measurer:
         """The first ``keep`` samples that resemble the workload, with their plans before any new index.
 
         A sample is cancelled once it runs over its budget, and dropped when its rows or its time are far
-        from what pg_stat_statements recorded: the next one is tried instead.
+        from what pg_stat_statements recorded: the next one is tried instead. Where only the time can judge
+        (``Recorded.fits_time``) and the first sample ran far from the recorded mean, draws fitted to it replace
+        the samples (``_fit_time``).
         """
+        timed: dict[str, tuple[float | None, Plan | SampleTooSlow]] = {}
+        if analyze and recorded.fits_time and self._draw is not None and recorded.mean_ms:
+            first = self._timed_once(conn, samples[0], recorded.budget_ms(), timed)
+            far = str(first) if isinstance(first, SampleTooSlow) else recorded.distrust(first)
+            if far is not None:
+                log.info("sample not representative: %s", far)
+                fitted = self._fit_time(conn, recorded, keep, timed, far)
+                if fitted is not None:
+                    self.kept = tuple(fitted[0])
+                    return fitted
+                # The range hardly moves the time: it is not what differs from the recorded calls (cold reads,
+                # lock waits, other values), the time cannot judge it, and the general rules judge the samples.
+                recorded = dataclasses.replace(recorded, fits_time=False)
         kept: list[str] = []
         plans: list[Plan] = []
         why: list[str] = []
@@ -439,11 +500,15 @@ class Measurer:
         for sql in samples:
             if keep is not None and len(kept) >= keep:
                 break
-            try:
-                plan = self._timed(conn, sql, analyze, recorded.budget_ms())
-            except SampleTooSlow as exc:
-                why.append(str(exc))
+            found = (
+                self._timed_once(conn, sql, recorded.budget_ms(), timed)
+                if analyze
+                else explain(conn, sql, analyze=False)
+            )
+            if isinstance(found, SampleTooSlow):
+                why.append(str(found))
                 continue
+            plan = found
             reason = recorded.distrust(plan)
             if reason is not None:
                 log.info("sample not representative: %s", reason)
@@ -465,6 +530,93 @@ class Measurer:
                 + "; ".join(dict.fromkeys(why))
             )
         return kept, plans
+
+    def _timed_once(
+        self,
+        conn: db.Connection,
+        sql: str,
+        budget_ms: float | None,
+        timed: dict[str, tuple[float | None, Plan | SampleTooSlow]],
+    ) -> Plan | SampleTooSlow:
+        """``sql`` timed (``_timed``), or cancelled over ``budget_ms``, once per baseline: a sample drawn again
+        (the time fit's draws can be a sample already timed) is not run again."""
+        if sql in timed:
+            budget, result = timed[sql]
+            done = isinstance(result, Plan) or budget is None or (budget_ms is not None and budget >= budget_ms)
+            if done:
+                return result
+        try:
+            result = self._timed(conn, sql, True, budget_ms)
+        except SampleTooSlow as exc:
+            result = exc
+        timed[sql] = (budget_ms, result)
+        return result
+
+    def _fit_time(
+        self,
+        conn: db.Connection,
+        recorded: Recorded,
+        keep: int | None,
+        timed: dict[str, tuple[float | None, Plan | SampleTooSlow]],
+        far: str,
+    ) -> tuple[list[str], list[Plan]] | None:
+        """Draws of the statement whose range keeps the share of the table that makes it run as long as the
+        recorded mean, when the first sample (``far`` says how) ran far from it and its rows cannot tell.
+
+        A bisection over FIT_SELECTIVITY (time grows with the rows a range keeps): a draw faster than the mean
+        moves to wider ranges, a slower or cancelled one to narrower ones; at most MAX_FIT_DRAWS draws are run,
+        each cancelled at TIME_FACTOR times the mean. The draws within TIME_FACTOR of it, the nearest first, at
+        most ``keep`` (in the order of their ranges). When none is, and their times lie within FIT_SPREAD of each
+        other, the range hardly moves the time and cannot be what makes the samples differ from the recorded calls
+        (cold reads, lock waits, other values): None, and the general rules judge the samples. Else
+        NoRepresentativeSample: the range moves the time, and no share of the table ran as the workload's calls.
+        """
+        assert self._draw is not None and recorded.mean_ms is not None
+        budget = max(TIME_FACTOR * (recorded.mean_ms + TIME_SLACK_MS), SAMPLE_TIMEOUT_FLOOR_MS)
+        tried: dict[str, tuple[int, Plan | None]] = {}
+        low, high = -1, len(FIT_SELECTIVITY)
+        runs = 0
+        while high - low > 1:
+            middle = (low + high) // 2
+            sql = self._draw(FIT_SELECTIVITY[middle])
+            if sql is None:
+                return None
+            if sql not in timed:
+                if runs >= MAX_FIT_DRAWS:
+                    break
+                runs += 1
+            safety.check_readonly_select(sql, self.conn)
+            result = self._timed_once(conn, sql, budget, timed)
+            plan = result if isinstance(result, Plan) else None
+            tried.setdefault(sql, (middle, plan))
+            if plan is None or (plan.ms or 0.0) > recorded.mean_ms:
+                high = middle
+            else:
+                low = middle
+        fitting = sorted(
+            (
+                (recorded.time_distance(plan.ms or 0.0), position, sql, plan)
+                for sql, (position, plan) in tried.items()
+                if plan is not None and recorded.time_distance(plan.ms or 0.0) <= math.log(TIME_FACTOR)
+            ),
+            key=lambda f: (f[0], f[1]),
+        )
+        tried_text = ", ".join(
+            f"{FIT_SELECTIVITY[position]:.1%} of the rows in "
+            + (f"{plan.ms or 0.0:.1f} ms" if plan is not None else f"over {budget:.0f} ms (cancelled)")
+            for position, plan in sorted(tried.values(), key=lambda t: t[0])
+        )
+        log.info("time fit against a recorded mean of %.1f ms: its range keeping %s", recorded.mean_ms, tried_text)
+        if fitting:
+            chosen = sorted(fitting[: keep if keep is not None else len(fitting)], key=lambda f: f[1])
+            return [sql for _, _, sql, _ in chosen], [plan for _, _, _, plan in chosen]
+        times = [(plan.ms or 0.0) if plan is not None else budget for _, plan in tried.values()]
+        if not times or (max(times) + TIME_SLACK_MS) < FIT_SPREAD * (min(times) + TIME_SLACK_MS):
+            return None
+        raise NoRepresentativeSample(
+            f"no representative sample: the first {far}; with its range keeping {tried_text}, no draw ran within "
+            f"{TIME_FACTOR:g}x of the recorded mean of {recorded.mean_ms:.1f} ms"
+        )
 
     # -- the workload's whole set ------------------------------------------------------------------------
     def indexes_used_with(

@@ -42,7 +42,9 @@ __all__ = [
     "bind_parameters",
     "infer_parameter_types",
     "sample_parameters",
+    "sample_with_range",
     "server_parameter_types",
+    "time_fits",
 ]
 
 DEFAULT_LIMIT = "20"
@@ -462,6 +464,35 @@ def range_fits_rows(shape: QueryShape) -> bool:
     }
     plain = not (shape.aggregates or shape.distinct or shape.has_limit or shape.uses("group_by"))
     return plain and len(ranges) == 1 and len(shape.tables) == 1
+
+
+def time_fits(shape: QueryShape) -> bool:
+    """Whether a sample's range must be fitted to the statement's recorded mean time, its rows per call saying
+    nothing of it: the statement has a range placeholder on a column or expression and aggregates, deduplicates
+    or groups (a GROUP BY month returns one row per month whether its range keeps 3 % of the table or 94 %).
+
+    Not with a LIMIT: its time depends on where the matching rows lie in the scan's order, not on how many
+    match, and the rows it returns say how far it had to read. Not with equalities alone: a value has no share
+    of the table to fit (its common and rare values are drawn already)."""
+    ranged = any(
+        u.context == "compare"
+        and u.operator in (">", ">=", "<", "<=")
+        and u.table is not None
+        and (u.column is not None or u.expression is not None)
+        for u in shape.parameters.values()
+    )
+    grouped = bool(shape.aggregates or shape.distinct or shape.uses("group_by"))
+    return ranged and grouped and not shape.has_limit
+
+
+def sample_with_range(
+    catalog: Snapshot, shape: QueryShape, types: Mapping[int, str], selectivity: float
+) -> dict[int, str]:
+    """One set of values (the first ``sample_parameters`` draws: the common values of any equality) whose range
+    placeholders each keep about ``selectivity`` of their column's rows: the time fit's draws (auditor.measure)."""
+    # Without rows per call the first draw's range keeps the first of _RANGE_SELECTIVITY; scaled from there.
+    scale = selectivity / _RANGE_SELECTIVITY[0]
+    return sample_parameters(catalog, shape, types, 1, None, {0: scale})[0]
 
 
 def _combinations(catalog: Snapshot, table: TableRef, columns: Sequence[str], limit: int = 6) -> list[tuple[str, ...]]:
