@@ -610,8 +610,21 @@ class Measurer:
         if fitting:
             chosen = sorted(fitting[: keep if keep is not None else len(fitting)], key=lambda f: f[1])
             return [sql for _, _, sql, _ in chosen], [plan for _, _, _, plan in chosen]
-        times = [(plan.ms or 0.0) if plan is not None else budget for _, plan in tried.values()]
-        if not times or (max(times) + TIME_SLACK_MS) < FIT_SPREAD * (min(times) + TIME_SLACK_MS):
+        def spread_small(times: list[float]) -> bool:
+            return not times or (max(times) + TIME_SLACK_MS) < FIT_SPREAD * (min(times) + TIME_SLACK_MS)
+
+        times = {sql: (plan.ms or 0.0) if plan is not None else budget for sql, (_, plan) in tried.items()}
+        finished = [sql for sql, (_, plan) in tried.items() if plan is not None]
+        if not spread_small(list(times.values())) and finished:
+            # One draw slowed by the machine (a scheduling stall) must not make a flat range look steep: the slowest
+            # that finished is timed once more and its faster time counts, as a benchmark keeps its fastest run.
+            slowest = max(finished, key=lambda sql: times[sql])
+            try:
+                again = self._timed(conn, slowest, True, budget)
+                times[slowest] = min(times[slowest], again.ms or 0.0)
+            except SampleTooSlow:
+                pass
+        if spread_small(list(times.values())):
             return None
         raise NoRepresentativeSample(
             f"no representative sample: the first {far}; with its range keeping {tried_text}, no draw ran within "

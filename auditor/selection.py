@@ -6,7 +6,8 @@ measured with (rollback_build builds in a transaction that is rolled back, hypop
 
 1. Two statements want ``(a)`` and ``(a, b)``: the wider index may serve both, and one index costs less to keep
    up than two. The narrower one's statements are measured again with the wider index; when it is as good
-   within timing noise and still clears the threshold, they get the wider one, and one index serves them all.
+   within a family's noise (decision.FAMILY_NOISE) and still clears the threshold, they get the wider one, and
+   one index serves them all.
 2. An index chosen for one statement may change another statement's plan for the worse (a LIMIT that hopes
    to stop early on an index walks it to the end), and every DML statement on its table must write to it. With
    the whole set in place every measured statement on those tables is planned again; one whose plan now uses
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 
 from pg_architect.auditor.advisor import Candidate
 from pg_architect.auditor.catalog import TableInfo
-from pg_architect.auditor.decision import REGRESSION, as_good, regression_percent, worth_applying
+from pg_architect.auditor.decision import FAMILY_NOISE, REGRESSION, as_good, regression_percent, worth_applying
 from pg_architect.auditor.measure import SAMPLE_TIMEOUT_FACTOR, Measurer, Outcome, Recorded, Writes
 from pg_architect.core.errors import PgArchitectError
 
@@ -93,7 +94,10 @@ def select(measurer: Measurer, statements: Sequence[Measured], *, min_gain_perce
         if outcomes is None:
             continue
         again, theirs = outcomes
-        if theirs.used_index and worth_applying(theirs, min_gain_percent) and as_good(theirs, again):
+        # A wider index that begins with the narrower one's keys is of its family: within FAMILY_NOISE the two
+        # serve the statement alike (as auditor.decision judges a statement's own candidates), and one index
+        # then does the work of two. With the narrower band the merge came and went with the machine's load.
+        if theirs.used_index and worth_applying(theirs, min_gain_percent) and as_good(theirs, again, FAMILY_NOISE):
             served = [queryid[f] for f, o in current.items() if o.candidate.signature() == wider.candidate.signature()]
             current[s.fingerprint] = theirs
             changes[s.fingerprint] = Change(

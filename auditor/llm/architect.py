@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pg_architect.auditor import analysis, confidence, verify
+from pg_architect.auditor import advisor, analysis, confidence, verify
 from pg_architect.auditor.catalog import Snapshot
 from pg_architect.auditor.fingerprint import EMBEDDING_MODEL
 from pg_architect.auditor.kb import KnowledgeBase, SimilarRecommendation
@@ -315,7 +315,9 @@ class Architect:
             reason = f"measured ({m.method}, {m.samples} sample(s)): {timing}, gain {m.gain_percent:.0f} %"
             reason += "" if m.gain_percent > min_gain else f", not above {min_gain:.0f} %"
             return ModelProposal(kind, checked.sql, "not_better", reason, self.model, stated), None
-        score, terms = self._confidence(kind, checked, stated, result.fingerprint, shape.kind != "select")
+        score, terms = self._confidence(
+            kind, checked, stated, result.fingerprint, shape.kind != "select", result.mean_ms
+        )
         what = {"index": "Index", "rewrite": "Rewrite", "settings": "Setting"}[kind]
         equal = f" Same rows as the original for all {m.samples} sampled parameter set(s)." if kind == "rewrite" else ""
         text = (
@@ -351,7 +353,13 @@ class Architect:
         return proposal, recommendation
 
     def _confidence(
-        self, kind: str, checked: verify.Verified, stated: float, fingerprint: str, dml: bool
+        self,
+        kind: str,
+        checked: verify.Verified,
+        stated: float,
+        fingerprint: str,
+        dml: bool,
+        recorded_mean_ms: float | None = None,
     ) -> tuple[float, list[str]]:
         applied_before, rejected_before = self.kb.outcome_history(fingerprint)
         if checked.outcome is not None:
@@ -361,6 +369,9 @@ class Architect:
                 rejected_before=rejected_before,
                 write_share=checked.table.write_share if checked.table is not None else 0.0,
                 dml=dml,
+                # Samples far faster than the recorded calls speak less for a model's index too (calibration).
+                recorded_mean_ms=recorded_mean_ms,
+                correlation=advisor.key_correlation(self.catalog, checked.outcome.candidate),
             )
             value, terms = evidence.score, list(evidence.terms)
             cap = LLM_INDEX_CAP
