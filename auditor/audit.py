@@ -229,7 +229,8 @@ class Auditor:
             notes.append(
                 f"parameters from the server's log: {self.measured_with_logged} of {len(slow)} slow statement(s) "
                 f"measured with the values of their logged calls ({with_calls} had calls logged at "
-                f"log_min_duration_statement {self.logged.threshold_ms:g} ms; the others: values drawn from pg_stats)"
+                f"log_min_duration_statement {self.logged.threshold_ms:g} ms; the others: values drawn from "
+                "pg_stats, or no parameter)"
             )
         results = self._select_for_workload(results, measurer)
         results = _shared_indexes(results)
