@@ -80,7 +80,7 @@ def test_hypothetical_strong_expression_and_partial_indexes_reach_the_pr_thresho
     report = audit(dsn, kb, min_mean_ms="0.5", measurement_mode="hypothetical")
     for fragment in ("lower(email)", "processed_at IS NULL"):
         q = _query(report, fragment)
-        assert q["status"] == "recommended", q
+        assert q["status"] == "recommended", (q["skip_reason"], q["rejected_candidates"])
         rec = q["recommendation"]
         assert rec["measurement"]["method"] == "hypothetical", rec["measurement"]
         assert rec["action"] == "pr_review", (rec["confidence"], rec["reasoning"])
@@ -129,7 +129,7 @@ def test_filters_outside_an_inlinable_cte_or_a_subquery_in_from_are_traced_to_th
         ("FROM events", '"public"."events" ("account_id")'),  # on the partitioned parent
     ):
         q = _query(report, fragment)
-        assert q["status"] == "recommended", q
+        assert q["status"] == "recommended", (q["skip_reason"], q["rejected_candidates"])
         assert index in q["recommendation"]["sql"], q["recommendation"]["sql"]
     assert _query(report, "MATERIALIZED")["status"] != "recommended"
 
@@ -224,7 +224,7 @@ def test_an_equality_on_a_joined_key_is_carried_to_the_other_table(embedded_pg: 
     kb = make_database(embedded_pg, "depth_carried_kb", ("vector",))
     report = audit(dsn, kb, min_mean_ms="0.5")
     q = _query(report, "JOIN review")
-    assert q["status"] == "recommended", q
+    assert q["status"] == "recommended", (q["skip_reason"], q["rejected_candidates"])
     sql = q["recommendation"]["sql"]
     # Both carried filters in one index (a join column alone is what the text shows without carrying them) is
     # measured; with samples that match a book (drawn together, tests/test_workload_selection.py) the lookup of
