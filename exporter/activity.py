@@ -292,8 +292,10 @@ class ActivitySampler:
                         self._own = (r.usesysid, r.datid, r.query_id)
                     continue
                 if r.state is None:
-                    if r.datid is not None:
-                        self._hidden[r.datid] = sampled_at  # a session this role may not see
+                    # A session this role may not see has every column but its database and role NULL; a
+                    # backend still starting up (authenticating) has no state either, but its start time.
+                    if r.backend_start is None and r.datid is not None:
+                        self._hidden[r.datid] = sampled_at
                     continue
                 if r.backend_start is None or r.query_start is None or r.datid is None:
                     continue

@@ -117,7 +117,9 @@ def test_sampling_that_did_not_cover_the_window_backs_no_estimate() -> None:
     hidden = _sampler()
     _feed(hidden, 100.0)
     hidden.window(100.0, 0.0)
-    _feed(hidden, 100.02, _row(9, None, None, 100.02, datid=6))
+    # A session of another role, as pg_stat_activity shows it: its database, the rest NULL. Beside it, a
+    # backend of database 5 still authenticating (no state, but its start time): that hides nothing.
+    _feed(hidden, 100.02, _row(9, None, None, 100.02, datid=6, backend_start=None), _row(10, None, None, 100.02))
     _feed(hidden, 100.04)
     window = hidden.window(100.04, 0.0)
     assert window.complete and window.hidden == {6}
@@ -249,6 +251,60 @@ def test_a_role_that_may_not_see_other_sessions_degrades_with_the_source_saying_
     assert after.value("pg_up") == 1.0
     assert after.value("pgarch_scrape_collector_success", collector="statements") == 1.0
     assert after.value("pgarch_query_p95_source", datname=dbname, source="pg_stat_statements:activity_hidden") == 1.0
+
+
+@pytest.mark.server_version(170000, "login event triggers")
+def test_a_session_still_logging_in_hides_nothing(embedded_pg: ServerInfo) -> None:
+    """A backend that is still starting up (here held in a login event trigger, PostgreSQL 17+) shows no state,
+    as a session of another role does, but it has its start time: the sampler must not call the database
+    hidden (connection churn without a pooler would otherwise turn its p95 back to the model alone)."""
+    dbname = "p95_sampled_login"
+    dsn = make_database(embedded_pg, dbname)
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(
+            "CREATE FUNCTION held_login() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF current_setting('application_name') = 'held-login' THEN PERFORM pg_advisory_lock(4242);"
+            " PERFORM pg_advisory_unlock(4242); END IF; END $$"
+        )
+        admin.execute("CREATE EVENT TRIGGER held_login ON login EXECUTE FUNCTION held_login()")
+    t = target(embedded_pg.dsn(dbname), exporter_activity_sampling_hz=str(HZ))
+    sampler = t.activity
+    assert sampler is not None
+    try:
+        scrape(t)  # baseline; the sampler runs from here on
+        with psycopg.connect(dsn, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(4242)")
+            login = threading.Thread(
+                target=run_concurrently,
+                args=(dsn, [("SELECT 1", ())]),
+                kwargs={"threads": 1, "application_name": "held-login"},
+            )
+            login.start()
+            wait_for(
+                lambda: holder.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND state IS NULL"
+                    " AND backend_type = 'client backend' AND backend_start IS NOT NULL",
+                    (dbname,),
+                ).fetchone(),
+                60,
+                "a backend logging in, without a state",
+            )
+            seen = sampler.samples
+            wait_for(lambda: sampler.samples >= seen + 2, 60, "two samples while it logs in")
+            holder.execute("SELECT pg_advisory_unlock(4242)")
+            login.join()
+        run_concurrently(dsn, [("SELECT pg_sleep(%s)", (0.001,))] * 20, threads=2)
+        after = scrape(t)
+    finally:
+        t.close()
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute("DROP EVENT TRIGGER IF EXISTS held_login")
+    sources = {
+        labels["source"]
+        for labels, value in after.samples("pgarch_query_p95_source")
+        if labels["datname"] == dbname and value == 1.0
+    }
+    assert sources == {"pg_stat_statements+activity_sampling"}, sources
 
 
 def test_the_sampler_stops_cleanly_and_leaves_no_session(embedded_pg: ServerInfo) -> None:
