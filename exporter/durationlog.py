@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import logging
 import os
 import re
@@ -55,6 +54,7 @@ from pg_architect.core.serverlog import (
     as_int,
     complete_csv,
     complete_lines,
+    json_records,
     log_format,
     stderr_pattern,
 )
@@ -180,15 +180,7 @@ def parse_csv(text: str, bare_counts: bool) -> Iterator[Record]:
 
 
 def parse_json(text: str, bare_counts: bool) -> Iterator[Record]:
-    for line in text.splitlines():
-        if '"duration: ' not in line and MARK not in line:
-            continue  # most lines, decided without decoding the JSON
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(obj, dict) or obj.get("error_severity") != "LOG":
-            continue
+    for obj in json_records(text, '"duration: ', MARK):
         message = str(obj.get("message", ""))
         ms = duration_of(message, bare_counts)
         if ms is None:

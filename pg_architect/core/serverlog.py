@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pg_architect.core import db
 from pg_architect.core.errors import PgArchitectError, PrivilegeError
@@ -234,6 +235,23 @@ def as_int(value: object) -> int:
         return 0
 
 
+def json_records(text: str, *markers: str) -> Iterator[dict[str, Any]]:
+    """The LOG-level records of jsonlog ``text`` on a line that holds one of ``markers``: most lines are
+    passed over without decoding their JSON."""
+    for line in text.splitlines():
+        for marker in markers:
+            if marker in line:
+                break
+        else:
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("error_severity") == "LOG":
+            yield obj
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class LogEntry:
     """One LOG-level record whose message starts with ``needle``, with its DETAIL (None when it has none)."""
@@ -258,16 +276,7 @@ def entries(text: str, fmt: str, needle: str, pattern: re.Pattern[str] | None = 
                 qid = row[CSV_QUERY_ID] if len(row) > CSV_QUERY_ID else ""
                 yield LogEntry(row[CSV_TIME], row[CSV_DATABASE], as_int(qid), row[CSV_MESSAGE], detail)
     elif fmt == "jsonlog":
-        quoted = json.dumps(needle)[:-1]  # the needle as it starts a JSON string
-        for line in text.splitlines():
-            if quoted not in line:
-                continue  # most lines, decided without decoding the JSON
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(obj, dict) or obj.get("error_severity") != "LOG":
-                continue
+        for obj in json_records(text, json.dumps(needle)[:-1]):  # the needle as it starts a JSON string
             message = str(obj.get("message", ""))
             if message.startswith(needle):
                 detail = obj.get("detail")
