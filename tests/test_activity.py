@@ -214,6 +214,38 @@ def test_a_slow_mode_above_the_samplers_threshold_is_exported_exactly_from_sampl
     assert statement is not None and abs(statement - truth) / truth <= 0.05, f"statement p95 {statement} vs {truth}"
 
 
+LOCK = 2121  # the advisory lock a held session waits on
+
+
+def _held_for_two_samples(
+    sampler: ActivitySampler, dsn: str, statement: str, seen_where: str, what: str, application_name: str = ""
+) -> None:
+    """Run ``statement`` on a connection of its own while this test holds advisory lock LOCK in its database;
+    release the lock once pg_stat_activity shows the session held (``seen_where``, a condition on that
+    database's rows) and the sampler has taken two samples since. Returns when the statement is done."""
+    with psycopg.connect(dsn, autocommit=True) as holder:  # advisory locks are per database
+        holder.execute(f"SELECT pg_advisory_lock({LOCK})")
+        held = threading.Thread(
+            target=run_concurrently,
+            args=(dsn, [(statement, ())]),
+            kwargs={"threads": 1, "application_name": application_name},
+        )
+        held.start()
+        try:
+            wait_for(
+                lambda: holder.execute(
+                    f"SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND {seen_where}"
+                ).fetchone(),
+                60,
+                what,
+            )
+            seen = sampler.samples
+            wait_for(lambda: sampler.samples >= seen + 2, 60, f"two samples while {what}")
+        finally:
+            holder.execute(f"SELECT pg_advisory_unlock({LOCK})")
+            held.join()
+
+
 def test_a_role_that_may_not_see_other_sessions_degrades_with_the_source_saying_so(embedded_pg: ServerInfo) -> None:
     dbname = "p95_sampled_hidden"
     dsn = make_database(embedded_pg, dbname)
@@ -225,25 +257,10 @@ def test_a_role_that_may_not_see_other_sessions_degrades_with_the_source_saying_
     assert sampler is not None
     try:
         scrape(t)  # baseline; the sampler runs from here on
-        with psycopg.connect(dsn, autocommit=True) as holder:  # advisory locks are per database
-            holder.execute("SELECT pg_advisory_lock(2121)")
-            # Another role's statement, running (waiting on the lock) while the sampler looks.
-            waiter = threading.Thread(
-                target=run_concurrently, args=(dsn, [("SELECT pg_advisory_lock(2121)", ())]), kwargs={"threads": 1}
-            )
-            waiter.start()
-            with psycopg.connect(embedded_pg.dsn(), autocommit=True) as watch:
-                wait_for(
-                    lambda: watch.execute(
-                        "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'", (dbname,)
-                    ).fetchone(),
-                    60,
-                    "the other role's statement waiting on the lock",
-                )
-            seen = sampler.samples
-            wait_for(lambda: sampler.samples >= seen + 2, 60, "two samples while it runs")
-            holder.execute("SELECT pg_advisory_unlock(2121)")
-            waiter.join()
+        # Another role's statement, running (waiting on the lock) while the sampler looks.
+        _held_for_two_samples(
+            sampler, dsn, f"SELECT pg_advisory_lock({LOCK})", "wait_event_type = 'Lock'", "a statement waits"
+        )
         run_concurrently(dsn, [("SELECT pg_sleep(%s)", (0.001,))] * 20, threads=2)
         after = scrape(t)
     finally:
@@ -263,8 +280,8 @@ def test_a_session_still_logging_in_hides_nothing(embedded_pg: ServerInfo) -> No
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute(
             "CREATE FUNCTION held_login() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " IF current_setting('application_name') = 'held-login' THEN PERFORM pg_advisory_lock(4242);"
-            " PERFORM pg_advisory_unlock(4242); END IF; END $$"
+            f" IF current_setting('application_name') = 'held-login' THEN PERFORM pg_advisory_lock({LOCK});"
+            f" PERFORM pg_advisory_unlock({LOCK}); END IF; END $$"
         )
         admin.execute("CREATE EVENT TRIGGER held_login ON login EXECUTE FUNCTION held_login()")
     t = target(embedded_pg.dsn(dbname), exporter_activity_sampling_hz=str(HZ))
@@ -272,27 +289,14 @@ def test_a_session_still_logging_in_hides_nothing(embedded_pg: ServerInfo) -> No
     assert sampler is not None
     try:
         scrape(t)  # baseline; the sampler runs from here on
-        with psycopg.connect(dsn, autocommit=True) as holder:
-            holder.execute("SELECT pg_advisory_lock(4242)")
-            login = threading.Thread(
-                target=run_concurrently,
-                args=(dsn, [("SELECT 1", ())]),
-                kwargs={"threads": 1, "application_name": "held-login"},
-            )
-            login.start()
-            wait_for(
-                lambda: holder.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND state IS NULL"
-                    " AND backend_type = 'client backend' AND backend_start IS NOT NULL",
-                    (dbname,),
-                ).fetchone(),
-                60,
-                "a backend logging in, without a state",
-            )
-            seen = sampler.samples
-            wait_for(lambda: sampler.samples >= seen + 2, 60, "two samples while it logs in")
-            holder.execute("SELECT pg_advisory_unlock(4242)")
-            login.join()
+        _held_for_two_samples(
+            sampler,
+            dsn,
+            "SELECT 1",
+            "state IS NULL AND backend_type = 'client backend' AND backend_start IS NOT NULL",
+            "a backend logs in, without a state",
+            application_name="held-login",
+        )
         run_concurrently(dsn, [("SELECT pg_sleep(%s)", (0.001,))] * 20, threads=2)
         after = scrape(t)
     finally:
